@@ -1,0 +1,181 @@
+//! Checkpoints, watermarks and garbage collection (PBFT §4.3).
+//!
+//! After executing `s` with `s mod K == 0` a replica broadcasts `Checkpoint(s, D)`. With q
+//! matching messages from distinct replicas the checkpoint is *stable*: `h = s`, and
+//! everything at or below `s` is discarded. A stable checkpoint beyond what the replica
+//! executed means it is behind, and starts a state transfer.
+
+use crate::action::{Action, WalRecord};
+use crate::message::{Checkpoint, Evidence, Message, ReplicaId, Seq, Signed};
+use crate::replica::Replica;
+use pbft_crypto::Digest;
+use std::collections::BTreeMap;
+
+impl Replica {
+    /// Own checkpoint after executing `seq` (a multiple of K).
+    pub(crate) fn make_checkpoint(&mut self, seq: Seq, state_digest: Digest) {
+        let c = Signed::sign(
+            Checkpoint {
+                seq,
+                state_digest,
+                replica: self.id,
+            },
+            &self.key,
+        );
+        self.persist(WalRecord::Checkpoint(c.clone()));
+        self.own_checkpoints.insert(seq, c.clone());
+        self.broadcast(Message::Checkpoint(c.clone()));
+        self.add_checkpoint_vote(c);
+    }
+
+    pub(crate) fn on_checkpoint(&mut self, c: Signed<Checkpoint>) {
+        if c.body.seq % self.cfg.checkpoint_interval != 0 || c.body.seq == 0 {
+            return;
+        }
+        self.note_progress(c.body.replica, c.body.seq);
+        if c.body.seq <= self.stable_seq {
+            return;
+        }
+        self.add_checkpoint_vote(c);
+    }
+
+    /// Most checkpoint messages kept per sender above `h`: bounds memory against a
+    /// sender announcing many sequence numbers, while a lagging replica can still learn
+    /// checkpoints far beyond its window.
+    fn checkpoint_budget(&self) -> usize {
+        (self.cfg.log_window / self.cfg.checkpoint_interval) as usize + 2
+    }
+
+    fn add_checkpoint_vote(&mut self, c: Signed<Checkpoint>) {
+        let Checkpoint {
+            seq,
+            state_digest,
+            replica,
+        } = c.body;
+        let votes = self.checkpoint_votes.entry(seq).or_default();
+        if votes.contains_key(&replica) {
+            return; // first message per sender and seq counts
+        }
+        votes.insert(replica, c);
+        // enforce the per-sender budget by dropping that sender's lowest checkpoints
+        let budget = self.checkpoint_budget();
+        let mine: Vec<Seq> = self
+            .checkpoint_votes
+            .iter()
+            .filter(|(_, m)| m.contains_key(&replica))
+            .map(|(s, _)| *s)
+            .collect();
+        if mine.len() > budget {
+            for s in &mine[..mine.len() - budget] {
+                if let Some(m) = self.checkpoint_votes.get_mut(s) {
+                    m.remove(&replica);
+                }
+            }
+        }
+        let Some(votes) = self.checkpoint_votes.get(&seq) else {
+            return;
+        };
+        let matching: Vec<Signed<Checkpoint>> = votes
+            .values()
+            .filter(|v| v.body.state_digest == state_digest)
+            .cloned()
+            .collect();
+        if matching.len() >= self.cfg.quorum() {
+            let proof = matching[..self.cfg.quorum()].to_vec();
+            self.on_stable(seq, state_digest, proof);
+        }
+    }
+
+    /// Checks a stable-checkpoint proof: q checkpoints for `seq` with one digest, from
+    /// distinct replicas. Genesis (`seq == 0`) needs no proof.
+    pub(crate) fn valid_checkpoint_proof(
+        &self,
+        seq: Seq,
+        proof: &[Signed<Checkpoint>],
+    ) -> Option<Digest> {
+        if seq == 0 {
+            return proof.is_empty().then_some(Digest::ZERO);
+        }
+        if seq % self.cfg.checkpoint_interval != 0 {
+            return None;
+        }
+        let first = proof.first()?;
+        let digest = first.body.state_digest;
+        let mut senders = std::collections::BTreeSet::new();
+        for c in proof {
+            if c.body.seq != seq || c.body.state_digest != digest {
+                return None;
+            }
+            if c.body.replica >= self.cfg.n() {
+                return None;
+            }
+            senders.insert(c.body.replica);
+        }
+        (senders.len() >= self.cfg.quorum()).then_some(digest)
+    }
+
+    /// A checkpoint became stable (from q messages, or a proof in a view change, new
+    /// view or catch-up answer).
+    pub(crate) fn on_stable(&mut self, seq: Seq, digest: Digest, proof: Vec<Signed<Checkpoint>>) {
+        if seq <= self.stable_seq {
+            return;
+        }
+        if let Some(mine) = self.own_checkpoints.get(&seq) {
+            if mine.body.state_digest != digest {
+                self.halt(format!(
+                    "own state digest {} at seq {seq} contradicts the stable checkpoint {}",
+                    mine.body.state_digest, digest
+                ));
+                return;
+            }
+        }
+        tracing::debug!(
+            replica = self.id,
+            view = self.view,
+            seq,
+            "checkpoint stable"
+        );
+        // evidence against replicas that announced another digest for this checkpoint
+        let liars: Vec<Signed<Checkpoint>> = self
+            .checkpoint_votes
+            .get(&seq)
+            .map(|m| {
+                m.values()
+                    .filter(|c| c.body.state_digest != digest)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for lie in liars {
+            let ev = Evidence::CheckpointLie {
+                lie,
+                proof: proof.clone(),
+            };
+            self.record_evidence(ev, false);
+        }
+        self.stable_seq = seq;
+        self.stable_digest = digest;
+        self.stable_proof = proof.clone();
+        self.persist(WalRecord::StableCheckpoint(proof));
+        self.push(Action::StableCheckpoint { seq, digest });
+        self.collect_garbage();
+        if self.last_executed < seq {
+            self.begin_state_transfer(seq, digest);
+        }
+        self.next_seq = self.next_seq.max(seq + 1);
+        self.try_propose();
+    }
+
+    /// Discards log entries, votes and checkpoint messages at or below `h`.
+    pub(crate) fn collect_garbage(&mut self) {
+        let h = self.stable_seq;
+        self.slots = self.slots.split_off(&(h + 1));
+        self.prepares.retain_above(h, self.view.saturating_sub(1));
+        self.commits.retain_above(h, self.view.saturating_sub(1));
+        self.checkpoint_votes = self.checkpoint_votes.split_off(&(h + 1));
+        let mine: BTreeMap<Seq, Signed<Checkpoint>> = self.own_checkpoints.split_off(&h);
+        self.own_checkpoints = mine;
+        let n = self.cfg.n();
+        self.peer_progress.retain(|r: &ReplicaId, _| *r < n);
+    }
+}

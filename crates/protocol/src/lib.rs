@@ -1,0 +1,45 @@
+//! The PBFT replica as a pure, sans-IO state machine (Castro and Liskov, OSDI 1999, in
+//! the variant where every protocol message is signed).
+//!
+//! Inputs are verified messages, client requests, timeouts and execution results, each
+//! with the current time; outputs are [`Action`]s. Nothing here reads a clock, draws a
+//! random number, touches a socket or a disk: that is what makes the deterministic
+//! simulator and the traitors possible.
+//!
+//! One module per concern, named as in the paper:
+//! - [`quorum`]: distinct-sender vote counting per (view, seq, digest);
+//! - `normal_case`: pre-prepare, prepare, commit, `prepared`, `committed_local`, execution;
+//! - `checkpoint`: checkpoints, watermarks, garbage collection;
+//! - `view_change` and [`new_view`]: view change, the `O` set computation and check;
+//! - `state_transfer`: catching up by snapshot or by committed batches;
+//! - [`client_table`]: exactly-once and cached replies;
+//! - `evidence`: signed proof of misbehaviour;
+//! - `wal`: restart from the write-ahead log;
+//! - [`verify`]: the signature-verification stage that runs *before* the core.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod action;
+mod checkpoint;
+pub mod client_table;
+pub mod config;
+pub mod envelope;
+mod evidence;
+pub mod message;
+pub mod new_view;
+mod normal_case;
+pub mod quorum;
+pub mod replica;
+mod state_transfer;
+pub mod time;
+pub mod verify;
+mod view_change;
+mod wal;
+
+pub use action::{Action, WalRecord};
+pub use config::{Config, ConfigError};
+pub use message::*;
+pub use replica::{ExecutedRequest, ExecutionResult, Replica, Status};
+pub use time::{Duration, Instant};
+pub use verify::{Rejection, Verified, VerifiedRequest, Verifier};

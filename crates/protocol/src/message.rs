@@ -1,0 +1,407 @@
+//! The wire messages of PROTOCOL.md.
+//!
+//! Every protocol message is signed by its sender over a domain tag naming its kind plus
+//! the canonical postcard encoding of its body ([`Signed`]). Nested certificates (view
+//! changes, new views, commit proofs) carry the original signed messages, so any
+//! replica can re-check them.
+
+use pbft_crypto::{Digest, Domain, Keypair, PublicKey, Signature};
+use serde::{Deserialize, Serialize};
+
+/// Index of a validator in the cluster file, `0..n`.
+pub type ReplicaId = u32;
+/// A view number; `primary(v) = v mod n`.
+pub type View = u64;
+/// A sequence number assigned by the primary; 0 is the genesis checkpoint.
+pub type Seq = u64;
+/// A client's request counter; exactly-once is per `(client, request_id)`.
+pub type RequestId = u64;
+
+/// A body that can be signed: its kind selects the signature domain.
+pub trait Signable: Serialize {
+    /// The signature domain of this message kind.
+    const DOMAIN: Domain;
+
+    /// The canonical bytes that are signed (postcard encoding of the body).
+    fn signing_bytes(&self) -> Vec<u8> {
+        // Encoding a plain in-memory struct into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+}
+
+/// A message body with its sender's signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed<T> {
+    /// The signed content.
+    pub body: T,
+    /// ed25519 signature over `T::DOMAIN` tag + `body` encoding.
+    pub sig: Signature,
+}
+
+impl<T: Signable> Signed<T> {
+    /// Signs `body` with `key`.
+    pub fn sign(body: T, key: &Keypair) -> Self {
+        let sig = key.sign(T::DOMAIN, &body.signing_bytes());
+        Signed { body, sig }
+    }
+}
+
+/// A client's operation on the ledger. The protocol treats `op` as opaque bytes; the
+/// executor decodes it (a malformed op gets a failed receipt, identically everywhere).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The client's account and identity.
+    pub client: PublicKey,
+    /// Per-client counter, starting at 1.
+    pub request_id: RequestId,
+    /// The encoded operation.
+    pub op: Vec<u8>,
+}
+
+impl Signable for Request {
+    const DOMAIN: Domain = Domain::Request;
+}
+
+/// A client request with the client's signature.
+pub type SignedRequest = Signed<Request>;
+
+impl Signed<Request> {
+    /// The key that identifies this request for exactly-once: `(client, request_id)`.
+    pub fn key(&self) -> (PublicKey, RequestId) {
+        (self.body.client, self.body.request_id)
+    }
+}
+
+/// An ordered list of client requests; the unit the primary assigns a sequence number to.
+/// The empty batch is the null batch used to fill gaps in a new view.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The requests, in execution order.
+    pub requests: Vec<SignedRequest>,
+}
+
+impl Batch {
+    /// The null batch.
+    pub fn null() -> Batch {
+        Batch::default()
+    }
+
+    /// `H(batch)`: SHA-256 of the canonical encoding.
+    pub fn digest(&self) -> Digest {
+        Digest::of(&postcard::to_allocvec(self).unwrap_or_default())
+    }
+
+    /// The digest of the null batch.
+    pub fn null_digest() -> Digest {
+        Batch::null().digest()
+    }
+}
+
+/// `PrePrepare{view, seq, digest}`: the primary's proposal. The batch travels beside the
+/// signed header so certificates can carry the header alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrePrepare {
+    /// View in which the batch is proposed.
+    pub view: View,
+    /// Sequence number assigned to the batch.
+    pub seq: Seq,
+    /// `H(batch)`.
+    pub digest: Digest,
+}
+
+impl Signable for PrePrepare {
+    const DOMAIN: Domain = Domain::PrePrepare;
+}
+
+/// `Prepare{view, seq, digest, replica}`: a backup accepted the pre-prepare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    /// View of the vote.
+    pub view: View,
+    /// Slot of the vote.
+    pub seq: Seq,
+    /// Digest voted for.
+    pub digest: Digest,
+    /// The voter.
+    pub replica: ReplicaId,
+}
+
+impl Signable for Prepare {
+    const DOMAIN: Domain = Domain::Prepare;
+}
+
+/// `Commit{view, seq, digest, replica}`: the sender has prepared the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// View of the vote.
+    pub view: View,
+    /// Slot of the vote.
+    pub seq: Seq,
+    /// Digest voted for.
+    pub digest: Digest,
+    /// The voter.
+    pub replica: ReplicaId,
+}
+
+impl Signable for Commit {
+    const DOMAIN: Domain = Domain::Commit;
+}
+
+/// `Reply{view, client, request_id, replica, result}`: the result of one executed request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The replica's view when it executed the request (informational for the client).
+    pub view: View,
+    /// Sequence number of the batch that carried the request.
+    pub seq: Seq,
+    /// The client the reply is for.
+    pub client: PublicKey,
+    /// The request answered.
+    pub request_id: RequestId,
+    /// The replica that executed it.
+    pub replica: ReplicaId,
+    /// The executor's encoded receipt; f+1 identical results make it final.
+    pub result: Vec<u8>,
+}
+
+impl Signable for Reply {
+    const DOMAIN: Domain = Domain::Reply;
+}
+
+/// `Checkpoint{seq, state_digest, replica}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// A multiple of the checkpoint interval K.
+    pub seq: Seq,
+    /// Digest of the whole ledger state after executing `seq`.
+    pub state_digest: Digest,
+    /// The sender.
+    pub replica: ReplicaId,
+}
+
+impl Signable for Checkpoint {
+    const DOMAIN: Domain = Domain::Checkpoint;
+}
+
+/// Proof that a slot prepared: the primary's pre-prepare, the batch, and 2f matching
+/// prepares from distinct backups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedProof {
+    /// The pre-prepare, signed by `primary(view)`.
+    pub pre_prepare: Signed<PrePrepare>,
+    /// The batch whose digest the pre-prepare names.
+    pub batch: Batch,
+    /// 2f prepares for the same (view, seq, digest) from distinct backups.
+    pub prepares: Vec<Signed<Prepare>>,
+}
+
+/// Proof that a slot committed: the pre-prepare, the batch and q matching commits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedProof {
+    /// The pre-prepare, signed by `primary(view)`.
+    pub pre_prepare: Signed<PrePrepare>,
+    /// The batch whose digest the pre-prepare names.
+    pub batch: Batch,
+    /// q commits for the same (view, seq, digest) from distinct replicas.
+    pub commits: Vec<Signed<Commit>>,
+}
+
+/// `ViewChange{new_view, stable_seq, C, P, replica}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChange {
+    /// The view the sender moves to.
+    pub new_view: View,
+    /// The sender's last stable checkpoint `h`.
+    pub stable_seq: Seq,
+    /// `C`: q matching checkpoint messages for `stable_seq` (empty for genesis).
+    pub checkpoint_proof: Vec<Signed<Checkpoint>>,
+    /// `P`: for every prepared slot above `h`, the certificate from the highest view.
+    pub prepared: Vec<PreparedProof>,
+    /// The sender.
+    pub replica: ReplicaId,
+}
+
+impl Signable for ViewChange {
+    const DOMAIN: Domain = Domain::ViewChange;
+}
+
+/// `NewView{view, V, O}` from the new primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewView {
+    /// The view being started.
+    pub view: View,
+    /// `V`: q view changes for `view` from distinct replicas.
+    pub view_changes: Vec<Signed<ViewChange>>,
+    /// `O`: pre-prepares in `view` for every slot in `(min_s, max_s]`.
+    pub pre_prepares: Vec<Signed<PrePrepare>>,
+}
+
+impl Signable for NewView {
+    const DOMAIN: Domain = Domain::NewView;
+}
+
+/// Signed proof that a validator misbehaved. Anyone can re-check it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Evidence {
+    /// Two pre-prepares from the primary for one (view, seq) with different digests.
+    Equivocation {
+        /// One proposal.
+        a: Signed<PrePrepare>,
+        /// A conflicting proposal.
+        b: Signed<PrePrepare>,
+    },
+    /// A pre-prepare whose digest does not match its batch, or whose batch holds a
+    /// request without a valid client signature.
+    BadPrePrepare {
+        /// The signed header.
+        pre_prepare: Signed<PrePrepare>,
+        /// The batch it came with.
+        batch: Batch,
+    },
+    /// Two prepares from one replica for one (view, seq) with different digests.
+    DoublePrepare {
+        /// One vote.
+        a: Signed<Prepare>,
+        /// A conflicting vote.
+        b: Signed<Prepare>,
+    },
+    /// Two commits from one replica for one (view, seq) with different digests.
+    DoubleCommit {
+        /// One vote.
+        a: Signed<Commit>,
+        /// A conflicting vote.
+        b: Signed<Commit>,
+    },
+    /// A checkpoint whose digest contradicts a stable checkpoint proof.
+    CheckpointLie {
+        /// The lie.
+        lie: Signed<Checkpoint>,
+        /// q matching checkpoints for the same seq with another digest.
+        proof: Vec<Signed<Checkpoint>>,
+    },
+    /// A new view whose `O` differs from the one computed from its `V`.
+    BadNewView(Box<Signed<NewView>>),
+}
+
+/// Everything validators send to each other and to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A client request (from a client, or forwarded by a backup to the primary).
+    Request(SignedRequest),
+    /// A proposal with its batch.
+    PrePrepare {
+        /// The signed header.
+        pre_prepare: Signed<PrePrepare>,
+        /// The batch.
+        batch: Batch,
+    },
+    /// A prepare vote.
+    Prepare(Signed<Prepare>),
+    /// A commit vote.
+    Commit(Signed<Commit>),
+    /// A reply to a client.
+    Reply(Signed<Reply>),
+    /// A checkpoint vote.
+    Checkpoint(Signed<Checkpoint>),
+    /// A view change.
+    ViewChange(Box<Signed<ViewChange>>),
+    /// A new view.
+    NewView(Box<Signed<NewView>>),
+    /// Proof of misbehaviour, gossiped so every honest validator holds it.
+    Evidence(Box<Evidence>),
+    /// A lagging replica asks for committed batches `from_seq..=to_seq`.
+    FetchCommitted {
+        /// First sequence number wanted.
+        from_seq: Seq,
+        /// Last sequence number wanted.
+        to_seq: Seq,
+    },
+    /// Answer to [`Message::FetchCommitted`]: proofs of committed slots, and the stable
+    /// checkpoint proof when the asker is below it.
+    Committed {
+        /// The sender's stable checkpoint proof, if the asker needs state transfer.
+        stable_proof: Vec<Signed<Checkpoint>>,
+        /// Committed slots, in order.
+        proofs: Vec<CommittedProof>,
+    },
+    /// A heartbeat: how far the sender has got. Unsigned (the transport authenticates
+    /// the sender); it only prompts a catch-up request, whose answer carries proofs.
+    Status {
+        /// The sender's view.
+        view: View,
+        /// The sender's last executed sequence number.
+        last_executed: Seq,
+    },
+    /// Ask for the snapshot of the stable checkpoint at `seq`.
+    StateRequest {
+        /// The checkpoint wanted.
+        seq: Seq,
+    },
+    /// One chunk of a snapshot. It is checked against the stable-checkpoint digest
+    /// before anything is installed, so it needs no signature.
+    StateChunk {
+        /// The checkpoint this chunk belongs to.
+        seq: Seq,
+        /// Chunk index, from 0.
+        index: u32,
+        /// Number of chunks in the snapshot.
+        total: u32,
+        /// Snapshot bytes.
+        data: Vec<u8>,
+    },
+}
+
+impl Message {
+    /// A short name of the message kind, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Request(_) => "request",
+            Message::PrePrepare { .. } => "pre_prepare",
+            Message::Prepare(_) => "prepare",
+            Message::Commit(_) => "commit",
+            Message::Reply(_) => "reply",
+            Message::Checkpoint(_) => "checkpoint",
+            Message::ViewChange(_) => "view_change",
+            Message::NewView(_) => "new_view",
+            Message::Evidence(_) => "evidence",
+            Message::FetchCommitted { .. } => "fetch_committed",
+            Message::Committed { .. } => "committed",
+            Message::Status { .. } => "status",
+            Message::StateRequest { .. } => "state_request",
+            Message::StateChunk { .. } => "state_chunk",
+        }
+    }
+}
+
+/// Who the evidence accuses.
+impl Evidence {
+    /// The validator the evidence proves faulty, given the cluster size.
+    pub fn accused(&self, n: u32) -> ReplicaId {
+        let primary = |v: View| (v % u64::from(n.max(1))) as ReplicaId;
+        match self {
+            Evidence::Equivocation { a, .. } => primary(a.body.view),
+            Evidence::BadPrePrepare { pre_prepare, .. } => primary(pre_prepare.body.view),
+            Evidence::DoublePrepare { a, .. } => a.body.replica,
+            Evidence::DoubleCommit { a, .. } => a.body.replica,
+            Evidence::CheckpointLie { lie, .. } => lie.body.replica,
+            Evidence::BadNewView(nv) => primary(nv.body.view),
+        }
+    }
+
+    /// A short name of the evidence kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Evidence::Equivocation { .. } => "equivocation",
+            Evidence::BadPrePrepare { .. } => "bad_pre_prepare",
+            Evidence::DoublePrepare { .. } => "double_prepare",
+            Evidence::DoubleCommit { .. } => "double_commit",
+            Evidence::CheckpointLie { .. } => "checkpoint_lie",
+            Evidence::BadNewView(_) => "bad_new_view",
+        }
+    }
+}
+
+/// A holder of a public key for a replica id; used where a signer must be looked up.
+pub fn signer_key(validators: &[PublicKey], id: ReplicaId) -> Option<&PublicKey> {
+    validators.get(id as usize)
+}

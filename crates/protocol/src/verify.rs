@@ -1,0 +1,413 @@
+//! The verification stage that runs before the core.
+//!
+//! It checks every signature in a message, nested certificates included, against the
+//! key of the validator (or client) the message claims as its signer, in one
+//! `verify_each` batch. The core only accepts [`Verified`] values, which nothing else can
+//! construct, so an unverified message can never reach a protocol rule. The core still
+//! checks every protocol rule itself (view, window, quorum, digests).
+//!
+//! Client requests inside a batch are special: a pre-prepare whose primary signature is
+//! valid but whose batch holds a request with a bad client signature is *evidence*
+//! against the primary, so it is passed on with the bad indices listed, and the core
+//! rejects the batch.
+
+use crate::message::{
+    Batch, Checkpoint, Commit, Evidence, Message, NewView, PrePrepare, Prepare, PreparedProof,
+    ReplicaId, Signable, Signed, SignedRequest, View, ViewChange,
+};
+use pbft_crypto::{verify_each, Domain, PublicKey, Signature, VerifyItem};
+use thiserror::Error;
+
+/// Why the verification stage dropped a message.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// A signature in the message does not verify.
+    #[error("bad signature on {0}")]
+    BadSignature(&'static str),
+    /// The message names a replica id outside `0..n`.
+    #[error("unknown replica id {0}")]
+    UnknownReplica(ReplicaId),
+    /// The message claims a signer other than the peer that sent it, or a pre-prepare or
+    /// new view not signed by the view's primary.
+    #[error("{0} does not come from the replica it claims")]
+    WrongSender(&'static str),
+    /// A message kind replicas do not accept (a reply).
+    #[error("unexpected {0} message")]
+    Unexpected(&'static str),
+}
+
+impl Rejection {
+    /// A stable short reason, for rejection counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::BadSignature(_) => "bad_signature",
+            Rejection::UnknownReplica(_) => "unknown_replica",
+            Rejection::WrongSender(_) => "wrong_sender",
+            Rejection::Unexpected(_) => "unexpected",
+        }
+    }
+}
+
+/// A message from a validator whose signatures have all been checked.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    from: ReplicaId,
+    msg: Message,
+    bad_requests: Vec<u32>,
+}
+
+impl Verified {
+    /// The authenticated sender.
+    pub fn from(&self) -> ReplicaId {
+        self.from
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.msg
+    }
+
+    /// Indices of requests with an invalid client signature in the message's batch
+    /// (a pre-prepare, or bad-pre-prepare evidence). Empty for every other message.
+    pub fn bad_requests(&self) -> &[u32] {
+        &self.bad_requests
+    }
+
+    /// Takes the message out.
+    pub fn into_parts(self) -> (ReplicaId, Message, Vec<u32>) {
+        (self.from, self.msg, self.bad_requests)
+    }
+}
+
+/// A client request whose signature has been checked.
+#[derive(Clone, Debug)]
+pub struct VerifiedRequest(SignedRequest);
+
+impl VerifiedRequest {
+    /// The request.
+    pub fn get(&self) -> &SignedRequest {
+        &self.0
+    }
+
+    /// Takes the request out.
+    pub fn into_inner(self) -> SignedRequest {
+        self.0
+    }
+}
+
+/// Whether signatures are checked. Only benchmarks turn checking off, to measure the
+/// protocol core alone; every other path uses [`Verifier::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Full,
+    SignersOnly,
+}
+
+/// The verification stage for one cluster.
+#[derive(Clone, Debug)]
+pub struct Verifier {
+    validators: Vec<PublicKey>,
+    mode: Mode,
+}
+
+/// What a collected signature is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Must be valid or the whole message is dropped.
+    Strict(&'static str),
+    /// A client request inside the message's own batch: invalid ones are reported.
+    BatchRequest(u32),
+}
+
+struct Collector<'a> {
+    validators: &'a [PublicKey],
+    items: Vec<(PublicKey, Domain, Vec<u8>, Signature, Role)>,
+}
+
+impl<'a> Collector<'a> {
+    fn key(&self, id: ReplicaId) -> Result<PublicKey, Rejection> {
+        self.validators
+            .get(id as usize)
+            .copied()
+            .ok_or(Rejection::UnknownReplica(id))
+    }
+
+    fn primary(&self, view: View) -> ReplicaId {
+        (view % self.validators.len() as u64) as ReplicaId
+    }
+
+    fn signed<T: Signable>(&mut self, key: PublicKey, m: &Signed<T>, role: Role) {
+        self.items
+            .push((key, T::DOMAIN, m.body.signing_bytes(), m.sig, role));
+    }
+
+    fn by_replica<T: Signable>(
+        &mut self,
+        id: ReplicaId,
+        m: &Signed<T>,
+        what: &'static str,
+    ) -> Result<(), Rejection> {
+        let key = self.key(id)?;
+        self.signed(key, m, Role::Strict(what));
+        Ok(())
+    }
+
+    fn pre_prepare(&mut self, pp: &Signed<PrePrepare>) -> Result<(), Rejection> {
+        let p = self.primary(pp.body.view);
+        self.by_replica(p, pp, "pre-prepare")
+    }
+
+    fn batch(&mut self, batch: &Batch, strict: bool) {
+        for (i, r) in batch.requests.iter().enumerate() {
+            let role = if strict {
+                Role::Strict("client request in a certificate")
+            } else {
+                Role::BatchRequest(i as u32)
+            };
+            self.signed(r.body.client, r, role);
+        }
+    }
+
+    fn checkpoint(&mut self, c: &Signed<Checkpoint>) -> Result<(), Rejection> {
+        self.by_replica(c.body.replica, c, "checkpoint")
+    }
+
+    fn prepared(&mut self, p: &PreparedProof) -> Result<(), Rejection> {
+        self.pre_prepare(&p.pre_prepare)?;
+        self.batch(&p.batch, true);
+        for pr in &p.prepares {
+            self.by_replica(pr.body.replica, pr, "prepare in a certificate")?;
+        }
+        Ok(())
+    }
+
+    fn view_change(&mut self, vc: &Signed<ViewChange>) -> Result<(), Rejection> {
+        self.by_replica(vc.body.replica, vc, "view change")?;
+        for c in &vc.body.checkpoint_proof {
+            self.checkpoint(c)?;
+        }
+        for p in &vc.body.prepared {
+            self.prepared(p)?;
+        }
+        Ok(())
+    }
+
+    fn new_view(&mut self, nv: &Signed<NewView>) -> Result<(), Rejection> {
+        let p = self.primary(nv.body.view);
+        self.by_replica(p, nv, "new view")?;
+        for vc in &nv.body.view_changes {
+            self.view_change(vc)?;
+        }
+        for pp in &nv.body.pre_prepares {
+            if pp.body.view != nv.body.view {
+                return Err(Rejection::WrongSender("pre-prepare in a new view"));
+            }
+            self.pre_prepare(pp)?;
+        }
+        Ok(())
+    }
+
+    fn prepare_pair(&mut self, a: &Signed<Prepare>, b: &Signed<Prepare>) -> Result<(), Rejection> {
+        self.by_replica(a.body.replica, a, "prepare")?;
+        self.by_replica(b.body.replica, b, "prepare")
+    }
+
+    fn commit_pair(&mut self, a: &Signed<Commit>, b: &Signed<Commit>) -> Result<(), Rejection> {
+        self.by_replica(a.body.replica, a, "commit")?;
+        self.by_replica(b.body.replica, b, "commit")
+    }
+
+    fn evidence(&mut self, e: &Evidence) -> Result<(), Rejection> {
+        match e {
+            Evidence::Equivocation { a, b } => {
+                self.pre_prepare(a)?;
+                self.pre_prepare(b)
+            }
+            Evidence::BadPrePrepare { pre_prepare, batch } => {
+                self.pre_prepare(pre_prepare)?;
+                self.batch(batch, false);
+                Ok(())
+            }
+            Evidence::DoublePrepare { a, b } => self.prepare_pair(a, b),
+            Evidence::DoubleCommit { a, b } => self.commit_pair(a, b),
+            Evidence::CheckpointLie { lie, proof } => {
+                self.checkpoint(lie)?;
+                proof.iter().try_for_each(|c| self.checkpoint(c))
+            }
+            Evidence::BadNewView(nv) => self.new_view(nv),
+        }
+    }
+}
+
+impl Verifier {
+    /// A verifier that checks every signature.
+    pub fn new(validators: Vec<PublicKey>) -> Verifier {
+        Verifier {
+            validators,
+            mode: Mode::Full,
+        }
+    }
+
+    /// A verifier that checks who signed what but not the signatures themselves.
+    /// **For benchmarks of the protocol core only**: with it, any peer can forge anything.
+    pub fn signers_only_for_benchmarks(validators: Vec<PublicKey>) -> Verifier {
+        Verifier {
+            validators,
+            mode: Mode::SignersOnly,
+        }
+    }
+
+    /// The validator keys this verifier checks against.
+    pub fn validators(&self) -> &[PublicKey] {
+        &self.validators
+    }
+
+    /// Verifies a message that arrived from validator `from` (as authenticated by the
+    /// transport).
+    pub fn verify(&self, from: ReplicaId, msg: Message) -> Result<Verified, Rejection> {
+        if from as usize >= self.validators.len() {
+            return Err(Rejection::UnknownReplica(from));
+        }
+        let mut c = Collector {
+            validators: &self.validators,
+            items: Vec::new(),
+        };
+        let claims = |claimed: ReplicaId, what| {
+            if claimed == from {
+                Ok(())
+            } else {
+                Err(Rejection::WrongSender(what))
+            }
+        };
+        match &msg {
+            Message::Request(r) => c.signed(r.body.client, r, Role::Strict("client request")),
+            Message::PrePrepare { pre_prepare, batch } => {
+                claims(c.primary(pre_prepare.body.view), "pre-prepare")?;
+                c.pre_prepare(pre_prepare)?;
+                c.batch(batch, false);
+            }
+            Message::Prepare(p) => {
+                claims(p.body.replica, "prepare")?;
+                c.by_replica(p.body.replica, p, "prepare")?;
+            }
+            Message::Commit(p) => {
+                claims(p.body.replica, "commit")?;
+                c.by_replica(p.body.replica, p, "commit")?;
+            }
+            Message::Checkpoint(p) => {
+                claims(p.body.replica, "checkpoint")?;
+                c.checkpoint(p)?;
+            }
+            Message::ViewChange(vc) => {
+                claims(vc.body.replica, "view change")?;
+                c.view_change(vc)?;
+            }
+            Message::NewView(nv) => {
+                claims(c.primary(nv.body.view), "new view")?;
+                c.new_view(nv)?;
+            }
+            Message::Evidence(e) => c.evidence(e)?,
+            Message::Committed {
+                stable_proof,
+                proofs,
+            } => {
+                for cp in stable_proof {
+                    c.checkpoint(cp)?;
+                }
+                for p in proofs {
+                    c.pre_prepare(&p.pre_prepare)?;
+                    c.batch(&p.batch, true);
+                    for cm in &p.commits {
+                        c.by_replica(cm.body.replica, cm, "commit in a certificate")?;
+                    }
+                }
+            }
+            Message::Reply(_) => return Err(Rejection::Unexpected("reply")),
+            Message::FetchCommitted { .. }
+            | Message::Status { .. }
+            | Message::StateRequest { .. }
+            | Message::StateChunk { .. } => {}
+        }
+        let bad_requests = self.check(&c.items)?;
+        Ok(Verified {
+            from,
+            msg,
+            bad_requests,
+        })
+    }
+
+    /// Checks the collected signatures: an error if a strict one fails, otherwise the
+    /// indices of batch requests whose client signature fails.
+    fn check(
+        &self,
+        items: &[(PublicKey, Domain, Vec<u8>, Signature, Role)],
+    ) -> Result<Vec<u32>, Rejection> {
+        if self.mode == Mode::SignersOnly || items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refs: Vec<VerifyItem<'_>> = items
+            .iter()
+            .map(|(key, domain, msg, sig, _)| VerifyItem {
+                key,
+                domain: *domain,
+                msg,
+                sig,
+            })
+            .collect();
+        let ok = verify_each(&refs);
+        let mut bad = Vec::new();
+        for (valid, (_, _, _, _, role)) in ok.iter().zip(items) {
+            if !valid {
+                match role {
+                    Role::Strict(what) => return Err(Rejection::BadSignature(what)),
+                    Role::BatchRequest(i) => bad.push(*i),
+                }
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Verifies many client requests in one batch; each result says whether that
+    /// request's signature is valid.
+    pub fn verify_requests(
+        &self,
+        requests: Vec<SignedRequest>,
+    ) -> Vec<Result<VerifiedRequest, Rejection>> {
+        if self.mode == Mode::SignersOnly {
+            return requests
+                .into_iter()
+                .map(|r| Ok(VerifiedRequest(r)))
+                .collect();
+        }
+        let bytes: Vec<Vec<u8>> = requests.iter().map(|r| r.body.signing_bytes()).collect();
+        let refs: Vec<VerifyItem<'_>> = requests
+            .iter()
+            .zip(&bytes)
+            .map(|(r, b)| VerifyItem {
+                key: &r.body.client,
+                domain: Domain::Request,
+                msg: b,
+                sig: &r.sig,
+            })
+            .collect();
+        let ok = verify_each(&refs);
+        requests
+            .into_iter()
+            .zip(ok)
+            .map(|(r, ok)| {
+                if ok {
+                    Ok(VerifiedRequest(r))
+                } else {
+                    Err(Rejection::BadSignature("client request"))
+                }
+            })
+            .collect()
+    }
+
+    /// Verifies one client request.
+    pub fn verify_request(&self, request: SignedRequest) -> Result<VerifiedRequest, Rejection> {
+        self.verify_requests(vec![request])
+            .pop()
+            .unwrap_or(Err(Rejection::BadSignature("client request")))
+    }
+}

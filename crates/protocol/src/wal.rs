@@ -1,0 +1,117 @@
+//! Restart: rebuild a replica from its write-ahead log, so that it never contradicts a
+//! message it sent before the crash.
+
+use crate::action::WalRecord;
+use crate::config::{Config, ConfigError};
+use crate::message::{ReplicaId, Seq};
+use crate::replica::{Replica, Status};
+use crate::time::Instant;
+use pbft_crypto::Keypair;
+
+impl Replica {
+    /// Rebuilds a replica from its log records (in the order they were persisted) and
+    /// the last sequence number its executor applied.
+    pub fn restore(
+        cfg: Config,
+        id: ReplicaId,
+        key: Keypair,
+        records: &[WalRecord],
+        last_executed: Seq,
+        now: Instant,
+    ) -> Result<Replica, ConfigError> {
+        let mut r = Replica::new(cfg, id, key)?;
+        r.now = now;
+        for rec in records {
+            match rec {
+                WalRecord::View { view, changing } => {
+                    if *view >= r.view {
+                        r.view = *view;
+                        r.status = if *changing {
+                            Status::ViewChange
+                        } else {
+                            Status::Normal
+                        };
+                    }
+                }
+                WalRecord::StableCheckpoint(proof) => {
+                    if let Some(first) = proof.first() {
+                        let seq = first.body.seq;
+                        if seq > r.stable_seq {
+                            if let Some(d) = r.valid_checkpoint_proof(seq, proof) {
+                                r.stable_seq = seq;
+                                r.stable_digest = d;
+                                r.stable_proof = proof.clone();
+                            }
+                        }
+                    }
+                }
+                WalRecord::Proposed { pre_prepare, batch } => {
+                    let seq = pre_prepare.body.seq;
+                    r.next_seq = r.next_seq.max(seq + 1);
+                    r.slot_mut(seq).pre_prepare = Some((pre_prepare.clone(), batch.clone()));
+                }
+                WalRecord::Accepted { pre_prepare, batch } => {
+                    let b = pre_prepare.body;
+                    r.slot_mut(b.seq).pre_prepare = Some((pre_prepare.clone(), batch.clone()));
+                    r.sign_prepare(b.view, b.seq, b.digest);
+                }
+                WalRecord::Prepared(proof) => {
+                    let b = proof.pre_prepare.body;
+                    for p in &proof.prepares {
+                        let _ = r
+                            .prepares
+                            .add(b.view, b.seq, b.digest, p.body.replica, p.clone());
+                    }
+                    let slot = r.slot_mut(b.seq);
+                    if slot
+                        .prepared
+                        .as_ref()
+                        .is_none_or(|p| p.pre_prepare.body.view <= b.view)
+                    {
+                        slot.prepared = Some(proof.clone());
+                    }
+                    slot.commit_sent = Some(b.view);
+                    r.sign_commit(b.view, b.seq, b.digest);
+                }
+                WalRecord::Checkpoint(c) => {
+                    r.own_checkpoints.insert(c.body.seq, c.clone());
+                    r.checkpoint_votes
+                        .entry(c.body.seq)
+                        .or_default()
+                        .insert(r.id, c.clone());
+                }
+                WalRecord::ViewChange(vc) => {
+                    r.view_changes
+                        .entry(vc.body.new_view)
+                        .or_default()
+                        .insert(r.id, (**vc).clone());
+                }
+                WalRecord::NewView(nv) => {
+                    if nv.body.view >= r.view {
+                        r.new_view = Some((**nv).clone());
+                    }
+                }
+                WalRecord::Evidence(e) => {
+                    let accused = e.accused(r.cfg.n());
+                    r.evidence.entry(accused).or_insert_with(|| (**e).clone());
+                }
+            }
+        }
+        if r.new_view.as_ref().is_some_and(|nv| nv.body.view != r.view) {
+            r.new_view = None;
+        }
+        let h = r.stable_seq;
+        r.collect_garbage();
+        r.last_executed = last_executed;
+        r.last_dispatched = last_executed;
+        r.executed_at_last_tick = last_executed;
+        r.next_seq = r.next_seq.max(last_executed + 1).max(h + 1);
+        if last_executed < h {
+            let d = r.stable_digest;
+            r.begin_state_transfer(h, d);
+        }
+        // resume: re-send what is unfinished on the first tick
+        r.tick_deadline = Some(now.plus(r.cfg.retransmit_interval));
+        Ok(r)
+    }
+}
