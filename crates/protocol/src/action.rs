@@ -10,6 +10,9 @@ use pbft_crypto::{Digest, PublicKey};
 use serde::{Deserialize, Serialize};
 
 /// An output of the replica state machine.
+// Actions live briefly in a queue; boxing the larger variants would cost an allocation
+// per action on the hot path for no memory win.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send a message to one validator.

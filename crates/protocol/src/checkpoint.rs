@@ -29,7 +29,7 @@ impl Replica {
     }
 
     pub(crate) fn on_checkpoint(&mut self, c: Signed<Checkpoint>) {
-        if c.body.seq % self.cfg.checkpoint_interval != 0 || c.body.seq == 0 {
+        if !c.body.seq.is_multiple_of(self.cfg.checkpoint_interval) || c.body.seq == 0 {
             return;
         }
         self.note_progress(c.body.replica, c.body.seq);
@@ -96,7 +96,7 @@ impl Replica {
         if seq == 0 {
             return proof.is_empty().then_some(Digest::ZERO);
         }
-        if seq % self.cfg.checkpoint_interval != 0 {
+        if !seq.is_multiple_of(self.cfg.checkpoint_interval) {
             return None;
         }
         let first = proof.first()?;

@@ -85,7 +85,7 @@ impl Config {
             return invalid("checkpoint_interval", "must be at least 1");
         }
         if self.log_window < 2 * self.checkpoint_interval
-            || self.log_window % self.checkpoint_interval != 0
+            || !self.log_window.is_multiple_of(self.checkpoint_interval)
         {
             return invalid(
                 "log_window",

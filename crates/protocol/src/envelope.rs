@@ -161,6 +161,18 @@ fn check_view_change(vc: &crate::message::ViewChange, limits: &Limits) -> Result
         .try_for_each(|p| check_prepared(p, limits))
 }
 
+fn check_new_view(nv: &crate::message::NewView, limits: &Limits) -> Result<(), DecodeError> {
+    if nv.view_changes.len() > limits.max_certificate {
+        return Err(DecodeError::Limit("too many view changes"));
+    }
+    if nv.pre_prepares.len() > limits.max_slots {
+        return Err(DecodeError::Limit("too many pre-prepares in a new view"));
+    }
+    nv.view_changes
+        .iter()
+        .try_for_each(|vc| check_view_change(&vc.body, limits))
+}
+
 /// Checks the structural limits of a decoded message.
 pub fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
     match msg {
@@ -176,28 +188,15 @@ pub fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
             }
         }
         Message::ViewChange(vc) => check_view_change(&vc.body, limits)?,
-        Message::NewView(nv) => {
-            if nv.body.view_changes.len() > limits.max_certificate {
-                return Err(DecodeError::Limit("too many view changes"));
-            }
-            if nv.body.pre_prepares.len() > limits.max_slots {
-                return Err(DecodeError::Limit("too many pre-prepares in a new view"));
-            }
-            nv.body
-                .view_changes
-                .iter()
-                .try_for_each(|vc| check_view_change(&vc.body, limits))?;
-        }
+        Message::NewView(nv) => check_new_view(&nv.body, limits)?,
         Message::Evidence(e) => match e.as_ref() {
             crate::message::Evidence::BadPrePrepare { batch, .. } => check_batch(batch, limits)?,
-            crate::message::Evidence::CheckpointLie { proof, .. } => {
-                if proof.len() > limits.max_certificate {
-                    return Err(DecodeError::Limit("checkpoint proof too large"));
-                }
+            crate::message::Evidence::CheckpointLie { proof, .. }
+                if proof.len() > limits.max_certificate =>
+            {
+                return Err(DecodeError::Limit("checkpoint proof too large"));
             }
-            crate::message::Evidence::BadNewView(nv) => {
-                check_limits(&Message::NewView(nv.clone()), limits)?
-            }
+            crate::message::Evidence::BadNewView(nv) => check_new_view(&nv.body, limits)?,
             _ => {}
         },
         Message::Committed {

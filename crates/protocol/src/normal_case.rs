@@ -430,7 +430,7 @@ impl Replica {
             self.backoff = 0;
         }
         self.arm_request_timer();
-        if seq % self.cfg.checkpoint_interval == 0 {
+        if seq.is_multiple_of(self.cfg.checkpoint_interval) {
             match result.state_digest {
                 Some(d) => self.make_checkpoint(seq, d),
                 None => {

@@ -266,7 +266,10 @@ impl Replica {
                 proofs,
             } => self.on_committed(stable_proof, proofs),
             Message::StateRequest { seq } => self.on_state_request(from, seq),
-            Message::Status { last_executed, .. } => self.note_progress(from, last_executed),
+            Message::Status {
+                view,
+                last_executed,
+            } => self.on_status(from, view, last_executed),
             // Snapshot chunks are assembled by the driver, which reports the digest
             // through `on_state_offer`; replies are for clients.
             Message::StateChunk { .. } | Message::Reply(_) => {}

@@ -152,11 +152,16 @@ impl Replica {
         } else {
             Vec::new()
         };
-        let proofs: Vec<CommittedProof> = self
-            .slots
-            .range(from_seq.max(self.stable_seq + 1)..=to_seq.max(from_seq))
-            .filter_map(|(_, s)| s.committed.clone())
-            .collect();
+        // the range comes from a peer: clamp it, never trust it to be ordered
+        let lo = from_seq.max(self.stable_seq + 1);
+        let proofs: Vec<CommittedProof> = if lo <= to_seq {
+            self.slots
+                .range(lo..=to_seq)
+                .filter_map(|(_, s)| s.committed.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         if stable_proof.is_empty() && proofs.is_empty() {
             return;
         }
@@ -231,6 +236,15 @@ impl Replica {
     pub(crate) fn on_state_request(&mut self, from: ReplicaId, seq: Seq) {
         if seq == self.stable_seq && seq > 0 && self.last_executed >= seq {
             self.push(Action::ServeState { to: from, seq });
+        } else if seq < self.stable_seq {
+            // we no longer keep that snapshot: point the asker at our newer checkpoint
+            self.send(
+                from,
+                Message::Committed {
+                    stable_proof: self.stable_proof.clone(),
+                    proofs: Vec::new(),
+                },
+            );
         }
     }
 }

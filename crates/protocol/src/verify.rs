@@ -281,8 +281,10 @@ impl Verifier {
         };
         match &msg {
             Message::Request(r) => c.signed(r.body.client, r, Role::Strict("client request")),
+            // Pre-prepares and new views may be relayed by any validator (that is how
+            // equivocation is proven and how a lagging replica learns a new view): the
+            // primary's signature, not the sender, proves where they come from.
             Message::PrePrepare { pre_prepare, batch } => {
-                claims(c.primary(pre_prepare.body.view), "pre-prepare")?;
                 c.pre_prepare(pre_prepare)?;
                 c.batch(batch, false);
             }
@@ -302,10 +304,7 @@ impl Verifier {
                 claims(vc.body.replica, "view change")?;
                 c.view_change(vc)?;
             }
-            Message::NewView(nv) => {
-                claims(c.primary(nv.body.view), "new view")?;
-                c.new_view(nv)?;
-            }
+            Message::NewView(nv) => c.new_view(nv)?,
             Message::Evidence(e) => c.evidence(e)?,
             Message::Committed {
                 stable_proof,

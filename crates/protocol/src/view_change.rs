@@ -77,7 +77,8 @@ impl Replica {
             if pp.view >= vc.new_view {
                 return Err("prepared certificate from a view not below the new view");
             }
-            if pp.seq <= vc.stable_seq || pp.seq > vc.stable_seq + self.cfg.log_window {
+            if pp.seq <= vc.stable_seq || pp.seq > vc.stable_seq.saturating_add(self.cfg.log_window)
+            {
                 return Err("prepared certificate outside the sender's window");
             }
             if !seqs.insert(pp.seq) {
@@ -183,6 +184,17 @@ impl Replica {
             }
             if self.is_primary() {
                 self.send_new_view();
+            }
+        }
+    }
+
+    /// A peer's heartbeat. A peer in an older view missed our new view: send it the
+    /// signed new view, which it can check by itself.
+    pub(crate) fn on_status(&mut self, from: ReplicaId, view: View, last_executed: Seq) {
+        self.note_progress(from, last_executed);
+        if view < self.view && self.status == Status::Normal {
+            if let Some(nv) = self.new_view.clone() {
+                self.send(from, Message::NewView(Box::new(nv)));
             }
         }
     }

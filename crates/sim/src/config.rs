@@ -1,0 +1,164 @@
+//! What a simulation runs: the cluster, the network, the workload, traitors, faults.
+
+use pbft_protocol::ReplicaId;
+use pbft_traitor::Behavior;
+
+/// Background network conditions, drawn from the seed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkConfig {
+    /// Smallest one-way delay, ms.
+    pub min_delay_ms: u64,
+    /// Largest one-way delay, ms.
+    pub max_delay_ms: u64,
+    /// Probability that a message is lost.
+    pub drop_rate: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate_rate: f64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            min_delay_ms: 1,
+            max_delay_ms: 10,
+            drop_rate: 0.0,
+            duplicate_rate: 0.0,
+        }
+    }
+}
+
+/// The client load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Number of clients.
+    pub clients: usize,
+    /// Valid signed transfers in total.
+    pub requests: usize,
+    /// Requests whose signature does not verify (never executed, never accepted).
+    pub invalid_signatures: usize,
+    /// Re-submissions of already accepted requests.
+    pub replays: usize,
+    /// Transfers larger than the sender's balance (failed receipts).
+    pub overdrafts: usize,
+    /// Requests a client keeps in flight.
+    pub concurrency: usize,
+    /// Genesis balance of every client.
+    pub balance: u64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            clients: 4,
+            requests: 100,
+            invalid_signatures: 0,
+            replays: 0,
+            overdrafts: 0,
+            concurrency: 4,
+            balance: 1_000_000,
+        }
+    }
+}
+
+/// A traitor: a validator whose outgoing messages go through a behaviour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraitorSpec {
+    /// The validator.
+    pub node: ReplicaId,
+    /// What it does.
+    pub behavior: Behavior,
+    /// Start of the active window, ms.
+    pub from_ms: u64,
+    /// End of the active window, ms (exclusive); `u64::MAX` for the whole run.
+    pub until_ms: u64,
+}
+
+/// A scripted fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    /// The process dies: volatile state is lost, the log and ledger survive.
+    Crash(ReplicaId),
+    /// The process comes back, on the same disk or on a wiped one.
+    Restart {
+        /// The validator.
+        node: ReplicaId,
+        /// True: start from an empty disk (forces state transfer).
+        wipe: bool,
+    },
+    /// Split the validators into groups that cannot talk to each other. Clients reach
+    /// every group.
+    Partition(Vec<Vec<ReplicaId>>),
+    /// Cut one validator off from everyone, clients included.
+    Isolate(ReplicaId),
+    /// Undo every partition and isolation.
+    Heal,
+}
+
+/// A fault at a point in simulated time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// When, ms.
+    pub at_ms: u64,
+    /// What.
+    pub action: FaultAction,
+}
+
+/// A whole simulation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// n.
+    pub validators: usize,
+    /// K.
+    pub checkpoint_interval: u64,
+    /// Most requests per batch.
+    pub batch_size: usize,
+    /// Base view-change timeout, ms.
+    pub view_timeout_ms: u64,
+    /// Network conditions.
+    pub network: NetworkConfig,
+    /// Client load.
+    pub workload: Workload,
+    /// Traitors.
+    pub traitors: Vec<TraitorSpec>,
+    /// Faults.
+    pub faults: Vec<Fault>,
+    /// The run stops here (simulated ms).
+    pub deadline_ms: u64,
+    /// The seed of everything random in the run.
+    pub seed: u64,
+    /// Check signatures (turn off only to benchmark the core alone).
+    pub verify_signatures: bool,
+    /// Stop as soon as every valid request is accepted and the cluster is idle.
+    pub stop_when_done: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            validators: 4,
+            checkpoint_interval: 16,
+            batch_size: 32,
+            view_timeout_ms: 400,
+            network: NetworkConfig::default(),
+            workload: Workload::default(),
+            traitors: Vec::new(),
+            faults: Vec::new(),
+            deadline_ms: 30_000,
+            seed: 1,
+            verify_signatures: true,
+            stop_when_done: true,
+        }
+    }
+}
+
+impl SimConfig {
+    /// f for this cluster.
+    pub fn f(&self) -> usize {
+        self.validators.saturating_sub(1) / 3
+    }
+
+    /// True if the validator is scripted as a traitor.
+    pub fn is_traitor(&self, node: ReplicaId) -> bool {
+        self.traitors.iter().any(|t| t.node == node)
+    }
+}

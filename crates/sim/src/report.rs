@@ -1,0 +1,177 @@
+//! What a simulation run reports.
+
+use crate::checker::Violation;
+use crate::sim::Stats;
+use pbft_crypto::Digest;
+use pbft_protocol::{ReplicaId, Seq, View};
+use pbft_traitor::Behavior;
+use std::fmt::Write as _;
+
+/// One validator at the end of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaReport {
+    /// The validator.
+    pub id: ReplicaId,
+    /// Its traitor behaviour, if scripted.
+    pub traitor: Option<Behavior>,
+    /// True if it was down at the end.
+    pub crashed: bool,
+    /// Its view.
+    pub view: View,
+    /// Its ledger height (last executed sequence number).
+    pub last_executed: Seq,
+    /// Its last stable checkpoint.
+    pub stable_checkpoint: Seq,
+    /// Its ledger head hash.
+    pub head: Digest,
+    /// Validators it holds signed evidence against.
+    pub evidence_against: Vec<ReplicaId>,
+    /// Why it halted, if it did.
+    pub halted: Option<String>,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Simulated time at the end, ms.
+    pub end_ms: u64,
+    /// Per validator.
+    pub replicas: Vec<ReplicaReport>,
+    /// Valid requests in the workload (transfers and overdrafts).
+    pub valid_requests: usize,
+    /// Requests accepted by clients (f+1 matching replies).
+    pub accepted: usize,
+    /// Every valid request was accepted.
+    pub all_committed: bool,
+    /// When the last valid request was accepted, ms.
+    pub all_committed_ms: Option<u64>,
+    /// Broken invariants.
+    pub violations: Vec<Violation>,
+    /// Replicas that halted (detected a contradiction they cannot resolve).
+    pub halts: Vec<(ReplicaId, String)>,
+    /// Digest of the whole event trace: equal for equal runs.
+    pub trace_digest: Digest,
+    /// Counters.
+    pub stats: Stats,
+    /// Submit-to-accept latencies, µs.
+    pub latencies_us: Vec<u64>,
+    /// f of the cluster.
+    pub f: usize,
+}
+
+impl Report {
+    fn honest(&self) -> impl Iterator<Item = &ReplicaReport> {
+        self.replicas.iter().filter(|r| r.traitor.is_none())
+    }
+
+    /// True if no invariant was broken and no honest replica halted.
+    pub fn safe(&self) -> bool {
+        self.violations.is_empty()
+            && self
+                .halts
+                .iter()
+                .all(|(r, _)| self.replicas[*r as usize].traitor.is_some())
+    }
+
+    /// True if the run detected a safety violation or an honest replica halted (what a
+    /// run beyond the fault model must show).
+    pub fn violation_detected(&self) -> bool {
+        !self.safe()
+    }
+
+    /// The highest view among honest, running validators.
+    pub fn max_honest_view(&self) -> View {
+        self.honest()
+            .filter(|r| !r.crashed)
+            .map(|r| r.view)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The lowest view among honest, running validators.
+    pub fn min_honest_view(&self) -> View {
+        self.honest()
+            .filter(|r| !r.crashed)
+            .map(|r| r.view)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// True if every honest, running validator ends at the same height and head hash.
+    pub fn honest_heads_equal(&self) -> bool {
+        let mut it = self
+            .honest()
+            .filter(|r| !r.crashed)
+            .map(|r| (r.last_executed, r.head));
+        match it.next() {
+            Some(first) => it.all(|x| x == first),
+            None => true,
+        }
+    }
+
+    /// True if every honest, running validator holds evidence against `id`.
+    pub fn evidence_held_against(&self, id: ReplicaId) -> bool {
+        let mut any = false;
+        for r in self.honest().filter(|r| !r.crashed) {
+            any = true;
+            if !r.evidence_against.contains(&id) {
+                return false;
+            }
+        }
+        any
+    }
+
+    /// Latency percentile (0..=100), µs.
+    pub fn latency_percentile(&self, p: u32) -> Option<u64> {
+        let mut v = self.latencies_us.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let idx = ((v.len() - 1) * p.min(100) as usize) / 100;
+        Some(v[idx])
+    }
+
+    /// A human-readable summary: a row per validator, then the outcome.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "seed {}  end {} ms  accepted {}/{}",
+            self.seed, self.end_ms, self.accepted, self.valid_requests
+        );
+        let _ = writeln!(
+            s,
+            "{:>4} {:<18} {:>5} {:>9} {:>7}  {:<16} evidence",
+            "id", "role", "view", "executed", "stable", "head"
+        );
+        for r in &self.replicas {
+            let role = match (&r.traitor, r.crashed) {
+                (Some(b), _) => format!("traitor:{b}"),
+                (None, true) => "honest (down)".to_string(),
+                (None, false) => "honest".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "{:>4} {:<18} {:>5} {:>9} {:>7}  {:<16} {:?}",
+                r.id,
+                role,
+                r.view,
+                r.last_executed,
+                r.stable_checkpoint,
+                r.head.short(),
+                r.evidence_against
+            );
+        }
+        for v in &self.violations {
+            let _ = writeln!(s, "VIOLATION {v}");
+        }
+        for (r, why) in &self.halts {
+            let _ = writeln!(s, "HALT replica {r}: {why}");
+        }
+        let _ = writeln!(s, "trace {}", self.trace_digest.short());
+        s
+    }
+}

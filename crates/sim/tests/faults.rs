@@ -1,0 +1,153 @@
+//! Crashes, restarts, partitions and lossy networks, within the fault model.
+
+use pbft_sim::*;
+
+fn cfg(seed: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        ..SimConfig::default()
+    }
+}
+
+fn check(r: &Report) {
+    assert!(
+        r.safe(),
+        "seed {}: invariant broken\n{}",
+        r.seed,
+        r.summary()
+    );
+    assert!(
+        r.all_committed,
+        "seed {}: not all committed\n{}",
+        r.seed,
+        r.summary()
+    );
+    assert!(
+        r.honest_heads_equal(),
+        "seed {}: heads differ\n{}",
+        r.seed,
+        r.summary()
+    );
+}
+
+#[test]
+fn baseline_commits_everything_in_view_0() {
+    let r = run(cfg(1));
+    check(&r);
+    assert_eq!(r.max_honest_view(), 0);
+    assert!(r.replicas.iter().all(|x| x.stable_checkpoint > 0));
+}
+
+#[test]
+fn primary_crash_changes_view() {
+    let mut c = cfg(2);
+    c.faults.push(Fault {
+        at_ms: 50,
+        action: FaultAction::Crash(0),
+    });
+    let r = run(c);
+    println!("{}", r.summary());
+    check(&r);
+    assert!(r.min_honest_view() >= 1);
+}
+
+#[test]
+fn backup_crash_keeps_view_0() {
+    let mut c = cfg(3);
+    c.faults.push(Fault {
+        at_ms: 20,
+        action: FaultAction::Crash(2),
+    });
+    let r = run(c);
+    check(&r);
+    assert_eq!(r.max_honest_view(), 0);
+}
+
+#[test]
+fn partition_2_2_then_heal() {
+    let mut c = cfg(4);
+    c.workload.requests = 200;
+    c.faults.push(Fault {
+        at_ms: 30,
+        action: FaultAction::Partition(vec![vec![0, 1], vec![2, 3]]),
+    });
+    c.faults.push(Fault {
+        at_ms: 2_000,
+        action: FaultAction::Heal,
+    });
+    let r = run(c);
+    println!("{}", r.summary());
+    check(&r);
+}
+
+#[test]
+fn restart_keeps_disk() {
+    let mut c = cfg(5);
+    c.workload.requests = 300;
+    c.faults.push(Fault {
+        at_ms: 40,
+        action: FaultAction::Crash(3),
+    });
+    c.faults.push(Fault {
+        at_ms: 600,
+        action: FaultAction::Restart {
+            node: 3,
+            wipe: false,
+        },
+    });
+    let r = run(c);
+    println!("{}", r.summary());
+    check(&r);
+}
+
+#[test]
+fn wiped_replica_catches_up_by_state_transfer() {
+    let mut c = cfg(6);
+    c.workload.requests = 300;
+    c.faults.push(Fault {
+        at_ms: 40,
+        action: FaultAction::Crash(3),
+    });
+    c.faults.push(Fault {
+        at_ms: 600,
+        action: FaultAction::Restart {
+            node: 3,
+            wipe: true,
+        },
+    });
+    let r = run(c);
+    println!("{}", r.summary());
+    check(&r);
+}
+
+#[test]
+fn lossy_network() {
+    let mut c = cfg(7);
+    c.network.drop_rate = 0.05;
+    c.network.duplicate_rate = 0.05;
+    c.network.max_delay_ms = 30;
+    let r = run(c);
+    println!("{}", r.summary());
+    check(&r);
+}
+
+#[test]
+fn same_seed_same_run() {
+    let mut c = cfg(8);
+    c.network.drop_rate = 0.02;
+    c.faults.push(Fault {
+        at_ms: 50,
+        action: FaultAction::Crash(0),
+    });
+    let a = run(c.clone());
+    let b = run(c.clone());
+    assert_eq!(a.trace_digest, b.trace_digest);
+    assert_eq!(a.stats.events, b.stats.events);
+    assert_eq!(a.replicas, b.replicas);
+    c.seed = 9;
+    let d = run(c);
+    assert_ne!(
+        a.trace_digest, d.trace_digest,
+        "a different seed must give a different run"
+    );
+}

@@ -1,0 +1,757 @@
+//! The [`Traitor`]: what a faulty replica really sends.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+use pbft_crypto::{Digest, Keypair, PublicKey};
+use pbft_protocol::envelope::{self, Limits, MAGIC, WIRE_VERSION};
+use pbft_protocol::{
+    Batch, Checkpoint, Commit, Config, Duration, Instant, Message, NewView, PrePrepare, Prepare,
+    PreparedProof, ReplicaId, Request, Seq, Signable, Signed, View, ViewChange,
+};
+
+use crate::behavior::Behavior;
+use crate::rng::Rng;
+
+/// How many sent messages `replay` remembers.
+const HISTORY: usize = 256;
+/// How many old messages `replay` adds to each send.
+const REPLAYS: usize = 2;
+/// How many garbage frames `flood` adds to each send.
+const FLOOD_FRAMES: usize = 8;
+/// Random garbage is `1..MAX_GARBAGE` bytes long.
+const MAX_GARBAGE: u64 = 2048;
+/// Bodies of frames with a valid header are `1..=MAX_BAD_BODY` bytes long.
+const MAX_BAD_BODY: u64 = 256;
+/// Number of variants of [`Message`] (its postcard tags are `0..MESSAGE_TAGS`).
+const MESSAGE_TAGS: u64 = 14;
+
+/// Where an outgoing message goes.
+// The shape is part of the driver API; a client key is inline like everywhere else.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// One replica.
+    Replica(ReplicaId),
+    /// Every replica but the sender.
+    AllReplicas,
+    /// A client, by its public key.
+    Client(PublicKey),
+}
+
+/// What goes on the wire: a message, or raw bytes (garbage, for `flood`).
+// The shape is part of the driver API; messages are not boxed anywhere else either.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// A protocol message, to be encoded by the driver.
+    Message(Message),
+    /// Bytes sent as a frame as they are.
+    Raw(Vec<u8>),
+}
+
+/// One message to send after `delay`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Where it goes.
+    pub dest: Dest,
+    /// What goes.
+    pub payload: Payload,
+    /// How long the driver waits before sending it.
+    pub delay: Duration,
+}
+
+impl Outgoing {
+    /// `msg` to `dest`, now.
+    pub fn now(dest: Dest, msg: Message) -> Outgoing {
+        Outgoing {
+            dest,
+            payload: Payload::Message(msg),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// The message, if the payload is one.
+    pub fn message(&self) -> Option<&Message> {
+        match &self.payload {
+            Payload::Message(m) => Some(m),
+            Payload::Raw(_) => None,
+        }
+    }
+}
+
+/// A replica's traitor: it sees every message the honest replica code wants to send and
+/// decides what really goes out.
+#[derive(Clone)]
+pub struct Traitor {
+    behavior: Behavior,
+    id: ReplicaId,
+    key: Keypair,
+    cfg: Config,
+    rng: Rng,
+    /// Messages sent so far (only kept by `replay`), oldest first.
+    history: VecDeque<Message>,
+    /// Alternation flag (`out_of_window`, `forge_view_change`): which variant comes next.
+    alternate: bool,
+    /// Calls to [`Traitor::mutate`].
+    calls: u64,
+    /// Calls whose output differed from the honest message.
+    altered: u64,
+    /// Other traitors this one colludes with (beyond the fault model only).
+    accomplices: Vec<ReplicaId>,
+    /// As an equivocating primary: the alternative digest sent for each (view, seq).
+    alternatives: BTreeMap<(View, Seq), Digest>,
+    /// As an accomplice: the proposals seen per (view, seq), and the slots voted on.
+    seen: BTreeMap<(View, Seq), Vec<Batch>>,
+    voted: BTreeSet<(View, Seq)>,
+}
+
+impl fmt::Debug for Traitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Traitor")
+            .field("behavior", &self.behavior)
+            .field("id", &self.id)
+            .field("calls", &self.calls)
+            .field("altered", &self.altered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A different digest derived from `d`: `H(d)`.
+fn skew(d: Digest) -> Digest {
+    Digest::of(d.as_bytes())
+}
+
+/// A batch other than `batch` (reversed if it has two requests or more, else the null
+/// batch), or `None` if `batch` is already null.
+fn alternative_batch(batch: &Batch) -> Option<Batch> {
+    let original = batch.digest();
+    let mut candidates = Vec::with_capacity(2);
+    if batch.requests.len() >= 2 {
+        let mut reversed = batch.clone();
+        reversed.requests.reverse();
+        candidates.push(reversed);
+    }
+    candidates.push(Batch::null());
+    candidates.into_iter().find(|b| b.digest() != original)
+}
+
+impl Traitor {
+    /// A traitor for replica `id`, signing with `key`, drawing randomness from `seed`.
+    pub fn new(behavior: Behavior, id: ReplicaId, key: Keypair, cfg: Config, seed: u64) -> Traitor {
+        Traitor {
+            behavior,
+            id,
+            key,
+            cfg,
+            rng: Rng::new(seed),
+            history: VecDeque::new(),
+            alternate: false,
+            calls: 0,
+            altered: 0,
+            accomplices: Vec::new(),
+            alternatives: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            voted: BTreeSet::new(),
+        }
+    }
+
+    /// Makes this traitor collude with `accomplices` (other traitors). Only `equivocate`
+    /// uses it: the primary sends both proposals to its accomplices and splits its
+    /// commits like its pre-prepares, and an accomplice votes for every proposal of a
+    /// colluding primary. With more than f traitors this breaks agreement, which is what
+    /// the negative control must detect.
+    pub fn with_accomplices(mut self, accomplices: Vec<ReplicaId>) -> Traitor {
+        self.accomplices = accomplices.into_iter().filter(|a| *a != self.id).collect();
+        self
+    }
+
+    /// Sees a verified incoming message before the replica does. Returns what to send,
+    /// and whether the replica should still receive the message. Only an `equivocate`
+    /// accomplice acts here: it votes (prepare and commit) for every proposal of a
+    /// colluding primary, and hides those proposals from its own replica so that the
+    /// honest code does not notice the equivocation.
+    pub fn observe(
+        &mut self,
+        _from: ReplicaId,
+        msg: &Message,
+        _now: Instant,
+    ) -> (Vec<Outgoing>, bool) {
+        if self.behavior != Behavior::Equivocate || self.accomplices.is_empty() {
+            return (Vec::new(), true);
+        }
+        let Message::PrePrepare { pre_prepare, .. } = msg else {
+            return (Vec::new(), true);
+        };
+        let PrePrepare { view, seq, digest } = pre_prepare.body;
+        let primary = self.primary(view);
+        if primary == self.id || !self.accomplices.contains(&primary) {
+            return (Vec::new(), true);
+        }
+        let Message::PrePrepare { batch, .. } = msg else {
+            return (Vec::new(), true);
+        };
+        let _ = digest;
+        let seen = self.seen.entry((view, seq)).or_default();
+        if !seen.iter().any(|b| b == batch) {
+            seen.push(batch.clone());
+        }
+        // Work out which proposal went to which half: the alternative is derived from
+        // the original. Vote for each half's proposal only to that half, so that no
+        // honest replica ever sees two votes from us for one slot.
+        let original = seen
+            .iter()
+            .find(|b| match alternative_batch(b) {
+                None => true,
+                Some(alt) => seen.iter().any(|x| *x == alt),
+            })
+            .cloned();
+        let Some(original) = original else {
+            return (Vec::new(), false);
+        };
+        if !self.voted.insert((view, seq)) {
+            return (Vec::new(), false);
+        }
+        let alt = alternative_batch(&original).unwrap_or_else(|| original.clone());
+        let replica = self.id;
+        let mut out = Vec::new();
+        for r in (0..self.n()).filter(|r| *r != self.id && *r != primary) {
+            if self.accomplices.contains(&r) {
+                continue;
+            }
+            let digest = if r & 1 == 0 {
+                original.digest()
+            } else {
+                alt.digest()
+            };
+            let prepare = self.sign(Prepare {
+                view,
+                seq,
+                digest,
+                replica,
+            });
+            let commit = self.sign(Commit {
+                view,
+                seq,
+                digest,
+                replica,
+            });
+            out.push(Outgoing::now(Dest::Replica(r), Message::Prepare(prepare)));
+            out.push(Outgoing::now(Dest::Replica(r), Message::Commit(commit)));
+        }
+        (out, false)
+    }
+
+    /// The behaviour.
+    pub fn behavior(&self) -> Behavior {
+        self.behavior
+    }
+
+    /// The replica this traitor speaks for.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// How many messages were handed to [`Traitor::mutate`].
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// How many of them did not go out exactly as the honest replica wanted.
+    pub fn altered(&self) -> u64 {
+        self.altered
+    }
+
+    /// Mutates one outgoing message. Returns what is actually sent (possibly nothing,
+    /// possibly many).
+    pub fn mutate(&mut self, dest: Dest, msg: Message, _now: Instant) -> Vec<Outgoing> {
+        self.calls += 1;
+        let honest = Outgoing::now(dest.clone(), msg.clone());
+        let out = match self.behavior {
+            Behavior::Silent => Vec::new(),
+            Behavior::Equivocate => self.equivocate(dest, msg),
+            Behavior::BadDigest => self.bad_digest(dest, msg),
+            Behavior::ForgeRequest => self.forge_request(dest, msg),
+            Behavior::DoubleVote => self.double_vote(dest, msg),
+            Behavior::OutOfWindow => self.out_of_window(dest, msg),
+            Behavior::Replay => self.replay(dest, msg),
+            Behavior::CheckpointLie => self.checkpoint_lie(dest, msg),
+            Behavior::ForgeViewChange => self.forge_view_change(dest, msg),
+            Behavior::BadNewView => self.bad_new_view(dest, msg),
+            Behavior::SlowPrimary => self.slow_primary(dest, msg),
+            Behavior::Impersonate => self.impersonate(dest, msg),
+            Behavior::Flood => self.flood(dest, msg),
+            Behavior::PoisonState => self.poison_state(dest, msg),
+        };
+        if out.len() != 1 || out[0] != honest {
+            self.altered += 1;
+        }
+        out
+    }
+
+    /// n, never 0 (so modular arithmetic cannot panic on a broken config).
+    fn n(&self) -> u32 {
+        self.cfg.n().max(1)
+    }
+
+    /// `primary(v) = v mod n`.
+    fn primary(&self, view: View) -> ReplicaId {
+        (view % u64::from(self.n())) as ReplicaId
+    }
+
+    /// Whether this traitor is the primary that signs `pp`.
+    fn mine(&self, pp: &Signed<PrePrepare>) -> bool {
+        self.primary(pp.body.view) == self.id
+    }
+
+    /// Signs `body` with the traitor's own key.
+    fn sign<T: Signable>(&self, body: T) -> Signed<T> {
+        Signed::sign(body, &self.key)
+    }
+
+    fn equivocate(&mut self, dest: Dest, msg: Message) -> Vec<Outgoing> {
+        if let Message::Commit(c) = &msg {
+            if let Some(alt) = self.alternatives.get(&(c.body.view, c.body.seq)).copied() {
+                return self.split_commit(dest, c.body, alt);
+            }
+        }
+        let (header, alt_batch) = match &msg {
+            Message::PrePrepare { pre_prepare, batch } if self.mine(pre_prepare) => {
+                match alternative_batch(batch) {
+                    Some(alt) => (pre_prepare.body, alt),
+                    None => return vec![Outgoing::now(dest, msg)],
+                }
+            }
+            _ => return vec![Outgoing::now(dest, msg)],
+        };
+        let alt = Message::PrePrepare {
+            pre_prepare: self.sign(PrePrepare {
+                digest: alt_batch.digest(),
+                ..header
+            }),
+            batch: alt_batch.clone(),
+        };
+        if !self.accomplices.is_empty() {
+            self.alternatives
+                .insert((header.view, header.seq), alt_batch.digest());
+            let accomplices = self.accomplices.clone();
+            let targets: Vec<ReplicaId> = match dest {
+                Dest::AllReplicas => (0..self.n()).filter(|r| *r != self.id).collect(),
+                Dest::Replica(r) => vec![r],
+                Dest::Client(_) => return vec![Outgoing::now(dest, msg)],
+            };
+            let mut out = Vec::new();
+            for r in &targets {
+                if accomplices.contains(r) {
+                    out.push(Outgoing::now(Dest::Replica(*r), msg.clone()));
+                    out.push(Outgoing::now(Dest::Replica(*r), alt.clone()));
+                } else {
+                    let m = if r & 1 == 0 { &msg } else { &alt };
+                    out.push(Outgoing::now(Dest::Replica(*r), m.clone()));
+                }
+            }
+            // commit at once, each half for its own proposal
+            let commit = Commit {
+                view: header.view,
+                seq: header.seq,
+                digest: header.digest,
+                replica: self.id,
+            };
+            for r in targets {
+                out.extend(self.split_commit(Dest::Replica(r), commit, alt_batch.digest()));
+            }
+            return out;
+        }
+        let pick = |r: ReplicaId| if r & 1 == 0 { &msg } else { &alt };
+        match dest {
+            Dest::AllReplicas => (0..self.n())
+                .filter(|r| *r != self.id)
+                .map(|r| Outgoing::now(Dest::Replica(r), pick(r).clone()))
+                .collect(),
+            Dest::Replica(r) => vec![Outgoing::now(dest, pick(r).clone())],
+            Dest::Client(_) => vec![Outgoing::now(dest, msg)],
+        }
+    }
+
+    /// As a colluding equivocating primary: commit the original to the replicas that got
+    /// it and the alternative to the others (accomplices get both).
+    fn split_commit(&mut self, dest: Dest, c: Commit, alt: Digest) -> Vec<Outgoing> {
+        let original = Message::Commit(self.sign(c));
+        let other = Message::Commit(self.sign(Commit { digest: alt, ..c }));
+        let targets: Vec<ReplicaId> = match dest {
+            Dest::AllReplicas => (0..self.n()).filter(|r| *r != self.id).collect(),
+            Dest::Replica(r) => vec![r],
+            Dest::Client(_) => return vec![Outgoing::now(dest, original)],
+        };
+        let mut out = Vec::new();
+        for r in targets {
+            if self.accomplices.contains(&r) {
+                out.push(Outgoing::now(Dest::Replica(r), original.clone()));
+                out.push(Outgoing::now(Dest::Replica(r), other.clone()));
+            } else {
+                let m = if r & 1 == 0 { &original } else { &other };
+                out.push(Outgoing::now(Dest::Replica(r), m.clone()));
+            }
+        }
+        out
+    }
+
+    fn bad_digest(&mut self, dest: Dest, mut msg: Message) -> Vec<Outgoing> {
+        match &mut msg {
+            Message::PrePrepare { pre_prepare, .. } if self.mine(pre_prepare) => {
+                let body = pre_prepare.body;
+                *pre_prepare = self.sign(PrePrepare {
+                    digest: skew(body.digest),
+                    ..body
+                });
+            }
+            Message::Prepare(p) if p.body.replica == self.id => {
+                let body = p.body;
+                *p = self.sign(Prepare {
+                    digest: skew(body.digest),
+                    ..body
+                });
+            }
+            Message::Commit(c) if c.body.replica == self.id => {
+                let body = c.body;
+                *c = self.sign(Commit {
+                    digest: skew(body.digest),
+                    ..body
+                });
+            }
+            _ => {}
+        }
+        vec![Outgoing::now(dest, msg)]
+    }
+
+    fn forge_request(&mut self, dest: Dest, mut msg: Message) -> Vec<Outgoing> {
+        if let Message::PrePrepare { pre_prepare, batch } = &mut msg {
+            if self.mine(pre_prepare) {
+                if let Some(first) = batch.requests.first_mut() {
+                    let op = &mut first.body.op;
+                    match op.first_mut() {
+                        Some(b) => *b ^= 0xff,
+                        None => op.push(0xff),
+                    }
+                    let body = pre_prepare.body;
+                    *pre_prepare = self.sign(PrePrepare {
+                        digest: batch.digest(),
+                        ..body
+                    });
+                }
+            }
+        }
+        vec![Outgoing::now(dest, msg)]
+    }
+
+    fn double_vote(&mut self, dest: Dest, msg: Message) -> Vec<Outgoing> {
+        let extra = match &msg {
+            Message::Prepare(p) if p.body.replica == self.id => {
+                Some(Message::Prepare(self.sign(Prepare {
+                    digest: skew(p.body.digest),
+                    ..p.body
+                })))
+            }
+            Message::Commit(c) if c.body.replica == self.id => {
+                Some(Message::Commit(self.sign(Commit {
+                    digest: skew(c.body.digest),
+                    ..c.body
+                })))
+            }
+            _ => None,
+        };
+        let mut out = vec![Outgoing::now(dest.clone(), msg)];
+        out.extend(extra.map(|m| Outgoing::now(dest, m)));
+        out
+    }
+
+    fn out_of_window(&mut self, dest: Dest, mut msg: Message) -> Vec<Outgoing> {
+        if let Message::PrePrepare { pre_prepare, .. } = &mut msg {
+            if self.mine(pre_prepare) {
+                let body = pre_prepare.body;
+                let seq = if !self.alternate {
+                    let beyond = self.cfg.log_window.max(1).saturating_mul(4);
+                    body.seq.saturating_add(beyond)
+                } else {
+                    body.seq.saturating_add(1)
+                };
+                self.alternate = !self.alternate;
+                *pre_prepare = self.sign(PrePrepare { seq, ..body });
+            }
+        }
+        vec![Outgoing::now(dest, msg)]
+    }
+
+    fn replay(&mut self, dest: Dest, msg: Message) -> Vec<Outgoing> {
+        let len = self.history.len() as u64;
+        let mut picks = Vec::with_capacity(REPLAYS);
+        if len >= 1 {
+            let i = self.rng.below(len);
+            picks.push(i);
+            if len >= 2 {
+                // A second, distinct index.
+                picks.push((i + 1 + self.rng.below(len - 1)) % len);
+            }
+        }
+        let mut out = vec![Outgoing::now(dest.clone(), msg.clone())];
+        for i in picks {
+            if let Some(old) = self.history.get(i as usize) {
+                out.push(Outgoing::now(dest.clone(), old.clone()));
+            }
+        }
+        if self.history.len() >= HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(msg);
+        out
+    }
+
+    fn checkpoint_lie(&mut self, dest: Dest, mut msg: Message) -> Vec<Outgoing> {
+        if let Message::Checkpoint(c) = &mut msg {
+            if c.body.replica == self.id {
+                let body = c.body;
+                *c = self.sign(Checkpoint {
+                    state_digest: skew(body.state_digest),
+                    ..body
+                });
+            }
+        }
+        vec![Outgoing::now(dest, msg)]
+    }
+
+    fn forge_view_change(&mut self, dest: Dest, mut msg: Message) -> Vec<Outgoing> {
+        if let Message::ViewChange(vc) = &mut msg {
+            if vc.body.replica == self.id {
+                let mut body = vc.body.clone();
+                if !self.alternate {
+                    body.prepared.clear();
+                } else if let Some(fake) = self.fake_prepared_proof(&body) {
+                    body.prepared.push(fake);
+                    body.prepared.sort_by_key(|p| p.pre_prepare.body.seq);
+                }
+                self.alternate = !self.alternate;
+                **vc = self.sign(body);
+            }
+        }
+        vec![Outgoing::now(dest, msg)]
+    }
+
+    /// A prepared certificate the traitor does not have: the first uncovered slot above
+    /// the stable checkpoint, the null batch, a pre-prepare for an earlier view signed by
+    /// this traitor (not that view's primary) and 2f prepares claiming other replicas,
+    /// all signed with this traitor's key. `None` if no such view or slot exists.
+    fn fake_prepared_proof(&self, vc: &ViewChange) -> Option<PreparedProof> {
+        let view = [1u64, 2]
+            .into_iter()
+            .filter_map(|back| vc.new_view.checked_sub(back))
+            .find(|v| self.primary(*v) != self.id)?;
+        let top = vc.stable_seq.saturating_add(self.cfg.log_window.max(1));
+        let seq = (vc.stable_seq.saturating_add(1)..=top)
+            .find(|s| !vc.prepared.iter().any(|p| p.pre_prepare.body.seq == *s))?;
+        let batch = Batch::null();
+        let digest = batch.digest();
+        let primary = self.primary(view);
+        let prepares = (0..self.n())
+            .filter(|r| *r != self.id && *r != primary)
+            .take(2 * self.cfg.f() as usize)
+            .map(|replica| {
+                self.sign(Prepare {
+                    view,
+                    seq,
+                    digest,
+                    replica,
+                })
+            })
+            .collect();
+        Some(PreparedProof {
+            pre_prepare: self.sign(PrePrepare { view, seq, digest }),
+            batch,
+            prepares,
+        })
+    }
+
+    fn bad_new_view(&mut self, dest: Dest, mut msg: Message) -> Vec<Outgoing> {
+        if let Message::NewView(nv) = &mut msg {
+            if self.primary(nv.body.view) == self.id {
+                let mut body: NewView = nv.body.clone();
+                let null = Batch::null_digest();
+                match body.pre_prepares.last().map(|pp| pp.body) {
+                    Some(last) if last.digest != null => {
+                        let forged = self.sign(PrePrepare {
+                            digest: null,
+                            ..last
+                        });
+                        if let Some(slot) = body.pre_prepares.last_mut() {
+                            *slot = forged;
+                        }
+                    }
+                    Some(_) => {
+                        body.pre_prepares.pop();
+                    }
+                    None => {
+                        let stable = body
+                            .view_changes
+                            .iter()
+                            .map(|vc| vc.body.stable_seq)
+                            .max()
+                            .unwrap_or(0);
+                        let bogus = self.sign(PrePrepare {
+                            view: body.view,
+                            seq: stable.saturating_add(1),
+                            digest: Digest::of(b"bogus"),
+                        });
+                        body.pre_prepares.push(bogus);
+                    }
+                }
+                **nv = self.sign(body);
+            }
+        }
+        vec![Outgoing::now(dest, msg)]
+    }
+
+    fn slow_primary(&mut self, dest: Dest, msg: Message) -> Vec<Outgoing> {
+        let delay = match &msg {
+            Message::PrePrepare { pre_prepare, .. } if self.mine(pre_prepare) => {
+                self.cfg.view_timeout / 10 * 9
+            }
+            _ => Duration::ZERO,
+        };
+        vec![Outgoing {
+            dest,
+            payload: Payload::Message(msg),
+            delay,
+        }]
+    }
+
+    fn impersonate(&mut self, dest: Dest, msg: Message) -> Vec<Outgoing> {
+        let other = (self.id.wrapping_add(1)) % self.n();
+        let extra = match &msg {
+            Message::Prepare(p) if p.body.replica == self.id => {
+                Some(Message::Prepare(self.sign(Prepare {
+                    replica: other,
+                    ..p.body
+                })))
+            }
+            Message::Commit(c) if c.body.replica == self.id => {
+                Some(Message::Commit(self.sign(Commit {
+                    replica: other,
+                    ..c.body
+                })))
+            }
+            Message::Checkpoint(c) if c.body.replica == self.id => {
+                Some(Message::Checkpoint(self.sign(Checkpoint {
+                    replica: other,
+                    ..c.body
+                })))
+            }
+            _ => None,
+        };
+        let mut out = vec![Outgoing::now(dest.clone(), msg)];
+        out.extend(extra.map(|m| Outgoing::now(dest, m)));
+        out
+    }
+
+    fn flood(&mut self, dest: Dest, msg: Message) -> Vec<Outgoing> {
+        let mut out = Vec::with_capacity(1 + FLOOD_FRAMES);
+        out.push(Outgoing::now(dest, msg));
+        for i in 0..FLOOD_FRAMES {
+            let bytes = match i % 3 {
+                0 => self.random_garbage(),
+                1 => self.bad_body_frame(),
+                _ => self.badly_signed_frame(),
+            };
+            out.push(Outgoing {
+                dest: Dest::AllReplicas,
+                payload: Payload::Raw(bytes),
+                delay: Duration::ZERO,
+            });
+        }
+        out
+    }
+
+    /// `1..MAX_GARBAGE` random bytes that never start with the magic.
+    fn random_garbage(&mut self) -> Vec<u8> {
+        let len = 1 + self.rng.below(MAX_GARBAGE - 1) as usize;
+        let mut bytes = self.rng.bytes(len);
+        if let Some(b) = bytes.first_mut() {
+            if *b == MAGIC[0] {
+                *b = !*b;
+            }
+        }
+        bytes
+    }
+
+    /// The right magic and version, then a random body that does not decode. Half the
+    /// time the body starts with a valid message tag, to get past the first byte.
+    fn bad_body_frame(&mut self) -> Vec<u8> {
+        let len = 1 + self.rng.below(MAX_BAD_BODY) as usize;
+        let mut body = self.rng.bytes(len);
+        if self.rng.below(2) == 0 {
+            if let Some(b) = body.first_mut() {
+                *b = self.rng.below(MESSAGE_TAGS) as u8;
+            }
+        }
+        let mut frame = Vec::with_capacity(5 + len);
+        frame.extend_from_slice(&MAGIC);
+        frame.push(WIRE_VERSION);
+        frame.extend_from_slice(&body);
+        if envelope::decode(&frame, &Limits::default()).is_ok() {
+            // By chance a valid message: make the tag an unknown variant.
+            frame[5] = 0x7f;
+        }
+        frame
+    }
+
+    /// A well-formed prepare or commit claiming another replica's id, signed with this
+    /// traitor's key, so it decodes but fails verification.
+    fn badly_signed_frame(&mut self) -> Vec<u8> {
+        let n = self.n();
+        let offset = 1 + self.rng.below(u64::from(n.saturating_sub(1)).max(1)) as u32;
+        let replica = (self.id.wrapping_add(offset)) % n;
+        let view = self.rng.below(1 << 20);
+        let seq = self.rng.below(1 << 20);
+        let digest = Digest(self.rng.array32());
+        let msg = if self.rng.below(2) == 0 {
+            Message::Prepare(self.sign(Prepare {
+                view,
+                seq,
+                digest,
+                replica,
+            }))
+        } else {
+            Message::Commit(self.sign(Commit {
+                view,
+                seq,
+                digest,
+                replica,
+            }))
+        };
+        envelope::encode(&msg)
+    }
+
+    fn poison_state(&mut self, dest: Dest, mut msg: Message) -> Vec<Outgoing> {
+        match &mut msg {
+            Message::StateChunk { data, .. } => {
+                if data.is_empty() {
+                    data.push(0xff);
+                } else {
+                    data.iter_mut().for_each(|b| *b = !*b);
+                }
+            }
+            Message::Committed { proofs, .. } => {
+                for proof in proofs.iter_mut() {
+                    if proof.batch.requests.pop().is_none() {
+                        let poison = self.sign(Request {
+                            client: self.key.public(),
+                            request_id: 1,
+                            op: b"poison".to_vec(),
+                        });
+                        proof.batch.requests.push(poison);
+                    }
+                }
+            }
+            _ => {}
+        }
+        vec![Outgoing::now(dest, msg)]
+    }
+}
