@@ -16,6 +16,9 @@ pub struct ReplicaReport {
     pub traitor: Option<Behavior>,
     /// True if it was down at the end.
     pub crashed: bool,
+    /// True if it was restarted from an empty disk at some point (it then forgot what
+    /// it had signed, which PBFT counts as a fault).
+    pub wiped: bool,
     /// Its view.
     pub view: View,
     /// Its ledger height (last executed sequence number).
@@ -66,13 +69,32 @@ impl Report {
         self.replicas.iter().filter(|r| r.traitor.is_none())
     }
 
-    /// True if no invariant was broken and no honest replica halted.
+    /// True if no invariant was broken, no honest replica halted, and no honest
+    /// replica that kept its disk is accused by signed evidence.
     pub fn safe(&self) -> bool {
         self.violations.is_empty()
             && self
                 .halts
                 .iter()
                 .all(|(r, _)| self.replicas[*r as usize].traitor.is_some())
+            && self.falsely_accused().is_empty()
+    }
+
+    /// Honest validators that never lost their disk, yet are accused by evidence held
+    /// by an honest validator: a restarted replica contradicted itself, or evidence is
+    /// forged. Either is a bug.
+    pub fn falsely_accused(&self) -> Vec<ReplicaId> {
+        let mut out: Vec<ReplicaId> = self
+            .honest()
+            .flat_map(|r| r.evidence_against.iter().copied())
+            .filter(|a| {
+                let x = &self.replicas[*a as usize];
+                x.traitor.is_none() && !x.wiped
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// True if the run detected a safety violation or an honest replica halted (what a
@@ -167,6 +189,12 @@ impl Report {
         }
         for v in &self.violations {
             let _ = writeln!(s, "VIOLATION {v}");
+        }
+        for a in self.falsely_accused() {
+            let _ = writeln!(
+                s,
+                "VIOLATION honest validator {a} is accused by signed evidence"
+            );
         }
         for (r, why) in &self.halts {
             let _ = writeln!(s, "HALT replica {r}: {why}");

@@ -847,6 +847,9 @@ impl Simulation {
                     id,
                     traitor,
                     crashed: rep.is_none(),
+                    wiped: self.cfg.faults.iter().any(|f| {
+                        matches!(f.action, FaultAction::Restart { node, wipe: true } if node == id)
+                    }),
                     view: rep.map_or(0, |r| r.view()),
                     last_executed: h.ledger.height(),
                     stable_checkpoint: rep.map_or(0, |r| r.stable_checkpoint()),

@@ -77,10 +77,18 @@ fn random_config(seed: u64) -> SimConfig {
     c
 }
 
+/// Liveness bound: once the last fault is healed, every valid request commits within
+/// this much simulated time.
+const LIVENESS_BOUND_MS: u64 = 30_000;
+
 fn check_seed(seed: u64) -> Result<(), String> {
     let cfg = random_config(seed);
     let r = run(cfg.clone());
-    let ok = r.safe() && r.all_committed && r.honest_heads_equal();
+    let healed_at = cfg.faults.iter().map(|f| f.at_ms).max().unwrap_or(0);
+    let live = r
+        .all_committed_ms
+        .is_some_and(|t| t <= healed_at + LIVENESS_BOUND_MS);
+    let ok = r.safe() && r.all_committed && live && r.honest_heads_equal();
     if ok {
         Ok(())
     } else {

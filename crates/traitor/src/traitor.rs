@@ -180,18 +180,14 @@ impl Traitor {
         if self.behavior != Behavior::Equivocate || self.accomplices.is_empty() {
             return (Vec::new(), true);
         }
-        let Message::PrePrepare { pre_prepare, .. } = msg else {
+        let Message::PrePrepare { pre_prepare, batch } = msg else {
             return (Vec::new(), true);
         };
-        let PrePrepare { view, seq, digest } = pre_prepare.body;
+        let PrePrepare { view, seq, .. } = pre_prepare.body;
         let primary = self.primary(view);
         if primary == self.id || !self.accomplices.contains(&primary) {
             return (Vec::new(), true);
         }
-        let Message::PrePrepare { batch, .. } = msg else {
-            return (Vec::new(), true);
-        };
-        let _ = digest;
         let seen = self.seen.entry((view, seq)).or_default();
         if !seen.iter().any(|b| b == batch) {
             seen.push(batch.clone());
@@ -203,7 +199,7 @@ impl Traitor {
             .iter()
             .find(|b| match alternative_batch(b) {
                 None => true,
-                Some(alt) => seen.iter().any(|x| *x == alt),
+                Some(alt) => seen.contains(&alt),
             })
             .cloned();
         let Some(original) = original else {
