@@ -10,6 +10,7 @@ demo: deps
 
 # The whole test suite: formatting, lints, and every test of the workspace.
 test: deps
+	scripts/check-pure-core.sh
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo test --workspace

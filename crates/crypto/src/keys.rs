@@ -185,7 +185,7 @@ pub struct Keypair {
 impl Keypair {
     /// A fresh random key pair (retries in the practically impossible case
     /// that the public key is weak).
-    pub fn generate<R: rand::RngCore + rand::CryptoRng>(rng: &mut R) -> Keypair {
+    pub fn generate<R: rand_core::RngCore + rand_core::CryptoRng>(rng: &mut R) -> Keypair {
         loop {
             let mut seed = [0u8; 32];
             rng.fill_bytes(&mut seed);
