@@ -90,6 +90,16 @@ impl Replica {
                     if nv.body.view >= r.view {
                         r.new_view = Some((**nv).clone());
                     }
+                    // As the new primary, the pre-prepares of O are ours: never propose
+                    // another batch at their sequence numbers. (Harmless for backups.)
+                    if r.cfg.primary(nv.body.view) == r.id {
+                        let vcs: Vec<_> = nv.body.view_changes.iter().map(|v| &v.body).collect();
+                        let o = crate::new_view::compute_o(&vcs);
+                        for (e, pp) in o.entries.into_iter().zip(&nv.body.pre_prepares) {
+                            r.next_seq = r.next_seq.max(pp.body.seq + 1);
+                            r.slot_mut(pp.body.seq).pre_prepare = Some((pp.clone(), e.batch));
+                        }
+                    }
                 }
                 WalRecord::Evidence(e) => {
                     let accused = e.accused(r.cfg.n());

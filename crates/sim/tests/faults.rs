@@ -151,3 +151,40 @@ fn same_seed_same_run() {
         "a different seed must give a different run"
     );
 }
+
+/// The primary of view 1 crashes around its new view and restarts on the same disk,
+/// at many different moments: it must never contradict what it sent before (an honest
+/// validator accused by evidence fails `safe()`). The exact window between a new view
+/// and the first fresh proposal is tested precisely in `crates/protocol/tests/restore.rs`.
+#[test]
+fn restarted_new_primary_does_not_contradict_itself() {
+    for (i, t) in (400..1_400).step_by(20).enumerate() {
+        let mut c = cfg(30 + i as u64);
+        c.workload.requests = 200;
+        c.workload.concurrency = 8;
+        c.faults.push(Fault {
+            at_ms: 40,
+            action: FaultAction::Crash(0),
+        });
+        c.faults.push(Fault {
+            at_ms: t,
+            action: FaultAction::Crash(1),
+        });
+        c.faults.push(Fault {
+            at_ms: t + 5,
+            action: FaultAction::Restart {
+                node: 1,
+                wipe: false,
+            },
+        });
+        c.faults.push(Fault {
+            at_ms: t + 2_000,
+            action: FaultAction::Restart {
+                node: 0,
+                wipe: false,
+            },
+        });
+        let r = run(c);
+        check(&r);
+    }
+}
