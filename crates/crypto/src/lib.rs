@@ -3,6 +3,9 @@
 //! single and batch verification under one consistent validity rule (see
 //! [`sign`] module docs, re-exported here), and private key files.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod digest;
 pub mod error;
 pub mod keyfile;

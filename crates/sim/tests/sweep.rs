@@ -1,7 +1,8 @@
 //! Randomized sweep: random crashes, restarts, partitions and lossy links within the
 //! fault model (at most f validators crashed or cut off at once, everything healed well
 //! before the deadline). Zero invariant violations, everything committed, honest ledgers
-//! equal. A failing seed prints itself; `PBFT_SEED=<seed>` reruns just that one.
+//! equal. A failing seed prints itself; `PBFT_SEED=<seed>` reruns just that one, and
+//! `PBFT_SEEDS=A..B` sweeps another range (a longer sweep outside CI).
 
 use pbft_sim::*;
 use rand::{Rng, SeedableRng};
@@ -102,10 +103,17 @@ fn check_seed(seed: u64) -> Result<(), String> {
 
 #[test]
 fn two_hundred_random_fault_schedules() {
-    let seeds: Vec<u64> = match std::env::var("PBFT_SEED").ok().and_then(|s| s.parse().ok()) {
-        Some(s) => vec![s],
-        None => (1..=200).collect(),
-    };
+    let seeds: Vec<u64> =
+        if let Some(s) = std::env::var("PBFT_SEED").ok().and_then(|s| s.parse().ok()) {
+            vec![s]
+        } else if let Some((a, b)) = std::env::var("PBFT_SEEDS").ok().and_then(|r| {
+            let (a, b) = r.split_once("..")?;
+            Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
+        }) {
+            (a..=b).collect()
+        } else {
+            (1..=200).collect()
+        };
     let failures: Vec<String> = seeds.iter().filter_map(|s| check_seed(*s).err()).collect();
     let n = failures.len();
     assert!(
