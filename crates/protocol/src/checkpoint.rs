@@ -37,6 +37,8 @@ impl Replica {
             return;
         }
         self.add_checkpoint_vote(c);
+        // the window may have moved
+        self.try_propose();
     }
 
     /// Most checkpoint messages kept per sender above `h`: bounds memory against a
@@ -69,6 +71,9 @@ impl Replica {
             for s in &mine[..mine.len() - budget] {
                 if let Some(m) = self.checkpoint_votes.get_mut(s) {
                     m.remove(&replica);
+                    if m.is_empty() {
+                        self.checkpoint_votes.remove(s);
+                    }
                 }
             }
         }
@@ -135,6 +140,11 @@ impl Replica {
             seq,
             "checkpoint stable"
         );
+        self.stable_seq = seq;
+        self.stable_digest = digest;
+        self.stable_proof = proof.clone();
+        self.persist(WalRecord::StableCheckpoint(proof.clone()));
+        self.push(Action::StableCheckpoint { seq, digest });
         // evidence against replicas that announced another digest for this checkpoint
         let liars: Vec<Signed<Checkpoint>> = self
             .checkpoint_votes
@@ -153,17 +163,13 @@ impl Replica {
             };
             self.record_evidence(ev, false);
         }
-        self.stable_seq = seq;
-        self.stable_digest = digest;
-        self.stable_proof = proof.clone();
-        self.persist(WalRecord::StableCheckpoint(proof));
-        self.push(Action::StableCheckpoint { seq, digest });
         self.collect_garbage();
         if self.last_executed < seq {
             self.begin_state_transfer(seq, digest);
         }
         self.next_seq = self.next_seq.max(seq + 1);
-        self.try_propose();
+        // No proposing here: a caller in the middle of a transition (installing a new
+        // view) must finish it first. Callers propose once they are done.
     }
 
     /// Discards log entries, votes and checkpoint messages at or below `h`.

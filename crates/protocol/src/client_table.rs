@@ -1,14 +1,24 @@
 //! The client table: exactly-once per `(client, request_id)` with a bounded window per
 //! client, and cached replies for retransmissions.
 //!
-//! The executor is the authority on duplicates (it stores a receipt per request and
-//! answers a re-executed request with a deterministic "duplicate" no-op). This table is
-//! the replica's view of it: it answers retransmissions from the cache, refuses requests
-//! outside a client's window, and remembers which requests wait to be executed.
+//! Clients number their requests 1, 2, 3, ... without gaps. For each client the table
+//! keeps `low`, below which every request has executed, the executed ids above it, and
+//! the replies to the most recent ones. A client may have up to `window` requests in
+//! flight: ids from `low` to `low + window - 1`. The window is anchored at the oldest
+//! *unexecuted* request, so a request that was lost and retransmitted late is never
+//! pushed out of the window by newer ones.
+//!
+//! The executor is the authority on duplicates: it stores a receipt per request and
+//! answers a re-executed request with a deterministic "duplicate" no-op carrying the
+//! original receipt. That lets this table be incomplete without harm. A replica that
+//! restarted or installed a snapshot did not see every execution, so its table is marked
+//! *inexact*: it no longer calls a request "too old" or "beyond the window" (it might be
+//! wrong), and at worst a request is ordered again and executes as a duplicate. The
+//! number of requests waiting per client is capped in every case, which bounds memory.
 
 use crate::message::{Reply, RequestId, Signed, SignedRequest};
 use pbft_crypto::PublicKey;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What to do with an incoming request.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,87 +31,140 @@ pub enum Admission {
     New,
     /// Executed so long ago that no reply is cached; ignored.
     TooOld,
-    /// Beyond the client's window; ignored.
+    /// Beyond the client's window, or the client has too many requests waiting; ignored.
     OutOfWindow,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Entry {
-    /// Highest request id executed for this client.
-    max_executed: RequestId,
-    /// Replies to the most recent executed requests.
+    /// Every request id below `low` has executed.
+    low: RequestId,
+    /// Executed ids at or above `low`.
+    executed: BTreeSet<RequestId>,
+    /// Replies to the most recent executed requests (at most `window`).
     replies: BTreeMap<RequestId, Signed<Reply>>,
+    /// Requests of this client waiting to execute.
+    waiting: usize,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            low: 1,
+            executed: BTreeSet::new(),
+            replies: BTreeMap::new(),
+            waiting: 0,
+        }
+    }
 }
 
 /// Per-client state.
 #[derive(Clone, Debug)]
 pub struct ClientTable {
     window: u64,
+    exact: bool,
     clients: BTreeMap<PublicKey, Entry>,
     /// Requests seen but not executed, in a deterministic order.
     waiting: BTreeMap<(PublicKey, RequestId), SignedRequest>,
 }
 
 impl ClientTable {
-    /// An empty table with a per-client window of `window` requests.
+    /// An empty, exact table (a replica starting from genesis) with a per-client window
+    /// of `window` requests.
     pub fn new(window: u64) -> Self {
         ClientTable {
-            window,
+            window: window.max(1),
+            exact: true,
             clients: BTreeMap::new(),
             waiting: BTreeMap::new(),
         }
     }
 
+    /// Marks the table incomplete: the replica restarted or installed a snapshot, so
+    /// executions happened that it did not see.
+    pub fn mark_inexact(&mut self) {
+        self.exact = false;
+    }
+
     /// Classifies a request.
     pub fn admit(&self, req: &SignedRequest) -> Admission {
         let (client, rid) = req.key();
-        let entry = self.clients.get(&client);
-        let max = entry.map_or(0, |e| e.max_executed);
-        if let Some(r) = entry.and_then(|e| e.replies.get(&rid)) {
+        let default = Entry::default();
+        let e = self.clients.get(&client).unwrap_or(&default);
+        if let Some(r) = e.replies.get(&rid) {
             return Admission::Cached(Box::new(r.clone()));
         }
         if self.waiting.contains_key(&(client, rid)) {
             return Admission::Known;
         }
-        if rid == 0 || rid.saturating_add(self.window) <= max {
-            return Admission::TooOld;
+        if rid == 0 || rid < e.low || e.executed.contains(&rid) {
+            // executed (or invalid); with an inexact table a request below `low` may
+            // be one we never saw, and ordering it again is harmless
+            if self.exact || rid == 0 || e.executed.contains(&rid) {
+                return Admission::TooOld;
+            }
         }
-        if rid > max.saturating_add(self.window) {
+        if e.waiting as u64 >= self.window {
+            return Admission::OutOfWindow;
+        }
+        if self.exact && rid >= e.low.saturating_add(self.window) {
             return Admission::OutOfWindow;
         }
         Admission::New
     }
 
-    /// Remembers a request that waits for execution. Returns false if it was known.
+    /// Remembers a request that waits for execution. Returns false if it was known or
+    /// executed.
     pub fn add_waiting(&mut self, req: SignedRequest) -> bool {
         let key = req.key();
-        if self.waiting.contains_key(&key) || self.is_executed(&key) {
+        if self.waiting.contains_key(&key) {
             return false;
         }
+        let e = self.clients.entry(key.0).or_default();
+        if e.executed.contains(&key.1) || (self.exact && key.1 < e.low) {
+            return false;
+        }
+        e.waiting += 1;
         self.waiting.insert(key, req);
         true
-    }
-
-    fn is_executed(&self, key: &(PublicKey, RequestId)) -> bool {
-        self.clients
-            .get(&key.0)
-            .is_some_and(|e| e.replies.contains_key(&key.1))
     }
 
     /// Records an executed request and its reply.
     pub fn executed(&mut self, reply: Signed<Reply>) {
         let key = (reply.body.client, reply.body.request_id);
-        self.waiting.remove(&key);
-        let window = self.window;
         let e = self.clients.entry(key.0).or_default();
-        e.max_executed = e.max_executed.max(key.1);
+        if self.waiting.remove(&key).is_some() {
+            e.waiting = e.waiting.saturating_sub(1);
+        }
+        if key.1 >= e.low {
+            e.executed.insert(key.1);
+        }
+        while e.executed.remove(&e.low) {
+            e.low += 1;
+        }
+        // an inexact table may see a client's executions start anywhere: keep the set
+        // of executed ids bounded by moving `low` up
+        while e.executed.len() as u64 > self.window {
+            if let Some(first) = e.executed.pop_first() {
+                e.low = first + 1;
+            }
+            while e.executed.remove(&e.low) {
+                e.low += 1;
+            }
+        }
         e.replies.insert(key.1, reply);
-        let floor = e.max_executed.saturating_sub(window);
-        e.replies.retain(|rid, _| *rid > floor);
-        // anything waiting at or below the floor can never be answered from the cache
-        // and is treated as too old
-        self.waiting
-            .retain(|(c, rid), _| *c != key.0 || *rid > floor);
+        while e.replies.len() as u64 > self.window {
+            e.replies.pop_first();
+        }
+    }
+
+    /// Forgets every waiting request (after a state transfer, which may have executed
+    /// any of them; clients retransmit whatever is still open).
+    pub fn clear_waiting(&mut self) {
+        self.waiting.clear();
+        for e in self.clients.values_mut() {
+            e.waiting = 0;
+        }
     }
 
     /// Requests waiting to execute, in a deterministic order.
@@ -122,5 +185,95 @@ impl ClientTable {
     /// Number of requests waiting.
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Request;
+    use pbft_crypto::Keypair;
+
+    fn req(k: &Keypair, rid: RequestId) -> SignedRequest {
+        Signed::sign(
+            Request {
+                client: k.public(),
+                request_id: rid,
+                op: vec![],
+            },
+            k,
+        )
+    }
+
+    fn reply(k: &Keypair, rid: RequestId) -> Signed<Reply> {
+        Signed::sign(
+            Reply {
+                view: 0,
+                seq: rid,
+                client: k.public(),
+                request_id: rid,
+                replica: 0,
+                result: vec![rid as u8],
+            },
+            k,
+        )
+    }
+
+    #[test]
+    fn window_is_anchored_at_the_oldest_unexecuted_request() {
+        let k = Keypair::from_seed(&[3; 32]).unwrap();
+        let mut t = ClientTable::new(4);
+        // request 1 is lost; 2..=40 execute one by one as the client keeps going
+        for rid in 2..=4 {
+            assert_eq!(t.admit(&req(&k, rid)), Admission::New);
+            t.add_waiting(req(&k, rid));
+            t.executed(reply(&k, rid));
+        }
+        // the window is still [1, 5): 5 is out, the late request 1 is still new
+        assert_eq!(t.admit(&req(&k, 5)), Admission::OutOfWindow);
+        assert_eq!(t.admit(&req(&k, 1)), Admission::New);
+        t.add_waiting(req(&k, 1));
+        assert_eq!(t.admit(&req(&k, 1)), Admission::Known);
+        t.executed(reply(&k, 1));
+        // now everything up to 4 executed: window [5, 9)
+        assert_eq!(t.admit(&req(&k, 8)), Admission::New);
+        assert_eq!(t.admit(&req(&k, 9)), Admission::OutOfWindow);
+        assert!(matches!(t.admit(&req(&k, 3)), Admission::Cached(_)));
+    }
+
+    #[test]
+    fn old_requests_without_a_cached_reply_are_too_old() {
+        let k = Keypair::from_seed(&[4; 32]).unwrap();
+        let mut t = ClientTable::new(2);
+        for rid in 1..=6 {
+            t.add_waiting(req(&k, rid));
+            t.executed(reply(&k, rid));
+        }
+        assert_eq!(t.admit(&req(&k, 1)), Admission::TooOld);
+        assert!(matches!(t.admit(&req(&k, 6)), Admission::Cached(_)));
+        assert_eq!(t.admit(&req(&k, 0)), Admission::TooOld);
+    }
+
+    #[test]
+    fn an_inexact_table_admits_what_it_cannot_judge_but_stays_bounded() {
+        let k = Keypair::from_seed(&[5; 32]).unwrap();
+        let mut t = ClientTable::new(3);
+        t.mark_inexact();
+        // a restarted replica sees request 100 first: it cannot know 100 is new
+        assert_eq!(t.admit(&req(&k, 100)), Admission::New);
+        t.executed(reply(&k, 100));
+        // an older request it never saw is still admitted (the executor dedups)
+        assert_eq!(t.admit(&req(&k, 50)), Admission::New);
+        // but never more than `window` waiting for one client
+        for rid in 200..203 {
+            assert!(t.add_waiting(req(&k, rid)));
+        }
+        assert_eq!(t.admit(&req(&k, 300)), Admission::OutOfWindow);
+        // and the executed set stays bounded
+        for rid in 400..420 {
+            t.executed(reply(&k, rid));
+        }
+        assert!(t.clients[&k.public()].executed.len() <= 3);
+        assert!(t.clients[&k.public()].replies.len() <= 3);
     }
 }

@@ -47,7 +47,6 @@ impl Replica {
     pub(crate) fn record_evidence(&mut self, e: Evidence, gossip: bool) {
         let accused = e.accused(self.cfg.n());
         if accused == self.id || self.evidence.contains_key(&accused) {
-            self.act_on_evidence(accused);
             return;
         }
         tracing::warn!(
@@ -66,12 +65,20 @@ impl Replica {
         if gossip {
             self.broadcast(Message::Evidence(Box::new(e)));
         }
-        self.act_on_evidence(accused);
     }
 
-    /// A provably faulty primary of the current view is replaced now.
-    fn act_on_evidence(&mut self, accused: u32) {
-        if self.status == Status::Normal && accused == self.primary() && accused != self.id {
+    /// A provably faulty primary is replaced at once. Called at the end of every input,
+    /// never in the middle of a transition (such as installing a new view), so that
+    /// evidence found halfway through one cannot leave the replica half in two views.
+    pub(crate) fn replace_faulty_primary(&mut self) {
+        let p = self.primary();
+        if self.status == Status::Normal && p != self.id && self.evidence.contains_key(&p) {
+            tracing::info!(
+                replica = self.id,
+                view = self.view,
+                primary = p,
+                "replacing a provably faulty primary"
+            );
             self.start_view_change(self.view + 1);
         }
     }

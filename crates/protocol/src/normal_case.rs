@@ -83,6 +83,18 @@ impl Replica {
             let batch = Batch { requests };
             let seq = self.next_seq;
             self.next_seq += 1;
+            // An honest primary proposes once per (view, seq): anything else is
+            // equivocation, so a bug here must stop the replica, not sign.
+            let taken = self
+                .slots
+                .get(&seq)
+                .and_then(|s| s.pre_prepare.as_ref())
+                .is_some_and(|(p, _)| p.body.view == self.view);
+            assert!(
+                !taken,
+                "replica {} would propose twice at view {} seq {seq}",
+                self.id, self.view
+            );
             let pp = Signed::sign(
                 PrePrepare {
                     view: self.view,

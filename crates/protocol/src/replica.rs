@@ -376,6 +376,7 @@ impl Replica {
         if self.halted.is_some() {
             return;
         }
+        self.replace_faulty_primary();
         let busy = self.status == Status::ViewChange
             || self.clients.waiting_len() > 0
             || self.fetch.is_some()

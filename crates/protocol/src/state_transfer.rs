@@ -112,6 +112,14 @@ impl Replica {
             return;
         }
         self.fetch = None;
+        // The snapshot holds executions this replica never saw: any waiting request may
+        // be among them. Forget them (clients retransmit what is still open) rather than
+        // let a timer for an executed request start a needless view change.
+        self.clients.mark_inexact();
+        self.clients.clear_waiting();
+        self.pending.clear();
+        self.proposed.clear();
+        self.request_deadline = None;
         self.last_executed = self.last_executed.max(seq);
         self.last_dispatched = self.last_dispatched.max(seq);
         self.executed_at_last_tick = self.last_executed;
@@ -230,6 +238,7 @@ impl Replica {
             }
             self.mark_committed(seq, p);
         }
+        self.try_propose();
     }
 
     /// A peer asks for the snapshot of a stable checkpoint.

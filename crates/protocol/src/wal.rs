@@ -21,6 +21,8 @@ impl Replica {
     ) -> Result<Replica, ConfigError> {
         let mut r = Replica::new(cfg, id, key)?;
         r.now = now;
+        // executions before the crash are not in the client table
+        r.clients.mark_inexact();
         for rec in records {
             match rec {
                 WalRecord::View { view, changing } => {

@@ -111,8 +111,17 @@ impl SimClient {
             kinds.insert(pos, k);
         }
         let mut plan = VecDeque::new();
+        let mut next_id: RequestId = 1;
         for (i, kind) in kinds.into_iter().enumerate() {
-            let request_id = i as RequestId + 1;
+            // Clients number their requests without gaps. A forged request reuses an id
+            // of this client (as an attacker forging "request 7 of client c" would): it
+            // must be rejected without disturbing the real request 7.
+            let request_id = if kind == Kind::InvalidSignature {
+                next_id.saturating_sub(1).max(1)
+            } else {
+                next_id += 1;
+                next_id - 1
+            };
             let to = targets[i % targets.len().max(1)];
             let amount = match kind {
                 Kind::Overdraft => balance.saturating_mul(10),

@@ -62,6 +62,9 @@ pub struct Report {
     pub latencies_us: Vec<u64>,
     /// f of the cluster.
     pub f: usize,
+    /// Requests still unaccepted at the end: client index, request id, and the replies
+    /// received so far (validator, result digest).
+    pub stuck: Vec<(usize, u64, Vec<(ReplicaId, Digest)>)>,
 }
 
 impl Report {
@@ -185,6 +188,17 @@ impl Report {
                 r.stable_checkpoint,
                 r.head.short(),
                 r.evidence_against
+            );
+        }
+        for (c, rid, replies) in self.stuck.iter().take(10) {
+            let replies: Vec<String> = replies
+                .iter()
+                .map(|(r, d)| format!("{r}:{}", d.short()))
+                .collect();
+            let _ = writeln!(
+                s,
+                "UNACCEPTED client {c} request {rid}, replies [{}]",
+                replies.join(" ")
             );
         }
         for v in &self.violations {

@@ -866,6 +866,20 @@ impl Simulation {
             .flat_map(|c| c.accepted.values().map(|a| a.latency_us))
             .collect();
         let accepted = self.accepted_count();
+        let stuck = self
+            .clients
+            .iter()
+            .flat_map(|c| {
+                c.outstanding.iter().map(move |(rid, o)| {
+                    let replies = o
+                        .replies
+                        .iter()
+                        .map(|(r, (res, _))| (*r, Digest::of(res)))
+                        .collect();
+                    (c.index, *rid, replies)
+                })
+            })
+            .collect();
         let mut trace = self.trace.clone();
         trace.update(&self.stats.events.to_le_bytes());
         Report {
@@ -882,6 +896,7 @@ impl Simulation {
             stats: self.stats.clone(),
             latencies_us: latencies,
             f: self.pcfg.f() as usize,
+            stuck,
         }
     }
 }

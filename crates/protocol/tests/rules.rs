@@ -1,0 +1,581 @@
+//! Proves individual PROTOCOL.md rules on one replica, with hand-built signed inputs
+//! passed through the full `Verifier`:
+//! - votes are sets of distinct senders keyed by (view, seq, digest): duplicates, the
+//!   primary's prepare and votes for another digest never count;
+//! - the primary commits on 2f backup prepares (it does not wait for all backups);
+//! - execution waits for every lower sequence number;
+//! - pre-prepares are accepted only inside the watermarks `(h, h + L]`, in the current
+//!   view, with `d = H(batch)` and valid client signatures; a bad or equivocating
+//!   pre-prepare is evidence and replaces the primary at once;
+//! - a checkpoint is stable only with q matching messages;
+//! - the f+1 join rule goes to the smallest higher view; an invalid new view moves on
+//!   to the next view; the new-view timer doubles on each failed attempt;
+//! - a new view never re-executes an executed sequence number;
+//! - requests are forwarded to the primary and bounded by the client window.
+
+mod common;
+
+use common::*;
+use pbft_crypto::Digest;
+use pbft_protocol::verify::Verifier;
+use pbft_protocol::{
+    Action, Batch, Config, Evidence, ExecutedRequest, ExecutionResult, Instant, Message, Replica,
+    ReplicaId, Seq, Signed, SignedRequest, Status,
+};
+use std::time::Duration;
+
+struct Probe {
+    r: Replica,
+    verifier: Verifier,
+    now: Instant,
+}
+
+impl Probe {
+    fn new(id: ReplicaId) -> Probe {
+        let cfg = Config::new(pubkeys());
+        Probe {
+            r: Replica::new(cfg, id, replica_key(id).clone()).unwrap(),
+            verifier: Verifier::new(pubkeys()),
+            now: Instant::ZERO,
+        }
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.r.poll_action()).collect()
+    }
+
+    fn deliver(&mut self, from: ReplicaId, msg: Message) -> Vec<Action> {
+        let v = self.verifier.verify(from, msg).expect("verifies");
+        self.r.on_message(v, self.now);
+        self.actions()
+    }
+
+    fn client(&mut self, req: SignedRequest) -> Vec<Action> {
+        let v = self.verifier.verify_request(req).expect("client signature");
+        self.r.on_request(v, self.now);
+        self.actions()
+    }
+
+    fn at(&mut self, ms: u64) -> Vec<Action> {
+        self.now = Instant::ZERO.plus(Duration::from_millis(ms));
+        self.r.on_timeout(self.now);
+        self.actions()
+    }
+
+    fn execute(&mut self, seq: Seq, batch: &Batch) -> Vec<Action> {
+        let replies = batch
+            .requests
+            .iter()
+            .map(|r| ExecutedRequest {
+                client: r.body.client,
+                request_id: r.body.request_id,
+                result: vec![1],
+            })
+            .collect();
+        let state_digest = seq.is_multiple_of(K).then(|| state_digest(seq));
+        self.r.on_executed(
+            seq,
+            ExecutionResult {
+                replies,
+                state_digest,
+            },
+            self.now,
+        );
+        self.actions()
+    }
+}
+
+fn broadcasts(actions: &[Action]) -> Vec<&Message> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast { msg } => Some(msg),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_commit(actions: &[Action]) -> bool {
+    broadcasts(actions)
+        .iter()
+        .any(|m| matches!(m, Message::Commit(_)))
+}
+
+fn sent_prepare(actions: &[Action]) -> Option<(u64, Seq, Digest)> {
+    broadcasts(actions).iter().find_map(|m| match m {
+        Message::Prepare(p) => Some((p.body.view, p.body.seq, p.body.digest)),
+        _ => None,
+    })
+}
+
+fn view_change_to(actions: &[Action]) -> Option<u64> {
+    broadcasts(actions).iter().find_map(|m| match m {
+        Message::ViewChange(vc) => Some(vc.body.new_view),
+        _ => None,
+    })
+}
+
+fn executed(actions: &[Action]) -> Vec<Seq> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Execute { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+fn evidence(actions: &[Action]) -> Vec<&'static str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Evidence { evidence, .. } => Some(evidence.kind()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn b(i: usize) -> Batch {
+    batch_pool()[i].clone()
+}
+
+#[test]
+fn votes_count_distinct_backups_for_one_digest() {
+    let mut p = Probe::new(1);
+    let d = b(1).digest();
+    let a = p.deliver(0, pre_prepare_msg(0, 1, b(1)));
+    assert_eq!(sent_prepare(&a), Some((0, 1, d)));
+    // the primary's prepare does not count
+    assert!(!sent_commit(
+        &p.deliver(0, Message::Prepare(prepare(0, 1, d, 0)))
+    ));
+    // a prepare for another digest does not count...
+    let other = b(2).digest();
+    assert!(!sent_commit(
+        &p.deliver(3, Message::Prepare(prepare(0, 1, other, 3)))
+    ));
+    // ...and replica 3's first vote is the one that counts
+    assert!(!sent_commit(
+        &p.deliver(3, Message::Prepare(prepare(0, 1, d, 3)))
+    ));
+    // a prepare for another view or seq does not count
+    assert!(!sent_commit(
+        &p.deliver(2, Message::Prepare(prepare(0, 2, d, 2)))
+    ));
+    // replica 2's matching prepare completes 2f with our own
+    let a = p.deliver(2, Message::Prepare(prepare(0, 1, d, 2)));
+    assert!(sent_commit(&a));
+    assert_eq!(p.r.prepared_view(1), Some(0));
+
+    // commits: our own + replica 2, repeated, is still two
+    for _ in 0..3 {
+        assert!(executed(&p.deliver(2, Message::Commit(commit(0, 1, d, 2)))).is_empty());
+    }
+    assert!(executed(&p.deliver(3, Message::Commit(commit(0, 1, other, 3)))).is_empty());
+    assert!(executed(&p.deliver(3, Message::Commit(commit(0, 1, d, 3)))).is_empty());
+    // the primary's commit does count: q = 3
+    assert_eq!(
+        executed(&p.deliver(0, Message::Commit(commit(0, 1, d, 0)))),
+        vec![1]
+    );
+}
+
+#[test]
+fn primary_commits_on_two_backup_prepares() {
+    let mut p = Probe::new(0);
+    let req = request(0, 1, b"x".to_vec());
+    let a = p.client(req.clone());
+    let pp = broadcasts(&a)
+        .into_iter()
+        .find_map(|m| match m {
+            Message::PrePrepare { pre_prepare, batch } => {
+                Some((pre_prepare.clone(), batch.clone()))
+            }
+            _ => None,
+        })
+        .expect("an idle primary proposes at once");
+    assert_eq!(pp.0.body.seq, 1);
+    assert_eq!(pp.1.requests, vec![req]);
+    let d = pp.0.body.digest;
+    assert!(!sent_commit(
+        &p.deliver(1, Message::Prepare(prepare(0, 1, d, 1)))
+    ));
+    assert!(sent_commit(
+        &p.deliver(3, Message::Prepare(prepare(0, 1, d, 3)))
+    ));
+}
+
+#[test]
+fn execution_waits_for_lower_sequence_numbers() {
+    let mut p = Probe::new(1);
+    let (d1, d2) = (b(1).digest(), b(2).digest());
+    p.deliver(0, pre_prepare_msg(0, 1, b(1)));
+    p.deliver(0, pre_prepare_msg(0, 2, b(2)));
+    let mut all = Vec::new();
+    for r in [2, 3] {
+        all.extend(p.deliver(r, Message::Prepare(prepare(0, 2, d2, r))));
+    }
+    for r in [0, 2, 3] {
+        all.extend(p.deliver(r, Message::Commit(commit(0, 2, d2, r))));
+    }
+    assert!(executed(&all).is_empty(), "seq 2 executed before seq 1");
+    let mut all = Vec::new();
+    for r in [2, 3] {
+        all.extend(p.deliver(r, Message::Prepare(prepare(0, 1, d1, r))));
+    }
+    for r in [0, 2] {
+        all.extend(p.deliver(r, Message::Commit(commit(0, 1, d1, r))));
+    }
+    assert_eq!(executed(&all), vec![1, 2]);
+}
+
+#[test]
+fn pre_prepares_only_inside_the_watermarks() {
+    let mut p = Probe::new(1);
+    assert_eq!(
+        sent_prepare(&p.deliver(0, pre_prepare_msg(0, 0, b(1)))),
+        None
+    );
+    assert_eq!(
+        sent_prepare(&p.deliver(0, pre_prepare_msg(0, L + 1, b(1)))),
+        None
+    );
+    assert_eq!(
+        sent_prepare(&p.deliver(0, pre_prepare_msg(0, L, b(1)))),
+        Some((0, L, b(1).digest()))
+    );
+    assert!(p.r.log_len() <= L as usize);
+}
+
+#[test]
+fn pre_prepares_for_another_view_are_ignored() {
+    let mut p = Probe::new(1);
+    // view 4's primary is 0 too, but we are in view 0
+    let a = p.deliver(0, pre_prepare_msg(4, 1, b(1)));
+    assert_eq!(sent_prepare(&a), None);
+    assert!(evidence(&a).is_empty());
+    assert_eq!(p.r.view(), 0);
+}
+
+#[test]
+fn pre_prepare_with_a_wrong_digest_is_evidence_and_replaces_the_primary() {
+    let mut p = Probe::new(1);
+    let msg = Message::PrePrepare {
+        pre_prepare: signed_pp(0, 1, b(2).digest()),
+        batch: b(1),
+    };
+    let a = p.deliver(0, msg);
+    assert_eq!(sent_prepare(&a), None);
+    assert_eq!(evidence(&a), vec!["bad_pre_prepare"]);
+    assert_eq!(view_change_to(&a), Some(1));
+    assert_eq!((p.r.view(), p.r.status()), (1, Status::ViewChange));
+}
+
+#[test]
+fn pre_prepare_with_a_bad_client_signature_is_evidence_and_replaces_the_primary() {
+    let mut p = Probe::new(2);
+    let mut bad = request(0, 1, b"x".to_vec());
+    bad.body.op = b"y".to_vec();
+    let batch = Batch {
+        requests: vec![request(1, 1, vec![]), bad],
+    };
+    let a = p.deliver(0, pre_prepare_msg(0, 1, batch));
+    assert_eq!(sent_prepare(&a), None);
+    assert_eq!(evidence(&a), vec!["bad_pre_prepare"]);
+    assert_eq!(view_change_to(&a), Some(1));
+}
+
+#[test]
+fn equivocation_is_evidence_and_replaces_the_primary() {
+    let mut p = Probe::new(1);
+    assert!(sent_prepare(&p.deliver(0, pre_prepare_msg(0, 1, b(1)))).is_some());
+    // the second proposal, relayed by replica 3
+    let a = p.deliver(3, pre_prepare_msg(0, 1, b(2)));
+    assert_eq!(sent_prepare(&a), None);
+    assert_eq!(evidence(&a), vec!["equivocation"]);
+    assert_eq!(view_change_to(&a), Some(1));
+    assert!(matches!(
+        p.r.evidence().get(&0),
+        Some(Evidence::Equivocation { .. })
+    ));
+}
+
+#[test]
+fn checkpoint_needs_q_matching_messages() {
+    let mut p = Probe::new(1);
+    p.deliver(0, Message::Checkpoint(checkpoint(16, state_digest(16), 0)));
+    p.deliver(2, Message::Checkpoint(checkpoint(16, state_digest(16), 2)));
+    p.deliver(3, Message::Checkpoint(checkpoint(16, Digest::of(b"x"), 3)));
+    assert_eq!(
+        p.r.stable_checkpoint(),
+        0,
+        "2 matching of 3 is not a quorum"
+    );
+    // a repeat from the same sender does not make a quorum either
+    p.deliver(2, Message::Checkpoint(checkpoint(16, state_digest(16), 2)));
+    assert_eq!(p.r.stable_checkpoint(), 0);
+    // checkpoints off the interval are ignored
+    for r in [0, 2, 3] {
+        p.deliver(r, Message::Checkpoint(checkpoint(8, state_digest(8), r)));
+    }
+    assert_eq!(p.r.stable_checkpoint(), 0);
+    // q matching checkpoints for 32 make it stable; we are behind, so we fetch it
+    let mut a = Vec::new();
+    for r in [0, 2, 3] {
+        a.extend(p.deliver(r, Message::Checkpoint(checkpoint(32, state_digest(32), r))));
+    }
+    assert_eq!(p.r.stable_checkpoint(), 32);
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::StableCheckpoint { seq: 32, digest } if *digest == state_digest(32)
+    )));
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::FetchState { seq: 32, .. })));
+    assert!(p.r.is_fetching_state());
+}
+
+#[test]
+fn join_the_smallest_view_on_f_plus_1_view_changes() {
+    let mut p = Probe::new(1);
+    let a = p.deliver(
+        2,
+        Message::ViewChange(Box::new(view_change(3, 0, vec![], 2))),
+    );
+    assert_eq!(view_change_to(&a), None, "one view change is not f+1");
+    assert_eq!(p.r.view(), 0);
+    // a repeat from the same replica does not count twice
+    let a = p.deliver(
+        2,
+        Message::ViewChange(Box::new(view_change(3, 0, vec![], 2))),
+    );
+    assert_eq!(view_change_to(&a), None);
+    let a = p.deliver(
+        3,
+        Message::ViewChange(Box::new(view_change(2, 0, vec![], 3))),
+    );
+    assert_eq!(view_change_to(&a), Some(2));
+    assert_eq!((p.r.view(), p.r.status()), (2, Status::ViewChange));
+}
+
+#[test]
+fn invalid_new_view_moves_on_to_the_next_view() {
+    let mut p = Probe::new(2);
+    p.client(request(0, 1, vec![]));
+    // the request timer fires: view change to 1 (primary 1)
+    let a = p.at(400);
+    assert_eq!(view_change_to(&a), Some(1));
+    let mine = match broadcasts(&a)
+        .into_iter()
+        .find(|m| matches!(m, Message::ViewChange(_)))
+    {
+        Some(Message::ViewChange(vc)) => (**vc).clone(),
+        _ => unreachable!(),
+    };
+    let vcs = vec![
+        view_change(1, 0, vec![prepared_cert(0, 1, b(1), &[2, 3])], 0),
+        mine,
+        view_change(1, 0, vec![], 3),
+    ];
+    // O should hold seq 1 with b(1)'s digest; this one re-proposes the null batch
+    let mut nv = honest_new_view(1, vcs.clone()).body;
+    assert_eq!(nv.pre_prepares.len(), 1);
+    nv.pre_prepares[0] = signed_pp(1, 1, Batch::null_digest());
+    let nv = Signed::sign(nv, replica_key(1));
+    let a = p.deliver(1, Message::NewView(Box::new(nv)));
+    assert_eq!(evidence(&a), vec!["bad_new_view"]);
+    assert_eq!(view_change_to(&a), Some(2));
+    assert_eq!((p.r.view(), p.r.status()), (2, Status::ViewChange));
+
+    // whereas the honest new view, had it come first, is installed
+    let mut p = Probe::new(2);
+    p.client(request(0, 1, vec![]));
+    p.at(400);
+    let a = p.deliver(1, Message::NewView(Box::new(honest_new_view(1, vcs))));
+    assert_eq!((p.r.view(), p.r.status()), (1, Status::Normal));
+    assert_eq!(sent_prepare(&a), Some((1, 1, b(1).digest())));
+}
+
+#[test]
+fn new_view_timer_doubles_on_each_failed_attempt() {
+    let mut p = Probe::new(2);
+    let vc =
+        |view: u64, r: ReplicaId| Message::ViewChange(Box::new(view_change(view, 0, vec![], r)));
+    p.client(request(0, 1, vec![]));
+    p.at(399);
+    assert_eq!(p.r.view(), 0);
+    assert_eq!(
+        view_change_to(&p.at(400)),
+        Some(1),
+        "request timer T = 400 ms"
+    );
+    // q view changes for view 1, whose primary (1) never sends the new view: T
+    for r in [0, 3] {
+        p.deliver(r, vc(1, r));
+    }
+    p.at(799);
+    assert_eq!(p.r.view(), 1);
+    p.at(800);
+    assert_eq!((p.r.view(), p.r.status()), (2, Status::ViewChange));
+    // view 2 is ours to lead; f+1 others want view 3 instead: join it
+    for r in [0, 3] {
+        p.deliver(r, vc(3, r));
+    }
+    assert_eq!(p.r.view(), 3);
+    p.deliver(1, vc(3, 1));
+    // second failed attempt in a row: 2T
+    p.at(1599);
+    assert_eq!(p.r.view(), 3);
+    p.at(1600);
+    assert_eq!(p.r.view(), 4);
+    for r in [0, 1] {
+        p.deliver(r, vc(4, r));
+    }
+    // third: 4T
+    p.at(3199);
+    assert_eq!(p.r.view(), 4);
+    p.at(3200);
+    assert_eq!((p.r.view(), p.r.status()), (5, Status::ViewChange));
+}
+
+#[test]
+fn new_view_does_not_re_execute_executed_sequence_numbers() {
+    let mut p = Probe::new(2);
+    let d = b(1).digest();
+    p.deliver(0, pre_prepare_msg(0, 1, b(1)));
+    p.deliver(3, Message::Prepare(prepare(0, 1, d, 3)));
+    let mut a = Vec::new();
+    for r in [0, 3] {
+        a.extend(p.deliver(r, Message::Commit(commit(0, 1, d, r))));
+    }
+    assert_eq!(executed(&a), vec![1]);
+    p.execute(1, &b(1));
+    // a view change whose new view re-proposes seq 1
+    let cert = prepared_cert(0, 1, b(1), &[2, 3]);
+    let vcs = vec![
+        view_change(1, 0, vec![cert.clone()], 0),
+        view_change(1, 0, vec![cert.clone()], 1),
+        view_change(1, 0, vec![cert], 3),
+    ];
+    let mut a = p.deliver(1, Message::NewView(Box::new(honest_new_view(1, vcs))));
+    assert_eq!(p.r.view(), 1);
+    assert_eq!(sent_prepare(&a), Some((1, 1, d)));
+    a.extend(p.deliver(3, Message::Prepare(prepare(1, 1, d, 3))));
+    for r in [0, 1, 3] {
+        a.extend(p.deliver(r, Message::Commit(commit(1, 1, d, r))));
+    }
+    assert!(executed(&a).is_empty(), "seq 1 executed twice");
+    assert_eq!(p.r.last_executed(), 1);
+}
+
+#[test]
+fn backups_forward_requests_and_respect_the_client_window() {
+    let mut p = Probe::new(1);
+    let a = p.client(request(0, 1, vec![]));
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::Send { to: 0, msg: Message::Request(r) } if r.body.request_id == 1
+    )));
+    assert_eq!(p.r.waiting_requests(), 1);
+    // request id 0 and ids beyond the window are ignored
+    let window = Config::new(pubkeys()).client_window;
+    for rid in [0, window + 1, u64::MAX] {
+        let a = p.client(request(1, rid, vec![]));
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::Send { .. })),
+            "request id {rid} forwarded"
+        );
+    }
+    assert_eq!(p.r.waiting_requests(), 1);
+    let a = p.client(request(1, window, vec![]));
+    assert!(a.iter().any(|x| matches!(x, Action::Send { to: 0, .. })));
+}
+
+/// Replica 1 becomes the primary of view 1 and sends a new view whose `O` re-proposes
+/// seq 1; returns the replica, its persisted records and the new view's `O` headers.
+fn new_primary_with_o() -> (Probe, Vec<pbft_protocol::WalRecord>, Vec<(Seq, Digest)>) {
+    let mut p = Probe::new(1);
+    let cert = prepared_cert(0, 1, b(1), &[2, 3]);
+    let mut a = Vec::new();
+    a.extend(p.deliver(
+        2,
+        Message::ViewChange(Box::new(view_change(1, 0, vec![cert.clone()], 2))),
+    ));
+    a.extend(p.deliver(
+        3,
+        Message::ViewChange(Box::new(view_change(1, 0, vec![cert], 3))),
+    ));
+    assert_eq!((p.r.view(), p.r.status()), (1, Status::Normal));
+    assert!(p.r.is_primary());
+    let o: Vec<(Seq, Digest)> = broadcasts(&a)
+        .iter()
+        .find_map(|m| match m {
+            Message::NewView(nv) => Some(
+                nv.body
+                    .pre_prepares
+                    .iter()
+                    .map(|pp| (pp.body.seq, pp.body.digest))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .expect("the new primary sent its new view");
+    assert_eq!(o, vec![(1, b(1).digest())]);
+    let wal = a
+        .into_iter()
+        .filter_map(|x| match x {
+            Action::Persist(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    (p, wal, o)
+}
+
+fn proposals(actions: &[Action]) -> Vec<(u64, Seq, Digest)> {
+    broadcasts(actions)
+        .iter()
+        .filter_map(|m| match m {
+            Message::PrePrepare { pre_prepare, .. } => {
+                let b = pre_prepare.body;
+                Some((b.view, b.seq, b.digest))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn new_primary_proposes_after_its_new_view() {
+    let (mut p, _, _) = new_primary_with_o();
+    let a = p.client(request(3, 1, b"new".to_vec()));
+    let props = proposals(&a);
+    assert_eq!(props.len(), 1);
+    assert_eq!((props[0].0, props[0].1), (1, 2), "seq 1 is taken by O");
+}
+
+#[test]
+fn restored_new_primary_does_not_reuse_the_sequence_numbers_of_its_new_view() {
+    let (p, wal, o) = new_primary_with_o();
+    let cfg = p.r.config().clone();
+    let r = Replica::restore(cfg, 1, replica_key(1).clone(), &wal, 0, p.now).unwrap();
+    assert_eq!((r.view(), r.status()), (1, Status::Normal));
+    let mut p = Probe {
+        r,
+        verifier: p.verifier,
+        now: p.now,
+    };
+    p.actions();
+    let a = p.client(request(3, 1, b"new".to_vec()));
+    let props = proposals(&a);
+    assert_eq!(props.len(), 1, "the restarted primary proposes the request");
+    for (view, seq, digest) in props {
+        assert_eq!(view, 1);
+        for (s, d) in &o {
+            assert!(
+                seq != *s || digest == *d,
+                "restarted primary proposed {digest:?} at view 1 seq {seq}, where its new \
+                 view proposed {d:?}"
+            );
+        }
+    }
+}
