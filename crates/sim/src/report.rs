@@ -62,9 +62,19 @@ pub struct Report {
     pub latencies_us: Vec<u64>,
     /// f of the cluster.
     pub f: usize,
-    /// Requests still unaccepted at the end: client index, request id, and the replies
-    /// received so far (validator, result digest).
-    pub stuck: Vec<(usize, u64, Vec<(ReplicaId, Digest)>)>,
+    /// Requests still unaccepted at the end.
+    pub stuck: Vec<Stuck>,
+}
+
+/// A request no client accepted by the end of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stuck {
+    /// The client, by index.
+    pub client: usize,
+    /// The request id.
+    pub request_id: u64,
+    /// The replies received so far: validator and digest of the result it sent.
+    pub replies: Vec<(ReplicaId, Digest)>,
 }
 
 impl Report {
@@ -190,7 +200,12 @@ impl Report {
                 r.evidence_against
             );
         }
-        for (c, rid, replies) in self.stuck.iter().take(10) {
+        for Stuck {
+            client: c,
+            request_id: rid,
+            replies,
+        } in self.stuck.iter().take(10)
+        {
             let replies: Vec<String> = replies
                 .iter()
                 .map(|(r, d)| format!("{r}:{}", d.short()))

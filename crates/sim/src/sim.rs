@@ -870,14 +870,17 @@ impl Simulation {
             .clients
             .iter()
             .flat_map(|c| {
-                c.outstanding.iter().map(move |(rid, o)| {
-                    let replies = o
-                        .replies
-                        .iter()
-                        .map(|(r, (res, _))| (*r, Digest::of(res)))
-                        .collect();
-                    (c.index, *rid, replies)
-                })
+                c.outstanding
+                    .iter()
+                    .map(move |(rid, o)| crate::report::Stuck {
+                        client: c.index,
+                        request_id: *rid,
+                        replies: o
+                            .replies
+                            .iter()
+                            .map(|(r, (res, _))| (*r, Digest::of(res)))
+                            .collect(),
+                    })
             })
             .collect();
         let mut trace = self.trace.clone();
