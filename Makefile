@@ -13,4 +13,4 @@ test: deps
 	scripts/check-pure-core.sh
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
-	cargo test --workspace
+	scripts/run-tests.sh
