@@ -155,11 +155,10 @@ impl Replica {
     /// A peer asks for committed batches.
     pub(crate) fn on_fetch_committed(&mut self, from: ReplicaId, from_seq: Seq, to_seq: Seq) {
         let to_seq = to_seq.min(from_seq.saturating_add(MAX_PROOFS_PER_ANSWER - 1));
-        let stable_proof = if from_seq <= self.stable_seq {
-            self.stable_proof.clone()
-        } else {
-            Vec::new()
-        };
+        // Always include our stable-checkpoint proof: an asker below it needs state
+        // transfer, and an asker that executed up to it still needs to learn it is
+        // stable, or its window never moves past it and the proofs below fall outside.
+        let stable_proof = self.stable_proof.clone();
         // the range comes from a peer: clamp it, never trust it to be ordered
         let lo = from_seq.max(self.stable_seq + 1);
         let proofs: Vec<CommittedProof> = if lo <= to_seq {
@@ -170,8 +169,8 @@ impl Replica {
         } else {
             Vec::new()
         };
-        if stable_proof.is_empty() && proofs.is_empty() {
-            return;
+        if self.stable_seq < from_seq.saturating_sub(1) && proofs.is_empty() {
+            return; // nothing the asker can use
         }
         self.send(
             from,
