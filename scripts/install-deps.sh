@@ -15,5 +15,15 @@ for component in rustfmt clippy; do
     rustup component add "$component" || { echo "error: could not install $component" >&2; exit 1; }
   fi
 done
-# System libraries: none are needed yet. (The RocksDB executor will need libclang-dev
-# for librocksdb-sys; it is installed here when that lands.)
+# librocksdb-sys compiles RocksDB (C++) and generates its bindings with libclang.
+missing=()
+dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing ${missing[*]} (needed to build RocksDB)" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

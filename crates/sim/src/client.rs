@@ -2,8 +2,8 @@
 //! broadcast to every validator on timeout, and accept a result once f+1 validators
 //! sent the same one.
 
-use crate::ledger::{Operation, Transfer};
 use pbft_crypto::{Keypair, PublicKey};
+use pbft_executor::{Operation, Transfer};
 use pbft_protocol::{
     Instant, ReplicaId, Reply, Request, RequestId, Seq, Signed, SignedRequest, View,
 };

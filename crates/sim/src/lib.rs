@@ -9,7 +9,6 @@
 pub mod checker;
 pub mod client;
 pub mod config;
-pub mod ledger;
 pub mod report;
 pub mod sim;
 

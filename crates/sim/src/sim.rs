@@ -6,9 +6,10 @@
 use crate::checker::Checker;
 use crate::client::{Kind, Outstanding, SimClient};
 use crate::config::{FaultAction, SimConfig};
-use crate::ledger::Ledger;
 use crate::report::{ReplicaReport, Report};
 use pbft_crypto::{Digest, Hasher, Keypair, PublicKey};
+use pbft_executor::snapshot::inspect_chunks;
+use pbft_executor::{ExecRequest, Executor, MemoryExecutor};
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::{
     Action, Config, Duration, Instant, Message, Replica, ReplicaId, Signable, Verifier, WalRecord,
@@ -64,14 +65,26 @@ fn fallback_key(n: u64) -> Keypair {
     }
 }
 
+/// Largest snapshot accepted from a peer, in chunks.
+const MAX_CHUNKS: u32 = 1 << 16;
+/// Snapshot chunk size, bytes.
+const CHUNK_BYTES: usize = 64 << 10;
+
 struct Host {
     key: Keypair,
     replica: Option<Replica>,
     wal: Vec<WalRecord>,
-    ledger: Ledger,
+    ledger: Box<dyn Executor>,
     traitors: Vec<(Traitor, u64, u64)>,
     timer_at: Option<Instant>,
-    snapshot: Option<(u64, crate::ledger::State)>,
+    /// Snapshot chunks being received, by (sender, checkpoint).
+    incoming: BTreeMap<(ReplicaId, u64), Vec<Option<Vec<u8>>>>,
+    /// The last complete snapshot offered to the replica, installed if it approves.
+    offered: Option<(u64, Vec<Vec<u8>>)>,
+    /// Requests this ledger executed (not as duplicates), with how often.
+    applications: BTreeMap<(PublicKey, u64), u32>,
+    /// Highest checkpoint installed by state transfer (history below it is not local).
+    installed_at: u64,
 }
 
 /// Counters of a run.
@@ -182,10 +195,13 @@ impl Simulation {
                 key,
                 replica,
                 wal: Vec::new(),
-                ledger: Ledger::genesis(genesis.clone()),
+                ledger: Box::new(MemoryExecutor::genesis(&genesis)),
                 traitors,
                 timer_at: None,
-                snapshot: None,
+                incoming: BTreeMap::new(),
+                offered: None,
+                applications: BTreeMap::new(),
+                installed_at: 0,
             });
         }
         let honest = (0..n).map(|i| !cfg.is_traitor(i as ReplicaId)).collect();
@@ -482,18 +498,14 @@ impl Simulation {
                     self.arm_replica_timer(r);
                     return;
                 }
-                if let Message::StateChunk { seq, data, .. } = verified.message() {
-                    let (seq, offered) = (*seq, Ledger::inspect(data));
-                    let digest = match offered {
-                        Some((state, d)) => {
-                            self.hosts[r as usize].snapshot = Some((seq, state));
-                            d
-                        }
-                        None => Digest::of(data),
-                    };
-                    if let Some(rep) = self.hosts[r as usize].replica.as_mut() {
-                        rep.on_state_offer(sender, seq, digest, now);
-                    }
+                if let Message::StateChunk {
+                    seq,
+                    index,
+                    total,
+                    data,
+                } = verified.message()
+                {
+                    self.on_chunk(r, sender, *seq, *index, *total, data);
                 } else if let Some(rep) = self.hosts[r as usize].replica.as_mut() {
                     rep.on_message(verified, now);
                 }
@@ -501,6 +513,52 @@ impl Simulation {
         }
         self.drain(r);
         self.arm_replica_timer(r);
+    }
+
+    /// Assembles snapshot chunks; a complete snapshot's digest is offered to the
+    /// replica, which decides whether it matches the stable-checkpoint proof.
+    fn on_chunk(
+        &mut self,
+        r: ReplicaId,
+        sender: ReplicaId,
+        seq: u64,
+        index: u32,
+        total: u32,
+        data: &[u8],
+    ) {
+        if total == 0 || total > MAX_CHUNKS || index >= total {
+            return self.reject("bad snapshot chunk");
+        }
+        let h = &mut self.hosts[r as usize];
+        let parts = h
+            .incoming
+            .entry((sender, seq))
+            .or_insert_with(|| vec![None; total as usize]);
+        if parts.len() != total as usize {
+            h.incoming.remove(&(sender, seq));
+            return self.reject("bad snapshot chunk");
+        }
+        parts[index as usize] = Some(data.to_vec());
+        if parts.iter().any(|p| p.is_none()) {
+            return;
+        }
+        let chunks: Vec<Vec<u8>> = h
+            .incoming
+            .remove(&(sender, seq))
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect();
+        // a snapshot that does not even decode gets a digest no proof can match
+        let digest = match inspect_chunks(seq, &chunks) {
+            Ok(v) => v.head.checkpoint_digest(),
+            Err(_) => Digest::of_parts(&[b"undecodable snapshot", &seq.to_le_bytes()]),
+        };
+        h.offered = Some((seq, chunks));
+        let now = self.now;
+        if let Some(rep) = h.replica.as_mut() {
+            rep.on_state_offer(sender, seq, digest, now);
+        }
     }
 
     fn deliver_to_client(&mut self, from: Addr, c: usize, bytes: &[u8]) {
@@ -578,14 +636,63 @@ impl Simulation {
                     }
                     let k = self.pcfg.checkpoint_interval;
                     let h = &mut self.hosts[i];
-                    let result = h.ledger.execute(seq, digest, &batch, seq.is_multiple_of(k));
+                    let requests: Vec<ExecRequest<'_>> = batch
+                        .requests
+                        .iter()
+                        .map(|q| ExecRequest {
+                            client: &q.body.client,
+                            request_id: q.body.request_id,
+                            op: &q.body.op,
+                        })
+                        .collect();
+                    let applied = match h.ledger.apply(seq, digest, &requests) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            self.checker
+                                .on_halt(r, format!("executor failed at {seq}: {e}"));
+                            continue;
+                        }
+                    };
+                    for (q, entry) in batch.requests.iter().zip(&applied.entries) {
+                        if matches!(entry, pbft_executor::Entry::Executed(_)) {
+                            *h.applications.entry(q.key()).or_insert(0) += 1;
+                        }
+                    }
+                    let state_digest = if seq.is_multiple_of(k) {
+                        match h.ledger.checkpoint() {
+                            Ok(d) => Some(d),
+                            Err(e) => {
+                                self.checker
+                                    .on_halt(r, format!("checkpoint {seq} failed: {e}"));
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let replies = batch
+                        .requests
+                        .iter()
+                        .zip(applied.replies)
+                        .map(|(q, result)| pbft_protocol::ExecutedRequest {
+                            client: q.body.client,
+                            request_id: q.body.request_id,
+                            result,
+                        })
+                        .collect();
+                    let result = pbft_protocol::ExecutionResult {
+                        replies,
+                        state_digest,
+                    };
                     if let Some(rep) = h.replica.as_mut() {
                         rep.on_executed(seq, result, now);
                     }
                 }
                 Action::StableCheckpoint { seq, .. } => {
                     let h = &mut self.hosts[i];
-                    h.ledger.stable(seq);
+                    // a replica behind this checkpoint has no snapshot of it yet: it will
+                    // install one by state transfer
+                    let _ = h.ledger.stable(seq);
                     h.wal.retain(|rec| rec.seq().is_none_or(|s| s > seq));
                 }
                 Action::FetchState { seq, peer, .. } => {
@@ -594,26 +701,37 @@ impl Simulation {
                 }
                 Action::InstallState { seq, digest } => {
                     let h = &mut self.hosts[i];
-                    match h.snapshot.take() {
-                        Some((s, state)) if s == seq && state.digest() == digest => {
-                            h.ledger.install(state);
+                    let Some((s, chunks)) = h.offered.take() else {
+                        continue;
+                    };
+                    if s != seq {
+                        continue;
+                    }
+                    match h.ledger.import(seq, digest, &chunks) {
+                        Ok(head) => {
+                            h.installed_at = h.installed_at.max(seq);
                             self.checker.on_install(now, r, seq);
                             if let Some(rep) = self.hosts[i].replica.as_mut() {
-                                rep.on_state_transferred(seq, digest, now);
+                                rep.on_state_transferred(seq, head.checkpoint_digest(), now);
                             }
                         }
-                        _ => {}
+                        Err(e) => self
+                            .checker
+                            .on_halt(r, format!("approved snapshot {seq} failed to install: {e}")),
                     }
                 }
                 Action::ServeState { to, seq } => {
-                    if let Some(data) = self.hosts[i].ledger.export(seq) {
-                        let msg = Message::StateChunk {
-                            seq,
-                            index: 0,
-                            total: 1,
-                            data,
-                        };
-                        self.outgoing(r, Dest::Replica(to), msg);
+                    if let Ok(chunks) = self.hosts[i].ledger.export(seq, CHUNK_BYTES) {
+                        let total = chunks.len() as u32;
+                        for (index, data) in chunks.into_iter().enumerate() {
+                            let msg = Message::StateChunk {
+                                seq,
+                                index: index as u32,
+                                total,
+                                data,
+                            };
+                            self.outgoing(r, Dest::Replica(to), msg);
+                        }
                     }
                 }
                 Action::Evidence { .. } => {}
@@ -632,7 +750,8 @@ impl Simulation {
                 let h = &mut self.hosts[r as usize];
                 h.replica = None;
                 h.timer_at = None;
-                h.snapshot = None;
+                h.incoming.clear();
+                h.offered = None;
             }
             FaultAction::Restart { node, wipe } => {
                 let i = node as usize;
@@ -647,11 +766,13 @@ impl Simulation {
                 let h = &mut self.hosts[i];
                 if wipe {
                     h.wal.clear();
-                    h.ledger = Ledger::genesis(genesis);
+                    h.ledger = Box::new(MemoryExecutor::genesis(&genesis));
+                    h.applications.clear();
+                    h.installed_at = 0;
                     self.checker.on_wipe(node);
                 }
                 let h = &mut self.hosts[i];
-                let executed = h.ledger.height();
+                let executed = h.ledger.head().height;
                 h.replica = Replica::restore(
                     self.pcfg.clone(),
                     node,
@@ -823,11 +944,16 @@ impl Simulation {
 
     fn finish(mut self) -> Report {
         let now = self.now;
-        let ledgers: Vec<(ReplicaId, &Ledger)> = self
+        let ledgers: Vec<crate::checker::LedgerView<'_>> = self
             .hosts
             .iter()
             .enumerate()
-            .map(|(i, h)| (i as ReplicaId, &h.ledger))
+            .map(|(i, h)| crate::checker::LedgerView {
+                node: i as ReplicaId,
+                ledger: h.ledger.as_ref(),
+                applications: &h.applications,
+                installed_at: h.installed_at,
+            })
             .collect();
         self.checker.finish(now, &ledgers);
         let replicas = self
@@ -851,9 +977,9 @@ impl Simulation {
                         matches!(f.action, FaultAction::Restart { node, wipe: true } if node == id)
                     }),
                     view: rep.map_or(0, |r| r.view()),
-                    last_executed: h.ledger.height(),
+                    last_executed: h.ledger.head().height,
                     stable_checkpoint: rep.map_or(0, |r| r.stable_checkpoint()),
-                    head: h.ledger.head(),
+                    head: h.ledger.head().hash,
                     evidence_against: rep
                         .map_or_else(Vec::new, |r| r.evidence().keys().copied().collect()),
                     halted: rep.and_then(|r| r.halted().map(str::to_string)),

@@ -1,0 +1,248 @@
+//! The in-memory executor, for the simulator. It runs the same transition as the
+//! RocksDB executor and must produce identical receipts, blocks and digests.
+
+use crate::error::ExecError;
+use crate::lthash::LtHash;
+use crate::snapshot::{make_chunks, verify_chunks};
+use crate::transition::{execute_batch, genesis_entries, StateView};
+use crate::types::{keys, Applied, Block, ExecRequest, Head, StoredReceipt};
+use crate::Executor;
+use pbft_crypto::{Digest, PublicKey};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+struct Snap {
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    lthash: LtHash,
+    head: Head,
+}
+
+/// A ledger held in memory.
+#[derive(Clone, Debug)]
+pub struct MemoryExecutor {
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    receipts: BTreeMap<(PublicKey, u64), StoredReceipt>,
+    blocks: BTreeMap<u64, Block>,
+    lthash: LtHash,
+    head: Head,
+    snapshots: BTreeMap<u64, Snap>,
+    stable: u64,
+}
+
+struct View<'a>(&'a MemoryExecutor);
+
+impl StateView for View<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
+        Ok(self.0.state.get(key).cloned())
+    }
+    fn receipt(&self, client: &PublicKey, rid: u64) -> Result<Option<StoredReceipt>, ExecError> {
+        Ok(self.0.receipts.get(&(*client, rid)).cloned())
+    }
+}
+
+impl MemoryExecutor {
+    /// A ledger at genesis with these balances.
+    pub fn genesis(balances: &BTreeMap<PublicKey, u64>) -> MemoryExecutor {
+        let state: BTreeMap<Vec<u8>, Vec<u8>> = genesis_entries(balances).into_iter().collect();
+        let mut lthash = LtHash::new();
+        for (k, v) in &state {
+            lthash.insert(k, v);
+        }
+        let head = Head {
+            height: 0,
+            hash: Digest::ZERO,
+            state_digest: lthash.digest(),
+        };
+        let snap = Snap {
+            state: state.clone(),
+            lthash: lthash.clone(),
+            head,
+        };
+        MemoryExecutor {
+            state,
+            receipts: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+            lthash,
+            head,
+            snapshots: BTreeMap::from([(0, snap)]),
+            stable: 0,
+        }
+    }
+
+    /// Every state entry (for checks and tests).
+    pub fn entries(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+        self.state.iter()
+    }
+
+    /// The current LtHash.
+    pub fn lthash(&self) -> &LtHash {
+        &self.lthash
+    }
+}
+
+impl Executor for MemoryExecutor {
+    fn apply(
+        &mut self,
+        seq: u64,
+        batch_digest: Digest,
+        requests: &[ExecRequest<'_>],
+    ) -> Result<Applied, ExecError> {
+        if seq != self.head.height + 1 {
+            return Err(ExecError::OutOfOrder {
+                applied: self.head.height,
+                got: seq,
+            });
+        }
+        let t = execute_batch(
+            &View(self),
+            &self.lthash,
+            self.head.hash,
+            seq,
+            batch_digest,
+            requests,
+        )?;
+        for (k, (_, new)) in t.changes {
+            match new {
+                Some(v) => self.state.insert(k, v),
+                None => self.state.remove(&k),
+            };
+        }
+        for (k, r) in t.receipts {
+            self.receipts.insert(k, r);
+        }
+        self.lthash = t.lthash;
+        self.blocks.insert(seq, t.applied.block.clone());
+        self.head = Head {
+            height: seq,
+            hash: t.applied.block_hash,
+            state_digest: t.applied.block.state_digest,
+        };
+        Ok(t.applied)
+    }
+
+    fn head(&self) -> Head {
+        self.head
+    }
+
+    fn checkpoint(&mut self) -> Result<Digest, ExecError> {
+        let snap = Snap {
+            state: self.state.clone(),
+            lthash: self.lthash.clone(),
+            head: self.head,
+        };
+        self.snapshots.insert(self.head.height, snap);
+        Ok(self.head.checkpoint_digest())
+    }
+
+    fn stable(&mut self, seq: u64) -> Result<(), ExecError> {
+        if !self.snapshots.contains_key(&seq) {
+            return Err(ExecError::NoSnapshot(seq));
+        }
+        self.snapshots = self.snapshots.split_off(&seq);
+        self.stable = self.stable.max(seq);
+        Ok(())
+    }
+
+    fn stable_seq(&self) -> u64 {
+        self.stable
+    }
+
+    fn rollback(&mut self) -> Result<u64, ExecError> {
+        let seq = self.stable;
+        let snap = self
+            .snapshots
+            .get(&seq)
+            .cloned()
+            .ok_or(ExecError::NoSnapshot(seq))?;
+        self.state = snap.state;
+        self.lthash = snap.lthash;
+        self.head = snap.head;
+        self.blocks = self
+            .blocks
+            .split_off(&0)
+            .into_iter()
+            .filter(|(h, _)| *h <= seq)
+            .collect();
+        self.receipts.retain(|_, r| r.height <= seq);
+        self.snapshots = self
+            .snapshots
+            .split_off(&0)
+            .into_iter()
+            .filter(|(s, _)| *s <= seq)
+            .collect();
+        Ok(seq)
+    }
+
+    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
+        let snap = self.snapshots.get(&seq).ok_or(ExecError::NoSnapshot(seq))?;
+        let head_block = if seq == 0 {
+            None
+        } else {
+            self.blocks.get(&seq).cloned()
+        };
+        if seq > 0 && head_block.is_none() {
+            return Err(ExecError::NoSnapshot(seq));
+        }
+        Ok(make_chunks(seq, head_block, snap.state.clone(), max_chunk))
+    }
+
+    fn import(
+        &mut self,
+        seq: u64,
+        expected: Digest,
+        chunks: &[Vec<u8>],
+    ) -> Result<Head, ExecError> {
+        let v = verify_chunks(seq, expected, chunks)?;
+        self.state = v.entries.into_iter().collect();
+        self.lthash = v.lthash;
+        self.head = v.head;
+        // keep only the local blocks that chain up to the imported head block, so the
+        // stored blocks stay one unbroken hash chain (a gap or a block of another
+        // history below `seq` is dropped, with everything under it)
+        let mut kept = BTreeMap::new();
+        if let Some(b) = v.head_block {
+            let mut prev = b.prev;
+            let mut h = b.height;
+            while h > 1 {
+                h -= 1;
+                match self.blocks.remove(&h) {
+                    Some(old) if old.hash() == prev => {
+                        prev = old.prev;
+                        kept.insert(h, old);
+                    }
+                    _ => break,
+                }
+            }
+            kept.insert(seq, b);
+        }
+        self.blocks = kept;
+        self.receipts.retain(|_, r| r.height <= seq);
+        let snap = Snap {
+            state: self.state.clone(),
+            lthash: self.lthash.clone(),
+            head: self.head,
+        };
+        self.snapshots = BTreeMap::from([(seq, snap)]);
+        self.stable = seq;
+        Ok(self.head)
+    }
+
+    fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {
+        self.state
+            .get(&keys::account(account))
+            .map(|v| crate::transition::decode_balance(v))
+            .transpose()
+    }
+
+    fn receipt(
+        &self,
+        client: &PublicKey,
+        request_id: u64,
+    ) -> Result<Option<StoredReceipt>, ExecError> {
+        Ok(self.receipts.get(&(*client, request_id)).cloned())
+    }
+
+    fn block(&self, height: u64) -> Result<Option<Block>, ExecError> {
+        Ok(self.blocks.get(&height).cloned())
+    }
+}

@@ -1,0 +1,1003 @@
+//! The RocksDB executor: the same transition as [`crate::memory::MemoryExecutor`], made
+//! durable, atomic per batch, and crash safe.
+//!
+//! # Layout
+//!
+//! Under the ledger directory `dir`:
+//!
+//! * `dir/state/`: the live RocksDB, with column families
+//!   * [`CF_STATE`] (`state`): the digest-covered state, keys from [`crate::types::keys`]
+//!     (accounts `a‖pk`, client windows `c‖pk`, the chain position `m/chain`), values
+//!     exactly as the transition encodes them;
+//!   * [`CF_RECEIPTS`] (`receipts`): key = client public key (32 bytes) ‖ request id (u64
+//!     big-endian), value = postcard([`StoredReceipt`]);
+//!   * [`CF_BLOCKS`] (`blocks`): key = height (u64 big-endian), value = postcard([`Block`]);
+//!   * [`CF_META`] (`meta`): [`META_APPLIED`] (u64 BE, the applied-sequence marker),
+//!     [`META_LTHASH`] (the 2048-byte LtHash), [`META_HEAD`] (postcard([`Head`])) and
+//!     [`META_STABLE`] (u64 BE, the last stable checkpoint).
+//! * `dir/checkpoints/<seq>/`: RocksDB checkpoints (hard-linked copies) of the live DB,
+//!   one per kept checkpoint. Checkpoint 0 is made at genesis; [`Executor::stable`]
+//!   deletes those below the stable one.
+//!
+//! # Atomicity
+//!
+//! [`Executor::apply`] writes the whole effect of a batch (state changes, receipts, the
+//! block, `applied`, `lthash`, `head`) in ONE `WriteBatch`: after a crash either all of
+//! it is there or none of it. Genesis is built in `dir/state.tmp` and renamed to
+//! `dir/state` only once complete (with checkpoint 0 already made).
+//!
+//! # Replacing the live state (rollback, import)
+//!
+//! A new live state is built in `dir/state.tmp`, which is renamed to `dir/state.new`
+//! only once it is complete. A rollback copies the stable checkpoint's files (SST files
+//! hard-linked) and records the stable sequence in the copy's meta (the checkpoint holds
+//! the one of its time). An import writes, in one batch, the verified snapshot's state,
+//! its head block, the local blocks below it that chain up to it, the local receipts of
+//! heights up to it, and meta with `applied` = `stable` = the snapshot's sequence. Then `dir/state` is renamed to `dir/state.old` (the commit point),
+//! `dir/state.new` to `dir/state`, and `dir/state.old` is removed. An import also makes
+//! the checkpoint of its new state, before the swap, as `dir/checkpoints/<seq>.import`,
+//! renamed to `dir/checkpoints/<seq>` after it.
+//!
+//! [`RocksExecutor::open`] finishes or undoes an interrupted swap:
+//!
+//! | `state` | `state.new` | `state.old` | meaning                           | recovery                                  |
+//! |---------|-------------|-------------|-----------------------------------|-------------------------------------------|
+//! | any     | any         | any         | `state.tmp` exists: a partial build | remove `state.tmp`, then as below       |
+//! | yes     | no          | no          | normal                            | nothing                                   |
+//! | yes     | yes         | any         | crashed before the commit point   | remove `state.new` (and `state.old`): the old state stays |
+//! | no      | yes         | any         | crashed after the commit point    | rename `state.new` → `state`, remove `state.old` |
+//! | yes     | no          | yes         | crashed before removing the old   | remove `state.old`                        |
+//! | no      | no          | yes         | (not produced by this code)       | rename `state.old` → `state`              |
+//! | no      | no          | no          | no ledger, or genesis interrupted | remove `checkpoints/`, write genesis      |
+//!
+//! Then the checkpoints are settled against the live state: a `<seq>.import` whose head
+//! is the live head at the live stable sequence replaces `<seq>`, any other is removed;
+//! entries that are not a sequence number (RocksDB's `.tmp` staging directories), those
+//! below the stable sequence or above the head, and those whose head is not the live
+//! chain's block at that height are removed. The stable checkpoint is never removed: if
+//! it is missing, does not open or is not the chain's state, the ledger is reported
+//! corrupt.
+//!
+//! # Fault injection
+//!
+//! [`FaultPlan`] makes the executor "crash" at its n-th durable step (a `WriteBatch`
+//! write, a checkpoint creation, a DB creation or open, a directory rename or removal, a
+//! file copy): the step is not performed, `ExecError::Injected` is returned, and so is
+//! every later call. Dropping the executor and reopening the directory then shows what a
+//! crash at that point would leave.
+
+use crate::error::ExecError;
+use crate::lthash::LtHash;
+use crate::snapshot::{make_chunks, verify_chunks};
+use crate::transition::{decode_balance, execute_batch, genesis_entries, lthash_of, StateView};
+use crate::types::{keys, Applied, Block, ChainPos, ExecRequest, Head, StoredReceipt};
+use crate::Executor;
+use pbft_crypto::{Digest, PublicKey};
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{ColumnFamily, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Column family of the digest-covered state (accounts, client windows, chain position).
+pub const CF_STATE: &str = "state";
+/// Column family of stored receipts.
+pub const CF_RECEIPTS: &str = "receipts";
+/// Column family of blocks by height.
+pub const CF_BLOCKS: &str = "blocks";
+/// Column family of the ledger's bookkeeping (applied marker, LtHash, head, stable).
+pub const CF_META: &str = "meta";
+/// Every column family of the ledger DB (besides RocksDB's `default`).
+pub const COLUMN_FAMILIES: [&str; 4] = [CF_STATE, CF_RECEIPTS, CF_BLOCKS, CF_META];
+
+/// Meta key of the applied-sequence marker (u64 big-endian).
+pub const META_APPLIED: &[u8] = b"applied";
+/// Meta key of the 2048-byte LtHash of the state.
+pub const META_LTHASH: &[u8] = b"lthash";
+/// Meta key of the head (postcard-encoded [`Head`]).
+pub const META_HEAD: &[u8] = b"head";
+/// Meta key of the last stable checkpoint (u64 big-endian).
+pub const META_STABLE: &[u8] = b"stable";
+
+/// Subdirectory of the live DB.
+pub const STATE_DIR: &str = "state";
+/// Subdirectory of the kept checkpoints.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+
+const STATE_TMP: &str = "state.tmp";
+const STATE_NEW: &str = "state.new";
+const STATE_OLD: &str = "state.old";
+const IMPORT_SUFFIX: &str = ".import";
+
+/// Where a simulated crash happens (tests only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// The durable step (counted from 1) that is not performed: it and every later call
+    /// return [`ExecError::Injected`].
+    pub crash_at_step: u64,
+}
+
+/// Options of [`RocksExecutor::open`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RocksOptions {
+    /// Fsync each batch's write. Off by default: the RocksDB write-ahead log is on, so a
+    /// process crash loses nothing; a power loss may lose the last writes.
+    pub sync: bool,
+    /// Simulated crash point, for crash tests.
+    pub fault: Option<FaultPlan>,
+}
+
+/// Counts durable steps and injects the planned fault.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Faults {
+    plan: Option<FaultPlan>,
+    steps: u64,
+    dead: Option<u64>,
+}
+
+impl Faults {
+    /// A counter for this plan.
+    pub(crate) fn new(plan: Option<FaultPlan>) -> Faults {
+        Faults {
+            plan,
+            steps: 0,
+            dead: None,
+        }
+    }
+
+    /// Fails if a fault was injected already (the "process" is dead).
+    pub(crate) fn alive(&self) -> Result<(), ExecError> {
+        match self.dead {
+            Some(step) => Err(ExecError::Injected(step)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one durable step, which the caller performs only if this returns `Ok`.
+    pub(crate) fn step(&mut self) -> Result<(), ExecError> {
+        self.alive()?;
+        self.steps += 1;
+        if self.plan.is_some_and(|p| p.crash_at_step == self.steps) {
+            self.dead = Some(self.steps);
+            return Err(ExecError::Injected(self.steps));
+        }
+        Ok(())
+    }
+
+    /// Durable steps counted so far.
+    pub(crate) fn steps(&self) -> u64 {
+        self.steps
+    }
+}
+
+/// The receipts column family key of a request.
+pub fn receipt_key(client: &PublicKey, request_id: u64) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(client.as_bytes());
+    k[32..].copy_from_slice(&request_id.to_be_bytes());
+    k
+}
+
+/// The blocks column family key of a height.
+pub fn block_key(height: u64) -> [u8; 8] {
+    height.to_be_bytes()
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExecError {
+    let path = path.to_path_buf();
+    move |source| ExecError::Io { op, path, source }
+}
+
+fn corrupt(why: impl Into<String>) -> ExecError {
+    ExecError::Corrupt(why.into())
+}
+
+fn encode<T: serde::Serialize>(v: &T, what: &str) -> Result<Vec<u8>, ExecError> {
+    postcard::to_allocvec(v).map_err(|e| ExecError::Storage(format!("encoding {what}: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &[u8], what: &str) -> Result<T, ExecError> {
+    postcard::from_bytes(v).map_err(|e| corrupt(format!("{what} does not decode: {e}")))
+}
+
+fn decode_u64(v: &[u8], what: &str) -> Result<u64, ExecError> {
+    let arr: [u8; 8] = v
+        .try_into()
+        .map_err(|_| corrupt(format!("{what} is {} bytes, not 8", v.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn db_options(create: bool) -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(create);
+    o.create_missing_column_families(create);
+    o.set_keep_log_file_num(2);
+    o.set_log_level(rocksdb::LogLevel::Warn);
+    o
+}
+
+/// Opens a ledger DB (live state or checkpoint) read-only.
+pub(crate) fn open_read_only(path: &Path) -> Result<DB, ExecError> {
+    if !path.is_dir() {
+        return Err(corrupt(format!("no ledger database at {}", path.display())));
+    }
+    Ok(DB::open_cf_for_read_only(
+        &db_options(false),
+        path,
+        COLUMN_FAMILIES,
+        false,
+    )?)
+}
+
+/// A column family handle, or a corruption error naming it.
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, ExecError> {
+    db.cf_handle(name)
+        .ok_or_else(|| corrupt(format!("column family `{name}` is missing")))
+}
+
+/// The decoded meta column family.
+#[derive(Clone, Debug)]
+pub(crate) struct Meta {
+    pub(crate) applied: u64,
+    pub(crate) lthash: LtHash,
+    pub(crate) head: Head,
+    pub(crate) stable: u64,
+}
+
+/// Reads and decodes the meta column family.
+pub(crate) fn read_meta(db: &DB) -> Result<Meta, ExecError> {
+    let meta = cf(db, CF_META)?;
+    let get = |key: &[u8], what: &str| -> Result<Vec<u8>, ExecError> {
+        db.get_cf(meta, key)?
+            .ok_or_else(|| corrupt(format!("meta `{what}` is missing")))
+    };
+    let applied = decode_u64(&get(META_APPLIED, "applied")?, "meta `applied`")?;
+    let lthash = LtHash::from_bytes(&get(META_LTHASH, "lthash")?)
+        .map_err(|e| corrupt(format!("meta `lthash`: {e}")))?;
+    let head: Head = decode(&get(META_HEAD, "head")?, "meta `head`")?;
+    let stable = decode_u64(&get(META_STABLE, "stable")?, "meta `stable`")?;
+    Ok(Meta {
+        applied,
+        lthash,
+        head,
+        stable,
+    })
+}
+
+/// Reads the block at `height`.
+pub(crate) fn read_block(db: &DB, height: u64) -> Result<Option<Block>, ExecError> {
+    db.get_cf(cf(db, CF_BLOCKS)?, block_key(height))?
+        .map(|v| decode(&v, &format!("block {height}")))
+        .transpose()
+}
+
+/// Reads the chain position from the state.
+pub(crate) fn read_chain(db: &DB) -> Result<ChainPos, ExecError> {
+    let v = db
+        .get_cf(cf(db, CF_STATE)?, keys::CHAIN)?
+        .ok_or_else(|| corrupt("the chain position entry is missing"))?;
+    decode(&v, "the chain position entry")
+}
+
+/// The cheap consistency checks of an opened live DB: meta, head block and chain
+/// position agree.
+fn check_meta(db: &DB, m: &Meta) -> Result<(), ExecError> {
+    let h = m.head.height;
+    if m.applied != h {
+        return Err(corrupt(format!(
+            "applied marker {} but head at height {h}",
+            m.applied
+        )));
+    }
+    if m.lthash.digest() != m.head.state_digest {
+        return Err(corrupt(format!(
+            "stored LtHash does not match the head's state digest at height {h}"
+        )));
+    }
+    if m.stable > h {
+        return Err(corrupt(format!(
+            "stable checkpoint {} is above the head {h}",
+            m.stable
+        )));
+    }
+    let chain = read_chain(db)?;
+    if chain.height != h {
+        return Err(corrupt(format!(
+            "chain position at height {} but head at height {h}",
+            chain.height
+        )));
+    }
+    if h == 0 {
+        if m.head.hash != Digest::ZERO || chain.prev != Digest::ZERO {
+            return Err(corrupt("a non-zero head hash at height 0"));
+        }
+    } else {
+        let block =
+            read_block(db, h)?.ok_or_else(|| corrupt(format!("head block {h} is missing")))?;
+        if block.hash() != m.head.hash || block.state_digest != m.head.state_digest {
+            return Err(corrupt(format!("block {h} does not match the head")));
+        }
+        if block.prev != chain.prev {
+            return Err(corrupt(format!(
+                "block {h}'s previous hash does not match the chain position"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn write_opts(sync: bool) -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(sync);
+    wo
+}
+
+fn sync_dir(path: &Path) -> Result<(), ExecError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io("syncing directory", path))
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// Removes a directory tree if it exists (one durable step). Not synced: a removal
+/// that does not survive a power loss leaves a leftover that opening cleans up.
+fn remove_dir(faults: &mut Faults, path: &Path) -> Result<(), ExecError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    faults.step()?;
+    fs::remove_dir_all(path).map_err(io("removing", path))
+}
+
+/// Renames a directory (one durable step), syncing the parent directory so that the
+/// renames of a swap reach the disk in order.
+fn rename(faults: &mut Faults, from: &Path, to: &Path) -> Result<(), ExecError> {
+    faults.step()?;
+    fs::rename(from, to).map_err(io("renaming", from))?;
+    sync_dir(parent_of(to))
+}
+
+/// Opens (creating it if `create`) a ledger DB read-write (one durable step).
+fn open_db(faults: &mut Faults, path: &Path, create: bool) -> Result<DB, ExecError> {
+    faults.step()?;
+    Ok(DB::open_cf(&db_options(create), path, COLUMN_FAMILIES)?)
+}
+
+/// Writes a batch (one durable step).
+fn write(faults: &mut Faults, db: &DB, batch: WriteBatch, sync: bool) -> Result<(), ExecError> {
+    faults.step()?;
+    Ok(db.write_opt(batch, &write_opts(sync))?)
+}
+
+/// Makes a RocksDB checkpoint of `db` at `path` (one durable step).
+fn make_checkpoint(faults: &mut Faults, db: &DB, path: &Path) -> Result<(), ExecError> {
+    faults.step()?;
+    Checkpoint::new(db)?.create_checkpoint(path)?;
+    Ok(())
+}
+
+/// Copies the files of the DB at `src` to a new directory `dst` (SST files are
+/// immutable and hard-linked; one durable step per file).
+fn copy_db_files(faults: &mut Faults, src: &Path, dst: &Path, sync: bool) -> Result<(), ExecError> {
+    faults.step()?;
+    fs::create_dir(dst).map_err(io("creating", dst))?;
+    let mut names = Vec::new();
+    for entry in fs::read_dir(src).map_err(io("listing", src))? {
+        let entry = entry.map_err(io("listing", src))?;
+        let is_file = entry
+            .file_type()
+            .map_err(io("inspecting", &entry.path()))?
+            .is_file();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // the info log and lock file are per-open, not part of the data
+        if is_file && name != "LOCK" && !name.starts_with("LOG") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    for name in names {
+        let (from, to) = (src.join(&name), dst.join(&name));
+        faults.step()?;
+        let linked = name.ends_with(".sst") && fs::hard_link(&from, &to).is_ok();
+        if !linked {
+            fs::copy(&from, &to).map_err(io("copying", &from))?;
+            if sync {
+                fs::File::open(&to)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io("syncing", &to))?;
+            }
+        }
+    }
+    sync_dir(dst)
+}
+
+/// The head recorded in a checkpoint directory.
+fn checkpoint_head(path: &Path) -> Result<Head, ExecError> {
+    let db = open_read_only(path)?;
+    Ok(read_meta(&db)?.head)
+}
+
+/// Finishes or undoes an interrupted swap of the live state (see the module docs).
+/// Returns true if there is no live state at all (a genesis is needed).
+fn recover_layout(faults: &mut Faults, dir: &Path) -> Result<bool, ExecError> {
+    let state = dir.join(STATE_DIR);
+    let new = dir.join(STATE_NEW);
+    let old = dir.join(STATE_OLD);
+    remove_dir(faults, &dir.join(STATE_TMP))?;
+    match (state.exists(), new.exists(), old.exists()) {
+        (true, true, _) => {
+            remove_dir(faults, &new)?;
+            remove_dir(faults, &old)?;
+        }
+        (true, false, true) => remove_dir(faults, &old)?,
+        (true, false, false) => {}
+        (false, true, _) => {
+            rename(faults, &new, &state)?;
+            remove_dir(faults, &old)?;
+        }
+        (false, false, true) => rename(faults, &old, &state)?,
+        (false, false, false) => return Ok(true),
+    }
+    Ok(false)
+}
+
+/// Writes the genesis ledger: built in `state.tmp` with checkpoint 0, then renamed.
+fn create_genesis(
+    faults: &mut Faults,
+    dir: &Path,
+    genesis: &BTreeMap<PublicKey, u64>,
+    sync: bool,
+) -> Result<(), ExecError> {
+    let tmp = dir.join(STATE_TMP);
+    let checkpoints = dir.join(CHECKPOINTS_DIR);
+    remove_dir(faults, &checkpoints)?;
+    remove_dir(faults, &tmp)?;
+    let entries = genesis_entries(genesis);
+    let lthash = lthash_of(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+    let head = Head {
+        height: 0,
+        hash: Digest::ZERO,
+        state_digest: lthash.digest(),
+    };
+    let db = open_db(faults, &tmp, true)?;
+    let mut wb = WriteBatch::default();
+    let state_cf = cf(&db, CF_STATE)?;
+    for (k, v) in &entries {
+        wb.put_cf(state_cf, k, v);
+    }
+    let meta = cf(&db, CF_META)?;
+    wb.put_cf(meta, META_APPLIED, 0u64.to_be_bytes());
+    wb.put_cf(meta, META_LTHASH, lthash.to_bytes());
+    wb.put_cf(meta, META_HEAD, encode(&head, "head")?);
+    wb.put_cf(meta, META_STABLE, 0u64.to_be_bytes());
+    write(faults, &db, wb, sync)?;
+    fs::create_dir_all(&checkpoints).map_err(io("creating", &checkpoints))?;
+    make_checkpoint(faults, &db, &checkpoints.join("0"))?;
+    drop(db);
+    rename(faults, &tmp, &dir.join(STATE_DIR))
+}
+
+struct DbView<'a> {
+    db: &'a DB,
+    state: &'a ColumnFamily,
+    receipts: &'a ColumnFamily,
+}
+
+impl StateView for DbView<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
+        Ok(self.db.get_cf(self.state, key)?)
+    }
+
+    fn receipt(&self, client: &PublicKey, rid: u64) -> Result<Option<StoredReceipt>, ExecError> {
+        self.db
+            .get_cf(self.receipts, receipt_key(client, rid))?
+            .map(|v| decode(&v, "a stored receipt"))
+            .transpose()
+    }
+}
+
+/// A ledger on RocksDB. See the module documentation for the layout and crash safety.
+pub struct RocksExecutor {
+    dir: PathBuf,
+    /// `None` only after a failure in the middle of swapping the live state.
+    db: Option<DB>,
+    head: Head,
+    lthash: LtHash,
+    stable: u64,
+    checkpoints: BTreeSet<u64>,
+    sync: bool,
+    faults: Faults,
+}
+
+impl std::fmt::Debug for RocksExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksExecutor")
+            .field("dir", &self.dir)
+            .field("head", &self.head)
+            .field("stable", &self.stable)
+            .field("checkpoints", &self.checkpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+fn closed() -> ExecError {
+    ExecError::Storage("the ledger was closed by a failed state swap; reopen the directory".into())
+}
+
+impl RocksExecutor {
+    /// Opens the ledger in `dir`, creating it with these genesis balances if there is
+    /// none. On reopen the stored genesis is used (`genesis` is ignored), an interrupted
+    /// rollback or import is finished or undone, and the stored meta, head block and
+    /// chain position are checked ([`ExecError::Corrupt`] if they disagree).
+    pub fn open(
+        dir: &Path,
+        genesis: &BTreeMap<PublicKey, u64>,
+        opts: RocksOptions,
+    ) -> Result<RocksExecutor, ExecError> {
+        let mut faults = Faults::new(opts.fault);
+        fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        if recover_layout(&mut faults, dir)? {
+            create_genesis(&mut faults, dir, genesis, opts.sync)?;
+        }
+        let db = open_db(&mut faults, &dir.join(STATE_DIR), false)?;
+        let meta = read_meta(&db)?;
+        check_meta(&db, &meta)?;
+        let mut ex = RocksExecutor {
+            dir: dir.to_path_buf(),
+            db: Some(db),
+            head: meta.head,
+            lthash: meta.lthash,
+            stable: meta.stable,
+            checkpoints: BTreeSet::new(),
+            sync: opts.sync,
+            faults,
+        };
+        ex.settle_checkpoints()?;
+        Ok(ex)
+    }
+
+    /// The ledger directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Durable steps performed so far (for choosing crash points in tests).
+    pub fn durable_steps(&self) -> u64 {
+        self.faults.steps()
+    }
+
+    /// The sequence numbers of the kept checkpoints.
+    pub fn checkpoints(&self) -> impl Iterator<Item = u64> + '_ {
+        self.checkpoints.iter().copied()
+    }
+
+    /// The current LtHash.
+    pub fn lthash(&self) -> &LtHash {
+        &self.lthash
+    }
+
+    fn db(&self) -> Result<&DB, ExecError> {
+        self.faults.alive()?;
+        self.db.as_ref().ok_or_else(closed)
+    }
+
+    fn checkpoint_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(CHECKPOINTS_DIR).join(seq.to_string())
+    }
+
+    fn import_path(&self, seq: u64) -> PathBuf {
+        self.dir
+            .join(CHECKPOINTS_DIR)
+            .join(format!("{seq}{IMPORT_SUFFIX}"))
+    }
+
+    /// Whether a checkpoint with head `ckpt` belongs to the live chain at `seq`.
+    fn belongs(&self, seq: u64, ckpt: &Head) -> Result<bool, ExecError> {
+        if seq == self.head.height {
+            return Ok(*ckpt == self.head);
+        }
+        if seq == 0 {
+            return Ok(ckpt.height == 0 && ckpt.hash == Digest::ZERO);
+        }
+        let db = self.db()?;
+        Ok(match read_block(db, seq)? {
+            Some(b) => {
+                *ckpt
+                    == Head {
+                        height: seq,
+                        hash: b.hash(),
+                        state_digest: b.state_digest,
+                    }
+            }
+            None => false,
+        })
+    }
+
+    /// Brings `checkpoints/` in line with the live state (see the module docs).
+    fn settle_checkpoints(&mut self) -> Result<(), ExecError> {
+        let cdir = self.dir.join(CHECKPOINTS_DIR);
+        fs::create_dir_all(&cdir).map_err(io("creating", &cdir))?;
+        let list = |cdir: &Path| -> Result<Vec<String>, ExecError> {
+            let mut names = Vec::new();
+            for e in fs::read_dir(cdir).map_err(io("listing", cdir))? {
+                names.push(
+                    e.map_err(io("listing", cdir))?
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+            names.sort();
+            Ok(names)
+        };
+        for name in list(&cdir)? {
+            let Some(seq) = name
+                .strip_suffix(IMPORT_SUFFIX)
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let path = cdir.join(&name);
+            let keep = seq == self.stable
+                && match checkpoint_head(&path) {
+                    Ok(h) => self.belongs(seq, &h)?,
+                    Err(_) => false,
+                };
+            if keep {
+                let target = self.checkpoint_path(seq);
+                remove_dir(&mut self.faults, &target)?;
+                rename(&mut self.faults, &path, &target)?;
+            } else {
+                remove_dir(&mut self.faults, &path)?;
+            }
+        }
+        let mut kept = BTreeSet::new();
+        for name in list(&cdir)? {
+            let path = cdir.join(&name);
+            let ok = match name.parse::<u64>() {
+                Ok(seq) if seq == self.stable && seq.to_string() == name => {
+                    // never removed: without it there is no rollback
+                    let h = checkpoint_head(&path).map_err(|e| {
+                        corrupt(format!("the stable checkpoint {seq} does not open: {e}"))
+                    })?;
+                    if !self.belongs(seq, &h)? {
+                        return Err(corrupt(format!(
+                            "the stable checkpoint {seq} is not the chain's state at {seq}"
+                        )));
+                    }
+                    Some(seq)
+                }
+                Ok(seq)
+                    if seq.to_string() == name
+                        && (self.stable..=self.head.height).contains(&seq) =>
+                {
+                    match checkpoint_head(&path) {
+                        Ok(h) => self.belongs(seq, &h)?.then_some(seq),
+                        Err(_) => None,
+                    }
+                }
+                _ => None,
+            };
+            match ok {
+                Some(seq) => {
+                    kept.insert(seq);
+                }
+                None => remove_dir(&mut self.faults, &path)?,
+            }
+        }
+        if !kept.contains(&self.stable) {
+            return Err(corrupt(format!(
+                "the checkpoint of the stable sequence {} is missing",
+                self.stable
+            )));
+        }
+        self.checkpoints = kept;
+        Ok(())
+    }
+
+    /// Removes leftovers of a failed earlier swap before starting a new one.
+    fn clear_staging(&mut self) -> Result<(), ExecError> {
+        for d in [STATE_TMP, STATE_NEW, STATE_OLD] {
+            remove_dir(&mut self.faults, &self.dir.join(d))?;
+        }
+        Ok(())
+    }
+
+    /// Swaps the complete `state.new` in as the live state and reopens it.
+    fn swap_live(&mut self) -> Result<(), ExecError> {
+        let state = self.dir.join(STATE_DIR);
+        let old = self.dir.join(STATE_OLD);
+        self.db = None; // close the live DB
+        rename(&mut self.faults, &state, &old)?;
+        rename(&mut self.faults, &self.dir.join(STATE_NEW), &state)?;
+        let db = open_db(&mut self.faults, &state, false)?;
+        let meta = read_meta(&db)?;
+        check_meta(&db, &meta)?;
+        self.db = Some(db);
+        self.head = meta.head;
+        self.lthash = meta.lthash;
+        self.stable = meta.stable;
+        remove_dir(&mut self.faults, &old)
+    }
+
+    /// The local blocks below `head_block` that chain up to it (walking down from its
+    /// parent until a block is missing or does not link).
+    fn linked_blocks(&self, head_block: &Block) -> Result<Vec<Block>, ExecError> {
+        let db = self.db()?;
+        let mut out = Vec::new();
+        let mut prev = head_block.prev;
+        let mut h = head_block.height;
+        while h > 1 {
+            h -= 1;
+            // a block that is missing, unreadable or of another history ends the chain
+            match read_block(db, h) {
+                Ok(Some(b)) if b.hash() == prev => {
+                    prev = b.prev;
+                    out.push(b);
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Executor for RocksExecutor {
+    fn apply(
+        &mut self,
+        seq: u64,
+        batch_digest: Digest,
+        requests: &[ExecRequest<'_>],
+    ) -> Result<Applied, ExecError> {
+        self.faults.alive()?;
+        if seq != self.head.height + 1 {
+            return Err(ExecError::OutOfOrder {
+                applied: self.head.height,
+                got: seq,
+            });
+        }
+        let db = self.db.as_ref().ok_or_else(closed)?;
+        let (state_cf, receipts_cf) = (cf(db, CF_STATE)?, cf(db, CF_RECEIPTS)?);
+        let (blocks_cf, meta_cf) = (cf(db, CF_BLOCKS)?, cf(db, CF_META)?);
+        let view = DbView {
+            db,
+            state: state_cf,
+            receipts: receipts_cf,
+        };
+        let t = execute_batch(
+            &view,
+            &self.lthash,
+            self.head.hash,
+            seq,
+            batch_digest,
+            requests,
+        )?;
+        let head = Head {
+            height: seq,
+            hash: t.applied.block_hash,
+            state_digest: t.applied.block.state_digest,
+        };
+        let mut wb = WriteBatch::default();
+        for (k, (_, new)) in &t.changes {
+            match new {
+                Some(v) => wb.put_cf(state_cf, k, v),
+                None => wb.delete_cf(state_cf, k),
+            }
+        }
+        for ((client, rid), r) in &t.receipts {
+            wb.put_cf(
+                receipts_cf,
+                receipt_key(client, *rid),
+                encode(r, "receipt")?,
+            );
+        }
+        wb.put_cf(
+            blocks_cf,
+            block_key(seq),
+            encode(&t.applied.block, "block")?,
+        );
+        wb.put_cf(meta_cf, META_APPLIED, seq.to_be_bytes());
+        wb.put_cf(meta_cf, META_LTHASH, t.lthash.to_bytes());
+        wb.put_cf(meta_cf, META_HEAD, encode(&head, "head")?);
+        write(&mut self.faults, db, wb, self.sync)?;
+        self.head = head;
+        self.lthash = t.lthash;
+        Ok(t.applied)
+    }
+
+    fn head(&self) -> Head {
+        self.head
+    }
+
+    fn checkpoint(&mut self) -> Result<Digest, ExecError> {
+        self.db()?;
+        let seq = self.head.height;
+        if !self.checkpoints.contains(&seq) {
+            let path = self.checkpoint_path(seq);
+            // a directory not in the kept set is from a discarded history
+            remove_dir(&mut self.faults, &path)?;
+            let db = self.db.as_ref().ok_or_else(closed)?;
+            make_checkpoint(&mut self.faults, db, &path)?;
+            self.checkpoints.insert(seq);
+        }
+        Ok(self.head.checkpoint_digest())
+    }
+
+    fn stable(&mut self, seq: u64) -> Result<(), ExecError> {
+        self.faults.alive()?;
+        let db = self.db.as_ref().ok_or_else(closed)?;
+        if !self.checkpoints.contains(&seq) {
+            return Err(ExecError::NoSnapshot(seq));
+        }
+        let stable = self.stable.max(seq);
+        let mut wb = WriteBatch::default();
+        wb.put_cf(cf(db, CF_META)?, META_STABLE, stable.to_be_bytes());
+        write(&mut self.faults, db, wb, self.sync)?;
+        self.stable = stable;
+        let older: Vec<u64> = self.checkpoints.range(..seq).copied().collect();
+        for s in older {
+            let path = self.checkpoint_path(s);
+            remove_dir(&mut self.faults, &path)?;
+            self.checkpoints.remove(&s);
+        }
+        Ok(())
+    }
+
+    fn stable_seq(&self) -> u64 {
+        self.stable
+    }
+
+    fn rollback(&mut self) -> Result<u64, ExecError> {
+        self.db()?;
+        let seq = self.stable;
+        if !self.checkpoints.contains(&seq) {
+            return Err(ExecError::NoSnapshot(seq));
+        }
+        self.clear_staging()?;
+        let tmp = self.dir.join(STATE_TMP);
+        let source = self.checkpoint_path(seq);
+        copy_db_files(&mut self.faults, &source, &tmp, self.sync)?;
+        {
+            // the checkpoint recorded the stable sequence of its time
+            let db = open_db(&mut self.faults, &tmp, false)?;
+            let mut wb = WriteBatch::default();
+            wb.put_cf(cf(&db, CF_META)?, META_STABLE, seq.to_be_bytes());
+            write(&mut self.faults, &db, wb, self.sync)?;
+        }
+        rename(&mut self.faults, &tmp, &self.dir.join(STATE_NEW))?;
+        self.swap_live()?;
+        if self.head.height != seq || self.stable != seq {
+            return Err(corrupt(format!(
+                "checkpoint {seq} holds a ledger at height {}",
+                self.head.height
+            )));
+        }
+        let newer: Vec<u64> = self.checkpoints.range(seq + 1..).copied().collect();
+        for s in newer {
+            let path = self.checkpoint_path(s);
+            remove_dir(&mut self.faults, &path)?;
+            self.checkpoints.remove(&s);
+        }
+        Ok(seq)
+    }
+
+    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
+        self.faults.alive()?;
+        if !self.checkpoints.contains(&seq) {
+            return Err(ExecError::NoSnapshot(seq));
+        }
+        let db = open_read_only(&self.checkpoint_path(seq))?;
+        let mut entries = Vec::new();
+        for item in db.iterator_cf(cf(&db, CF_STATE)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            entries.push((k.into_vec(), v.into_vec()));
+        }
+        let head_block = if seq == 0 {
+            None
+        } else {
+            Some(read_block(&db, seq)?.ok_or(ExecError::NoSnapshot(seq))?)
+        };
+        Ok(make_chunks(seq, head_block, entries, max_chunk))
+    }
+
+    fn import(
+        &mut self,
+        seq: u64,
+        expected: Digest,
+        chunks: &[Vec<u8>],
+    ) -> Result<Head, ExecError> {
+        self.faults.alive()?;
+        // nothing is touched before the snapshot checks out
+        let v = verify_chunks(seq, expected, chunks)?;
+        let db = self.db()?;
+        let mut blocks = match &v.head_block {
+            Some(b) => self.linked_blocks(b)?,
+            None => Vec::new(),
+        };
+        blocks.extend(v.head_block.clone());
+        let mut receipts = Vec::new();
+        for item in db.iterator_cf(cf(db, CF_RECEIPTS)?, IteratorMode::Start) {
+            let (k, val) = item?;
+            // receipts are not covered by the digest: an unreadable one is not kept, and
+            // does not stop a state transfer meant to repair this ledger
+            if decode::<StoredReceipt>(&val, "a stored receipt").is_ok_and(|r| r.height <= seq) {
+                receipts.push((k, val));
+            }
+        }
+
+        self.clear_staging()?;
+        let import_ckpt = self.import_path(seq);
+        remove_dir(&mut self.faults, &import_ckpt)?;
+        let tmp = self.dir.join(STATE_TMP);
+        {
+            let db = open_db(&mut self.faults, &tmp, true)?;
+            let mut wb = WriteBatch::default();
+            let state_cf = cf(&db, CF_STATE)?;
+            for (k, val) in &v.entries {
+                wb.put_cf(state_cf, k, val);
+            }
+            let receipts_cf = cf(&db, CF_RECEIPTS)?;
+            for (k, val) in &receipts {
+                wb.put_cf(receipts_cf, k, val);
+            }
+            let blocks_cf = cf(&db, CF_BLOCKS)?;
+            for b in &blocks {
+                wb.put_cf(blocks_cf, block_key(b.height), encode(b, "block")?);
+            }
+            let meta = cf(&db, CF_META)?;
+            wb.put_cf(meta, META_APPLIED, seq.to_be_bytes());
+            wb.put_cf(meta, META_LTHASH, v.lthash.to_bytes());
+            wb.put_cf(meta, META_HEAD, encode(&v.head, "head")?);
+            wb.put_cf(meta, META_STABLE, seq.to_be_bytes());
+            write(&mut self.faults, &db, wb, self.sync)?;
+            make_checkpoint(&mut self.faults, &db, &import_ckpt)?;
+        }
+        rename(&mut self.faults, &tmp, &self.dir.join(STATE_NEW))?;
+        self.swap_live()?;
+        if self.head != v.head {
+            return Err(corrupt(format!(
+                "the imported ledger at {seq} does not hold the snapshot's head"
+            )));
+        }
+        let final_ckpt = self.checkpoint_path(seq);
+        remove_dir(&mut self.faults, &final_ckpt)?;
+        rename(&mut self.faults, &import_ckpt, &final_ckpt)?;
+        let others: Vec<u64> = self
+            .checkpoints
+            .iter()
+            .copied()
+            .filter(|s| *s != seq)
+            .collect();
+        for s in others {
+            let path = self.checkpoint_path(s);
+            remove_dir(&mut self.faults, &path)?;
+        }
+        self.checkpoints = BTreeSet::from([seq]);
+        Ok(self.head)
+    }
+
+    fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {
+        let db = self.db()?;
+        db.get_cf(cf(db, CF_STATE)?, keys::account(account))?
+            .map(|v| decode_balance(&v))
+            .transpose()
+    }
+
+    fn receipt(
+        &self,
+        client: &PublicKey,
+        request_id: u64,
+    ) -> Result<Option<StoredReceipt>, ExecError> {
+        let db = self.db()?;
+        db.get_cf(cf(db, CF_RECEIPTS)?, receipt_key(client, request_id))?
+            .map(|v| decode(&v, "a stored receipt"))
+            .transpose()
+    }
+
+    fn block(&self, height: u64) -> Result<Option<Block>, ExecError> {
+        read_block(self.db()?, height)
+    }
+}

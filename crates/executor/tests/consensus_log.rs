@@ -1,0 +1,175 @@
+//! The consensus log: records survive reopening, a group is written all or nothing,
+//! compaction drops exactly the tagged records at or below the stable sequence, and the
+//! ledger's rollbacks and imports never touch it.
+
+mod common;
+
+use common::{People, Workload};
+use pbft_executor::wal::Record;
+use pbft_executor::{
+    ConsensusLog, ExecError, Executor, FaultPlan, MemoryExecutor, RocksExecutor, RocksOptions,
+};
+
+fn rec(tag: Option<u64>, text: &str) -> Record {
+    (tag, text.as_bytes().to_vec())
+}
+
+#[test]
+fn records_survive_reopen_in_order() {
+    let tmp = common::tempdir();
+    let path = tmp.path().join("wal");
+    let g1 = vec![
+        rec(Some(1), "pre-prepare 1"),
+        rec(Some(1), "prepare 1"),
+        rec(None, "view 0"),
+    ];
+    let g2 = vec![rec(Some(2), "commit 2"), rec(Some(2), &"x".repeat(5000))];
+    {
+        let mut log = ConsensusLog::open(&path, true).expect("open");
+        assert!(log.load().expect("load").is_empty());
+        log.append(&g1).expect("append");
+        log.append(&[]).expect("empty append");
+        log.append(&g2).expect("append");
+    }
+    let mut log = ConsensusLog::open(&path, false).expect("reopen");
+    let mut want: Vec<Record> = g1.iter().chain(&g2).cloned().collect();
+    assert_eq!(log.load().expect("load"), want);
+    // appends after a reopen go after the old records
+    let g3 = vec![rec(Some(3), "checkpoint 3")];
+    log.append(&g3).expect("append");
+    want.extend(g3);
+    drop(log);
+    assert_eq!(
+        ConsensusLog::open(&path, false)
+            .expect("reopen")
+            .load()
+            .expect("load"),
+        want
+    );
+}
+
+#[test]
+fn a_group_is_all_or_nothing() {
+    let tmp = common::tempdir();
+    let path = tmp.path().join("wal");
+    let groups: Vec<Vec<Record>> = (0..4u64)
+        .map(|g| {
+            (0..5)
+                .map(|i| rec(Some(g), &format!("group {g} record {i}")))
+                .collect()
+        })
+        .collect();
+    {
+        // the third write never happens
+        let mut log =
+            ConsensusLog::open_with_faults(&path, false, Some(FaultPlan { crash_at_step: 3 }))
+                .expect("open");
+        log.append(&groups[0]).expect("append 0");
+        log.append(&groups[1]).expect("append 1");
+        assert!(matches!(
+            log.append(&groups[2]),
+            Err(ExecError::Injected(3))
+        ));
+        assert!(matches!(
+            log.append(&groups[3]),
+            Err(ExecError::Injected(3))
+        ));
+        assert!(matches!(log.load(), Err(ExecError::Injected(3))));
+    }
+    let mut log = ConsensusLog::open(&path, false).expect("reopen");
+    let want: Vec<Record> = groups[..2].concat();
+    assert_eq!(log.load().expect("load"), want);
+    // the node retries the lost group after the restart
+    log.append(&groups[2]).expect("append 2");
+    assert_eq!(log.load().expect("load"), groups[..3].concat());
+}
+
+#[test]
+fn compaction_keeps_untagged_and_newer_records() {
+    let tmp = common::tempdir();
+    let path = tmp.path().join("wal");
+    let all = vec![
+        rec(None, "view change 1"),
+        rec(Some(1), "a"),
+        rec(Some(5), "b"),
+        rec(Some(10), "c"),
+        rec(None, "new view 2"),
+        rec(Some(3), "d"),
+        rec(Some(6), "e"),
+    ];
+    let mut log = ConsensusLog::open(&path, false).expect("open");
+    log.append(&all).expect("append");
+    log.compact(5).expect("compact");
+    let want = vec![
+        rec(None, "view change 1"),
+        rec(Some(10), "c"),
+        rec(None, "new view 2"),
+        rec(Some(6), "e"),
+    ];
+    assert_eq!(log.load().expect("load"), want);
+    log.compact(5).expect("compact again");
+    assert_eq!(log.load().expect("load"), want);
+    drop(log);
+    let mut log = ConsensusLog::open(&path, false).expect("reopen");
+    assert_eq!(log.load().expect("load"), want);
+    // compacting away the newest records does not reorder later appends
+    log.compact(10).expect("compact");
+    log.append(&[rec(Some(11), "f")]).expect("append");
+    drop(log);
+    let log = ConsensusLog::open(&path, false).expect("reopen");
+    assert_eq!(
+        log.load().expect("load"),
+        vec![
+            rec(None, "view change 1"),
+            rec(None, "new view 2"),
+            rec(Some(11), "f")
+        ]
+    );
+}
+
+#[test]
+fn ledger_rollback_and_import_leave_the_log_alone() {
+    let people = People::new(8, 1, 71);
+    let mut w = Workload::new(&people, 72);
+    let tmp = common::tempdir();
+    let mut ledger =
+        RocksExecutor::open(tmp.path(), &people.genesis, RocksOptions::default()).expect("open");
+    let mut log = ConsensusLog::open(&tmp.path().join("wal"), false).expect("open log");
+    let mut reference = MemoryExecutor::genesis(&people.genesis);
+    let mut want = Vec::new();
+    let mut d8 = None;
+    for seq in 1..=12 {
+        let b = w.batch();
+        ledger.apply(seq, b.digest, &b.requests()).expect("apply");
+        reference
+            .apply(seq, b.digest, &b.requests())
+            .expect("apply");
+        let r = rec(Some(seq), &format!("commit {seq}"));
+        log.append(std::slice::from_ref(&r)).expect("append");
+        want.push(r);
+        if seq == 8 {
+            ledger.checkpoint().expect("checkpoint");
+            d8 = Some(reference.checkpoint().expect("checkpoint"));
+        }
+    }
+    let d8 = d8.expect("checkpoint 8");
+    ledger.stable(8).expect("stable");
+    assert_eq!(ledger.rollback().expect("rollback"), 8);
+    assert_eq!(ledger.head().checkpoint_digest(), d8);
+    let chunks = reference.export(8, 256).expect("export");
+    let head = ledger.import(8, d8, &chunks).expect("import");
+    assert_eq!(head.checkpoint_digest(), d8);
+    drop(ledger);
+    drop(
+        RocksExecutor::open(tmp.path(), &people.genesis, RocksOptions::default()).expect("reopen"),
+    );
+    assert_eq!(log.load().expect("load"), want);
+    drop(log);
+    assert_eq!(
+        ConsensusLog::open(&tmp.path().join("wal"), false)
+            .expect("reopen")
+            .load()
+            .expect("load"),
+        want
+    );
+}

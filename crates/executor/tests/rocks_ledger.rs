@@ -1,0 +1,166 @@
+//! The RocksDB executor's own behaviour: reopening, the stored genesis, ordering and
+//! snapshot errors, and recovery of interrupted swaps and stray checkpoint directories.
+
+mod common;
+
+use common::{People, Workload};
+use pbft_executor::{
+    verify_ledger, ExecError, Executor, MemoryExecutor, RocksExecutor, RocksOptions,
+};
+use std::fs;
+use std::path::Path;
+
+fn build(dir: &Path, people: &People, n: u64, sync: bool) -> (RocksExecutor, MemoryExecutor) {
+    let mut w = Workload::new(people, 82);
+    let mut e = RocksExecutor::open(dir, &people.genesis, RocksOptions { sync, fault: None })
+        .expect("open");
+    let mut m = MemoryExecutor::genesis(&people.genesis);
+    for seq in 1..=n {
+        let b = w.batch();
+        assert_eq!(
+            e.apply(seq, b.digest, &b.requests()).expect("apply"),
+            m.apply(seq, b.digest, &b.requests()).expect("apply")
+        );
+        if seq.is_multiple_of(4) {
+            assert_eq!(
+                e.checkpoint().expect("checkpoint"),
+                m.checkpoint().expect("checkpoint")
+            );
+        }
+    }
+    (e, m)
+}
+
+#[test]
+fn reopen_keeps_everything_and_ignores_the_genesis_argument() {
+    let people = People::new(10, 1, 81);
+    let tmp = common::tempdir();
+    let (e, m) = build(tmp.path(), &people, 10, true);
+    let head = e.head();
+    assert_eq!(e.checkpoints().collect::<Vec<_>>(), vec![0, 4, 8]);
+    drop(e);
+    let other = People::new(3, 0, 99);
+    let e =
+        RocksExecutor::open(tmp.path(), &other.genesis, RocksOptions::default()).expect("reopen");
+    assert_eq!(e.head(), head);
+    assert_eq!(e.head(), m.head());
+    assert_eq!(e.checkpoints().collect::<Vec<_>>(), vec![0, 4, 8]);
+    for pk in people.everyone().chain(other.everyone()) {
+        assert_eq!(
+            e.balance(pk).expect("balance"),
+            m.balance(pk).expect("balance")
+        );
+    }
+    for h in 0..=11 {
+        assert_eq!(e.block(h).expect("block"), m.block(h).expect("block"));
+    }
+}
+
+#[test]
+fn ordering_and_snapshot_errors() {
+    let people = People::new(6, 1, 83);
+    let tmp = common::tempdir();
+    let (mut e, _) = build(tmp.path(), &people, 5, false);
+    let head = e.head();
+    match e.apply(7, Default::default(), &[]) {
+        Err(ExecError::OutOfOrder { applied: 5, got: 7 }) => {}
+        other => panic!("expected out of order, got {other:?}"),
+    }
+    assert!(matches!(
+        e.apply(5, Default::default(), &[]),
+        Err(ExecError::OutOfOrder { .. })
+    ));
+    assert_eq!(e.head(), head);
+    assert!(matches!(e.stable(3), Err(ExecError::NoSnapshot(3))));
+    assert!(matches!(e.export(5, 100), Err(ExecError::NoSnapshot(5))));
+    e.stable(4).expect("stable");
+    assert!(matches!(e.export(0, 100), Err(ExecError::NoSnapshot(0))));
+    assert!(matches!(e.stable(0), Err(ExecError::NoSnapshot(0))));
+    assert_eq!(e.stable_seq(), 4);
+    assert_eq!(e.rollback().expect("rollback"), 4);
+    assert_eq!(e.rollback().expect("rollback again"), 4);
+    assert_eq!(e.head().height, 4);
+    drop(e);
+    verify_ledger(tmp.path()).expect("verify");
+}
+
+/// An interrupted swap the code never produces on its own (only `state.old` left) and
+/// leftovers of every kind are recovered on open.
+#[test]
+fn open_recovers_odd_layouts() {
+    let people = People::new(6, 1, 84);
+    let tmp = common::tempdir();
+    let dir = tmp.path();
+    let (e, m) = build(dir, &people, 9, false);
+    drop(e);
+    fs::rename(dir.join("state"), dir.join("state.old")).expect("rename");
+    fs::create_dir(dir.join("state.tmp")).expect("mkdir");
+    fs::write(dir.join("state.tmp").join("junk"), b"junk").expect("write");
+    fs::create_dir(dir.join("checkpoints").join("7.tmp")).expect("mkdir");
+    fs::create_dir(dir.join("checkpoints").join("99")).expect("mkdir");
+    fs::create_dir(dir.join("checkpoints").join("8.import")).expect("mkdir");
+    fs::create_dir(dir.join("checkpoints").join("junk")).expect("mkdir");
+    let e = RocksExecutor::open(dir, &people.genesis, RocksOptions::default()).expect("reopen");
+    assert_eq!(e.head(), m.head());
+    assert_eq!(e.checkpoints().collect::<Vec<_>>(), vec![0, 4, 8]);
+    drop(e);
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("list")
+        .map(|d| d.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["checkpoints", "state"]);
+    let mut ckpts: Vec<String> = fs::read_dir(dir.join("checkpoints"))
+        .expect("list")
+        .map(|d| d.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    ckpts.sort();
+    assert_eq!(ckpts, vec!["0", "4", "8"]);
+    verify_ledger(dir).expect("verify");
+}
+
+/// A checkpoint directory whose content is not the live chain's (here: another
+/// ledger's) is dropped on open, and a missing stable checkpoint is reported.
+#[test]
+fn foreign_checkpoints_are_dropped() {
+    let people = People::new(6, 1, 85);
+    let tmp = common::tempdir();
+    let (a, _) = build(&tmp.path().join("a"), &people, 9, false);
+    drop(a);
+    let other = People::new(6, 1, 86);
+    let (b, _) = build(&tmp.path().join("b"), &other, 9, false);
+    drop(b);
+    let ca = tmp.path().join("a").join("checkpoints");
+    fs::remove_dir_all(ca.join("8")).expect("remove");
+    fs::rename(
+        tmp.path().join("b").join("checkpoints").join("8"),
+        ca.join("8"),
+    )
+    .expect("move");
+    let e = RocksExecutor::open(
+        &tmp.path().join("a"),
+        &people.genesis,
+        RocksOptions::default(),
+    )
+    .expect("open");
+    assert_eq!(e.checkpoints().collect::<Vec<_>>(), vec![0, 4]);
+    drop(e);
+    fs::remove_dir_all(ca.join("0")).expect("remove");
+    match RocksExecutor::open(
+        &tmp.path().join("a"),
+        &people.genesis,
+        RocksOptions::default(),
+    ) {
+        Err(ExecError::Corrupt(m)) => assert!(m.contains("stable sequence 0"), "{m}"),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+/// The executor and the log can move to another thread (the node and the simulator run
+/// them off the protocol's thread).
+#[test]
+fn executor_and_log_are_send() {
+    fn send<T: Send>() {}
+    send::<RocksExecutor>();
+    send::<pbft_executor::ConsensusLog>();
+}
