@@ -78,6 +78,8 @@ pub struct SimClient {
     pub replays_left: usize,
     /// Timer event already scheduled at.
     pub timer_at: Option<Instant>,
+    /// Earliest time of the next new request (think time).
+    pub next_send_at: Instant,
 }
 
 impl SimClient {
@@ -151,6 +153,7 @@ impl SimClient {
             view: 0,
             replays_left: replays,
             timer_at: None,
+            next_send_at: Instant::ZERO,
         }
     }
 

@@ -44,6 +44,8 @@ pub struct Workload {
     pub concurrency: usize,
     /// Genesis balance of every client.
     pub balance: u64,
+    /// Pause between a client's new requests, ms (0: as fast as its concurrency allows).
+    pub think_ms: u64,
 }
 
 impl Default for Workload {
@@ -56,6 +58,7 @@ impl Default for Workload {
             overdrafts: 0,
             concurrency: 4,
             balance: 1_000_000,
+            think_ms: 0,
         }
     }
 }
@@ -103,6 +106,17 @@ pub struct Fault {
     pub action: FaultAction,
 }
 
+/// Where each simulated validator keeps its ledger and consensus log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory (fast): a crash keeps the "disk" as it was.
+    #[default]
+    Memory,
+    /// RocksDB in a temporary directory per validator: a crash drops the database
+    /// handles and a restart reopens them from disk.
+    RocksDb,
+}
+
 /// A whole simulation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
@@ -130,6 +144,8 @@ pub struct SimConfig {
     pub verify_signatures: bool,
     /// Stop as soon as every valid request is accepted and the cluster is idle.
     pub stop_when_done: bool,
+    /// Ledger and consensus-log storage.
+    pub storage: Storage,
 }
 
 impl Default for SimConfig {
@@ -147,6 +163,7 @@ impl Default for SimConfig {
             seed: 1,
             verify_signatures: true,
             stop_when_done: true,
+            storage: Storage::Memory,
         }
     }
 }

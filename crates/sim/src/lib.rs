@@ -12,7 +12,7 @@ pub mod config;
 pub mod report;
 pub mod sim;
 
-pub use config::{Fault, FaultAction, NetworkConfig, SimConfig, TraitorSpec, Workload};
+pub use config::{Fault, FaultAction, NetworkConfig, SimConfig, Storage, TraitorSpec, Workload};
 pub use report::{ReplicaReport, Report};
 pub use sim::{client_key, validator_key, Simulation, Stats};
 

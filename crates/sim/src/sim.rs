@@ -5,11 +5,13 @@
 
 use crate::checker::Checker;
 use crate::client::{Kind, Outstanding, SimClient};
-use crate::config::{FaultAction, SimConfig};
+use crate::config::{FaultAction, SimConfig, Storage};
 use crate::report::{ReplicaReport, Report};
 use pbft_crypto::{Digest, Hasher, Keypair, PublicKey};
 use pbft_executor::snapshot::inspect_chunks;
-use pbft_executor::{ExecRequest, Executor, MemoryExecutor};
+use pbft_executor::{
+    ConsensusLog, ExecRequest, Executor, MemoryExecutor, RocksExecutor, RocksOptions,
+};
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::{
     Action, Config, Duration, Instant, Message, Replica, ReplicaId, Signable, Verifier, WalRecord,
@@ -18,6 +20,7 @@ use pbft_traitor::{Dest, Payload, Traitor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::rc::Rc;
 
 /// A network address in the simulation.
@@ -73,8 +76,13 @@ const CHUNK_BYTES: usize = 64 << 10;
 struct Host {
     key: Keypair,
     replica: Option<Replica>,
+    /// The consensus log (in memory), or its RocksDB store.
     wal: Vec<WalRecord>,
-    ledger: Box<dyn Executor>,
+    log: Option<ConsensusLog>,
+    /// None while a RocksDB-backed validator is down.
+    ledger: Option<Box<dyn Executor>>,
+    /// RocksDB mode: this validator's data directory.
+    dir: Option<PathBuf>,
     traitors: Vec<(Traitor, u64, u64)>,
     timer_at: Option<Instant>,
     /// Snapshot chunks being received, by (sender, checkpoint).
@@ -124,6 +132,9 @@ pub struct Simulation {
     /// Counters.
     pub stats: Stats,
     all_committed_at: Option<Instant>,
+    genesis: BTreeMap<PublicKey, u64>,
+    _tmp: Option<tempfile::TempDir>,
+    faults_applied: usize,
 }
 
 impl Simulation {
@@ -195,7 +206,9 @@ impl Simulation {
                 key,
                 replica,
                 wal: Vec::new(),
-                ledger: Box::new(MemoryExecutor::genesis(&genesis)),
+                log: None,
+                ledger: None,
+                dir: None,
                 traitors,
                 timer_at: None,
                 incoming: BTreeMap::new(),
@@ -203,6 +216,15 @@ impl Simulation {
                 applications: BTreeMap::new(),
                 installed_at: 0,
             });
+        }
+        let tmp = match cfg.storage {
+            Storage::Memory => None,
+            Storage::RocksDb => tempfile::Builder::new().prefix("pbft-sim-").tempdir().ok(),
+        };
+        for (i, h) in hosts.iter_mut().enumerate() {
+            h.dir = tmp
+                .as_ref()
+                .map(|t| t.path().join(format!("validator-{i}")));
         }
         let honest = (0..n).map(|i| !cfg.is_traitor(i as ReplicaId)).collect();
         let verifier = if cfg.verify_signatures {
@@ -228,8 +250,14 @@ impl Simulation {
             limits: Limits::default(),
             stats: Stats::default(),
             all_committed_at: None,
+            genesis,
+            _tmp: tmp,
+            faults_applied: 0,
             cfg,
         };
+        for i in 0..n {
+            sim.open_storage(i as ReplicaId);
+        }
         for (i, f) in sim.cfg.faults.clone().iter().enumerate() {
             sim.schedule(Instant(f.at_ms * 1000), Event::Fault(i));
         }
@@ -241,6 +269,35 @@ impl Simulation {
             sim.arm_replica_timer(i as ReplicaId);
         }
         sim
+    }
+
+    /// Opens (or creates) validator `r`'s ledger and consensus log; in RocksDB mode this
+    /// reloads what the validator persisted before a crash.
+    fn open_storage(&mut self, r: ReplicaId) {
+        let i = r as usize;
+        let Some(dir) = self.hosts[i].dir.clone() else {
+            let h = &mut self.hosts[i];
+            if h.ledger.is_none() {
+                h.ledger = Some(Box::new(MemoryExecutor::genesis(&self.genesis)));
+            }
+            return;
+        };
+        let opened =
+            RocksExecutor::open(&dir.join("ledger"), &self.genesis, RocksOptions::default())
+                .and_then(|l| Ok((l, ConsensusLog::open(&dir.join("wal"), false)?)))
+                .and_then(|(l, log)| Ok((l, log.load()?, log)));
+        match opened {
+            Ok((ledger, records, log)) => {
+                let h = &mut self.hosts[i];
+                h.wal = records
+                    .iter()
+                    .filter_map(|(_, bytes)| postcard::from_bytes::<WalRecord>(bytes).ok())
+                    .collect();
+                h.ledger = Some(Box::new(ledger));
+                h.log = Some(log);
+            }
+            Err(e) => self.checker.on_halt(r, format!("cannot open storage: {e}")),
+        }
     }
 
     fn schedule(&mut self, at: Instant, e: Event) {
@@ -266,7 +323,8 @@ impl Simulation {
     }
 
     fn done(&self) -> bool {
-        if !self.clients.iter().all(|c| c.done()) {
+        // never before every scripted fault has happened
+        if self.faults_applied < self.cfg.faults.len() || !self.clients.iter().all(|c| c.done()) {
             return false;
         }
         // and every live honest replica has caught up with the others
@@ -625,7 +683,17 @@ impl Simulation {
                 Action::Reply { client, reply } => {
                     self.outgoing(r, Dest::Client(client), Message::Reply(reply))
                 }
-                Action::Persist(rec) => self.hosts[i].wal.push(rec),
+                Action::Persist(rec) => {
+                    let h = &mut self.hosts[i];
+                    if let Some(log) = h.log.as_mut() {
+                        let bytes = postcard::to_allocvec(&rec).unwrap_or_default();
+                        if let Err(e) = log.append(&[(rec.seq(), bytes)]) {
+                            self.checker
+                                .on_halt(r, format!("consensus log append failed: {e}"));
+                        }
+                    }
+                    self.hosts[i].wal.push(rec);
+                }
                 Action::Execute {
                     seq, digest, batch, ..
                 } => {
@@ -636,6 +704,9 @@ impl Simulation {
                     }
                     let k = self.pcfg.checkpoint_interval;
                     let h = &mut self.hosts[i];
+                    let Some(ledger) = h.ledger.as_mut() else {
+                        continue;
+                    };
                     let requests: Vec<ExecRequest<'_>> = batch
                         .requests
                         .iter()
@@ -645,7 +716,7 @@ impl Simulation {
                             op: &q.body.op,
                         })
                         .collect();
-                    let applied = match h.ledger.apply(seq, digest, &requests) {
+                    let applied = match ledger.apply(seq, digest, &requests) {
                         Ok(a) => a,
                         Err(e) => {
                             self.checker
@@ -659,7 +730,7 @@ impl Simulation {
                         }
                     }
                     let state_digest = if seq.is_multiple_of(k) {
-                        match h.ledger.checkpoint() {
+                        match ledger.checkpoint() {
                             Ok(d) => Some(d),
                             Err(e) => {
                                 self.checker
@@ -692,7 +763,15 @@ impl Simulation {
                     let h = &mut self.hosts[i];
                     // a replica behind this checkpoint has no snapshot of it yet: it will
                     // install one by state transfer
-                    let _ = h.ledger.stable(seq);
+                    if let Some(l) = h.ledger.as_mut() {
+                        let _ = l.stable(seq);
+                    }
+                    if let Some(log) = h.log.as_mut() {
+                        if let Err(e) = log.compact(seq) {
+                            self.checker
+                                .on_halt(r, format!("consensus log compaction failed: {e}"));
+                        }
+                    }
                     h.wal.retain(|rec| rec.seq().is_none_or(|s| s > seq));
                 }
                 Action::FetchState { seq, peer, .. } => {
@@ -707,7 +786,10 @@ impl Simulation {
                     if s != seq {
                         continue;
                     }
-                    match h.ledger.import(seq, digest, &chunks) {
+                    let Some(ledger) = h.ledger.as_mut() else {
+                        continue;
+                    };
+                    match ledger.import(seq, digest, &chunks) {
                         Ok(head) => {
                             h.installed_at = h.installed_at.max(seq);
                             self.checker.on_install(now, r, seq);
@@ -721,7 +803,11 @@ impl Simulation {
                     }
                 }
                 Action::ServeState { to, seq } => {
-                    if let Ok(chunks) = self.hosts[i].ledger.export(seq, CHUNK_BYTES) {
+                    let exported = self.hosts[i]
+                        .ledger
+                        .as_ref()
+                        .map(|l| l.export(seq, CHUNK_BYTES));
+                    if let Some(Ok(chunks)) = exported {
                         let total = chunks.len() as u32;
                         for (index, data) in chunks.into_iter().enumerate() {
                             let msg = Message::StateChunk {
@@ -744,6 +830,7 @@ impl Simulation {
         let Some(fault) = self.cfg.faults.get(idx).cloned() else {
             return;
         };
+        self.faults_applied += 1;
         tracing::info!(at_ms = self.now.as_millis(), ?fault.action, "fault");
         match fault.action {
             FaultAction::Crash(r) => {
@@ -752,27 +839,34 @@ impl Simulation {
                 h.timer_at = None;
                 h.incoming.clear();
                 h.offered = None;
+                if h.dir.is_some() {
+                    // the process dies: its database handles go with it
+                    h.ledger = None;
+                    h.log = None;
+                }
             }
             FaultAction::Restart { node, wipe } => {
                 let i = node as usize;
                 if self.hosts[i].replica.is_some() {
                     return;
                 }
-                let genesis: BTreeMap<PublicKey, u64> = self
-                    .clients
-                    .iter()
-                    .map(|c| (c.public(), self.cfg.workload.balance))
-                    .collect();
-                let h = &mut self.hosts[i];
                 if wipe {
+                    let h = &mut self.hosts[i];
                     h.wal.clear();
-                    h.ledger = Box::new(MemoryExecutor::genesis(&genesis));
+                    h.ledger = None;
+                    h.log = None;
+                    if let Some(dir) = &h.dir {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
                     h.applications.clear();
                     h.installed_at = 0;
                     self.checker.on_wipe(node);
                 }
+                self.open_storage(node);
                 let h = &mut self.hosts[i];
-                let executed = h.ledger.head().height;
+                let Some(executed) = h.ledger.as_ref().map(|l| l.head().height) else {
+                    return;
+                };
                 h.replica = Replica::restore(
                     self.pcfg.clone(),
                     node,
@@ -841,13 +935,20 @@ impl Simulation {
         self.arm_client_timer(c);
     }
 
+    /// One timer per client, at the earliest of its next retransmission and, if it
+    /// has room for another request, its next send.
     fn arm_client_timer(&mut self, c: usize) {
         let retry = self.client_retry();
-        let next = self.clients[c]
+        let concurrency = self.cfg.workload.concurrency.max(1);
+        let client = &self.clients[c];
+        let retry_at = client
             .outstanding
             .values()
             .map(|o| o.last_sent.plus(retry))
             .min();
+        let send_at = (!client.plan.is_empty() && client.outstanding.len() < concurrency)
+            .then(|| client.next_send_at.max(self.now));
+        let next = [retry_at, send_at].into_iter().flatten().min();
         if let Some(t) = next {
             if self.clients[c].timer_at.is_none_or(|at| at > t) {
                 self.clients[c].timer_at = Some(t);
@@ -860,7 +961,14 @@ impl Simulation {
         let now = self.now;
         let n = self.hosts.len();
         let concurrency = self.cfg.workload.concurrency.max(1);
+        let think = Duration::from_millis(self.cfg.workload.think_ms);
         while self.clients[c].outstanding.len() < concurrency {
+            // a client pauses between requests, so that load continues through time
+            // (its timer wakes it at `next_send_at`)
+            if now < self.clients[c].next_send_at {
+                break;
+            }
+            self.clients[c].next_send_at = now.plus(think);
             let Some(planned) = self.clients[c].plan.pop_front() else {
                 break;
             };
@@ -944,15 +1052,22 @@ impl Simulation {
 
     fn finish(mut self) -> Report {
         let now = self.now;
+        for i in 0..self.hosts.len() {
+            if self.hosts[i].ledger.is_none() {
+                self.open_storage(i as ReplicaId);
+            }
+        }
         let ledgers: Vec<crate::checker::LedgerView<'_>> = self
             .hosts
             .iter()
             .enumerate()
-            .map(|(i, h)| crate::checker::LedgerView {
-                node: i as ReplicaId,
-                ledger: h.ledger.as_ref(),
-                applications: &h.applications,
-                installed_at: h.installed_at,
+            .filter_map(|(i, h)| {
+                Some(crate::checker::LedgerView {
+                    node: i as ReplicaId,
+                    ledger: h.ledger.as_deref()?,
+                    applications: &h.applications,
+                    installed_at: h.installed_at,
+                })
             })
             .collect();
         self.checker.finish(now, &ledgers);
@@ -977,9 +1092,9 @@ impl Simulation {
                         matches!(f.action, FaultAction::Restart { node, wipe: true } if node == id)
                     }),
                     view: rep.map_or(0, |r| r.view()),
-                    last_executed: h.ledger.head().height,
+                    last_executed: h.ledger.as_ref().map_or(0, |l| l.head().height),
                     stable_checkpoint: rep.map_or(0, |r| r.stable_checkpoint()),
-                    head: h.ledger.head().hash,
+                    head: h.ledger.as_ref().map_or(Digest::ZERO, |l| l.head().hash),
                     evidence_against: rep
                         .map_or_else(Vec::new, |r| r.evidence().keys().copied().collect()),
                     halted: rep.and_then(|r| r.halted().map(str::to_string)),

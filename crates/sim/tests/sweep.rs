@@ -24,6 +24,8 @@ fn random_config(seed: u64) -> SimConfig {
     c.workload.requests = rng.gen_range(50..150);
     c.workload.clients = rng.gen_range(1..5);
     c.workload.concurrency = rng.gen_range(1..6);
+    // pace the clients so that the load runs through the fault schedule
+    c.workload.think_ms = rng.gen_range(10..150);
     c.network.max_delay_ms = rng.gen_range(2..30);
     c.network.drop_rate = [0.0, 0.0, 0.01, 0.05][rng.gen_range(0..4)];
     c.network.duplicate_rate = [0.0, 0.02][rng.gen_range(0..2)];
