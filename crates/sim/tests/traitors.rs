@@ -166,7 +166,11 @@ fn bad_new_view_is_rejected_and_the_next_view_starts() {
     assert!(r.min_honest_view() >= 2, "{}", r.summary());
     // validators 2 and 3 were up when the bad new view came; 0 was down until 5 s
     for v in [2, 3] {
-        assert!(r.replicas[v].evidence_against.contains(&1), "{}", r.summary());
+        assert!(
+            r.replicas[v].evidence_against.contains(&1),
+            "{}",
+            r.summary()
+        );
     }
 }
 
