@@ -28,10 +28,10 @@ pub use error::ExecError;
 pub use memory::MemoryExecutor;
 pub use rocks::{FaultPlan, RocksExecutor, RocksOptions};
 pub use types::{
-    Applied, Block, Entry, ExecRequest, FailReason, Head, Operation, Receipt, StoredReceipt,
-    Transfer,
+    Applied, Block, ClientWindow, Entry, ExecRequest, FailReason, Head, Operation, Receipt,
+    StoredReceipt, Transfer,
 };
-pub use verify::{verify_ledger, LedgerReport};
+pub use verify::{show_ledger, verify_ledger, LedgerReport, LedgerShow};
 pub use wal::ConsensusLog;
 
 use pbft_crypto::{Digest, PublicKey};
@@ -73,6 +73,9 @@ pub trait Executor {
 
     /// An account's balance.
     fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError>;
+
+    /// A client's exactly-once window (fresh if it executed nothing).
+    fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError>;
 
     /// A request's receipt.
     fn receipt(

@@ -5,7 +5,7 @@ use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::snapshot::{make_chunks, verify_chunks};
 use crate::transition::{execute_batch, genesis_entries, StateView};
-use crate::types::{keys, Applied, Block, ExecRequest, Head, StoredReceipt};
+use crate::types::{keys, Applied, Block, ClientWindow, ExecRequest, Head, StoredReceipt};
 use crate::Executor;
 use pbft_crypto::{Digest, PublicKey};
 use std::collections::BTreeMap;
@@ -232,6 +232,14 @@ impl Executor for MemoryExecutor {
             .get(&keys::account(account))
             .map(|v| crate::transition::decode_balance(v))
             .transpose()
+    }
+
+    fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
+        match self.state.get(&keys::client(client)) {
+            Some(v) => postcard::from_bytes(v)
+                .map_err(|e| ExecError::Corrupt(format!("client window: {e}"))),
+            None => Ok(ClientWindow::fresh()),
+        }
     }
 
     fn receipt(

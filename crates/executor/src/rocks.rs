@@ -70,12 +70,14 @@ use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::snapshot::{make_chunks, verify_chunks};
 use crate::transition::{decode_balance, execute_batch, genesis_entries, lthash_of, StateView};
-use crate::types::{keys, Applied, Block, ChainPos, ExecRequest, Head, StoredReceipt};
+use crate::types::{
+    keys, Applied, Block, ChainPos, ClientWindow, ExecRequest, Head, StoredReceipt,
+};
 use crate::Executor;
 use pbft_crypto::{Digest, PublicKey};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamily, IteratorMode, Options, WriteBatch, WriteOptions, DB};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -213,6 +215,12 @@ fn db_options(create: bool) -> Options {
     o.create_missing_column_families(create);
     o.set_keep_log_file_num(2);
     o.set_log_level(rocksdb::LogLevel::Warn);
+    // point lookups dominate (balances, client windows, receipts): a Bloom filter per
+    // table file lets a lookup skip the files that cannot hold the key
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    o.set_block_based_table_factory(&table);
     o
 }
 
@@ -484,10 +492,14 @@ struct DbView<'a> {
     db: &'a DB,
     state: &'a ColumnFamily,
     receipts: &'a ColumnFamily,
+    cache: &'a HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl StateView for DbView<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
+        if let Some(v) = self.cache.get(key) {
+            return Ok(v.clone());
+        }
         Ok(self.db.get_cf(self.state, key)?)
     }
 
@@ -510,7 +522,14 @@ pub struct RocksExecutor {
     checkpoints: BTreeSet<u64>,
     sync: bool,
     faults: Faults,
+    /// Values of state keys written since the live DB was opened, exactly as in the
+    /// DB (write-through): reads of recently touched accounts skip RocksDB. Cleared
+    /// whenever the live DB is replaced, and when it reaches [`STATE_CACHE_MAX`].
+    cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
+
+/// Most state entries the write-through cache holds before it starts over.
+const STATE_CACHE_MAX: usize = 4 << 20;
 
 impl std::fmt::Debug for RocksExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -554,6 +573,7 @@ impl RocksExecutor {
             checkpoints: BTreeSet::new(),
             sync: opts.sync,
             faults,
+            cache: HashMap::new(),
         };
         ex.settle_checkpoints()?;
         Ok(ex)
@@ -711,6 +731,7 @@ impl RocksExecutor {
         let state = self.dir.join(STATE_DIR);
         let old = self.dir.join(STATE_OLD);
         self.db = None; // close the live DB
+        self.cache.clear();
         rename(&mut self.faults, &state, &old)?;
         rename(&mut self.faults, &self.dir.join(STATE_NEW), &state)?;
         let db = open_db(&mut self.faults, &state, false)?;
@@ -766,6 +787,7 @@ impl Executor for RocksExecutor {
             db,
             state: state_cf,
             receipts: receipts_cf,
+            cache: &self.cache,
         };
         let t = execute_batch(
             &view,
@@ -803,6 +825,12 @@ impl Executor for RocksExecutor {
         wb.put_cf(meta_cf, META_LTHASH, t.lthash.to_bytes());
         wb.put_cf(meta_cf, META_HEAD, encode(&head, "head")?);
         write(&mut self.faults, db, wb, self.sync)?;
+        if self.cache.len() + t.changes.len() > STATE_CACHE_MAX {
+            self.cache.clear();
+        }
+        for (k, (_, new)) in t.changes {
+            self.cache.insert(k, new);
+        }
         self.head = head;
         self.lthash = t.lthash;
         Ok(t.applied)
@@ -984,6 +1012,14 @@ impl Executor for RocksExecutor {
         db.get_cf(cf(db, CF_STATE)?, keys::account(account))?
             .map(|v| decode_balance(&v))
             .transpose()
+    }
+
+    fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
+        let db = self.db()?;
+        match db.get_cf(cf(db, CF_STATE)?, keys::client(client))? {
+            Some(v) => decode(&v, "a client window"),
+            None => Ok(ClientWindow::fresh()),
+        }
     }
 
     fn receipt(

@@ -217,6 +217,11 @@ impl ClientWindow {
         rid < self.low || self.executed.binary_search(&rid).is_ok()
     }
 
+    /// One more than the highest id executed: where a restarted client continues.
+    pub fn next_request_id(&self) -> u64 {
+        self.executed.last().map_or(self.low, |&top| top + 1)
+    }
+
     /// Records `rid` as executed.
     pub fn mark(&mut self, rid: u64) {
         if let Err(pos) = self.executed.binary_search(&rid) {
@@ -242,9 +247,14 @@ pub mod keys {
 
     /// The key of an account's balance.
     pub fn account(pk: &PublicKey) -> Vec<u8> {
+        account_raw(pk.as_bytes())
+    }
+
+    /// The key of an account's balance, from the key's 32 bytes.
+    pub fn account_raw(pk: &[u8; 32]) -> Vec<u8> {
         let mut k = Vec::with_capacity(33);
         k.push(ACCOUNT);
-        k.extend_from_slice(pk.as_bytes());
+        k.extend_from_slice(pk);
         k
     }
 

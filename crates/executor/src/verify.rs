@@ -233,3 +233,52 @@ fn verify_db(db: &DB) -> Result<LedgerReport, ExecError> {
         accounts,
     })
 }
+
+/// What `pbft ledger show` prints: the head, and optionally one block and one account.
+#[derive(Clone, Debug)]
+pub struct LedgerShow {
+    /// The head.
+    pub head: crate::types::Head,
+    /// The last stable checkpoint recorded.
+    pub stable: u64,
+    /// The block asked for (`None` if there is no block at that height).
+    pub block: Option<(Block, Digest)>,
+    /// The account asked for: its balance (`None` if it does not exist).
+    pub balance: Option<Option<u64>>,
+}
+
+/// Reads a closed ledger: its head, the block at `height` and the balance of `account`
+/// when asked for.
+pub fn show_ledger(
+    dir: &Path,
+    height: Option<u64>,
+    account: Option<&pbft_crypto::PublicKey>,
+) -> Result<LedgerShow, ExecError> {
+    let state = dir.join(STATE_DIR);
+    if !state.is_dir() {
+        return Err(corrupt(format!("no ledger in {}", dir.display())));
+    }
+    let db = open_read_only(&state)?;
+    let meta = read_meta(&db)?;
+    let block = match height {
+        Some(h) => crate::rocks::read_block(&db, h)?.map(|b| {
+            let hash = b.hash();
+            (b, hash)
+        }),
+        None => None,
+    };
+    let balance = match account {
+        Some(a) => Some(
+            db.get_cf(cf(&db, CF_STATE)?, keys::account(a))?
+                .map(|v| decode_balance(&v))
+                .transpose()?,
+        ),
+        None => None,
+    };
+    Ok(LedgerShow {
+        head: meta.head,
+        stable: meta.stable,
+        block,
+        balance,
+    })
+}
