@@ -221,12 +221,25 @@ pub fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
                 return Err(DecodeError::Limit("snapshot chunk too large"));
             }
         }
+        Message::Answer {
+            answer: crate::message::Answer::Status(s),
+            ..
+        } => {
+            if s.halted
+                .as_ref()
+                .is_some_and(|h| h.len() > limits.max_op_bytes)
+            {
+                return Err(DecodeError::Limit("status text too large"));
+            }
+        }
         Message::Prepare(_)
         | Message::Commit(_)
         | Message::Checkpoint(_)
         | Message::FetchCommitted { .. }
         | Message::Status { .. }
-        | Message::StateRequest { .. } => {}
+        | Message::StateRequest { .. }
+        | Message::Query { .. }
+        | Message::Answer { .. } => {}
     }
     Ok(())
 }

@@ -42,4 +42,6 @@ pub use config::{Config, ConfigError};
 pub use message::*;
 pub use replica::{ExecutedRequest, ExecutionResult, Replica, Status};
 pub use time::{Duration, Instant};
-pub use verify::{Rejection, Verified, VerifiedRequest, Verifier};
+pub use verify::{
+    signature_id, NoCache, Rejection, SignatureCache, Verified, VerifiedRequest, Verifier,
+};

@@ -349,6 +349,72 @@ pub enum Message {
         /// Snapshot bytes.
         data: Vec<u8>,
     },
+    /// A read-only question from a client or an operator tool to one validator. The
+    /// node answers it from local state; it never reaches the replica core and is not
+    /// ordered, so the asker compares answers from several validators.
+    Query {
+        /// Chosen by the asker, echoed in the answer.
+        id: u64,
+        /// The question.
+        query: Query,
+    },
+    /// A validator's answer to a [`Message::Query`]. Unsigned: the transport
+    /// authenticates the validator by its pinned key.
+    Answer {
+        /// The query's id.
+        id: u64,
+        /// The answer.
+        answer: Answer,
+    },
+}
+
+/// A read-only question to one validator.
+// Queries are rare and short-lived; boxing the key would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// Where the validator stands (for `pbft status`).
+    Status,
+    /// An account in the validator's executed state: its balance, and the request id
+    /// its client should use next (so a restarted client continues its sequence).
+    Account(PublicKey),
+}
+
+/// A validator's answer to a [`Query`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// Answer to [`Query::Status`].
+    Status(NodeStatus),
+    /// Answer to [`Query::Account`].
+    Account {
+        /// The account asked about.
+        account: PublicKey,
+        /// Its balance; `None` if the account does not exist.
+        balance: Option<u64>,
+        /// One more than the highest request id of this client executed so far.
+        next_request_id: u64,
+        /// The last executed sequence number the answer reflects.
+        height: Seq,
+    },
+}
+
+/// A validator's own account of its progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Its replica id.
+    pub replica: ReplicaId,
+    /// Its current view.
+    pub view: View,
+    /// True while it is changing views.
+    pub changing_view: bool,
+    /// Last executed sequence number.
+    pub last_executed: Seq,
+    /// Last stable checkpoint.
+    pub stable_checkpoint: Seq,
+    /// Hash of its ledger's head block.
+    pub head_hash: Digest,
+    /// Why it stopped taking part, if it did.
+    pub halted: Option<String>,
 }
 
 impl Message {
@@ -369,6 +435,8 @@ impl Message {
             Message::Status { .. } => "status",
             Message::StateRequest { .. } => "state_request",
             Message::StateChunk { .. } => "state_chunk",
+            Message::Query { .. } => "query",
+            Message::Answer { .. } => "answer",
         }
     }
 }

@@ -272,7 +272,11 @@ impl Replica {
             } => self.on_status(from, view, last_executed),
             // Snapshot chunks are assembled by the driver, which reports the digest
             // through `on_state_offer`; replies are for clients.
-            Message::StateChunk { .. } | Message::Reply(_) => {}
+            // Queries are answered by the node, never by the core.
+            Message::StateChunk { .. }
+            | Message::Reply(_)
+            | Message::Query { .. }
+            | Message::Answer { .. } => {}
         }
         self.finish();
     }

@@ -15,7 +15,7 @@ use crate::message::{
     Batch, Checkpoint, Commit, Evidence, Message, NewView, PrePrepare, Prepare, PreparedProof,
     ReplicaId, Signable, Signed, SignedRequest, View, ViewChange,
 };
-use pbft_crypto::{verify_each, Domain, PublicKey, Signature, VerifyItem};
+use pbft_crypto::{verify_each, Digest, Domain, PublicKey, Signature, VerifyItem};
 use thiserror::Error;
 
 /// Why the verification stage dropped a message.
@@ -101,6 +101,40 @@ impl VerifiedRequest {
 enum Mode {
     Full,
     SignersOnly,
+}
+
+/// Signatures a node has already found valid, so that it checks each one once.
+///
+/// Only valid signatures are ever inserted. Implementations decide how many to keep
+/// (a bounded cache that forgets old entries only costs a second check).
+pub trait SignatureCache {
+    /// Whether lookups are worth computing ids for (false for [`NoCache`]).
+    fn enabled(&self) -> bool {
+        true
+    }
+    /// Whether this signature was found valid before.
+    fn contains(&self, id: &Digest) -> bool;
+    /// Remember a signature just found valid.
+    fn insert(&self, id: Digest);
+}
+
+/// No cache: every signature is checked.
+pub struct NoCache;
+
+impl SignatureCache for NoCache {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn contains(&self, _: &Digest) -> bool {
+        false
+    }
+    fn insert(&self, _: Digest) {}
+}
+
+/// The identity of one signature check: the key, the domain, the signed bytes and
+/// the signature, hashed together.
+pub fn signature_id(key: &PublicKey, domain: Domain, msg: &[u8], sig: &Signature) -> Digest {
+    Digest::of_parts(&[key.as_bytes(), domain.tag(), msg, &sig.to_bytes()])
 }
 
 /// The verification stage for one cluster.
@@ -265,6 +299,19 @@ impl Verifier {
     /// Verifies a message that arrived from validator `from` (as authenticated by the
     /// transport).
     pub fn verify(&self, from: ReplicaId, msg: Message) -> Result<Verified, Rejection> {
+        self.verify_cached(from, msg, &NoCache)
+    }
+
+    /// Like [`Verifier::verify`], but signatures `cache` already holds are not checked
+    /// again, and the valid ones checked now are added to it. This is how a node checks
+    /// each signature once: a client request verified on arrival is not verified again
+    /// inside the pre-prepare that carries it.
+    pub fn verify_cached(
+        &self,
+        from: ReplicaId,
+        msg: Message,
+        cache: &dyn SignatureCache,
+    ) -> Result<Verified, Rejection> {
         if from as usize >= self.validators.len() {
             return Err(Rejection::UnknownReplica(from));
         }
@@ -322,12 +369,14 @@ impl Verifier {
                 }
             }
             Message::Reply(_) => return Err(Rejection::Unexpected("reply")),
+            Message::Query { .. } => return Err(Rejection::Unexpected("query")),
+            Message::Answer { .. } => return Err(Rejection::Unexpected("answer")),
             Message::FetchCommitted { .. }
             | Message::Status { .. }
             | Message::StateRequest { .. }
             | Message::StateChunk { .. } => {}
         }
-        let bad_requests = self.check(&c.items)?;
+        let bad_requests = self.check(&c.items, cache)?;
         Ok(Verified {
             from,
             msg,
@@ -340,27 +389,46 @@ impl Verifier {
     fn check(
         &self,
         items: &[(PublicKey, Domain, Vec<u8>, Signature, Role)],
+        cache: &dyn SignatureCache,
     ) -> Result<Vec<u32>, Rejection> {
         if self.mode == Mode::SignersOnly || items.is_empty() {
             return Ok(Vec::new());
         }
-        let refs: Vec<VerifyItem<'_>> = items
+        let ids: Vec<Option<Digest>> = items
             .iter()
-            .map(|(key, domain, msg, sig, _)| VerifyItem {
-                key,
-                domain: *domain,
-                msg,
-                sig,
+            .map(|(key, domain, msg, sig, _)| {
+                cache
+                    .enabled()
+                    .then(|| signature_id(key, *domain, msg, sig))
+            })
+            .collect();
+        let todo: Vec<usize> = (0..items.len())
+            .filter(|&i| !ids[i].as_ref().is_some_and(|id| cache.contains(id)))
+            .collect();
+        let refs: Vec<VerifyItem<'_>> = todo
+            .iter()
+            .map(|&i| {
+                let (key, domain, msg, sig, _) = &items[i];
+                VerifyItem {
+                    key,
+                    domain: *domain,
+                    msg,
+                    sig,
+                }
             })
             .collect();
         let ok = verify_each(&refs);
         let mut bad = Vec::new();
-        for (valid, (_, _, _, _, role)) in ok.iter().zip(items) {
-            if !valid {
-                match role {
-                    Role::Strict(what) => return Err(Rejection::BadSignature(what)),
-                    Role::BatchRequest(i) => bad.push(*i),
+        for (valid, &i) in ok.iter().zip(&todo) {
+            if *valid {
+                if let Some(id) = ids[i] {
+                    cache.insert(id);
                 }
+                continue;
+            }
+            match items[i].4 {
+                Role::Strict(what) => return Err(Rejection::BadSignature(what)),
+                Role::BatchRequest(index) => bad.push(index),
             }
         }
         Ok(bad)
@@ -372,32 +440,38 @@ impl Verifier {
         &self,
         requests: Vec<SignedRequest>,
     ) -> Vec<Result<VerifiedRequest, Rejection>> {
-        if self.mode == Mode::SignersOnly {
-            return requests
-                .into_iter()
-                .map(|r| Ok(VerifiedRequest(r)))
-                .collect();
-        }
-        let bytes: Vec<Vec<u8>> = requests.iter().map(|r| r.body.signing_bytes()).collect();
-        let refs: Vec<VerifyItem<'_>> = requests
+        self.verify_requests_cached(requests, &NoCache)
+    }
+
+    /// Like [`Verifier::verify_requests`], with a cache of signatures already checked
+    /// (see [`Verifier::verify_cached`]).
+    pub fn verify_requests_cached(
+        &self,
+        requests: Vec<SignedRequest>,
+        cache: &dyn SignatureCache,
+    ) -> Vec<Result<VerifiedRequest, Rejection>> {
+        let items: Vec<(PublicKey, Domain, Vec<u8>, Signature, Role)> = requests
             .iter()
-            .zip(&bytes)
-            .map(|(r, b)| VerifyItem {
-                key: &r.body.client,
-                domain: Domain::Request,
-                msg: b,
-                sig: &r.sig,
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    r.body.client,
+                    Domain::Request,
+                    r.body.signing_bytes(),
+                    r.sig,
+                    Role::BatchRequest(i as u32),
+                )
             })
             .collect();
-        let ok = verify_each(&refs);
+        let bad = self.check(&items, cache).unwrap_or_default();
         requests
             .into_iter()
-            .zip(ok)
-            .map(|(r, ok)| {
-                if ok {
-                    Ok(VerifiedRequest(r))
-                } else {
+            .enumerate()
+            .map(|(i, r)| {
+                if bad.contains(&(i as u32)) {
                     Err(Rejection::BadSignature("client request"))
+                } else {
+                    Ok(VerifiedRequest(r))
                 }
             })
             .collect()
