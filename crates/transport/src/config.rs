@@ -1,0 +1,143 @@
+//! Validator addresses, keys and the transport's tunables.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pbft_crypto::{Keypair, PublicKey};
+
+use crate::error::TransportError;
+
+/// Default largest frame: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+
+/// One validator of the cluster: its id, its pinned ed25519 key and where it
+/// listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The validator id (its index in the cluster file).
+    pub id: u32,
+    /// The validator's ed25519 public key, which is also its TLS key.
+    pub key: PublicKey,
+    /// The UDP address its QUIC endpoint listens on.
+    pub addr: SocketAddr,
+}
+
+/// Everything a validator's [`Transport`](crate::Transport) needs.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// Our validator id.
+    pub me: u32,
+    /// Our key pair; the TLS certificate is made from it.
+    pub keypair: Keypair,
+    /// The UDP address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// All validators of the cluster; our own entry, if present, is skipped
+    /// (but its key must be ours).
+    pub peers: Vec<PeerInfo>,
+    /// Largest frame accepted or sent, in bytes (at most `u32::MAX`).
+    pub max_frame: usize,
+    /// Frames that may wait in one peer's (or one client's) send queue.
+    pub send_queue: usize,
+    /// Capacity of the inbound channel handed to the node.
+    pub inbound_queue: usize,
+    /// First reconnection delay after a failed dial.
+    pub reconnect_min: Duration,
+    /// Largest reconnection delay (the delay doubles up to it).
+    pub reconnect_max: Duration,
+    /// Bound on one dial: QUIC handshake plus the transport's hello.
+    pub connect_timeout: Duration,
+    /// A connection silent for this long is dead (keep-alives are sent at a
+    /// quarter of it).
+    pub idle_timeout: Duration,
+    /// Reports (see [`Transport::report`](crate::Transport::report)) within
+    /// `strike_window` that get a peer banned.
+    pub strike_limit: u32,
+    /// The window in which strikes are counted.
+    pub strike_window: Duration,
+    /// How long a banned peer is refused.
+    pub ban_duration: Duration,
+    /// Open client connections accepted at once; more are refused.
+    pub max_clients: usize,
+}
+
+impl TransportConfig {
+    /// A configuration with defaults: 16 MiB frames, 4096-frame send
+    /// queues, reconnection after 50 ms doubling up to 2 s, 5 s dial
+    /// timeout, 10 s idle timeout, a ban of 10 s after 100 strikes within
+    /// 10 s, at most 1024 clients.
+    pub fn new(me: u32, keypair: Keypair, listen: SocketAddr, peers: Vec<PeerInfo>) -> Self {
+        TransportConfig {
+            me,
+            keypair,
+            listen,
+            peers,
+            max_frame: DEFAULT_MAX_FRAME,
+            send_queue: 4096,
+            inbound_queue: 4096,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            strike_limit: 100,
+            strike_window: Duration::from_secs(10),
+            ban_duration: Duration::from_secs(10),
+            max_clients: 1024,
+        }
+    }
+
+    /// Checks the configuration for contradictions.
+    pub(crate) fn validate(&self) -> Result<(), TransportError> {
+        let bad = |msg: String| Err(TransportError::Config(msg));
+        if self.max_frame == 0 || self.max_frame > u32::MAX as usize {
+            return bad(format!(
+                "max_frame {} is not in 1..=u32::MAX",
+                self.max_frame
+            ));
+        }
+        if self.send_queue == 0 || self.inbound_queue == 0 {
+            return bad("send_queue and inbound_queue must be at least 1".into());
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
+            return bad("reconnect_min must be positive and at most reconnect_max".into());
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect_timeout must be positive".into());
+        }
+        if self.idle_timeout < Duration::from_millis(100) {
+            return bad("idle_timeout must be at least 100 ms".into());
+        }
+        if self.strike_limit == 0 {
+            return bad("strike_limit must be at least 1".into());
+        }
+        let mut ids = BTreeSet::new();
+        let mut keys = BTreeSet::new();
+        for p in &self.peers {
+            if !ids.insert(p.id) {
+                return bad(format!("validator id {} is listed twice", p.id));
+            }
+            if !keys.insert(*p.key.as_bytes()) {
+                return bad(format!(
+                    "key {} is listed for two validators",
+                    p.key.short()
+                ));
+            }
+            if p.id == self.me && p.key != self.keypair.public() {
+                return bad(format!(
+                    "validator {} is listed with key {} but our key pair is {}",
+                    p.id,
+                    p.key.short(),
+                    self.keypair.public().short()
+                ));
+            }
+        }
+        if self
+            .peers
+            .iter()
+            .any(|p| p.id != self.me && p.key == self.keypair.public())
+        {
+            return bad("our key is listed for another validator id".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! Framing on a QUIC stream, the connection hello, and dialing.
+//!
+//! A stream starts with the dialer's 4-byte hello, answered by a 1-byte
+//! acknowledgement from the server once it has accepted the connection (key
+//! pinned, not banned, room for a client). After that, each direction
+//! carries frames: a `u32` big-endian length, then that many bytes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::{Connection, RecvStream, SendStream};
+
+use crate::tls::SERVER_NAME;
+
+/// What the dialer writes first on its stream.
+pub(crate) const HELLO: [u8; 4] = *b"pbf1";
+/// The server's acceptance.
+pub(crate) const ACK: u8 = 0x01;
+
+/// Why reading a frame stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    /// The announced length exceeds the limit.
+    Oversize(usize),
+    /// The stream or connection ended in the middle of a frame, or failed.
+    Closed,
+}
+
+/// Checks an announced frame length against the limit.
+pub(crate) fn check_len(header: [u8; 4], max: usize) -> Result<usize, ReadError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
+        Err(ReadError::Oversize(len))
+    } else {
+        Ok(len)
+    }
+}
+
+/// Reads one frame. `Ok(None)` when the stream was finished cleanly between
+/// frames. Memory grows with the bytes that actually arrive, never to the
+/// announced length up front.
+pub(crate) async fn read(recv: &mut RecvStream, max: usize) -> Result<Option<Bytes>, ReadError> {
+    let mut header = [0u8; 4];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(_) => return Err(ReadError::Closed),
+    }
+    let len = check_len(header, max)?;
+    let mut buf = BytesMut::new();
+    while buf.len() < len {
+        match recv.read_chunk(len - buf.len(), true).await {
+            Ok(Some(chunk)) => {
+                if buf.is_empty() && chunk.bytes.len() == len {
+                    // The whole frame in one chunk: no copy.
+                    return Ok(Some(chunk.bytes));
+                }
+                buf.extend_from_slice(&chunk.bytes);
+            }
+            Ok(None) | Err(_) => return Err(ReadError::Closed),
+        }
+    }
+    Ok(Some(buf.freeze()))
+}
+
+/// Writes one frame; the payload is handed to QUIC without copying. The
+/// caller has checked `frame.len() <= u32::MAX`.
+pub(crate) async fn write(send: &mut SendStream, frame: &Bytes) -> Result<(), quinn::WriteError> {
+    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+    send.write_all(&len.to_be_bytes()).await?;
+    send.write_chunk(frame.clone()).await
+}
+
+/// Dials `addr`, opens the stream, says hello and waits for the server's
+/// acceptance, all within `limit`.
+pub(crate) async fn dial(
+    endpoint: &quinn::Endpoint,
+    config: &quinn::ClientConfig,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<(Connection, SendStream, RecvStream), String> {
+    let connecting = endpoint
+        .connect_with(config.clone(), addr, SERVER_NAME)
+        .map_err(|e| format!("cannot dial {addr}: {e}"))?;
+    let attempt = async {
+        let conn = connecting
+            .await
+            .map_err(|e| format!("handshake with {addr}: {e}"))?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| format!("open stream: {e}"))?;
+        send.write_all(&HELLO)
+            .await
+            .map_err(|e| format!("hello: {e}"))?;
+        let mut ack = [0u8; 1];
+        recv.read_exact(&mut ack)
+            .await
+            .map_err(|e| format!("not accepted by {addr}: {e}"))?;
+        if ack[0] != ACK {
+            conn.close(quinn::VarInt::from_u32(0), b"bad ack");
+            return Err(format!(
+                "unexpected acknowledgement {:#04x} from {addr}",
+                ack[0]
+            ));
+        }
+        Ok((conn, send, recv))
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("dialing {addr} timed out after {limit:?}")),
+    }
+}
+
+/// Server side of the hello: accepts the dialer's stream and checks its
+/// first bytes, within `limit`. The acknowledgement is written by the caller
+/// once it has accepted the connection.
+pub(crate) async fn accept_hello(
+    conn: &Connection,
+    limit: Duration,
+) -> Option<(SendStream, RecvStream)> {
+    let attempt = async {
+        let (send, mut recv) = conn.accept_bi().await.ok()?;
+        let mut hello = [0u8; 4];
+        recv.read_exact(&mut hello).await.ok()?;
+        (hello == HELLO).then_some((send, recv))
+    };
+    tokio::time::timeout(limit, attempt).await.ok().flatten()
+}
+
+/// Exponential back-off between reconnection attempts.
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The delay to wait now; the next one doubles, up to the maximum.
+    pub(crate) fn step(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.max);
+        now
+    }
+
+    /// Back to the minimum (after a connection that stayed up long enough).
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// The maximum delay.
+    pub(crate) fn max(&self) -> Duration {
+        self.max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_limit() {
+        assert_eq!(check_len([0, 0, 0, 0], 10), Ok(0));
+        assert_eq!(check_len([0, 0, 0, 10], 10), Ok(10));
+        assert_eq!(check_len([0, 0, 0, 11], 10), Err(ReadError::Oversize(11)));
+        assert_eq!(check_len([0xff; 4], usize::MAX), Ok(u32::MAX as usize));
+        assert_eq!(
+            check_len([0xff; 4], 1 << 24),
+            Err(ReadError::Oversize(u32::MAX as usize))
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_maximum() {
+        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
+        let steps: Vec<u64> = (0..6).map(|_| b.step().as_millis() as u64).collect();
+        assert_eq!(steps, vec![50, 100, 200, 300, 300, 300]);
+        b.reset();
+        assert_eq!(b.step(), Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,308 @@
+//! The validator transport's shared state: who is connected, counters,
+//! blocked set, strikes and bans.
+//!
+//! One `std::sync::Mutex` guards it; it is never held across an `.await`,
+//! and connections are closed only after the lock is released.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::config::TransportConfig;
+use crate::stats::{reason, Source, TransportStats};
+use crate::{ClientId, Origin};
+
+/// QUIC application close codes.
+pub(crate) mod code {
+    /// Normal end of a connection.
+    pub(crate) const DONE: u32 = 0;
+    /// The endpoint is shutting down.
+    pub(crate) const SHUTDOWN: u32 = 1;
+    /// A frame exceeded the maximum size.
+    pub(crate) const OVERSIZE: u32 = 2;
+    /// The peer is banned (strike limit reached).
+    pub(crate) const BANNED: u32 = 3;
+    /// A newer connection from the same validator replaced this one.
+    pub(crate) const SUPERSEDED: u32 = 4;
+    /// The stream did not start with the hello.
+    pub(crate) const BAD_HELLO: u32 = 5;
+    /// Too many client connections.
+    pub(crate) const BUSY: u32 = 6;
+    /// The connection is being closed on purpose (misbehaving client).
+    pub(crate) const KICKED: u32 = 7;
+}
+
+/// An open client connection: where its replies go.
+struct ClientSlot {
+    conn: quinn::Connection,
+    replies: mpsc::Sender<Bytes>,
+}
+
+#[derive(Default)]
+struct State {
+    counters: BTreeMap<(Source, &'static str), u64>,
+    connected: BTreeSet<u32>,
+    established: BTreeMap<u32, u64>,
+    /// The accepted inbound connection of each validator, with a serial
+    /// number so that an old connection's cleanup does not remove a newer one.
+    inbound: HashMap<u32, (u64, quinn::Connection)>,
+    clients: HashMap<ClientId, ClientSlot>,
+    blocked: BTreeSet<u32>,
+    peer_strikes: HashMap<u32, VecDeque<Instant>>,
+    client_strikes: HashMap<ClientId, VecDeque<Instant>>,
+    /// Ban expiry per validator; `None` means until restart (the duration
+    /// did not fit an `Instant`).
+    bans: HashMap<u32, Option<Instant>>,
+}
+
+pub(crate) struct Registry {
+    me: u32,
+    keys: HashMap<[u8; 32], u32>,
+    strike_limit: usize,
+    strike_window: Duration,
+    ban_duration: Duration,
+    pub(crate) frames_sent: AtomicU64,
+    pub(crate) frames_received: AtomicU64,
+    next_serial: AtomicU64,
+    state: Mutex<State>,
+}
+
+fn close_all(conns: Vec<quinn::Connection>, code: u32, why: &[u8]) {
+    for conn in conns {
+        conn.close(quinn::VarInt::from_u32(code), why);
+    }
+}
+
+/// Drops strikes older than `window` and records one at `now`; returns how
+/// many remain.
+fn strike(strikes: &mut VecDeque<Instant>, now: Instant, window: Duration) -> usize {
+    while strikes
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > window)
+    {
+        strikes.pop_front();
+    }
+    strikes.push_back(now);
+    strikes.len()
+}
+
+impl Registry {
+    pub(crate) fn new(cfg: &TransportConfig) -> Registry {
+        let keys = cfg
+            .peers
+            .iter()
+            .filter(|p| p.id != cfg.me)
+            .map(|p| (*p.key.as_bytes(), p.id))
+            .collect();
+        Registry {
+            me: cfg.me,
+            keys,
+            strike_limit: usize::try_from(cfg.strike_limit).unwrap_or(usize::MAX),
+            strike_window: cfg.strike_window,
+            ban_duration: cfg.ban_duration,
+            frames_sent: AtomicU64::new(0),
+            frames_received: AtomicU64::new(0),
+            next_serial: AtomicU64::new(0),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not take the transport down with it: the
+        // state stays consistent because every update is a single step.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one event.
+    pub(crate) fn count(&self, source: Source, reason: &'static str) {
+        *self.lock().counters.entry((source, reason)).or_default() += 1;
+    }
+
+    /// The id of the other validator holding `key`.
+    pub(crate) fn peer_of_key(&self, key: &[u8; 32]) -> Option<u32> {
+        self.keys.get(key).copied()
+    }
+
+    fn banned_now(st: &mut State, id: u32, now: Instant) -> bool {
+        match st.bans.get(&id) {
+            None => false,
+            Some(None) => true,
+            Some(Some(until)) if *until > now => true,
+            Some(Some(_)) => {
+                st.bans.remove(&id);
+                false
+            }
+        }
+    }
+
+    /// Whether `id` is banned right now.
+    pub(crate) fn is_banned(&self, id: u32) -> bool {
+        Self::banned_now(&mut self.lock(), id, Instant::now())
+    }
+
+    /// Whether frames to and from `id` are dropped right now.
+    pub(crate) fn is_blocked(&self, id: u32) -> bool {
+        self.lock().blocked.contains(&id)
+    }
+
+    pub(crate) fn set_blocked(&self, peers: BTreeSet<u32>) {
+        self.lock().blocked = peers;
+    }
+
+    /// Marks the outgoing connection to `id` as up or down.
+    pub(crate) fn set_connected(&self, id: u32, up: bool) {
+        let mut st = self.lock();
+        if up {
+            st.connected.insert(id);
+            *st.established.entry(id).or_default() += 1;
+        } else {
+            st.connected.remove(&id);
+        }
+    }
+
+    /// Records the accepted inbound connection of `id`, replacing (and
+    /// closing) an older one. `None` if `id` is banned (counted).
+    pub(crate) fn add_inbound(&self, id: u32, conn: quinn::Connection) -> Option<u64> {
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let old = {
+            let mut st = self.lock();
+            if Self::banned_now(&mut st, id, Instant::now()) {
+                *st.counters
+                    .entry((Source::Peer(id), reason::BANNED))
+                    .or_default() += 1;
+                drop(st);
+                close_all(vec![conn], code::BANNED, b"banned");
+                return None;
+            }
+            st.inbound.insert(id, (serial, conn))
+        };
+        if let Some((_, old)) = old {
+            close_all(vec![old], code::SUPERSEDED, b"superseded");
+        }
+        Some(serial)
+    }
+
+    /// Forgets the inbound connection `serial` of `id` (if still current).
+    pub(crate) fn remove_inbound(&self, id: u32, serial: u64) {
+        let mut st = self.lock();
+        if st.inbound.get(&id).is_some_and(|(s, _)| *s == serial) {
+            st.inbound.remove(&id);
+        }
+    }
+
+    /// Registers a client connection; `false` (counted) if `max` are open.
+    pub(crate) fn add_client(
+        &self,
+        id: ClientId,
+        conn: quinn::Connection,
+        replies: mpsc::Sender<Bytes>,
+        max: usize,
+    ) -> bool {
+        let mut st = self.lock();
+        if st.clients.len() >= max {
+            *st.counters
+                .entry((Source::Client, reason::TOO_MANY_CLIENTS))
+                .or_default() += 1;
+            return false;
+        }
+        st.clients.insert(id, ClientSlot { conn, replies });
+        true
+    }
+
+    pub(crate) fn remove_client(&self, id: ClientId) {
+        let mut st = self.lock();
+        st.clients.remove(&id);
+        st.client_strikes.remove(&id);
+    }
+
+    /// The reply queue of an open client connection.
+    pub(crate) fn client_queue(&self, id: ClientId) -> Option<mpsc::Sender<Bytes>> {
+        self.lock().clients.get(&id).map(|c| c.replies.clone())
+    }
+
+    /// Counts a report and applies the strike rule.
+    pub(crate) fn report(&self, origin: Origin, why: &'static str) {
+        let now = Instant::now();
+        let mut to_close = Vec::new();
+        let mut code = code::BANNED;
+        {
+            let mut st = self.lock();
+            match origin {
+                Origin::Peer(id) => {
+                    *st.counters.entry((Source::Peer(id), why)).or_default() += 1;
+                    if id == self.me || !self.keys.values().any(|v| *v == id) {
+                        return;
+                    }
+                    let window = self.strike_window;
+                    let n = strike(st.peer_strikes.entry(id).or_default(), now, window);
+                    if n >= self.strike_limit {
+                        st.peer_strikes.remove(&id);
+                        st.bans.insert(id, now.checked_add(self.ban_duration));
+                        *st.counters
+                            .entry((Source::Peer(id), reason::BAN_IMPOSED))
+                            .or_default() += 1;
+                        if let Some((_, conn)) = st.inbound.remove(&id) {
+                            to_close.push(conn);
+                        }
+                        tracing::warn!(
+                            peer = id,
+                            reason = why,
+                            "strike limit reached: peer banned"
+                        );
+                    }
+                }
+                Origin::Client(c) => {
+                    *st.counters.entry((Source::Client, why)).or_default() += 1;
+                    if !st.clients.contains_key(&c) {
+                        return;
+                    }
+                    let window = self.strike_window;
+                    let n = strike(st.client_strikes.entry(c).or_default(), now, window);
+                    if n >= self.strike_limit {
+                        st.client_strikes.remove(&c);
+                        if let Some(slot) = st.clients.get(&c) {
+                            to_close.push(slot.conn.clone());
+                        }
+                        code = code::KICKED;
+                        tracing::warn!(
+                            client = c.0,
+                            reason = why,
+                            "strike limit reached: client disconnected"
+                        );
+                    }
+                }
+            }
+        }
+        close_all(to_close, code, b"strike limit");
+    }
+
+    /// The counters and connection sets (the caller fills `queued`).
+    pub(crate) fn snapshot(&self) -> TransportStats {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.bans.retain(|_, until| until.is_none_or(|t| t > now));
+        TransportStats {
+            connected: st.connected.clone(),
+            inbound: st.inbound.keys().copied().collect(),
+            clients: st.clients.len(),
+            banned: st.bans.keys().copied().collect(),
+            established: st.established.clone(),
+            queued: BTreeMap::new(),
+            rejections: st.counters.clone(),
+            frames_sent: self.frames_sent.load(Ordering::Relaxed),
+            frames_received: self.frames_received.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Drops every stored connection handle (at shutdown).
+    pub(crate) fn clear(&self) {
+        let mut st = self.lock();
+        st.inbound.clear();
+        st.clients.clear();
+        st.connected.clear();
+    }
+}

@@ -1,0 +1,528 @@
+//! The validator's transport: dials every other validator for its own
+//! outgoing frames, accepts validators' and clients' connections.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint, SendStream, VarInt};
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::config::{PeerInfo, TransportConfig};
+use crate::error::TransportError;
+use crate::frame::{self, Backoff, ReadError, ACK};
+use crate::registry::{code, Registry};
+use crate::stats::{reason, Source, TransportStats};
+use crate::tasks::{self, Tasks};
+use crate::tls::{self, Identity, PeerAuth, PeerCert, PinnedServer};
+use crate::{ClientId, Inbound, Origin};
+
+/// A validator's QUIC transport. Cloning gives another handle to the same
+/// transport; the last handle dropped without [`Transport::shutdown`] aborts
+/// everything at once.
+#[derive(Clone)]
+pub struct Transport {
+    handle: Arc<Handle>,
+}
+
+/// Owned by the `Transport` handles only (never by the tasks), so that
+/// dropping the last handle stops the tasks.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let endpoint = self
+            .shared
+            .endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(endpoint) = endpoint {
+            endpoint.close(VarInt::from_u32(code::SHUTDOWN), b"shutdown");
+        }
+        // Dropping the JoinSet aborts the tasks.
+        drop(self.shared.tasks.take());
+        self.shared.registry.clear();
+    }
+}
+
+struct Shared {
+    me: u32,
+    local_addr: SocketAddr,
+    max_frame: usize,
+    send_queue: usize,
+    max_clients: usize,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    connect_timeout: Duration,
+    registry: Arc<Registry>,
+    /// Send queue of each other validator.
+    queues: BTreeMap<u32, mpsc::Sender<Bytes>>,
+    inbound: mpsc::Sender<Inbound>,
+    endpoint: Mutex<Option<Endpoint>>,
+    tasks: Tasks,
+    next_client: AtomicU64,
+}
+
+/// How a connection's pump ended.
+#[derive(PartialEq, Eq)]
+enum End {
+    /// The connection is gone; reconnect.
+    Lost,
+    /// The transport is going away; stop.
+    Stop,
+}
+
+impl Transport {
+    /// Binds `cfg.listen` and starts the transport. Frames from validators
+    /// and clients arrive on the returned channel.
+    ///
+    /// A port already in use is [`TransportError::Bind`].
+    pub async fn start(
+        cfg: TransportConfig,
+    ) -> Result<(Transport, mpsc::Receiver<Inbound>), TransportError> {
+        cfg.validate()?;
+        let socket =
+            std::net::UdpSocket::bind(cfg.listen).map_err(|source| TransportError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        Self::start_with_socket(cfg, socket).await
+    }
+
+    /// Starts the transport on an already bound UDP socket (`cfg.listen` is
+    /// ignored). Lets a caller reserve every address of a cluster before
+    /// any validator starts.
+    pub async fn start_with_socket(
+        cfg: TransportConfig,
+        socket: std::net::UdpSocket,
+    ) -> Result<(Transport, mpsc::Receiver<Inbound>), TransportError> {
+        cfg.validate()?;
+        let local_addr = socket.local_addr().map_err(TransportError::Endpoint)?;
+        socket
+            .set_nonblocking(true)
+            .map_err(TransportError::Endpoint)?;
+
+        let provider = tls::provider();
+        let identity = Identity::new(&cfg.keypair)?;
+        let registry = Arc::new(Registry::new(&cfg));
+        let quic = tls::quic_transport(cfg.idle_timeout)?;
+        let verifier = Arc::new(PeerAuth::new(registry.clone(), provider.clone()));
+        let server = tls::server_config(&identity, verifier, provider.clone(), quic.clone())?;
+        let endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(TransportError::Endpoint)?;
+
+        let mut queues = BTreeMap::new();
+        let mut links = Vec::new();
+        for peer in cfg.peers.iter().filter(|p| p.id != cfg.me) {
+            let (tx, rx) = mpsc::channel(cfg.send_queue);
+            let counter = registry.clone();
+            let id = peer.id;
+            let pin = PinnedServer::new(
+                *peer.key.as_bytes(),
+                provider.clone(),
+                Arc::new(move |why: &'static str| counter.count(Source::Peer(id), why)),
+            );
+            let dial = tls::client_config(
+                Some(&identity),
+                Arc::new(pin),
+                provider.clone(),
+                quic.clone(),
+            )?;
+            queues.insert(peer.id, tx);
+            links.push((peer.clone(), dial, rx));
+        }
+
+        let (inbound_tx, inbound_rx) = mpsc::channel(cfg.inbound_queue);
+        let shared = Arc::new(Shared {
+            me: cfg.me,
+            local_addr,
+            max_frame: cfg.max_frame,
+            send_queue: cfg.send_queue,
+            max_clients: cfg.max_clients,
+            reconnect_min: cfg.reconnect_min,
+            reconnect_max: cfg.reconnect_max,
+            connect_timeout: cfg.connect_timeout,
+            registry,
+            queues,
+            inbound: inbound_tx,
+            endpoint: Mutex::new(Some(endpoint.clone())),
+            tasks: Tasks::new(),
+            next_client: AtomicU64::new(0),
+        });
+        shared
+            .tasks
+            .spawn(accept_loop(shared.clone(), endpoint.clone()));
+        for (peer, dial, rx) in links {
+            shared
+                .tasks
+                .spawn(peer_link(shared.clone(), endpoint.clone(), peer, dial, rx));
+        }
+        tracing::info!(me = cfg.me, addr = %local_addr, "transport listening");
+        Ok((
+            Transport {
+                handle: Arc::new(Handle { shared }),
+            },
+            inbound_rx,
+        ))
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared().local_addr
+    }
+
+    /// Queues `frame` for validator `to`. Never blocks: `false` (and a
+    /// count) when the peer's queue is full, the id is not another
+    /// validator, or the frame is over `max_frame`. A frame to a blocked
+    /// peer is dropped silently (counted as "blocked") and `true` returned.
+    pub fn send(&self, to: u32, frame: Bytes) -> bool {
+        let s = self.shared();
+        let Some(queue) = s.queues.get(&to) else {
+            s.registry.count(Source::Peer(to), reason::UNKNOWN_PEER);
+            return false;
+        };
+        if frame.len() > s.max_frame {
+            s.registry.count(Source::Peer(to), reason::OVERSIZE_SEND);
+            return false;
+        }
+        if s.registry.is_blocked(to) {
+            s.registry.count(Source::Peer(to), reason::BLOCKED);
+            return true;
+        }
+        match queue.try_send(frame) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                s.registry.count(Source::Peer(to), reason::QUEUE_FULL);
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues the same `frame` for every other validator: one buffer,
+    /// shared by all queues (a reference-count increment per peer).
+    pub fn broadcast(&self, frame: Bytes) {
+        for &to in self.shared().queues.keys() {
+            self.send(to, frame.clone());
+        }
+    }
+
+    /// Queues a reply on client connection `client`. `false` if the
+    /// connection is gone, its queue is full (counted) or the frame is over
+    /// `max_frame` (counted).
+    pub fn reply(&self, client: ClientId, frame: Bytes) -> bool {
+        let s = self.shared();
+        if frame.len() > s.max_frame {
+            s.registry.count(Source::Client, reason::OVERSIZE_SEND);
+            return false;
+        }
+        let Some(queue) = s.registry.client_queue(client) else {
+            return false;
+        };
+        match queue.try_send(frame) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                s.registry.count(Source::Client, reason::QUEUE_FULL);
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Reports that `origin` sent something bad (a frame that does not
+    /// decode, a bad signature...). Counted per source and reason; a
+    /// validator reaching `strike_limit` reports within `strike_window` is
+    /// disconnected and its connections refused for `ban_duration`; a
+    /// client connection reaching it is closed.
+    pub fn report(&self, origin: Origin, reason: &'static str) {
+        self.shared().registry.report(origin, reason);
+    }
+
+    /// Fault injection: from now on, frames to and from the validators in
+    /// `peers` are silently dropped (counted as "blocked" under the peer),
+    /// until the next call replaces the set. Connections stay up; an empty
+    /// set lifts the block. Frames already queued for a blocked peer are
+    /// dropped when they reach the front of the queue.
+    pub fn set_blocked(&self, peers: BTreeSet<u32>) {
+        self.shared().registry.set_blocked(peers);
+    }
+
+    /// A snapshot of connections and counters.
+    pub fn stats(&self) -> TransportStats {
+        let s = self.shared();
+        let mut stats = s.registry.snapshot();
+        stats.queued = s
+            .queues
+            .iter()
+            .map(|(id, q)| (*id, q.max_capacity() - q.capacity()))
+            .collect();
+        stats
+    }
+
+    /// Closes every connection (peers see a close, not a timeout), stops
+    /// all tasks, and returns once the UDP port is released (bounded wait),
+    /// so the same address can be bound again. Affects every handle.
+    pub async fn shutdown(self) {
+        let shared = self.handle.shared.clone();
+        let endpoint = shared
+            .endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(endpoint) = &endpoint {
+            endpoint.close(VarInt::from_u32(code::SHUTDOWN), b"shutdown");
+        }
+        tasks::stop(shared.tasks.take()).await;
+        shared.registry.clear();
+        if let Some(endpoint) = endpoint {
+            tasks::finish_endpoint(endpoint, shared.local_addr).await;
+        }
+        tracing::info!(me = shared.me, "transport shut down");
+    }
+}
+
+/// Accepts connections until the endpoint closes; each one is handled by
+/// its own task.
+async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let s = shared.clone();
+        shared
+            .tasks
+            .spawn(async move { handle_incoming(s, incoming).await });
+    }
+}
+
+async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "incoming connection failed");
+            return;
+        }
+    };
+    let conn = match tokio::time::timeout(shared.connect_timeout, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            // Unpinned keys and bans are counted by the certificate verifier.
+            tracing::debug!(%remote, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "handshake timed out");
+            return;
+        }
+    };
+    match tls::peer_cert(&conn) {
+        PeerCert::None => serve_client(shared, conn).await,
+        PeerCert::Key(key) => match shared.registry.peer_of_key(&key) {
+            Some(id) => serve_peer(shared, conn, id).await,
+            None => {
+                shared.registry.count(Source::Unknown, reason::UNPINNED_KEY);
+                conn.close(VarInt::from_u32(code::DONE), b"unknown key");
+            }
+        },
+        PeerCert::Unreadable => {
+            shared.registry.count(Source::Unknown, reason::UNPINNED_KEY);
+            conn.close(VarInt::from_u32(code::DONE), b"unreadable certificate");
+        }
+    }
+}
+
+/// Reads frames from validator `id` and hands them to the node.
+async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32) {
+    let Some((mut send, mut recv)) = frame::accept_hello(&conn, shared.connect_timeout).await
+    else {
+        shared.registry.count(Source::Peer(id), reason::BAD_HELLO);
+        conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
+        return;
+    };
+    let Some(serial) = shared.registry.add_inbound(id, conn.clone()) else {
+        return; // banned: counted and closed by the registry
+    };
+    if send.write_all(&[ACK]).await.is_ok() {
+        tracing::debug!(me = shared.me, peer = id, "inbound connection accepted");
+        loop {
+            match frame::read(&mut recv, shared.max_frame).await {
+                Ok(Some(frame)) => {
+                    if shared.registry.is_blocked(id) {
+                        shared.registry.count(Source::Peer(id), reason::BLOCKED);
+                        continue;
+                    }
+                    shared
+                        .registry
+                        .frames_received
+                        .fetch_add(1, Ordering::Relaxed);
+                    if shared
+                        .inbound
+                        .send(Inbound::Peer { from: id, frame })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok(None) | Err(ReadError::Closed) => break,
+                Err(ReadError::Oversize(len)) => {
+                    shared.registry.count(Source::Peer(id), reason::OVERSIZE);
+                    tracing::warn!(
+                        peer = id,
+                        len,
+                        max = shared.max_frame,
+                        "oversize frame: closing"
+                    );
+                    conn.close(VarInt::from_u32(code::OVERSIZE), b"frame too large");
+                    break;
+                }
+            }
+        }
+    }
+    shared.registry.remove_inbound(id, serial);
+    conn.close(VarInt::from_u32(code::DONE), b"");
+}
+
+/// Serves one client connection: requests up, replies down, on the one
+/// stream.
+async fn serve_client(shared: Arc<Shared>, conn: Connection) {
+    let Some((mut send, mut recv)) = frame::accept_hello(&conn, shared.connect_timeout).await
+    else {
+        shared.registry.count(Source::Client, reason::BAD_HELLO);
+        conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
+        return;
+    };
+    let id = ClientId(shared.next_client.fetch_add(1, Ordering::Relaxed));
+    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.send_queue);
+    if !shared
+        .registry
+        .add_client(id, conn.clone(), tx, shared.max_clients)
+    {
+        conn.close(VarInt::from_u32(code::BUSY), b"too many clients");
+        return;
+    }
+    if send.write_all(&[ACK]).await.is_err() {
+        shared.registry.remove_client(id);
+        return;
+    }
+    let registry = &shared.registry;
+    let reader = async {
+        loop {
+            match frame::read(&mut recv, shared.max_frame).await {
+                Ok(Some(frame)) => {
+                    registry.frames_received.fetch_add(1, Ordering::Relaxed);
+                    if shared
+                        .inbound
+                        .send(Inbound::Client { conn: id, frame })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) | Err(ReadError::Closed) => return,
+                Err(ReadError::Oversize(len)) => {
+                    registry.count(Source::Client, reason::OVERSIZE);
+                    tracing::warn!(client = id.0, len, "oversize frame from client: closing");
+                    conn.close(VarInt::from_u32(code::OVERSIZE), b"frame too large");
+                    return;
+                }
+            }
+        }
+    };
+    let writer = async {
+        while let Some(frame) = rx.recv().await {
+            if frame::write(&mut send, &frame).await.is_err() {
+                return;
+            }
+            registry.frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+    }
+    shared.registry.remove_client(id);
+    conn.close(VarInt::from_u32(code::DONE), b"");
+    let _ = shared.inbound.send(Inbound::ClientClosed(id)).await;
+}
+
+/// Keeps one outgoing connection to `peer` and drains its send queue into
+/// it, reconnecting with exponential back-off. Frames are taken from the
+/// queue only while connected, so the queue bound is the whole backlog.
+async fn peer_link(
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    peer: PeerInfo,
+    dial: quinn::ClientConfig,
+    mut queue: mpsc::Receiver<Bytes>,
+) {
+    let mut backoff = Backoff::new(shared.reconnect_min, shared.reconnect_max);
+    loop {
+        match frame::dial(&endpoint, &dial, peer.addr, shared.connect_timeout).await {
+            // The receive half stays open (unused) for the connection's life.
+            Ok((conn, mut send, _recv)) => {
+                let since = Instant::now();
+                shared.registry.set_connected(peer.id, true);
+                tracing::debug!(me = shared.me, peer = peer.id, "connected");
+                let end = pump(&shared, peer.id, &conn, &mut send, &mut queue).await;
+                shared.registry.set_connected(peer.id, false);
+                conn.close(VarInt::from_u32(code::DONE), b"");
+                if end == End::Stop {
+                    return;
+                }
+                tracing::debug!(me = shared.me, peer = peer.id, "connection lost");
+                if since.elapsed() >= backoff.max() {
+                    backoff.reset();
+                }
+            }
+            Err(e) => {
+                shared
+                    .registry
+                    .count(Source::Peer(peer.id), reason::CONNECT_FAILED);
+                tracing::debug!(me = shared.me, peer = peer.id, error = %e, "dial failed");
+            }
+        }
+        tokio::time::sleep(backoff.step()).await;
+    }
+}
+
+/// Writes queued frames to the connection until it is lost.
+async fn pump(
+    shared: &Shared,
+    id: u32,
+    conn: &Connection,
+    send: &mut SendStream,
+    queue: &mut mpsc::Receiver<Bytes>,
+) -> End {
+    loop {
+        tokio::select! {
+            frame = queue.recv() => {
+                let Some(frame) = frame else { return End::Stop };
+                if shared.registry.is_blocked(id) {
+                    shared.registry.count(Source::Peer(id), reason::BLOCKED);
+                    continue;
+                }
+                if frame::write(send, &frame).await.is_err() {
+                    shared.registry.count(Source::Peer(id), reason::SEND_FAILED);
+                    return End::Lost;
+                }
+                shared.registry.frames_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            _ = conn.closed() => return End::Lost,
+        }
+    }
+}
