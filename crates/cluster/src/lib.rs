@@ -1,0 +1,502 @@
+//! The cluster file (`cluster.toml`): who the validators are (id, public key,
+//! address), the protocol parameters every validator must share, and the client
+//! accounts with their genesis balances. `pbft keygen` writes it with the key
+//! files; validators, clients and tools read it.
+//!
+//! Errors name the file, the line where there is one, the field and the reason.
+
+use pbft_crypto::{write_key_file, KeyFileError, Keypair, PublicKey};
+use pbft_protocol::{Config, Duration};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a cluster file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A field has an impossible value.
+    #[error("{}: {field}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field, e.g. `validators[2].key`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key file could not be written.
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+}
+
+/// Protocol parameters, shared by every validator of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolParams {
+    /// K: a checkpoint every K sequence numbers.
+    pub checkpoint_interval: u64,
+    /// L: the log window (a multiple of K, at least 2K).
+    pub log_window: u64,
+    /// Most requests per batch.
+    pub batch_size: usize,
+    /// Most sequence numbers in flight at the primary.
+    pub pipeline_depth: u64,
+    /// Base view-change timeout, milliseconds.
+    pub view_timeout_ms: u64,
+    /// Retransmission interval, milliseconds.
+    pub retransmit_ms: u64,
+    /// Most outstanding requests per client.
+    pub client_window: u64,
+}
+
+impl Default for ProtocolParams {
+    fn default() -> Self {
+        ProtocolParams {
+            checkpoint_interval: 64,
+            log_window: 256,
+            batch_size: 256,
+            pipeline_depth: 8,
+            view_timeout_ms: 1000,
+            retransmit_ms: 200,
+            client_window: 64,
+        }
+    }
+}
+
+/// One validator's entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorEntry {
+    /// Replica id, 0..n in order.
+    pub id: u32,
+    /// Public key, hex.
+    pub key: String,
+    /// QUIC address (`host:port`).
+    pub addr: String,
+}
+
+/// One client account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// Name, e.g. `client-3` (usable wherever an account is expected).
+    pub name: String,
+    /// Public key, hex: the account.
+    pub key: String,
+    /// Genesis balance.
+    pub balance: u64,
+}
+
+/// The file as written on disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileShape {
+    protocol: ProtocolParams,
+    validators: Vec<ValidatorEntry>,
+    #[serde(default)]
+    clients: Vec<ClientEntry>,
+}
+
+/// A validator, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validator {
+    /// Replica id.
+    pub id: u32,
+    /// Public key.
+    pub key: PublicKey,
+    /// Address.
+    pub addr: SocketAddr,
+}
+
+/// A client account, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Client {
+    /// Name.
+    pub name: String,
+    /// Public key (the account).
+    pub key: PublicKey,
+    /// Genesis balance.
+    pub balance: u64,
+}
+
+/// A checked cluster description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// Where it was read from (for messages).
+    pub path: PathBuf,
+    /// Protocol parameters.
+    pub params: ProtocolParams,
+    /// Validators by id.
+    pub validators: Vec<Validator>,
+    /// Client accounts.
+    pub clients: Vec<Client>,
+}
+
+impl Cluster {
+    /// Reads and checks a cluster file.
+    pub fn load(path: &Path) -> Result<Cluster, ClusterError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ClusterError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Cluster::parse(path, &text)
+    }
+
+    /// Parses and checks cluster-file text; `path` is used in messages only.
+    pub fn parse(path: &Path, text: &str) -> Result<Cluster, ClusterError> {
+        let shape: FileShape = toml::from_str(text).map_err(|e| ClusterError::Parse {
+            path: path.to_path_buf(),
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+            message: e.message().to_string(),
+        })?;
+        let invalid = |field: String, reason: String| ClusterError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            reason,
+        };
+        let mut validators = Vec::new();
+        let mut addrs = BTreeSet::new();
+        for (i, v) in shape.validators.iter().enumerate() {
+            if v.id as usize != i {
+                return Err(invalid(
+                    format!("validators[{i}].id"),
+                    format!("is {}, expected {i}: ids are 0..n in order", v.id),
+                ));
+            }
+            let key = PublicKey::from_hex(v.key.trim())
+                .map_err(|e| invalid(format!("validators[{i}].key"), e.to_string()))?;
+            let addr: SocketAddr = v.addr.parse().map_err(|e| {
+                invalid(
+                    format!("validators[{i}].addr"),
+                    format!("{:?} is not host:port ({e})", v.addr),
+                )
+            })?;
+            if !addrs.insert(addr) {
+                return Err(invalid(
+                    format!("validators[{i}].addr"),
+                    format!("{addr} is used by another validator"),
+                ));
+            }
+            validators.push(Validator {
+                id: v.id,
+                key,
+                addr,
+            });
+        }
+        let mut clients = Vec::new();
+        let mut names = BTreeSet::new();
+        let mut keys: BTreeSet<PublicKey> = validators.iter().map(|v| v.key).collect();
+        if keys.len() != validators.len() {
+            return Err(invalid(
+                "validators".into(),
+                "two validators have the same key".into(),
+            ));
+        }
+        for (j, c) in shape.clients.iter().enumerate() {
+            let key = PublicKey::from_hex(c.key.trim())
+                .map_err(|e| invalid(format!("clients[{j}].key"), e.to_string()))?;
+            if !names.insert(c.name.clone()) {
+                return Err(invalid(
+                    format!("clients[{j}].name"),
+                    format!("{:?} is used twice", c.name),
+                ));
+            }
+            if !keys.insert(key) {
+                return Err(invalid(
+                    format!("clients[{j}].key"),
+                    "is already used by a validator or another client".into(),
+                ));
+            }
+            clients.push(Client {
+                name: c.name.clone(),
+                key,
+                balance: c.balance,
+            });
+        }
+        let cluster = Cluster {
+            path: path.to_path_buf(),
+            params: shape.protocol,
+            validators,
+            clients,
+        };
+        cluster.protocol_config().validate().map_err(|e| match e {
+            pbft_protocol::ConfigError::TooFewValidators(n) => invalid(
+                "validators".into(),
+                format!(
+                    "{n} listed; PBFT needs n = 3f+1 >= 4 validators to tolerate f >= 1 traitor"
+                ),
+            ),
+            pbft_protocol::ConfigError::Invalid { field, reason } => {
+                invalid(format!("protocol.{}", file_field(field)), reason.into())
+            }
+            other => invalid("validators".into(), other.to_string()),
+        })?;
+        Ok(cluster)
+    }
+
+    /// The protocol configuration for replicas of this cluster.
+    pub fn protocol_config(&self) -> Config {
+        let p = &self.params;
+        Config {
+            validators: self.validators.iter().map(|v| v.key).collect(),
+            checkpoint_interval: p.checkpoint_interval,
+            log_window: p.log_window,
+            max_batch: p.batch_size,
+            pipeline_depth: p.pipeline_depth,
+            view_timeout: Duration::from_millis(p.view_timeout_ms),
+            retransmit_interval: Duration::from_millis(p.retransmit_ms),
+            client_window: p.client_window,
+        }
+    }
+
+    /// n.
+    pub fn n(&self) -> usize {
+        self.validators.len()
+    }
+
+    /// f = (n-1)/3.
+    pub fn f(&self) -> usize {
+        (self.n().saturating_sub(1)) / 3
+    }
+
+    /// Genesis balances of the client accounts.
+    pub fn genesis(&self) -> BTreeMap<PublicKey, u64> {
+        self.clients.iter().map(|c| (c.key, c.balance)).collect()
+    }
+
+    /// The validator holding `key`, if any.
+    pub fn validator_with_key(&self, key: &PublicKey) -> Option<&Validator> {
+        self.validators.iter().find(|v| v.key == *key)
+    }
+
+    /// An account given as hex public key or as a client name from the file.
+    pub fn resolve_account(&self, text: &str) -> Option<PublicKey> {
+        if let Some(c) = self.clients.iter().find(|c| c.name == text) {
+            return Some(c.key);
+        }
+        PublicKey::from_hex(text.trim()).ok()
+    }
+
+    /// The client name of an account, if it has one.
+    pub fn client_name(&self, key: &PublicKey) -> Option<&str> {
+        self.clients
+            .iter()
+            .find(|c| c.key == *key)
+            .map(|c| c.name.as_str())
+    }
+
+    /// The cluster-file text for this cluster.
+    pub fn to_toml(&self) -> String {
+        let shape = FileShape {
+            protocol: self.params.clone(),
+            validators: self
+                .validators
+                .iter()
+                .map(|v| ValidatorEntry {
+                    id: v.id,
+                    key: v.key.to_hex(),
+                    addr: v.addr.to_string(),
+                })
+                .collect(),
+            clients: self
+                .clients
+                .iter()
+                .map(|c| ClientEntry {
+                    name: c.name.clone(),
+                    key: c.key.to_hex(),
+                    balance: c.balance,
+                })
+                .collect(),
+        };
+        let body = toml::to_string_pretty(&shape).unwrap_or_default();
+        format!("# pbft cluster file, written by `pbft keygen`.\n# Every validator and client of the cluster must use the same file.\n\n{body}")
+    }
+}
+
+/// The cluster-file name of a protocol configuration field.
+fn file_field(config_field: &str) -> &str {
+    match config_field {
+        "max_batch" => "batch_size",
+        "view_timeout" => "view_timeout_ms",
+        "retransmit_interval" => "retransmit_ms",
+        other => other,
+    }
+}
+
+/// What `pbft keygen` should produce.
+#[derive(Clone, Debug)]
+pub struct KeygenSpec {
+    /// Number of validators (>= 4).
+    pub validators: usize,
+    /// Number of client accounts.
+    pub clients: usize,
+    /// Host of every validator address.
+    pub host: String,
+    /// Port of validator 0; validator i listens on `base_port + i`.
+    pub base_port: u16,
+    /// Protocol parameters.
+    pub params: ProtocolParams,
+    /// Genesis balance of every client.
+    pub balance: u64,
+    /// Overwrite existing files.
+    pub force: bool,
+}
+
+/// What keygen wrote.
+#[derive(Clone, Debug)]
+pub struct KeygenOutput {
+    /// The cluster file.
+    pub cluster_file: PathBuf,
+    /// The checked cluster.
+    pub cluster: Cluster,
+    /// Validator key files, by id.
+    pub validator_keys: Vec<PathBuf>,
+    /// Client key files, in order.
+    pub client_keys: Vec<PathBuf>,
+}
+
+/// Validator key file name.
+pub fn validator_key_name(id: usize) -> String {
+    format!("validator-{id}.key")
+}
+
+/// Client key file name.
+pub fn client_key_name(j: usize) -> String {
+    format!("client-{j}.key")
+}
+
+/// Generates fresh keys with the operating system's CSPRNG and writes the cluster
+/// file and key files (0600) into `out`. Refuses to overwrite anything unless
+/// `spec.force`.
+pub fn keygen(out: &Path, spec: &KeygenSpec) -> Result<KeygenOutput, ClusterError> {
+    let cluster_file = out.join("cluster.toml");
+    let invalid = |field: &str, reason: String| ClusterError::Invalid {
+        path: cluster_file.clone(),
+        field: field.into(),
+        reason,
+    };
+    if spec.validators < 4 {
+        return Err(invalid(
+            "--validators",
+            format!(
+                "{} validators cannot tolerate a traitor: PBFT needs n = 3f+1, so at least 4 for f = 1",
+                spec.validators
+            ),
+        ));
+    }
+    let last_port = spec.base_port as usize + spec.validators - 1;
+    if last_port > u16::MAX as usize {
+        return Err(invalid(
+            "--base-port",
+            format!("ports {}..={last_port} do not fit", spec.base_port),
+        ));
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ClusterError::Io { path, source }
+    };
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let validator_keys: Vec<PathBuf> = (0..spec.validators)
+        .map(|i| out.join(validator_key_name(i)))
+        .collect();
+    let client_keys: Vec<PathBuf> = (0..spec.clients)
+        .map(|j| out.join(client_key_name(j)))
+        .collect();
+    if !spec.force {
+        for p in std::iter::once(&cluster_file)
+            .chain(&validator_keys)
+            .chain(&client_keys)
+        {
+            if p.exists() {
+                return Err(invalid(
+                    "--out",
+                    format!("{} already exists; pass --force to overwrite", p.display()),
+                ));
+            }
+        }
+    }
+    let mut rng = rand::rngs::OsRng;
+    let mut validators = Vec::new();
+    for (i, path) in validator_keys.iter().enumerate() {
+        let key = Keypair::generate(&mut rng);
+        write_key_file(path, &key, spec.force)?;
+        let addr_text = format!("{}:{}", spec.host, spec.base_port as usize + i);
+        let addr = addr_text
+            .parse()
+            .map_err(|e| invalid("--host", format!("{addr_text:?} is not an address ({e})")))?;
+        validators.push(Validator {
+            id: i as u32,
+            key: key.public(),
+            addr,
+        });
+    }
+    let mut clients = Vec::new();
+    for (j, path) in client_keys.iter().enumerate() {
+        let key = Keypair::generate(&mut rng);
+        write_key_file(path, &key, spec.force)?;
+        clients.push(Client {
+            name: format!("client-{j}"),
+            key: key.public(),
+            balance: spec.balance,
+        });
+    }
+    let cluster = Cluster {
+        path: cluster_file.clone(),
+        params: spec.params.clone(),
+        validators,
+        clients,
+    };
+    let text = cluster.to_toml();
+    // check what we are about to write, exactly as a reader will see it
+    let cluster = Cluster::parse(&cluster_file, &text)?;
+    write_atomic(&cluster_file, text.as_bytes())?;
+    Ok(KeygenOutput {
+        cluster_file,
+        cluster,
+        validator_keys,
+        client_keys,
+    })
+}
+
+/// Writes a file through a temporary file and a rename, so a crash leaves the old
+/// file or the new one, never half of one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ClusterError> {
+    use std::io::Write;
+    let io = |source| ClusterError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("toml.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
