@@ -1,14 +1,15 @@
-//! `pbft`: the command line of the ledger node.
-//!
-//! This build has the deterministic simulator: `pbft sim` runs one simulation and
-//! `pbft demo` runs the built-in simulated demonstration. The networked commands of
-//! `docs/cli.md` (keygen, node, client, ledger, status, scenario, bench) arrive with
-//! the node.
+//! `pbft`: the command line of the ledger node. Commands, flags and exit codes follow
+//! the CLI contract (0 success, 1 the operation failed, 2 bad usage or input).
+
+mod demo;
+mod net;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use pbft_sim::{Fault, FaultAction, SimConfig, TraitorSpec};
 use pbft_traitor::Behavior;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -24,13 +25,95 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the built-in demonstration: 4 simulated validators, one of them an
-    /// equivocating primary, a client load, and a summary showing that the honest
-    /// ledgers agree.
+    /// Run a local 4-validator cluster (real processes over QUIC, RocksDB in a temporary
+    /// directory) with the development keys in keys/, one traitor, a client load and a
+    /// summary showing that the honest ledgers agree. Ctrl-C stops everything.
     Demo {
-        /// Seed of the simulation.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
+        /// Transfers to submit.
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Write a cluster file and key files (mode 0600) for a new cluster.
+    Keygen {
+        /// Number of validators, n = 3f+1 >= 4.
+        #[arg(long)]
+        validators: usize,
+        /// Number of client accounts.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Output directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Host of every validator address.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port of validator 0 (validator i uses base-port + i).
+        #[arg(long, default_value_t = 7100)]
+        base_port: u16,
+        /// A checkpoint every K sequence numbers.
+        #[arg(long, default_value_t = 64)]
+        checkpoint_interval: u64,
+        /// Most requests per batch.
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Genesis balance of every client account.
+        #[arg(long, default_value_t = 1_000_000_000)]
+        balance: u64,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a validator.
+    Node {
+        /// The cluster file.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// This validator's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Data directory (ledger and consensus log); default pbft-data-<id>.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Serve Prometheus metrics on this address.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// Log format: pretty or json.
+        #[arg(long, default_value = "pretty")]
+        log_format: String,
+        /// Fsync every ledger and log write.
+        #[arg(long)]
+        sync: bool,
+        /// Misbehave on purpose (scenario runner and demo only).
+        #[arg(long, hide = true)]
+        traitor: Option<String>,
+    },
+    /// Where every validator stands.
+    Status {
+        /// The cluster file.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Submit transfers, read balances, generate load.
+    Client {
+        /// The cluster file.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The client's key file.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Offline ledger tools.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
     },
     /// Run one deterministic simulation and report; exit 1 if an invariant broke or not
     /// every valid request committed.
@@ -59,6 +142,61 @@ enum Command {
         /// Simulated deadline, ms.
         #[arg(long, default_value_t = 60_000)]
         deadline_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Transfer from the --key account; prints the result once f+1 validators agree.
+    Transfer {
+        /// Receiving account: hex public key or a client name from the cluster file.
+        #[arg(long)]
+        to: String,
+        /// Amount.
+        #[arg(long)]
+        amount: u64,
+    },
+    /// The balance of ACCOUNT (or of the --key account).
+    Balance {
+        /// Hex public key or client name.
+        account: Option<String>,
+    },
+    /// Generate load with the client keys next to the cluster file.
+    Load {
+        /// Client accounts to use (client-0.key ...).
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Requests to submit.
+        #[arg(long)]
+        requests: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Check the block hash chain and the state digest.
+    Verify {
+        /// A node data directory (or its ledger/ directory).
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Show the head, a block, or an account.
+    Show {
+        /// A node data directory (or its ledger/ directory).
+        #[arg(long)]
+        data: PathBuf,
+        /// A block height.
+        #[arg(long)]
+        height: Option<u64>,
+        /// An account (hex public key).
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 
@@ -134,32 +272,76 @@ fn simulate(cfg: SimConfig) -> ExitCode {
 fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { seed } => {
-            println!("pbft demo: 4 simulated validators; validator 0 is a traitor that sends");
-            println!("different batches to different backups (equivocation). The honest");
-            println!("validators must catch it, change view, and agree on one ledger.");
-            println!(
-                "(This is the deterministic simulator; the networked demo comes with the node.)\n"
-            );
-            let cfg = SimConfig {
-                seed,
-                traitors: vec![TraitorSpec {
-                    node: 0,
-                    behavior: Behavior::Equivocate,
-                    from_ms: 0,
-                    until_ms: u64::MAX,
-                }],
-                workload: pbft_sim::Workload {
-                    requests: 400,
-                    invalid_signatures: 10,
-                    replays: 10,
-                    overdrafts: 5,
-                    ..Default::default()
-                },
-                ..SimConfig::default()
-            };
-            Ok(simulate(cfg))
-        }
+        Command::Demo {
+            requests,
+            concurrency,
+        } => Ok(demo::cmd_demo(requests, concurrency)),
+        Command::Keygen {
+            validators,
+            clients,
+            out,
+            host,
+            base_port,
+            checkpoint_interval,
+            batch_size,
+            balance,
+            force,
+        } => Ok(net::cmd_keygen(
+            validators,
+            clients,
+            &out,
+            host,
+            base_port,
+            checkpoint_interval,
+            batch_size,
+            balance,
+            force,
+        )),
+        Command::Node {
+            cluster,
+            key,
+            data,
+            metrics,
+            log_format,
+            sync,
+            traitor,
+        } => Ok(net::cmd_node(
+            &cluster,
+            &key,
+            data,
+            metrics,
+            &log_format,
+            sync,
+            traitor,
+        )),
+        Command::Status { cluster, json } => Ok(net::cmd_status(&cluster, json)),
+        Command::Client {
+            cluster,
+            key,
+            command,
+        } => Ok(match command {
+            ClientCommand::Transfer { to, amount } => match key {
+                Some(k) => net::cmd_transfer(&cluster, &k, &to, amount),
+                None => net::bad_input(anyhow::anyhow!("transfer needs --key FILE")),
+            },
+            ClientCommand::Balance { account } => {
+                net::cmd_balance(&cluster, key.as_deref(), account.as_deref())
+            }
+            ClientCommand::Load {
+                clients,
+                requests,
+                concurrency,
+                json,
+            } => net::cmd_load(&cluster, clients, requests, concurrency, json),
+        }),
+        Command::Ledger { command } => Ok(match command {
+            LedgerCommand::Verify { data } => net::cmd_ledger_verify(&data),
+            LedgerCommand::Show {
+                data,
+                height,
+                account,
+            } => net::cmd_ledger_show(&data, height, account.as_deref()),
+        }),
         Command::Sim {
             seed,
             validators,
