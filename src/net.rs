@@ -569,7 +569,11 @@ pub fn cmd_ledger_show(data: &Path, height: Option<u64>, account: Option<&str>) 
                         b.receipts_root.to_hex(),
                         b.state_digest.to_hex()
                     ),
-                    None => return failed(anyhow!("no block at height {h}")),
+                    None => {
+                        return failed(anyhow!(
+                            "no block at height {h} in this ledger (a validator that caught up by state transfer holds the blocks from the installed checkpoint on, not the ones below it)"
+                        ))
+                    }
                 }
             }
             if let (Some(a), Some(bal)) = (account, s.balance) {

@@ -1,17 +1,37 @@
 //! End-to-end tests: real `pbft node` processes over QUIC on loopback with RocksDB,
 //! driven through the command line exactly as an operator would.
 
+use serde_json::Value;
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const PBFT: &str = env!("CARGO_BIN_EXE_pbft");
 
+/// Each test runs a cluster of four processes; on a 2-core machine they run one at a
+/// time, so that CPU starvation does not turn into view changes nobody asked for.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A free TCP port on loopback (for a metrics endpoint).
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
 /// Four consecutive free UDP ports on loopback.
 fn free_base_port(salt: u16) -> u16 {
-    let start = 20_000 + salt * 20_000 + (std::process::id() % 1_000) as u16 * 10;
-    for base in (start..60_000).step_by(7) {
+    // a different range per test (salt) and per run (pid), so that concurrent runs
+    // rarely probe the same ports
+    let start = 20_000 + salt * 4_000 + (std::process::id() % 500) as u16 * 7;
+    for base in (start..65_000).step_by(7) {
         let socks: Vec<_> = (0..4)
             .map(|i| UdpSocket::bind(("127.0.0.1", base + i)))
             .collect();
@@ -78,26 +98,46 @@ impl Cluster {
         self.dir.path().join(format!("data-{i}"))
     }
 
+    fn key(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     fn start(&mut self, i: usize) {
+        self.start_with(
+            i,
+            &self.file(),
+            &self.key(&format!("validator-{i}.key")),
+            &[],
+        );
+    }
+
+    /// Starts validator `i` from `cluster` with `key` and extra flags; its log goes to
+    /// node-<i>.log in the cluster directory.
+    fn start_with(&mut self, i: usize, cluster: &PathBuf, key: &PathBuf, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join(format!("node-{i}.log")))
+            .open(self.log_path(i))
             .expect("log file");
         let child = Command::new(PBFT)
             .arg("node")
             .arg("--cluster")
-            .arg(self.file())
+            .arg(cluster)
             .arg("--key")
-            .arg(self.dir.path().join(format!("validator-{i}.key")))
+            .arg(key)
             .arg("--data")
             .arg(self.data(i))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn node");
         self.nodes[i] = Some(child);
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{i}.log"))
     }
 
     fn signal(&mut self, i: usize, sig: i32) -> Option<std::process::ExitStatus> {
@@ -116,40 +156,130 @@ impl Cluster {
         pbft(&all)
     }
 
-    fn load(&self, requests: usize) -> u64 {
-        let n = requests.to_string();
-        let out = self.client(&[
+    fn load_args(&self, requests: usize) -> Vec<String> {
+        [
+            "client",
+            "--cluster",
+            self.file().to_str().unwrap_or_default(),
             "load",
             "--clients",
             "2",
             "--requests",
-            &n,
+            &requests.to_string(),
             "--concurrency",
             "16",
             "--json",
-        ]);
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Runs `pbft client load` (2 clients sending each other 1 unit per request) and
+    /// returns how many requests committed.
+    fn load(&self, requests: usize) -> u64 {
+        let out = Command::new(PBFT)
+            .args(self.load_args(requests))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pbft client load");
+        self.committed(&out)
+    }
+
+    /// Starts a load in the background; [`Cluster::committed`] reads its result.
+    fn spawn_load(&self, requests: usize) -> Child {
+        Command::new(PBFT)
+            .args(self.load_args(requests))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pbft client load")
+    }
+
+    fn committed(&self, out: &Output) -> u64 {
         assert!(
             out.status.success(),
             "load: {}\nnode logs:\n{}",
-            text(&out),
+            text(out),
             self.logs()
         );
-        let s = String::from_utf8_lossy(&out.stdout).to_string();
-        let committed = s
-            .split("\"committed\":")
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("load output is not JSON ({e}): {}", text(out)));
+        v["committed"].as_u64().unwrap_or(0)
+    }
+
+    /// `pbft status --json`: one object per validator.
+    fn status(&self) -> Vec<Value> {
+        let out = pbft(&[
+            "status",
+            "--cluster",
+            self.file().to_str().unwrap_or_default(),
+            "--json",
+        ]);
+        match serde_json::from_slice::<Value>(&out.stdout) {
+            Ok(Value::Array(rows)) => rows,
+            _ => panic!("status output is not a JSON array: {}", text(&out)),
+        }
+    }
+
+    /// Polls the status until `done` holds, or fails after `within` naming `what`.
+    fn wait_for(
+        &self,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let until = Instant::now() + within;
+        loop {
+            let rows = self.status();
+            if done(&rows) {
+                return rows;
+            }
+            assert!(
+                Instant::now() < until,
+                "{what}: not reached within {within:?}; last status {rows:?}\nnode logs:\n{}",
+                self.logs()
+            );
+        }
+    }
+
+    /// A client's public key (hex) from the cluster file.
+    fn client_hex(&self, name: &str) -> String {
+        let toml = std::fs::read_to_string(self.file()).expect("read cluster file");
+        toml.split(&format!("name = \"{name}\""))
             .nth(1)
-            .and_then(|r| r.split(',').next())
+            .and_then(|r| r.split("key = \"").nth(1))
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("no client {name} in the cluster file"))
+            .to_string()
+    }
+
+    /// The balance of a client in validator `i`'s ledger, read offline.
+    fn ledger_balance(&self, i: usize, client: &str) -> u64 {
+        let data = self.data(i);
+        let out = pbft(&[
+            "ledger",
+            "show",
+            "--data",
+            data.to_str().unwrap_or_default(),
+            "--account",
+            &self.client_hex(client),
+        ]);
+        assert!(out.status.success(), "ledger show {i}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .split("balance ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        committed
+            .unwrap_or_else(|| panic!("no balance in {}", text(&out)))
     }
 
     /// The last lines of every node's log, for failure messages.
     fn logs(&self) -> String {
         (0..4)
             .map(|i| {
-                let t = std::fs::read_to_string(self.dir.path().join(format!("node-{i}.log")))
-                    .unwrap_or_default();
+                let t = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
                 let lines: Vec<&str> = t.lines().collect();
                 let tail = lines[lines.len().saturating_sub(15)..].join("\n");
                 format!("--- validator {i}\n{tail}\n")
@@ -157,43 +287,17 @@ impl Cluster {
             .collect()
     }
 
-    /// Polls `pbft status --json` until all four validators report the same last
-    /// executed sequence and head, or fails after `within`.
-    fn wait_converged(&self, within: Duration) -> String {
-        let until = Instant::now() + within;
-        let file = self.file();
-        loop {
-            let out = pbft(&[
-                "status",
-                "--cluster",
-                file.to_str().unwrap_or_default(),
-                "--json",
-            ]);
-            let s = String::from_utf8_lossy(&out.stdout).to_string();
-            let heads: Vec<String> = s
-                .split("{\"validator\":")
-                .skip(1)
-                .map(|row| {
-                    let exec = row
-                        .split("\"last_executed\":")
-                        .nth(1)
-                        .and_then(|r| r.split(',').next());
-                    let head = row
-                        .split("\"head\":\"")
-                        .nth(1)
-                        .and_then(|r| r.split('"').next());
-                    format!("{exec:?}/{head:?}")
+    /// Polls the status until all four validators report the same last executed
+    /// sequence and head, or fails after `within`.
+    fn wait_converged(&self, within: Duration) -> Vec<Value> {
+        self.wait_for(within, "all four validators at one head", |rows| {
+            rows.len() == 4
+                && rows.iter().all(|r| r["reachable"] == Value::Bool(true))
+                && rows.iter().all(|r| {
+                    (&r["last_executed"], &r["head"])
+                        == (&rows[0]["last_executed"], &rows[0]["head"])
                 })
-                .collect();
-            if out.status.success() && heads.len() == 4 && heads.iter().all(|h| *h == heads[0]) {
-                return s;
-            }
-            assert!(
-                Instant::now() < until,
-                "no convergence within {within:?}: {}",
-                text(&out)
-            );
-        }
+        })
     }
 }
 
@@ -208,34 +312,23 @@ impl Drop for Cluster {
 
 #[test]
 fn cluster_commits_survives_sigkill_and_ledgers_verify() {
+    let _serial = serial();
     let mut c = Cluster::keygen(2, 0);
     for i in 0..4 {
         c.start(i);
     }
-    assert_eq!(c.load(120), 120);
+    assert_eq!(c.load(100), 100);
 
     // a transfer that succeeds, one the ledger refuses, and the balances
+    let key0 = c.key("client-0.key");
+    let key0 = key0.to_str().unwrap_or_default();
     let ok = c.client(&[
-        "--key",
-        c.dir
-            .path()
-            .join("client-0.key")
-            .to_str()
-            .unwrap_or_default(),
-        "transfer",
-        "--to",
-        "client-1",
-        "--amount",
-        "5",
+        "--key", key0, "transfer", "--to", "client-1", "--amount", "5",
     ]);
     assert!(ok.status.success(), "transfer: {}", text(&ok));
     let refused = c.client(&[
         "--key",
-        c.dir
-            .path()
-            .join("client-0.key")
-            .to_str()
-            .unwrap_or_default(),
+        key0,
         "transfer",
         "--to",
         "client-1",
@@ -253,8 +346,8 @@ fn cluster_commits_survives_sigkill_and_ledgers_verify() {
         "{}",
         text(&refused)
     );
-    // genesis 1e9 each; the load moved 1 unit per request round robin (60 each way),
-    // then client-0 sent 5 to client-1
+    // genesis 1e9 each; the load moved 1 unit per request each way (50 each), then
+    // client-0 sent 5 to client-1
     let b0 = c.client(&["balance", "client-0"]);
     assert_eq!(
         String::from_utf8_lossy(&b0.stdout).trim(),
@@ -263,9 +356,22 @@ fn cluster_commits_survives_sigkill_and_ledgers_verify() {
         text(&b0)
     );
 
-    // SIGKILL a backup, commit without it, restart it on the same data: it catches up
+    // SIGKILL a backup in the middle of a load: the load still commits in full
+    let load = c.spawn_load(300);
+    let before = c.status()[3]["last_executed"].as_u64().unwrap_or(0);
+    c.wait_for(
+        Duration::from_secs(60),
+        "backup 3 executing the load",
+        |rows| {
+            rows.get(3)
+                .and_then(|r| r["last_executed"].as_u64())
+                .is_some_and(|e| e >= before + 2)
+        },
+    );
     c.signal(3, libc::SIGKILL);
-    assert_eq!(c.load(80), 80);
+    let out = load.wait_with_output().expect("load finished");
+    assert_eq!(c.committed(&out), 300);
+    // restarted on the same data directory, it catches up while more commits
     c.start(3);
     assert_eq!(c.load(80), 80);
     c.wait_converged(Duration::from_secs(60));
@@ -284,19 +390,226 @@ fn cluster_commits_survives_sigkill_and_ledgers_verify() {
             data.to_str().unwrap_or_default(),
         ]);
         assert!(v.status.success(), "ledger {i}: {}", text(&v));
+        // no request executed twice: the load's transfers cancel out, so each balance
+        // is exactly genesis -/+ 5 on every validator, the restarted one included
+        assert_eq!(
+            c.ledger_balance(i, "client-0"),
+            999_999_995,
+            "validator {i}"
+        );
+        assert_eq!(
+            c.ledger_balance(i, "client-1"),
+            1_000_000_005,
+            "validator {i}"
+        );
         let s = pbft(&[
             "ledger",
             "show",
             "--data",
             data.to_str().unwrap_or_default(),
+            "--height",
+            "1",
         ]);
-        assert!(s.status.success(), "ledger show {i}: {}", text(&s));
+        if i < 3 {
+            // these executed every batch themselves, so they hold the whole chain
+            assert!(s.status.success(), "ledger show {i}: {}", text(&s));
+            assert!(
+                String::from_utf8_lossy(&s.stdout).contains("block 1: hash"),
+                "{}",
+                text(&s)
+            );
+        } else if !s.status.success() {
+            // the restarted one may have caught up by state transfer, which brings the
+            // state of a checkpoint but not the blocks below it; it says so
+            assert!(text(&s).contains("state transfer"), "{}", text(&s));
+        }
+    }
+}
+
+#[test]
+fn primary_crash_causes_a_view_change_and_the_old_primary_catches_up() {
+    let _serial = serial();
+    let mut c = Cluster::keygen(2, 2);
+    for i in 0..4 {
+        c.start(i);
+    }
+    assert_eq!(c.load(60), 60);
+    assert_eq!(
+        c.status()[0]["view"],
+        0,
+        "validator 0 is the primary of view 0"
+    );
+
+    // SIGKILL the primary: the others change view and keep committing
+    c.signal(0, libc::SIGKILL);
+    assert_eq!(c.load(60), 60);
+    let rows = c.status();
+    for r in &rows[1..] {
         assert!(
-            String::from_utf8_lossy(&s.stdout).contains("head: height"),
-            "{}",
-            text(&s)
+            r["view"].as_u64().unwrap_or(0) >= 1,
+            "no view change after the primary died: {rows:?}"
         );
     }
+
+    // the old primary restarts on its data directory and reaches the same head
+    c.start(0);
+    assert_eq!(c.load(60), 60);
+    let rows = c.wait_converged(Duration::from_secs(60));
+    assert!(rows[0]["view"].as_u64().unwrap_or(0) >= 1, "{rows:?}");
+    assert!(
+        rows[0]["last_executed"].as_u64().unwrap_or(0) > 0,
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn wiped_backup_catches_up_by_state_transfer() {
+    let _serial = serial();
+    let mut c = Cluster::keygen(2, 3);
+    for i in 0..4 {
+        c.start(i);
+    }
+    assert_eq!(c.load(100), 100);
+    c.signal(3, libc::SIGKILL);
+    assert_eq!(c.load(100), 100);
+    // its disk is lost: it comes back empty and must fetch a checkpoint's state
+    std::fs::remove_dir_all(c.data(3)).expect("wipe data-3");
+    std::fs::remove_file(c.log_path(3)).expect("remove old log");
+    let (file, key) = (c.file(), c.key("validator-3.key"));
+    c.start_with(3, &file, &key, &["--log-format", "json"]);
+    assert_eq!(c.load(60), 60);
+    c.wait_converged(Duration::from_secs(60));
+
+    // the JSON log says it installed a snapshot, in a span naming the validator and view
+    let log = std::fs::read_to_string(c.log_path(3)).expect("log of validator 3");
+    let line = log
+        .lines()
+        .find(|l| l.contains("installed a snapshot by state transfer"))
+        .unwrap_or_else(|| panic!("no state transfer in the log:\n{log}"));
+    let v: Value = serde_json::from_str(line).expect("a JSON log line");
+    assert!(v["fields"]["seq"].as_u64().unwrap_or(0) > 0, "{line}");
+    assert_eq!(v["span"]["id"], 3, "{line}");
+    assert!(v["span"]["view"].is_u64(), "{line}");
+}
+
+#[test]
+fn request_with_a_bad_client_signature_is_never_executed() {
+    use pbft_client::{Client, Signer};
+    use pbft_executor::Operation;
+
+    let _serial = serial();
+    let mut c = Cluster::keygen(2, 4);
+    for i in 0..4 {
+        c.start(i);
+    }
+    let cluster = pbft_cluster::Cluster::load(&c.file()).expect("cluster file");
+    let key = pbft_crypto::read_key_file(&c.key("client-0.key")).expect("client key");
+    let me = key.public();
+    let to = cluster.resolve_account("client-1").expect("client-1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut client = Client::connect(&cluster).await.expect("connect");
+        let before = client.account(me).await.expect("account");
+        assert_eq!(before.balance, Some(1_000_000_000));
+
+        // a valid signature over other content: the signature does not match the body
+        let mut signer = Signer::new(key.clone(), before.next_request_id);
+        let mut forged = signer.sign(Operation::transfer(to, 1).encode());
+        forged.body.op = Operation::transfer(to, 700).encode();
+        client.deadline = Duration::from_secs(4);
+        let res = client.submit(vec![forged], 1, |_| {}).await;
+        assert!(res.is_err(), "a forged request was accepted: {res:?}");
+
+        // nothing moved, and the request id was not used up
+        let after = client.account(me).await.expect("account");
+        assert_eq!(after.balance, Some(1_000_000_000));
+        assert_eq!(after.next_request_id, before.next_request_id);
+
+        // the honest request with that same id executes
+        let mut signer = Signer::new(key, before.next_request_id);
+        let honest = signer.sign(Operation::transfer(to, 7).encode());
+        let done = client
+            .submit(vec![honest], 1, |_| {})
+            .await
+            .expect("honest");
+        assert_eq!(done.len(), 1);
+        let after = client.account(me).await.expect("account");
+        assert_eq!(after.balance, Some(1_000_000_000 - 7));
+        client.close().await;
+    });
+}
+
+#[test]
+fn foreign_key_cannot_join_and_is_counted() {
+    let _serial = serial();
+    let mut c = Cluster::keygen(2, 5);
+    let ports: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
+    for (i, port) in ports.iter().enumerate() {
+        let (file, key) = (c.file(), c.key(&format!("validator-{i}.key")));
+        c.start_with(i, &file, &key, &["--metrics", &format!("127.0.0.1:{port}")]);
+    }
+    // an intruder at validator 3's address, holding a key of another cluster and a
+    // cluster file edited to list that key
+    let other = tempfile::tempdir().expect("tempdir");
+    let out = pbft(&[
+        "keygen",
+        "--validators",
+        "4",
+        "--out",
+        other.path().to_str().unwrap_or_default(),
+    ]);
+    assert!(out.status.success(), "keygen: {}", text(&out));
+    let foreign = pbft_crypto::read_key_file(&other.path().join("validator-3.key"))
+        .expect("foreign key")
+        .public();
+    let ours = pbft_cluster::Cluster::load(&c.file()).expect("cluster file");
+    let real = ours.validators[3].key;
+    let forged = c.dir.path().join("intruder.toml");
+    let toml = std::fs::read_to_string(c.file()).expect("read cluster file");
+    std::fs::write(&forged, toml.replace(&real.to_hex(), &foreign.to_hex())).expect("write");
+    c.start_with(3, &forged, &other.path().join("validator-3.key"), &[]);
+
+    // the three honest validators are a quorum and commit without it
+    assert_eq!(c.load(40), 40);
+    let rows = c.status();
+    assert_eq!(rows[3]["reachable"], false, "{rows:?}");
+
+    // every honest validator refused the intruder's key, and says so in its metrics
+    for (i, port) in ports.iter().enumerate() {
+        let body = http_get(*port, "/metrics");
+        let refused: u64 = body
+            .lines()
+            .filter(|l| {
+                l.starts_with("pbft_transport_events_total")
+                    && l.contains("reason=\"unpinned_key\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert!(refused > 0, "validator {i} counted no refused key:\n{body}");
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with("pbft_connected_peers{validator=") && l.ends_with(" 2")),
+            "validator {i} should see exactly the two other honest validators:\n{body}"
+        );
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback, returning the body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    resp.split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn expect_bad_input(out: &Output, needle: &str) {
@@ -310,6 +623,7 @@ fn expect_bad_input(out: &Output, needle: &str) {
 
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
+    let _serial = serial();
     let c = Cluster::keygen(1, 1);
     let file = c.file();
     let file = file.to_str().unwrap_or_default();

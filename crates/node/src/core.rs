@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 const CHUNK_BYTES: usize = 1 << 20;
 /// Most chunks a snapshot may have.
 const MAX_CHUNKS: u32 = 1 << 16;
+/// How often the transport's counters are copied into the metrics.
+const STATS_EVERY: Duration = Duration::from_millis(250);
 /// How often an executor failure is retried before the node halts.
 const APPLY_ATTEMPTS: u32 = 3;
 
@@ -119,24 +121,22 @@ impl Core {
 
     /// Runs until [`Input::Stop`] or until every sender is gone.
     pub fn run(mut self, rx: Receiver<Input>) -> Core {
-        let span = tracing::info_span!("validator", id = self.id);
+        // every log line of this thread carries the validator id and the current view;
+        // lines about one sequence number carry it in a nested span or field
+        let span = tracing::info_span!("validator", id = self.id, view = self.replica.view());
         let _g = span.enter();
+        let mut view = self.replica.view();
         self.drain();
+        let mut last_stats = Instant::now() - STATS_EVERY;
         loop {
-            let deadline = self.deadline();
-            let first = match deadline {
-                Some(d) => {
-                    let wait = d.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(i) => Some(i),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                None => match rx.recv() {
-                    Ok(i) => Some(i),
-                    Err(_) => break,
-                },
+            // wake up for the metrics refresh too, so they stay current when idle
+            let refresh = last_stats + STATS_EVERY;
+            let deadline = self.deadline().map_or(refresh, |d| d.min(refresh));
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let first = match rx.recv_timeout(wait) {
+                Ok(i) => Some(i),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut stop = false;
             if let Some(input) = first {
@@ -159,8 +159,15 @@ impl Core {
                 self.replica.last_executed(),
                 self.replica.stable_checkpoint(),
             );
-            self.metrics
-                .set_connected_peers(self.transport.stats().connected.len());
+            if self.replica.view() != view {
+                view = self.replica.view();
+                span.record("view", view);
+            }
+            // the transport's counters are copied, so not on every pass
+            if last_stats.elapsed() >= STATS_EVERY {
+                last_stats = Instant::now();
+                self.metrics.set_transport(&self.transport.stats());
+            }
         }
         self
     }

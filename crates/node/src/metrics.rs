@@ -82,6 +82,8 @@ struct Inner {
     view_changes: u64,
     rejected: BTreeMap<String, u64>,
     connected_peers: usize,
+    /// Transport events (handshakes refused, frames dropped...) by (source, reason).
+    transport: BTreeMap<(String, String), u64>,
     halted: bool,
     evidence: u64,
 }
@@ -111,6 +113,7 @@ impl Metrics {
                 view_changes: 0,
                 rejected: BTreeMap::new(),
                 connected_peers: 0,
+                transport: BTreeMap::new(),
                 halted: false,
                 evidence: 0,
             })),
@@ -163,6 +166,27 @@ impl Metrics {
     /// The number of validators currently connected.
     pub fn set_connected_peers(&self, n: usize) {
         self.with(|m| m.connected_peers = n)
+    }
+
+    /// The transport's view: connected validators and its counted events (refused
+    /// handshakes, dropped frames, bans...), as totals per (source, reason).
+    pub fn set_transport(&self, stats: &pbft_transport::TransportStats) {
+        let events = stats
+            .rejections
+            .iter()
+            .map(|((source, reason), n)| {
+                let source = match source {
+                    pbft_transport::Source::Peer(id) => format!("validator-{id}"),
+                    pbft_transport::Source::Client => "client".to_string(),
+                    pbft_transport::Source::Unknown => "unknown".to_string(),
+                };
+                ((source, reason.to_string()), *n)
+            })
+            .collect();
+        self.with(|m| {
+            m.connected_peers = stats.connected.len();
+            m.transport = events;
+        })
     }
 
     /// The replica stopped taking part.
@@ -265,6 +289,16 @@ impl Metrics {
                     "pbft_messages_rejected_total{{validator=\"{id}\",reason=\"{reason}\"}} {n}"
                 );
             }
+            let _ = writeln!(
+                o,
+                "# HELP pbft_transport_events_total Connections refused and frames dropped by the transport, by source and reason.\n# TYPE pbft_transport_events_total counter"
+            );
+            for ((source, reason), n) in &m.transport {
+                let _ = writeln!(
+                    o,
+                    "pbft_transport_events_total{{validator=\"{id}\",source=\"{source}\",reason=\"{reason}\"}} {n}"
+                );
+            }
             o
         })
     }
@@ -326,6 +360,16 @@ mod tests {
         m.phase("prepare", 0.003);
         m.rejected("bad_signature");
         m.set_connected_peers(3);
+        let mut stats = pbft_transport::TransportStats::default();
+        stats.connected.extend([0, 1, 3]);
+        stats.rejections.insert(
+            (
+                pbft_transport::Source::Unknown,
+                pbft_transport::reason::UNPINNED_KEY,
+            ),
+            4,
+        );
+        m.set_transport(&stats);
         let text = m.render();
         for line in [
             "pbft_view{validator=\"2\"} 3",
@@ -339,6 +383,7 @@ mod tests {
             "pbft_batch_size_bucket{validator=\"2\",le=\"+Inf\"} 2",
             "pbft_phase_seconds_count{validator=\"2\",phase=\"prepare\"} 1",
             "pbft_messages_rejected_total{validator=\"2\",reason=\"bad_signature\"} 1",
+            "pbft_transport_events_total{validator=\"2\",source=\"unknown\",reason=\"unpinned_key\"} 4",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
