@@ -172,3 +172,140 @@ impl Stage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `SigCache`: contains what was inserted, inserts are idempotent, and it holds at
+    //! most `capacity` signatures, forgetting the oldest first; a forgotten signature
+    //! is only checked again by the verifier, never trusted or refused.
+
+    use super::*;
+    use pbft_crypto::Domain;
+    use pbft_crypto::Keypair;
+    use pbft_protocol::{signature_id, Batch, PrePrepare, Request, Signable, Signed};
+
+    fn id(i: u32) -> Digest {
+        Digest::of(&i.to_le_bytes())
+    }
+
+    /// (set size, queue size): the two views of the cache must agree.
+    fn sizes(c: &SigCache) -> (usize, usize) {
+        c.with(|(set, order)| (set.len(), order.len()))
+    }
+
+    #[test]
+    fn contains_exactly_what_was_inserted() {
+        let c = SigCache::new(8);
+        assert!(c.enabled());
+        assert!(!c.contains(&id(1)));
+        c.insert(id(1));
+        c.insert(id(2));
+        assert!(c.contains(&id(1)));
+        assert!(c.contains(&id(2)));
+        assert!(!c.contains(&id(3)));
+        assert_eq!(sizes(&c), (2, 2));
+    }
+
+    #[test]
+    fn insert_is_idempotent() {
+        let c = SigCache::new(3);
+        c.insert(id(1));
+        c.insert(id(1));
+        c.insert(id(1));
+        assert_eq!(sizes(&c), (1, 1));
+        // a repeated insert took no second slot: two more still fit beside it
+        c.insert(id(2));
+        c.insert(id(3));
+        assert!((1..=3).all(|i| c.contains(&id(i))));
+        assert_eq!(sizes(&c), (3, 3));
+    }
+
+    #[test]
+    fn bounded_and_oldest_evicted_first() {
+        let c = SigCache::new(3);
+        for i in 0..3 {
+            c.insert(id(i));
+        }
+        assert!((0..3).all(|i| c.contains(&id(i))));
+        c.insert(id(3));
+        assert!(!c.contains(&id(0)), "the oldest goes first");
+        assert!((1..=3).all(|i| c.contains(&id(i))));
+        for i in 4..100 {
+            c.insert(id(i));
+            assert_eq!(sizes(&c), (3, 3));
+        }
+        assert!((97..100).all(|i| c.contains(&id(i))));
+        assert!((0..97).all(|i| !c.contains(&id(i))));
+    }
+
+    #[test]
+    fn bounded_under_concurrent_inserts() {
+        let c = Arc::new(SigCache::new(100));
+        let workers: Vec<_> = (0..4u32)
+            .map(|w| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        c.insert(id(w * 1000 + i));
+                        c.insert(id(i)); // shared by all workers
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker");
+        }
+        assert_eq!(sizes(&c), (100, 100));
+    }
+
+    #[test]
+    fn an_evicted_signature_is_checked_again() {
+        let client = Keypair::from_seed(&[200; 32]).expect("seed");
+        let primary = Keypair::from_seed(&[201; 32]).expect("seed");
+        let verifier = Verifier::new(vec![primary.public()]);
+        let req = |n: u64| {
+            Signed::sign(
+                Request {
+                    client: client.public(),
+                    request_id: n,
+                    op: vec![n as u8],
+                },
+                &client,
+            )
+        };
+        let cache = SigCache::new(1);
+        let (a, b) = (req(1), req(2));
+        let a_id = signature_id(
+            &client.public(),
+            Domain::Request,
+            &a.body.signing_bytes(),
+            &a.sig,
+        );
+        let results = verifier.verify_requests_cached(vec![a.clone(), b], &cache);
+        assert!(results.iter().all(|r| r.is_ok()));
+        assert_eq!(sizes(&cache), (1, 1));
+        assert!(!cache.contains(&a_id), "`a` was forgotten");
+        let batch = Batch { requests: vec![a] };
+        let pp = Signed::sign(
+            PrePrepare {
+                view: 0,
+                seq: 1,
+                digest: batch.digest(),
+            },
+            &primary,
+        );
+        let v = verifier
+            .verify_cached(
+                0,
+                Message::PrePrepare {
+                    pre_prepare: pp,
+                    batch,
+                },
+                &cache,
+            )
+            .expect("valid pre-prepare");
+        assert!(v.bad_requests().is_empty());
+        // checked again (a miss) and, being valid, remembered again
+        assert!(cache.contains(&a_id));
+    }
+}
