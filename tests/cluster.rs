@@ -525,7 +525,11 @@ fn request_with_a_bad_client_signature_is_never_executed() {
         assert_eq!(after.balance, Some(1_000_000_000));
         assert_eq!(after.next_request_id, before.next_request_id);
 
-        // the honest request with that same id executes
+        // the honest request with that same id executes, and without any re-send:
+        // f+1 validators reply to a request sent once (each validator learns the
+        // client's connection from the request itself)
+        client.retransmit = Duration::from_secs(3600);
+        client.deadline = Duration::from_secs(60);
         let mut signer = Signer::new(key, before.next_request_id);
         let honest = signer.sign(Operation::transfer(to, 7).encode());
         let done = client

@@ -130,6 +130,8 @@ pub struct Client {
     client_window: usize,
     view: u64,
     next_query: u64,
+    /// Per client key, the validators that have replied to it on this connection.
+    repliers: HashMap<PublicKey, BTreeSet<u32>>,
     /// How long before a request is re-sent to every validator.
     pub retransmit: Duration,
     /// How long to wait for agreement before giving up.
@@ -159,6 +161,7 @@ impl Client {
             client_window: cluster.params.client_window.max(1) as usize,
             view: 0,
             next_query: 1,
+            repliers: HashMap::new(),
             retransmit: Duration::from_millis(1000),
             deadline: Duration::from_secs(30),
         })
@@ -188,7 +191,9 @@ impl Client {
         let mut done = Vec::new();
         let mut prog = Progress::default();
         let mut last_progress_at = Instant::now();
-        let tick = (self.retransmit / 4).max(Duration::from_millis(10));
+        // wake up often enough to notice re-send times, the deadline and progress
+        let tick =
+            (self.retransmit / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
         loop {
             // fill the window
             let mut skipped = VecDeque::new();
@@ -204,7 +209,18 @@ impl Client {
                 }
                 *c += 1;
                 let bytes = Bytes::from(envelope::encode(&Message::Request(req.clone())));
-                self.transport.send(self.primary(), bytes.clone());
+                // A validator replies to a client on the connection the client's
+                // requests came in on. Until a validator has replied to this client
+                // key, it gets the requests too (not only the primary), so that it
+                // learns the connection and its reply counts towards the f+1 at once
+                // instead of after a re-send.
+                let primary = self.primary();
+                let heard = self.repliers.get(&req.body.client);
+                for v in 0..self.n as u32 {
+                    if v == primary || !heard.is_some_and(|h| h.contains(&v)) {
+                        self.transport.send(v, bytes.clone());
+                    }
+                }
                 let now = Instant::now();
                 flight.insert(
                     req.key(),
@@ -236,6 +252,7 @@ impl Client {
                     if r.replica != from {
                         continue;
                     }
+                    self.repliers.entry(r.client).or_default().insert(from);
                     let key = (r.client, r.request_id);
                     let Some(inf) = flight.get_mut(&key) else {
                         continue;
