@@ -738,3 +738,90 @@ fn bad_input_exits_2_with_a_clear_message() {
         &addr,
     );
 }
+
+#[test]
+fn demo_survives_its_traitor_and_the_honest_heads_agree() {
+    let _serial = serial();
+    let out = pbft(&["demo", "--requests", "300", "--concurrency", "16"]);
+    assert!(out.status.success(), "demo: {}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("traitor"), "{}", text(&out));
+    assert!(
+        s.contains("honest ledger heads agree: yes   all requests committed: yes"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The direct children of process `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        // the fields after the parenthesised command: state, then parent pid
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+#[test]
+fn ctrl_c_stops_every_process_the_demo_started() {
+    use std::io::{BufRead, BufReader};
+    let _serial = serial();
+    let mut demo = Command::new(PBFT)
+        .args(["demo", "--requests", "100000", "--concurrency", "16"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = demo.stdout.take().expect("demo stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    // the demo prints its ledger directory, then this line once every validator is up
+    let mut ledgers = None;
+    let mut up = false;
+    for line in lines.by_ref() {
+        let line = line.expect("demo output");
+        if let Some(rest) = line.strip_prefix("RocksDB ledgers under ") {
+            ledgers = Some(PathBuf::from(rest.trim_end_matches('.')));
+        }
+        if line.contains("signed transfers") {
+            up = true;
+            break;
+        }
+    }
+    assert!(up, "the demo did not get its validators up");
+    let nodes = children_of(demo.id());
+    assert_eq!(nodes.len(), 4, "expected 4 validator processes: {nodes:?}");
+    assert!(nodes.iter().all(|p| alive(*p)));
+
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(demo.id() as i32, libc::SIGINT);
+    }
+    let status = demo.wait().expect("demo exit");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    for p in nodes {
+        assert!(!alive(p), "validator process {p} outlived the demo");
+    }
+    let ledgers = ledgers.expect("the demo named its ledger directory");
+    assert!(!ledgers.exists(), "{} was left behind", ledgers.display());
+}
