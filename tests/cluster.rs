@@ -520,6 +520,14 @@ fn request_with_a_bad_client_signature_is_never_executed() {
         let res = client.submit(vec![forged], 1, |_| {}).await;
         assert!(res.is_err(), "a forged request was accepted: {res:?}");
 
+        // a key that is no account of the cluster: dropped on arrival, so no
+        // validator answers at all (it is not even executed as a failed request)
+        let stranger = pbft_crypto::Keypair::from_seed(&[77; 32]).expect("seed");
+        let mut signer = Signer::new(stranger, 1);
+        let unknown = signer.sign(Operation::transfer(to, 1).encode());
+        let res = client.submit(vec![unknown], 1, |_| {}).await;
+        assert!(res.is_err(), "an unknown client got replies: {res:?}");
+
         // nothing moved, and the request id was not used up
         let after = client.account(me).await.expect("account");
         assert_eq!(after.balance, Some(1_000_000_000));

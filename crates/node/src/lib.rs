@@ -270,6 +270,7 @@ pub async fn run(
         transport: transport.clone(),
         metrics: metrics.clone(),
         out: in_tx.clone(),
+        clients: std::sync::Arc::new(cluster.clients.iter().map(|c| c.key).collect()),
     };
     let mut workers = Vec::new();
     for w in 0..opts.workers.max(1) {
