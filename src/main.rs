@@ -11,6 +11,7 @@ use pbft_traitor::Behavior;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -86,9 +87,9 @@ enum Command {
         /// Fsync every ledger and log write.
         #[arg(long)]
         sync: bool,
-        /// Misbehave on purpose (scenario runner and demo only).
-        #[arg(long, hide = true)]
-        traitor: Option<String>,
+        /// Fault injection (scenario runner and demo only; hidden).
+        #[command(flatten)]
+        faults: net::FaultFlags,
     },
     /// Where every validator stands.
     Status {
@@ -175,6 +176,9 @@ enum ClientCommand {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Give up (exit 1) when a request is not accepted within this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
     },
 }
 
@@ -304,7 +308,7 @@ fn run() -> Result<ExitCode> {
             metrics,
             log_format,
             sync,
-            traitor,
+            faults,
         } => Ok(net::cmd_node(
             &cluster,
             &key,
@@ -312,7 +316,7 @@ fn run() -> Result<ExitCode> {
             metrics,
             &log_format,
             sync,
-            traitor,
+            faults,
         )),
         Command::Status { cluster, json } => Ok(net::cmd_status(&cluster, json)),
         Command::Client {
@@ -332,7 +336,15 @@ fn run() -> Result<ExitCode> {
                 requests,
                 concurrency,
                 json,
-            } => net::cmd_load(&cluster, clients, requests, concurrency, json),
+                timeout,
+            } => net::cmd_load(
+                &cluster,
+                clients,
+                requests,
+                concurrency,
+                json,
+                Duration::from_secs(timeout.max(1)),
+            ),
         }),
         Command::Ledger { command } => Ok(match command {
             LedgerCommand::Verify { data } => net::cmd_ledger_verify(&data),

@@ -111,8 +111,22 @@ async fn termination() {
     }
 }
 
+/// The hidden fault-injection flags of `pbft node`. Each is refused unless the
+/// scenario runner or the demo set [`TRAITOR_ENV`]`=1`.
+#[derive(clap::Args, Debug, Default)]
+pub struct FaultFlags {
+    /// Misbehave on purpose with this traitor behaviour.
+    #[arg(long, hide = true)]
+    pub traitor: Option<String>,
+    /// Serve the fault-injection control endpoint (partitions, traitor windows) here.
+    #[arg(long, hide = true)]
+    pub control: Option<SocketAddr>,
+    /// Abort the process in the middle of the checkpoint at this sequence number.
+    #[arg(long, hide = true)]
+    pub crash_at_checkpoint: Option<u64>,
+}
+
 /// `pbft node`.
-#[allow(clippy::too_many_arguments)]
 pub fn cmd_node(
     cluster: &Path,
     key: &Path,
@@ -120,7 +134,7 @@ pub fn cmd_node(
     metrics: Option<SocketAddr>,
     log_format: &str,
     sync: bool,
-    traitor: Option<String>,
+    faults: FaultFlags,
 ) -> ExitCode {
     let json = match log_format {
         "pretty" => false,
@@ -135,19 +149,27 @@ pub fn cmd_node(
         Ok(k) => k,
         Err(e) => return bad_input(e),
     };
-    let traitor = match traitor {
-        None => None,
-        Some(b) => {
-            if std::env::var(TRAITOR_ENV).as_deref() != Ok("1") {
-                return bad_input(anyhow!(
-                    "--traitor is refused: traitor behaviours are for the scenario runner and the demo only (they set {TRAITOR_ENV}=1)"
-                ));
-            }
-            match b.parse::<pbft_traitor::Behavior>() {
-                Ok(b) => Some(b),
-                Err(e) => return bad_input(anyhow!("--traitor {b:?}: {e}")),
-            }
+    let allowed = std::env::var(TRAITOR_ENV).as_deref() == Ok("1");
+    for (flag, given) in [
+        ("--traitor", faults.traitor.is_some()),
+        ("--control", faults.control.is_some()),
+        (
+            "--crash-at-checkpoint",
+            faults.crash_at_checkpoint.is_some(),
+        ),
+    ] {
+        if given && !allowed {
+            return bad_input(anyhow!(
+                "{flag} is refused: fault injection is for the scenario runner and the demo only (they set {TRAITOR_ENV}=1)"
+            ));
         }
+    }
+    let traitor = match faults.traitor {
+        None => None,
+        Some(b) => match b.parse::<pbft_traitor::Behavior>() {
+            Ok(b) => Some(b),
+            Err(e) => return bad_input(anyhow!("--traitor {b:?}: {e}")),
+        },
     };
     let Some(id) = cluster.validator_with_key(&keypair.public()).map(|v| v.id) else {
         return bad_input(anyhow!(
@@ -163,6 +185,8 @@ pub fn cmd_node(
     opts.metrics = metrics;
     opts.sync = sync;
     opts.traitor = traitor;
+    opts.control = faults.control;
+    opts.crash_at_checkpoint = faults.crash_at_checkpoint;
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return failed(e.into()),
@@ -349,6 +373,7 @@ pub fn cmd_load(
     requests: usize,
     concurrency: usize,
     json: bool,
+    timeout: Duration,
 ) -> ExitCode {
     let cluster = match load_cluster(cluster) {
         Ok(c) => c,
@@ -365,6 +390,7 @@ pub fn cmd_load(
     let res = rt.block_on(async {
         let mut client = Client::connect(&cluster).await?;
         let reqs = presign(&mut client, &keys, requests).await?;
+        client.deadline = timeout;
         eprintln!(
             "signed {} requests; submitting with {concurrency} in flight",
             reqs.len()

@@ -128,6 +128,8 @@ impl Cluster {
             .arg("--data")
             .arg(self.data(i))
             .args(extra)
+            // the scenario runner's permission for the hidden fault-injection flags
+            .env("PBFT_ALLOW_TRAITOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -832,4 +834,111 @@ fn ctrl_c_stops_every_process_the_demo_started() {
     }
     let ledgers = ledgers.expect("the demo named its ledger directory");
     assert!(!ledgers.exists(), "{} was left behind", ledgers.display());
+}
+
+/// Sends one command to a node's fault-injection control endpoint; returns its answer.
+fn control(port: u16, command: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect control");
+    writeln!(s, "{command}").expect("send");
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).expect("read");
+    line.trim().to_string()
+}
+
+#[test]
+fn partition_commits_nothing_then_heals() {
+    let _serial = serial();
+    let mut c = Cluster::keygen(2, 6);
+    let ports: Vec<u16> = (0..4).map(|_| free_tcp_port()).collect();
+    for (i, port) in ports.iter().enumerate() {
+        let (file, key) = (c.file(), c.key(&format!("validator-{i}.key")));
+        c.start_with(i, &file, &key, &["--control", &format!("127.0.0.1:{port}")]);
+    }
+    assert_eq!(c.load(40), 40);
+    let before = c.wait_converged(Duration::from_secs(60));
+    let executed = before[0]["last_executed"].as_u64().unwrap_or(0);
+
+    // split 0,1 | 2,3: no side has a quorum of 3
+    for (i, port) in ports.iter().enumerate() {
+        let other = if i < 2 { "2 3" } else { "0 1" };
+        assert_eq!(control(*port, &format!("block {other}")), "ok");
+    }
+    assert!(control(ports[0], "block 9").starts_with("error"));
+    let out = Command::new(PBFT)
+        .args(c.load_args(10))
+        .args(["--timeout", "3"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run load");
+    assert!(
+        !out.status.success(),
+        "a 2|2 split committed: {}",
+        text(&out)
+    );
+    for r in c.status() {
+        assert_eq!(
+            r["last_executed"].as_u64(),
+            Some(executed),
+            "executed during the split: {r}"
+        );
+    }
+
+    // heal: everything commits again and every validator reaches one head
+    for port in &ports {
+        assert_eq!(control(*port, "block"), "ok");
+    }
+    assert_eq!(c.load(40), 40);
+    let after = c.wait_converged(Duration::from_secs(60));
+    assert!(after[0]["last_executed"].as_u64().unwrap_or(0) > executed);
+}
+
+#[test]
+fn crash_mid_checkpoint_restarts_and_catches_up_without_double_execution() {
+    let _serial = serial();
+    let mut c = Cluster::keygen(2, 7);
+    for i in 0..3 {
+        c.start(i);
+    }
+    // validator 3 aborts inside its first checkpoint (K = 8), after the ledger wrote
+    // the snapshot and before the checkpoint is announced
+    let (file, key) = (c.file(), c.key("validator-3.key"));
+    c.start_with(3, &file, &key, &["--crash-at-checkpoint", "8"]);
+    assert_eq!(c.load(200), 200);
+    let mut crashed = c.nodes[3].take().expect("validator 3");
+    let status = crashed.wait().expect("validator 3 exit");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "{status:?}\n{}",
+        c.logs()
+    );
+
+    c.start(3);
+    assert_eq!(c.load(60), 60);
+    c.wait_converged(Duration::from_secs(60));
+    for i in 0..4 {
+        let st = c.signal(i, libc::SIGTERM).expect("node was running");
+        assert!(st.success(), "validator {i} did not stop cleanly: {st:?}");
+        let data = c.data(i);
+        let v = pbft(&[
+            "ledger",
+            "verify",
+            "--data",
+            data.to_str().unwrap_or_default(),
+        ]);
+        assert!(v.status.success(), "ledger {i}: {}", text(&v));
+        // the load's transfers cancel out: any request applied twice would show
+        assert_eq!(
+            c.ledger_balance(i, "client-0"),
+            1_000_000_000,
+            "validator {i}"
+        );
+        assert_eq!(
+            c.ledger_balance(i, "client-1"),
+            1_000_000_000,
+            "validator {i}"
+        );
+    }
 }

@@ -17,6 +17,8 @@ use pbft_protocol::{
 use pbft_traitor::{Dest, Outgoing, Payload, Traitor};
 use pbft_transport::{ClientId, Transport};
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Snapshot chunk size for state transfer.
@@ -75,6 +77,11 @@ pub struct Core {
     /// Per sequence number: when it was accepted (or proposed), and when it prepared.
     phase_start: BTreeMap<Seq, (Instant, Option<Instant>)>,
     halted: Option<String>,
+    /// Whether the traitor behaviour is on (switched by the scenario runner).
+    pub(crate) traitor_active: Arc<AtomicBool>,
+    /// Fault injection for scenarios: abort the process at this checkpoint sequence,
+    /// after the ledger wrote its snapshot and before the checkpoint is announced.
+    pub(crate) crash_at_checkpoint: Option<Seq>,
 }
 
 impl Core {
@@ -108,6 +115,8 @@ impl Core {
             delay_order: 0,
             phase_start: BTreeMap::new(),
             halted: None,
+            traitor_active: Arc::new(AtomicBool::new(true)),
+            crash_at_checkpoint: None,
         }
     }
 
@@ -220,7 +229,8 @@ impl Core {
     fn on_peer(&mut self, v: Verified) {
         let now = self.now();
         let from = v.from();
-        if let Some(t) = self.traitor.as_mut() {
+        let active = self.traitor_active.load(Ordering::Relaxed);
+        if let Some(t) = self.traitor.as_mut().filter(|_| active) {
             let (outs, deliver) = t.observe(from, v.message(), now);
             for o in outs {
                 self.send_out(o);
@@ -452,7 +462,14 @@ impl Core {
                 self.metrics.executed_batch(executed);
                 let state_digest = if seq % self.k == 0 {
                     match self.ledger.checkpoint() {
-                        Ok(d) => Some(d),
+                        Ok(d) => {
+                            if self.crash_at_checkpoint == Some(seq) {
+                                // as abrupt as SIGKILL: no destructor, no flush
+                                tracing::error!(seq, "fault injection: crashing mid-checkpoint");
+                                std::process::abort();
+                            }
+                            Some(d)
+                        }
                         Err(e) => return self.halt(format!("checkpoint {seq} failed: {e}")),
                     }
                 } else {
@@ -537,7 +554,8 @@ impl Core {
     /// Sends through the traitor when one is active.
     fn outgoing(&mut self, dest: Dest, msg: Message) {
         let now = self.now();
-        let outs = match self.traitor.as_mut() {
+        let active = self.traitor_active.load(Ordering::Relaxed);
+        let outs = match self.traitor.as_mut().filter(|_| active) {
             Some(t) => t.mutate(dest, msg, now),
             None => vec![Outgoing::now(dest, msg)],
         };

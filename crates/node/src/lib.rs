@@ -15,6 +15,7 @@
 //! - A restarted validator reloads its log and its ledger: it keeps its view, never
 //!   contradicts what it sent, and catches up by state transfer when behind.
 
+pub mod control;
 pub mod core;
 pub mod metrics;
 pub mod stage;
@@ -56,6 +57,11 @@ pub struct NodeOptions {
     pub accomplices: Vec<u32>,
     /// Seed of the traitor's choices.
     pub traitor_seed: u64,
+    /// Serve the fault-injection control endpoint here (scenario runner only; see
+    /// [`control`]).
+    pub control: Option<SocketAddr>,
+    /// Abort the process mid-checkpoint at this sequence (scenario runner only).
+    pub crash_at_checkpoint: Option<u64>,
 }
 
 impl NodeOptions {
@@ -71,6 +77,8 @@ impl NodeOptions {
             traitor: None,
             accomplices: Vec::new(),
             traitor_seed: 1,
+            control: None,
+            crash_at_checkpoint: None,
         }
     }
 }
@@ -123,6 +131,14 @@ pub enum NodeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The control address could not be bound.
+    #[error("control address {addr}: {source}")]
+    Control {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// A thread of the node failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -137,6 +153,7 @@ impl NodeError {
                 | NodeError::Config { .. }
                 | NodeError::Transport(TransportError::Bind { .. })
                 | NodeError::Metrics { .. }
+                | NodeError::Control { .. }
         )
     }
 }
@@ -293,7 +310,7 @@ pub async fn run(
         Traitor::new(b, id, opts.key.clone(), cfg.clone(), opts.traitor_seed)
             .with_accomplices(opts.accomplices.clone())
     });
-    let core = Core::new(
+    let mut core = Core::new(
         id,
         replica,
         ledger,
@@ -303,6 +320,22 @@ pub async fn run(
         traitor,
         start,
     );
+    core.crash_at_checkpoint = opts.crash_at_checkpoint;
+    let control_task = match opts.control {
+        Some(addr) => {
+            let listener = control::bind(addr)
+                .await
+                .map_err(|source| NodeError::Control { addr, source })?;
+            let controls = control::Controls {
+                transport: transport.clone(),
+                traitor_active: core.traitor_active.clone(),
+                n: cluster.n() as u32,
+            };
+            tracing::warn!(%addr, "fault-injection control endpoint enabled");
+            Some(tokio::spawn(control::serve(listener, controls)))
+        }
+        None => None,
+    };
     tracing::info!(id, %listen, view = core.replica.view(), executed, "validator started");
     let consensus = std::thread::Builder::new()
         .name(format!("pbft-{id}-consensus"))
@@ -325,7 +358,7 @@ pub async fn run(
     };
     drop(core);
     transport.shutdown().await;
-    if let Some(t) = metrics_task {
+    for t in [metrics_task, control_task].into_iter().flatten() {
         t.abort();
     }
     // the workers and the bridge end when their channels close
