@@ -493,13 +493,14 @@ pub fn status_table(
             }
             match s {
                 Some(s) => out.push_str(&format!(
-                    "{{\"validator\":{id},\"reachable\":true,\"view\":{},\"changing_view\":{},\"last_executed\":{},\"stable_checkpoint\":{},\"head\":\"{}\",\"halted\":{}}}",
+                    "{{\"validator\":{id},\"reachable\":true,\"view\":{},\"changing_view\":{},\"last_executed\":{},\"stable_checkpoint\":{},\"head\":\"{}\",\"halted\":{},\"evidence_against\":{:?}}}",
                     s.view,
                     s.changing_view,
                     s.last_executed,
                     s.stable_checkpoint,
                     s.head_hash.to_hex(),
-                    s.halted.is_some()
+                    s.halted.is_some(),
+                    s.evidence_against
                 )),
                 None => out.push_str(&format!("{{\"validator\":{id},\"reachable\":false}}")),
             }

@@ -942,3 +942,27 @@ fn crash_mid_checkpoint_restarts_and_catches_up_without_double_execution() {
         );
     }
 }
+
+#[test]
+fn equivocating_primary_is_exposed_and_replaced() {
+    let _serial = serial();
+    let mut c = Cluster::keygen(2, 8);
+    let (file, key) = (c.file(), c.key("validator-0.key"));
+    c.start_with(0, &file, &key, &["--traitor", "equivocate"]);
+    for i in 1..4 {
+        c.start(i);
+    }
+    assert_eq!(c.load(100), 100);
+    // the honest validators hold signed evidence against the traitor, moved past its
+    // view, and agree
+    let rows = c.wait_for(Duration::from_secs(60), "honest validators agree", |rows| {
+        let honest = &rows[1..];
+        honest.iter().all(|r| {
+            (&r["last_executed"], &r["head"]) == (&honest[0]["last_executed"], &honest[0]["head"])
+        })
+    });
+    for r in &rows[1..] {
+        assert!(r["view"].as_u64().unwrap_or(0) >= 1, "{rows:?}");
+        assert_eq!(r["evidence_against"], serde_json::json!([0]), "{rows:?}");
+    }
+}

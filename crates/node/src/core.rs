@@ -304,6 +304,7 @@ impl Core {
                     .halted
                     .clone()
                     .or_else(|| self.replica.halted().map(str::to_string)),
+                evidence_against: self.replica.evidence().keys().copied().collect(),
             }),
             Query::Account(account) => {
                 let balance = self.ledger.balance(&account);

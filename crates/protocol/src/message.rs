@@ -415,6 +415,8 @@ pub struct NodeStatus {
     pub head_hash: Digest,
     /// Why it stopped taking part, if it did.
     pub halted: Option<String>,
+    /// The validators it holds signed evidence of misbehaviour against.
+    pub evidence_against: Vec<ReplicaId>,
 }
 
 impl Message {
