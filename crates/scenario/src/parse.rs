@@ -483,6 +483,16 @@ impl Checker<'_> {
                 return self.err(Some(table), "[[fault]] needs an `action`");
             };
             let a = action.get_ref().as_str();
+            const ACTIONS: [&str; 5] = ["crash", "restart", "partition", "heal", "isolate"];
+            if !ACTIONS.contains(&a) {
+                return self.err(
+                    Some(action.span().start),
+                    format!(
+                        "unknown action {a:?}; valid actions are: {}",
+                        ACTIONS.join(", ")
+                    ),
+                );
+            }
             // keys that only some actions take
             let only = |key: &str, present: bool, allowed: &[&str]| -> Result<(), ScenarioError> {
                 if present && !allowed.contains(&a) {
