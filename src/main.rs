@@ -3,6 +3,7 @@
 
 mod demo;
 mod net;
+mod scenario;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -116,6 +117,11 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Run scenario files (format v1) and check their expectations; list them.
+    Scenario {
+        #[command(subcommand)]
+        command: ScenarioCommand,
+    },
     /// Run one deterministic simulation and report; exit 1 if an invariant broke or not
     /// every valid request committed.
     Sim {
@@ -143,6 +149,35 @@ enum Command {
         /// Simulated deadline, ms.
         #[arg(long, default_value_t = 60_000)]
         deadline_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// Run scenario files; exit 0 if every expectation of every run holds, 1 if one
+    /// fails, 2 if a file is invalid.
+    Run {
+        /// Scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// sim: the deterministic simulator; cluster: real processes (not yet).
+        #[arg(long, value_enum, default_value = "sim")]
+        mode: scenario::ModeArg,
+        /// Seed for every file (overrides the file's `seed`).
+        #[arg(long, conflicts_with = "seeds")]
+        seed: Option<u64>,
+        /// Sweep the seeds A..B (inclusive).
+        #[arg(long, value_name = "A..B")]
+        seeds: Option<String>,
+        /// Write every report as JSON to this file.
+        #[arg(long, value_name = "OUT")]
+        json: Option<PathBuf>,
+    },
+    /// Print the name and description of every scenario file in DIR.
+    List {
+        /// The directory.
+        #[arg(default_value = "scenarios")]
+        dir: PathBuf,
     },
 }
 
@@ -353,6 +388,16 @@ fn run() -> Result<ExitCode> {
                 height,
                 account,
             } => net::cmd_ledger_show(&data, height, account.as_deref()),
+        }),
+        Command::Scenario { command } => Ok(match command {
+            ScenarioCommand::Run {
+                files,
+                mode,
+                seed,
+                seeds,
+                json,
+            } => scenario::cmd_run(&files, mode, seed, seeds.as_deref(), json.as_deref()),
+            ScenarioCommand::List { dir } => scenario::cmd_list(&dir),
         }),
         Command::Sim {
             seed,

@@ -95,6 +95,10 @@ pub enum FaultAction {
     Isolate(ReplicaId),
     /// Undo every partition and isolation.
     Heal,
+    /// Arms a crash in the middle of a checkpoint: the next time the validator executes
+    /// a checkpoint batch (`seq` a multiple of K), the batch is applied to the ledger and
+    /// the process dies before it takes the checkpoint snapshot and announces it.
+    CrashMidCheckpoint(ReplicaId),
 }
 
 /// A fault at a point in simulated time.
@@ -146,6 +150,9 @@ pub struct SimConfig {
     pub stop_when_done: bool,
     /// Ledger and consensus-log storage.
     pub storage: Storage,
+    /// Points in simulated time (ms) at which the run records a [`crate::report::Probe`]
+    /// of the honest validators (views, heights). Probing changes nothing in the run.
+    pub probes_ms: Vec<u64>,
 }
 
 impl Default for SimConfig {
@@ -164,6 +171,7 @@ impl Default for SimConfig {
             verify_signatures: true,
             stop_when_done: true,
             storage: Storage::Memory,
+            probes_ms: Vec::new(),
         }
     }
 }

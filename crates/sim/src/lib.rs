@@ -13,7 +13,7 @@ pub mod report;
 pub mod sim;
 
 pub use config::{Fault, FaultAction, NetworkConfig, SimConfig, Storage, TraitorSpec, Workload};
-pub use report::{ReplicaReport, Report};
+pub use report::{Probe, ReplicaReport, Report};
 pub use sim::{client_key, validator_key, Simulation, Stats};
 
 /// Runs one simulation to its end.

@@ -16,6 +16,8 @@ pub struct ReplicaReport {
     pub traitor: Option<Behavior>,
     /// True if it was down at the end.
     pub crashed: bool,
+    /// How many times its process died during the run.
+    pub crashes: u32,
     /// True if it was restarted from an empty disk at some point (it then forgot what
     /// it had signed, which PBFT counts as a fault).
     pub wiped: bool,
@@ -64,6 +66,24 @@ pub struct Report {
     pub f: usize,
     /// Requests still unaccepted at the end.
     pub stuck: Vec<Stuck>,
+    /// The probes asked for by [`crate::SimConfig::probes_ms`], in the order asked; a
+    /// probe after the end of the run shows the state at the end.
+    pub probes: Vec<Probe>,
+}
+
+/// The honest, running validators at one point in simulated time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// When, ms.
+    pub at_ms: u64,
+    /// Lowest view among honest, running validators (0 if none runs).
+    pub min_view: View,
+    /// Highest view among honest, running validators.
+    pub max_view: View,
+    /// Lowest executed sequence number among honest, running validators.
+    pub min_executed: Seq,
+    /// Highest executed sequence number among honest, running validators.
+    pub max_executed: Seq,
 }
 
 /// A request no client accepted by the end of the run.

@@ -42,6 +42,7 @@ enum Event {
     ReplicaTimer(ReplicaId),
     ClientTimer(usize),
     Fault(usize),
+    Probe(usize),
 }
 
 /// The key of validator `i` in simulations (derived, so runs are reproducible).
@@ -93,6 +94,10 @@ struct Host {
     applications: BTreeMap<(PublicKey, u64), u32>,
     /// Highest checkpoint installed by state transfer (history below it is not local).
     installed_at: u64,
+    /// A crash is armed for the middle of this validator's next checkpoint.
+    crash_at_checkpoint: bool,
+    /// How often the process died.
+    crashes: u32,
 }
 
 /// Counters of a run.
@@ -110,6 +115,12 @@ pub struct Stats {
     pub batches: u64,
     /// Requests executed by honest replicas (including duplicates).
     pub requests_executed: u64,
+    /// Most log slots any honest replica held at once (bounded by the log window).
+    pub peak_log_slots: u64,
+    /// Most requests any honest replica held waiting for execution at once.
+    pub peak_waiting_requests: u64,
+    /// Most bytes of incomplete snapshot transfers any honest validator buffered at once.
+    pub peak_snapshot_buffer_bytes: u64,
 }
 
 /// A simulation in progress.
@@ -135,6 +146,7 @@ pub struct Simulation {
     genesis: BTreeMap<PublicKey, u64>,
     _tmp: Option<tempfile::TempDir>,
     faults_applied: usize,
+    probes: Vec<Option<crate::report::Probe>>,
 }
 
 impl Simulation {
@@ -215,6 +227,8 @@ impl Simulation {
                 offered: None,
                 applications: BTreeMap::new(),
                 installed_at: 0,
+                crash_at_checkpoint: false,
+                crashes: 0,
             });
         }
         let tmp = match cfg.storage {
@@ -253,13 +267,18 @@ impl Simulation {
             genesis,
             _tmp: tmp,
             faults_applied: 0,
+            probes: Vec::new(),
             cfg,
         };
+        sim.probes = vec![None; sim.cfg.probes_ms.len()];
         for i in 0..n {
             sim.open_storage(i as ReplicaId);
         }
         for (i, f) in sim.cfg.faults.clone().iter().enumerate() {
             sim.schedule(Instant(f.at_ms * 1000), Event::Fault(i));
+        }
+        for (i, at) in sim.cfg.probes_ms.clone().iter().enumerate() {
+            sim.schedule(Instant(at * 1000), Event::Probe(i));
         }
         for c in 0..sim.clients.len() {
             let start = Instant(sim.rng.gen_range(0..5_000));
@@ -313,6 +332,14 @@ impl Simulation {
                 break;
             }
             self.now = at;
+            if let Event::Probe(i) = event {
+                // an observation, not part of the run: not counted, not traced
+                let p = self.probe();
+                if let Some(slot) = self.probes.get_mut(i) {
+                    *slot = Some(p);
+                }
+                continue;
+            }
             self.stats.events += 1;
             self.step(event);
             if self.cfg.stop_when_done && self.done() {
@@ -383,7 +410,42 @@ impl Simulation {
                 self.trace_event(b"fault", i as u64, 0, &[]);
                 self.apply_fault(i);
             }
+            Event::Probe(_) => {}
         }
+    }
+
+    /// The honest, running validators now.
+    fn probe(&self) -> crate::report::Probe {
+        let live: Vec<&Replica> = self
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.cfg.is_traitor(*i as ReplicaId))
+            .filter_map(|(_, h)| h.replica.as_ref())
+            .collect();
+        crate::report::Probe {
+            at_ms: self.now.as_millis(),
+            min_view: live.iter().map(|r| r.view()).min().unwrap_or(0),
+            max_view: live.iter().map(|r| r.view()).max().unwrap_or(0),
+            min_executed: live.iter().map(|r| r.last_executed()).min().unwrap_or(0),
+            max_executed: live.iter().map(|r| r.last_executed()).max().unwrap_or(0),
+        }
+    }
+
+    /// Records the peak of what an honest validator holds in memory.
+    fn sample_memory(&mut self, r: ReplicaId) {
+        if self.cfg.is_traitor(r) {
+            return;
+        }
+        let h = &self.hosts[r as usize];
+        if let Some(rep) = h.replica.as_ref() {
+            let st = &mut self.stats;
+            st.peak_log_slots = st.peak_log_slots.max(rep.log_len() as u64);
+            st.peak_waiting_requests = st.peak_waiting_requests.max(rep.waiting_requests() as u64);
+        }
+        let buffered: usize = h.incoming.values().flatten().flatten().map(Vec::len).sum();
+        let st = &mut self.stats;
+        st.peak_snapshot_buffer_bytes = st.peak_snapshot_buffer_bytes.max(buffered as u64);
     }
 
     // ------------------------------------------------------------------ network
@@ -571,6 +633,7 @@ impl Simulation {
         }
         self.drain(r);
         self.arm_replica_timer(r);
+        self.sample_memory(r);
     }
 
     /// Assembles snapshot chunks; a complete snapshot's digest is offered to the
@@ -729,6 +792,13 @@ impl Simulation {
                             *h.applications.entry(q.key()).or_insert(0) += 1;
                         }
                     }
+                    if seq.is_multiple_of(k) && h.crash_at_checkpoint {
+                        // the batch is on disk, the checkpoint is not: the process dies
+                        h.crash_at_checkpoint = false;
+                        tracing::info!(seq, replica = r, "crash in the middle of a checkpoint");
+                        self.crash(r);
+                        return;
+                    }
                     let state_digest = if seq.is_multiple_of(k) {
                         match ledger.checkpoint() {
                             Ok(d) => Some(d),
@@ -833,16 +903,10 @@ impl Simulation {
         self.faults_applied += 1;
         tracing::info!(at_ms = self.now.as_millis(), ?fault.action, "fault");
         match fault.action {
-            FaultAction::Crash(r) => {
-                let h = &mut self.hosts[r as usize];
-                h.replica = None;
-                h.timer_at = None;
-                h.incoming.clear();
-                h.offered = None;
-                if h.dir.is_some() {
-                    // the process dies: its database handles go with it
-                    h.ledger = None;
-                    h.log = None;
+            FaultAction::Crash(r) => self.crash(r),
+            FaultAction::CrashMidCheckpoint(r) => {
+                if let Some(h) = self.hosts.get_mut(r as usize) {
+                    h.crash_at_checkpoint = h.replica.is_some();
                 }
             }
             FaultAction::Restart { node, wipe } => {
@@ -897,6 +961,22 @@ impl Simulation {
                 self.groups = None;
                 self.isolated.clear();
             }
+        }
+    }
+
+    /// The process of validator `r` dies: volatile state is lost, the disk stays.
+    fn crash(&mut self, r: ReplicaId) {
+        let h = &mut self.hosts[r as usize];
+        h.crashes += u32::from(h.replica.is_some());
+        h.replica = None;
+        h.timer_at = None;
+        h.incoming.clear();
+        h.offered = None;
+        h.crash_at_checkpoint = false;
+        if h.dir.is_some() {
+            // the process dies: its database handles go with it
+            h.ledger = None;
+            h.log = None;
         }
     }
 
@@ -1088,6 +1168,7 @@ impl Simulation {
                     id,
                     traitor,
                     crashed: rep.is_none(),
+                    crashes: h.crashes,
                     wiped: self.cfg.faults.iter().any(|f| {
                         matches!(f.action, FaultAction::Restart { node, wipe: true } if node == id)
                     }),
@@ -1124,6 +1205,18 @@ impl Simulation {
                     })
             })
             .collect();
+        let end_probe = self.probe();
+        let probes = self
+            .probes
+            .iter()
+            .zip(&self.cfg.probes_ms)
+            .map(|(p, at)| {
+                p.unwrap_or(crate::report::Probe {
+                    at_ms: *at,
+                    ..end_probe
+                })
+            })
+            .collect();
         let mut trace = self.trace.clone();
         trace.update(&self.stats.events.to_le_bytes());
         Report {
@@ -1141,6 +1234,7 @@ impl Simulation {
             latencies_us: latencies,
             f: self.pcfg.f() as usize,
             stuck,
+            probes,
         }
     }
 }

@@ -1,0 +1,186 @@
+//! Sim mode: a scenario and a seed become a [`pbft_sim::SimConfig`]; the simulator's
+//! report becomes a [`ScenarioReport`].
+
+use crate::error::RunError;
+use crate::model::{FaultKind, Scenario, StorageKind};
+use crate::report::{Measured, Mode, ProbeRow, ScenarioReport, ValidatorRow};
+use crate::runner::Runner;
+use pbft_sim::{Fault, FaultAction, NetworkConfig, SimConfig, Storage, TraitorSpec, Workload};
+
+/// Estimated bytes one client request occupies in a validator (signed request, key,
+/// operation and bookkeeping), for the memory figure.
+pub const REQUEST_BYTES: u64 = 256;
+/// Estimated bytes of one signed vote (prepare or commit) in a validator's log.
+pub const VOTE_BYTES: u64 = 160;
+
+/// The deterministic simulator as a [`Runner`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SimRunner;
+
+impl Runner for SimRunner {
+    fn mode(&self) -> Mode {
+        Mode::Sim
+    }
+
+    fn observe(&self, scenario: &Scenario, seed: u64) -> Result<ScenarioReport, RunError> {
+        let cfg = sim_config(scenario, seed);
+        let r = pbft_sim::run(cfg);
+        Ok(to_report(scenario, &r))
+    }
+}
+
+/// The simulator configuration of `scenario` with `seed`.
+pub fn sim_config(sc: &Scenario, seed: u64) -> SimConfig {
+    let c = &sc.cluster;
+    let w = &sc.workload;
+    SimConfig {
+        validators: c.validators,
+        checkpoint_interval: c.checkpoint_interval,
+        batch_size: c.batch_size,
+        view_timeout_ms: c.view_timeout_ms,
+        network: NetworkConfig {
+            min_delay_ms: sc.network.min_delay_ms,
+            max_delay_ms: sc.network.max_delay_ms,
+            drop_rate: sc.network.drop_rate,
+            duplicate_rate: sc.network.duplicate_rate,
+        },
+        workload: Workload {
+            clients: w.clients,
+            requests: w.requests,
+            invalid_signatures: w.invalid_signatures,
+            replays: w.replays,
+            overdrafts: w.overdrafts,
+            concurrency: w.concurrency,
+            balance: w.balance,
+            think_ms: w.think_ms,
+        },
+        traitors: sc
+            .traitors
+            .iter()
+            .map(|t| TraitorSpec {
+                node: t.node,
+                behavior: t.behavior,
+                from_ms: t.from_ms,
+                until_ms: t.until_ms.unwrap_or(u64::MAX),
+            })
+            .collect(),
+        faults: sc
+            .faults
+            .iter()
+            .map(|f| Fault {
+                at_ms: f.at_ms,
+                action: match &f.action {
+                    FaultKind::Crash {
+                        node,
+                        mid_checkpoint: false,
+                    } => FaultAction::Crash(*node),
+                    FaultKind::Crash {
+                        node,
+                        mid_checkpoint: true,
+                    } => FaultAction::CrashMidCheckpoint(*node),
+                    FaultKind::Restart { node, wipe } => FaultAction::Restart {
+                        node: *node,
+                        wipe: *wipe,
+                    },
+                    FaultKind::Partition { groups } => FaultAction::Partition(groups.clone()),
+                    FaultKind::Isolate { node } => FaultAction::Isolate(*node),
+                    FaultKind::Heal => FaultAction::Heal,
+                },
+            })
+            .collect(),
+        deadline_ms: sc.expect.deadline_ms,
+        seed,
+        verify_signatures: true,
+        stop_when_done: true,
+        storage: match c.storage {
+            StorageKind::Memory => Storage::Memory,
+            StorageKind::RocksDb => Storage::RocksDb,
+        },
+        probes_ms: sc.probe_times(),
+    }
+}
+
+/// The scenario report of a simulator run (without verdicts).
+pub fn to_report(sc: &Scenario, r: &pbft_sim::Report) -> ScenarioReport {
+    let validators: Vec<ValidatorRow> = r
+        .replicas
+        .iter()
+        .map(|x| {
+            let traitor = x.traitor.map(|b| b.name().to_string());
+            ValidatorRow {
+                id: x.id,
+                role: ValidatorRow::role_for(traitor.as_deref(), x.crashed, x.crashes, x.wiped),
+                traitor,
+                crashed: x.crashed,
+                crashes: x.crashes,
+                wiped: x.wiped,
+                view: x.view,
+                last_executed: x.last_executed,
+                stable_checkpoint: x.stable_checkpoint,
+                head: x.head.to_string(),
+                evidence_against: x.evidence_against.clone(),
+                halted: x.halted.clone(),
+            }
+        })
+        .collect();
+    let mut violations: Vec<String> = r.violations.iter().map(|v| v.to_string()).collect();
+    for a in r.falsely_accused() {
+        violations.push(format!(
+            "honest validator {a} is accused by signed evidence"
+        ));
+    }
+    for (id, why) in &r.halts {
+        if r.replicas
+            .get(*id as usize)
+            .is_some_and(|x| x.traitor.is_none())
+        {
+            violations.push(format!("honest validator {id} halted: {why}"));
+        }
+    }
+    let t_ms = r.all_committed_ms.unwrap_or(r.end_ms).max(1);
+    let throughput = r.accepted as f64 * 1000.0 / t_ms as f64;
+    let ms = |us: Option<u64>| us.map(|u| u as f64 / 1000.0);
+    let s = &r.stats;
+    let per_slot = sc.cluster.batch_size as u64 * REQUEST_BYTES
+        + 2 * sc.cluster.validators as u64 * VOTE_BYTES;
+    let memory = s.peak_log_slots * per_slot
+        + s.peak_waiting_requests * REQUEST_BYTES
+        + s.peak_snapshot_buffer_bytes;
+    ScenarioReport {
+        scenario: sc.name.clone(),
+        mode: Mode::Sim,
+        seed: r.seed,
+        n: r.replicas.len(),
+        f: r.f,
+        validators,
+        measured: Measured {
+            valid_requests: r.valid_requests as u64,
+            committed: r.accepted as u64,
+            all_committed_ms: r.all_committed_ms,
+            end_ms: r.end_ms,
+            throughput_rps: (throughput * 10.0).round() / 10.0,
+            baseline_throughput_rps: None,
+            latency_p50_ms: ms(r.latency_percentile(50)),
+            latency_p99_ms: ms(r.latency_percentile(99)),
+            messages: s.messages,
+            dropped: s.dropped,
+            rejected: s.rejected.values().sum(),
+            peak_memory_kb: Some(memory.div_ceil(1024)),
+            trace: Some(r.trace_digest.to_string()),
+        },
+        probes: r
+            .probes
+            .iter()
+            .map(|p| ProbeRow {
+                at_ms: p.at_ms,
+                min_view: p.min_view,
+                max_view: p.max_view,
+                min_executed: p.min_executed,
+                max_executed: p.max_executed,
+            })
+            .collect(),
+        violations,
+        expectations: Vec::new(),
+        passed: false,
+    }
+}

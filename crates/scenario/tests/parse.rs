@@ -1,0 +1,209 @@
+//! Format v1 validation: every rejection names the file, the line and the reason.
+
+use pbft_scenario::{parse, ScenarioError};
+use std::path::Path;
+
+const OK: &str = r#"name = "t"
+description = "a test"
+
+[cluster]
+validators = 4
+
+[network]
+min_delay_ms = 1
+max_delay_ms = 10
+
+[workload]
+requests = 10
+
+[[traitor]]
+node = 0
+behavior = "equivocate"
+
+[[fault]]
+at_ms = 100
+action = "crash"
+node = 2
+
+[[fault]]
+at_ms = 300
+action = "restart"
+node = 2
+
+[expect]
+deadline_ms = 5000
+"#;
+
+fn err(src: &str) -> ScenarioError {
+    match parse(Path::new("x.toml"), src) {
+        Ok(_) => panic!("accepted:\n{src}"),
+        Err(e) => e,
+    }
+}
+
+/// `src` with the first occurrence of `from` replaced by `to`.
+fn with(from: &str, to: &str) -> String {
+    assert!(OK.contains(from), "{from}");
+    OK.replacen(from, to, 1)
+}
+
+/// Asserts the error names the file, the line and contains `reason`.
+fn rejects(src: &str, line: usize, reason: &str) {
+    let e = err(src);
+    assert_eq!(e.file, Path::new("x.toml"));
+    assert_eq!(e.line, Some(line), "{e}");
+    assert!(e.reason.contains(reason), "{e} (wanted {reason:?})");
+    assert!(
+        e.to_string().starts_with(&format!("x.toml:{line}: ")),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_example_parses_with_defaults() {
+    let sc = parse(Path::new("x.toml"), OK).unwrap();
+    assert_eq!(sc.cluster.validators, 4);
+    assert_eq!(sc.cluster.checkpoint_interval, 16);
+    assert_eq!(sc.cluster.batch_size, 32);
+    assert_eq!(sc.cluster.view_timeout_ms, 400);
+    assert_eq!(sc.network.drop_rate, 0.0);
+    assert_eq!(sc.workload.clients, 4);
+    assert_eq!(sc.traitors[0].until_ms, None);
+    assert!(sc.expect.agreement && sc.expect.all_committed && !sc.expect.violation);
+    assert_eq!(sc.seed, None);
+    assert_eq!(sc.seed_or_default(None), 1);
+    assert_eq!(sc.seed_or_default(Some(9)), 9);
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    rejects(
+        &with("requests = 10", "requests = 10\nrequets = 3"),
+        13,
+        "unknown field `requets`",
+    );
+    rejects(
+        &with("name = \"t\"", "name = \"t\"\ncolour = 1"),
+        2,
+        "unknown field `colour`",
+    );
+    rejects(
+        &with("node = 0\n", "node = 0\nspeed = 2\n"),
+        16,
+        "unknown field `speed`",
+    );
+}
+
+#[test]
+fn fewer_than_four_validators_are_rejected() {
+    rejects(&with("validators = 4", "validators = 3"), 5, "3f+1");
+}
+
+#[test]
+fn node_ids_out_of_range_are_rejected() {
+    rejects(&with("node = 0", "node = 4"), 15, "node 4 does not exist");
+    rejects(
+        &with("node = 2\n\n", "node = 9\n\n"),
+        21,
+        "node 9 does not exist",
+    );
+}
+
+#[test]
+fn more_traitors_than_f_need_violation() {
+    let src = with(
+        "[[fault]]",
+        "[[traitor]]\nnode = 1\nbehavior = \"silent\"\n\n[[fault]]",
+    );
+    rejects(&src, 18, "violation = true");
+    let ok = src.replace("deadline_ms = 5000", "deadline_ms = 5000\nviolation = true");
+    let sc = parse(Path::new("x.toml"), &ok).unwrap();
+    assert!(sc.expect.violation && !sc.expect.agreement && !sc.expect.all_committed);
+}
+
+#[test]
+fn windows_that_end_before_they_start_are_rejected() {
+    rejects(
+        &with(
+            "behavior = \"equivocate\"",
+            "behavior = \"equivocate\"\nfrom_ms = 500\nuntil_ms = 100",
+        ),
+        18,
+        "ends before it starts",
+    );
+}
+
+#[test]
+fn unknown_behaviours_actions_and_disks_are_rejected() {
+    rejects(
+        &with("\"equivocate\"", "\"lie_a_lot\""),
+        16,
+        "unknown behavior \"lie_a_lot\"",
+    );
+    rejects(
+        &with("action = \"crash\"", "action = \"explode\""),
+        20,
+        "unknown action \"explode\"",
+    );
+    rejects(
+        &with(
+            "node = 2\n\n[expect]",
+            "node = 2\ndisk = \"shred\"\n\n[expect]",
+        ),
+        27,
+        "disk = \"shred\"",
+    );
+}
+
+#[test]
+fn rates_outside_0_1_are_rejected() {
+    rejects(
+        &with("max_delay_ms = 10", "max_delay_ms = 10\ndrop_rate = 1.5"),
+        10,
+        "drop_rate = 1.5",
+    );
+    rejects(
+        &with(
+            "max_delay_ms = 10",
+            "max_delay_ms = 10\nduplicate_rate = -0.1",
+        ),
+        10,
+        "between 0 and 1",
+    );
+}
+
+#[test]
+fn min_delay_above_max_delay_is_rejected() {
+    rejects(
+        &with("min_delay_ms = 1", "min_delay_ms = 50"),
+        8,
+        "greater than max_delay_ms",
+    );
+}
+
+#[test]
+fn restart_of_a_node_never_crashed_is_rejected() {
+    let src = OK.replacen(
+        "node = 2\n\n[[fault]]\nat_ms = 300\naction = \"restart\"\nnode = 2",
+        "node = 2\n\n[[fault]]\nat_ms = 300\naction = \"restart\"\nnode = 3",
+        1,
+    );
+    rejects(&src, 23, "never crashed");
+}
+
+#[test]
+fn type_errors_and_syntax_errors_name_the_line() {
+    rejects(
+        &with("requests = 10", "requests = \"ten\""),
+        12,
+        "invalid type",
+    );
+    rejects(&with("requests = 10", "requests = -1"), 12, "");
+    rejects(&with("[workload]", "[workload"), 11, "");
+}
+
+#[test]
+fn a_missing_file_is_an_error_naming_it() {
+    let e = pbft_scenario::load(Path::new("/nonexistent/x.toml")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");
+}
