@@ -235,6 +235,9 @@ impl Executor for MemoryExecutor {
     }
 
     fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
+        if let Some(v) = self.state.get(&keys::account(client)) {
+            return crate::transition::decode_account(v).map(|a| a.window);
+        }
         match self.state.get(&keys::client(client)) {
             Some(v) => postcard::from_bytes(v)
                 .map_err(|e| ExecError::Corrupt(format!("client window: {e}"))),

@@ -7,8 +7,9 @@
 //!
 //! * `dir/state/`: the live RocksDB, with column families
 //!   * [`CF_STATE`] (`state`): the digest-covered state, keys from [`crate::types::keys`]
-//!     (accounts `a‖pk`, client windows `c‖pk`, the chain position `m/chain`), values
-//!     exactly as the transition encodes them;
+//!     (account records `a‖pk` holding the balance and the client's exactly-once window,
+//!     windows `c‖pk` of clients without an account, the chain position `m/chain`),
+//!     values exactly as the transition encodes them;
 //!   * [`CF_RECEIPTS`] (`receipts`): key = client public key (32 bytes) ‖ request id (u64
 //!     big-endian), value = postcard([`StoredReceipt`]);
 //!   * [`CF_BLOCKS`] (`blocks`): key = height (u64 big-endian), value = postcard([`Block`]);
@@ -69,7 +70,9 @@
 use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::snapshot::{make_chunks, verify_chunks};
-use crate::transition::{decode_balance, execute_batch, genesis_entries, lthash_of, StateView};
+use crate::transition::{
+    decode_account, decode_balance, execute_batch, genesis_entries, lthash_of, StateView,
+};
 use crate::types::{
     keys, Applied, Block, ChainPos, ClientWindow, ExecRequest, Head, StoredReceipt,
 };
@@ -81,7 +84,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Column family of the digest-covered state (accounts, client windows, chain position).
+/// Column family of the digest-covered state (account records, windows of clients
+/// without an account, chain position).
 pub const CF_STATE: &str = "state";
 /// Column family of stored receipts.
 pub const CF_RECEIPTS: &str = "receipts";
@@ -1016,6 +1020,9 @@ impl Executor for RocksExecutor {
 
     fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
         let db = self.db()?;
+        if let Some(v) = db.get_cf(cf(db, CF_STATE)?, keys::account(client))? {
+            return decode_account(&v).map(|a| a.window);
+        }
         match db.get_cf(cf(db, CF_STATE)?, keys::client(client))? {
             Some(v) => decode(&v, "a client window"),
             None => Ok(ClientWindow::fresh()),
