@@ -50,6 +50,7 @@ fn main() {
                 .collect()
         })
         .collect();
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut last = Instant::now();
     let mut best = f64::MAX;
@@ -74,10 +75,27 @@ fn main() {
         }
     }
     let total = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
     println!(
-        "{backend}/{size}: {batches} batches, {:.0} transfers/s overall, best 20-batch window {:.0}/s, head {}",
+        "{backend}/{size}: {batches} batches, {:.0} transfers/s overall, best 20-batch window {:.0}/s, CPU {:.2} us/transfer (all threads), head {}",
         (batches * size) as f64 / total,
         1.0 / best,
+        cpu * 1e6 / (batches * size) as f64,
         ex.head().state_digest.short()
     );
+}
+
+/// User plus system CPU time of the whole process (all threads), from /proc (Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // the fields after the parenthesised command name; utime and stime are 14 and 15
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
