@@ -336,6 +336,13 @@ pub fn execute_batch<V: StateView>(
 /// a thread costs tens of microseconds, one element hash about half of one.
 const PARALLEL_MIN_CHANGES: usize = 128;
 
+/// The cores available to this process, asked once: the answer takes system calls
+/// (the standard library reads the cgroup quota), too slow to ask per batch.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// One entry of [`Changes`], borrowed.
 type ChangeRef<'a> = &'a (Vec<u8>, Change);
 
@@ -356,8 +363,11 @@ pub fn changes_delta(changes: &Changes) -> LtHash {
         }
         lt
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || changed.len() < PARALLEL_MIN_CHANGES {
+    if changed.len() < PARALLEL_MIN_CHANGES {
+        return partial(&changed);
+    }
+    let threads = cores();
+    if threads < 2 {
         return partial(&changed);
     }
     let chunk = changed.len().div_ceil(threads);
