@@ -11,7 +11,8 @@
 //!     windows `c‖pk` of clients without an account, the chain position `m/chain`),
 //!     values exactly as the transition encodes them;
 //!   * [`CF_RECEIPTS`] (`receipts`): key = client public key (32 bytes) ‖ request id (u64
-//!     big-endian), value = postcard([`StoredReceipt`]);
+//!     big-endian), value = postcard([`StoredReceipt`]); its memtable is hashed by the
+//!     32-byte client prefix, so a scan across clients reads in total order;
 //!   * [`CF_BLOCKS`] (`blocks`): key = height (u64 big-endian), value = postcard([`Block`]);
 //!   * [`CF_META`] (`meta`): [`META_APPLIED`] (u64 BE, the applied-sequence marker),
 //!     [`META_LTHASH`] (the 2048-byte LtHash), [`META_HEAD`] (postcard([`Head`])) and
@@ -245,7 +246,33 @@ fn cf_options(name: &str) -> Options {
         // made after a flush) and in `verify_ledger` (a closed ledger).
         o.set_inplace_update_support(true);
     }
+    if name == CF_RECEIPTS {
+        // Receipts are inserted once each, at keys (client ‖ request id) spread over
+        // the whole key space: in one big skiplist every insert walks it from the top,
+        // missing the cache at each level. A hash of skiplists by client (the 32-byte
+        // key prefix) makes an insert a bucket lookup plus a short search among that
+        // client's receipts. Point lookups by (client, request id) stay exact; a scan
+        // across clients must ask for total order (see `total_order`).
+        o.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(32));
+        o.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
+            bucket_count: RECEIPT_BUCKETS,
+            height: 12,
+            branching_factor: 4,
+        });
+    }
     o
+}
+
+/// Buckets of the receipts memtable (one pointer each): about the number of clients
+/// active within one memtable's worth of receipts, beyond which buckets are shared.
+const RECEIPT_BUCKETS: usize = 1 << 17;
+
+/// Read options for a scan of a whole column family: the receipts family has a prefix
+/// extractor, and without total order a scan would stay within one prefix.
+fn total_order() -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.set_total_order_seek(true);
+    ro
 }
 
 /// Every column family with its options, for opening a ledger DB.
@@ -983,7 +1010,7 @@ impl Executor for RocksExecutor {
         };
         blocks.extend(v.head_block.clone());
         let mut receipts = Vec::new();
-        for item in db.iterator_cf(cf(db, CF_RECEIPTS)?, IteratorMode::Start) {
+        for item in db.iterator_cf_opt(cf(db, CF_RECEIPTS)?, total_order(), IteratorMode::Start) {
             let (k, val) = item?;
             // receipts are not covered by the digest: an unreadable one is not kept, and
             // does not stop a state transfer meant to repair this ledger
