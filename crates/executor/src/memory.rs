@@ -8,11 +8,15 @@ use crate::transition::{execute_batch, genesis_entries, StateView};
 use crate::types::{keys, Applied, Block, ClientWindow, ExecRequest, Head, StoredReceipt};
 use crate::Executor;
 use pbft_crypto::{Digest, PublicKey};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// The state entries, by key. A hash map: the transition only looks keys up, and the
+/// few callers that need key order (snapshots, [`MemoryExecutor::entries`]) sort.
+type State = HashMap<Vec<u8>, Vec<u8>>;
 
 #[derive(Clone, Debug)]
 struct Snap {
-    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    state: State,
     lthash: LtHash,
     head: Head,
 }
@@ -20,13 +24,20 @@ struct Snap {
 /// A ledger held in memory.
 #[derive(Clone, Debug)]
 pub struct MemoryExecutor {
-    state: BTreeMap<Vec<u8>, Vec<u8>>,
-    receipts: BTreeMap<(PublicKey, u64), StoredReceipt>,
+    state: State,
+    receipts: HashMap<(PublicKey, u64), StoredReceipt>,
     blocks: BTreeMap<u64, Block>,
     lthash: LtHash,
     head: Head,
     snapshots: BTreeMap<u64, Snap>,
     stable: u64,
+}
+
+/// The entries of a state, in key order.
+fn sorted(state: &State) -> Vec<(&Vec<u8>, &Vec<u8>)> {
+    let mut entries: Vec<_> = state.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries
 }
 
 struct View<'a>(&'a MemoryExecutor);
@@ -43,7 +54,7 @@ impl StateView for View<'_> {
 impl MemoryExecutor {
     /// A ledger at genesis with these balances.
     pub fn genesis(balances: &BTreeMap<PublicKey, u64>) -> MemoryExecutor {
-        let state: BTreeMap<Vec<u8>, Vec<u8>> = genesis_entries(balances).into_iter().collect();
+        let state: State = genesis_entries(balances).into_iter().collect();
         let mut lthash = LtHash::new();
         for (k, v) in &state {
             lthash.insert(k, v);
@@ -60,7 +71,7 @@ impl MemoryExecutor {
         };
         MemoryExecutor {
             state,
-            receipts: BTreeMap::new(),
+            receipts: HashMap::new(),
             blocks: BTreeMap::new(),
             lthash,
             head,
@@ -69,9 +80,9 @@ impl MemoryExecutor {
         }
     }
 
-    /// Every state entry (for checks and tests).
+    /// Every state entry, in key order (for checks and tests).
     pub fn entries(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
-        self.state.iter()
+        sorted(&self.state).into_iter()
     }
 
     /// The current LtHash.
@@ -183,7 +194,10 @@ impl Executor for MemoryExecutor {
         if seq > 0 && head_block.is_none() {
             return Err(ExecError::NoSnapshot(seq));
         }
-        Ok(make_chunks(seq, head_block, snap.state.clone(), max_chunk))
+        let entries = sorted(&snap.state)
+            .into_iter()
+            .map(|(k, v)| (k.clone(), v.clone()));
+        Ok(make_chunks(seq, head_block, entries, max_chunk))
     }
 
     fn import(
@@ -235,6 +249,9 @@ impl Executor for MemoryExecutor {
     }
 
     fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
+        if let Some(v) = self.state.get(&keys::account(client)) {
+            return crate::transition::decode_account(v).map(|a| a.window);
+        }
         match self.state.get(&keys::client(client)) {
             Some(v) => postcard::from_bytes(v)
                 .map_err(|e| ExecError::Corrupt(format!("client window: {e}"))),

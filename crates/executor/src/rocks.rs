@@ -7,10 +7,12 @@
 //!
 //! * `dir/state/`: the live RocksDB, with column families
 //!   * [`CF_STATE`] (`state`): the digest-covered state, keys from [`crate::types::keys`]
-//!     (accounts `a‖pk`, client windows `c‖pk`, the chain position `m/chain`), values
-//!     exactly as the transition encodes them;
+//!     (account records `a‖pk` holding the balance and the client's exactly-once window,
+//!     windows `c‖pk` of clients without an account, the chain position `m/chain`),
+//!     values exactly as the transition encodes them;
 //!   * [`CF_RECEIPTS`] (`receipts`): key = client public key (32 bytes) ‖ request id (u64
-//!     big-endian), value = postcard([`StoredReceipt`]);
+//!     big-endian), value = postcard([`StoredReceipt`]); its memtable is hashed by the
+//!     32-byte client prefix, so a scan across clients reads in total order;
 //!   * [`CF_BLOCKS`] (`blocks`): key = height (u64 big-endian), value = postcard([`Block`]);
 //!   * [`CF_META`] (`meta`): [`META_APPLIED`] (u64 BE, the applied-sequence marker),
 //!     [`META_LTHASH`] (the 2048-byte LtHash), [`META_HEAD`] (postcard([`Head`])) and
@@ -69,7 +71,9 @@
 use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::snapshot::{make_chunks, verify_chunks};
-use crate::transition::{decode_balance, execute_batch, genesis_entries, lthash_of, StateView};
+use crate::transition::{
+    decode_account, decode_balance, execute_batch, genesis_entries, lthash_of, StateView,
+};
 use crate::types::{
     keys, Applied, Block, ChainPos, ClientWindow, ExecRequest, Head, StoredReceipt,
 };
@@ -81,7 +85,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Column family of the digest-covered state (accounts, client windows, chain position).
+/// Column family of the digest-covered state (account records, windows of clients
+/// without an account, chain position).
 pub const CF_STATE: &str = "state";
 /// Column family of stored receipts.
 pub const CF_RECEIPTS: &str = "receipts";
@@ -215,13 +220,67 @@ fn db_options(create: bool) -> Options {
     o.create_missing_column_families(create);
     o.set_keep_log_file_num(2);
     o.set_log_level(rocksdb::LogLevel::Warn);
-    // point lookups dominate (balances, client windows, receipts): a Bloom filter per
-    // table file lets a lookup skip the files that cannot hold the key
+    // required by the in-place updates of the state column family; the ledger has one
+    // writer, so there are never concurrent memtable writes to allow
+    o.set_allow_concurrent_memtable_write(false);
+    o
+}
+
+/// The options of one column family.
+fn cf_options(name: &str) -> Options {
+    let mut o = Options::default();
+    // point lookups dominate (account records, receipts): a Bloom filter per table
+    // file lets a lookup skip the files that cannot hold the key
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
     o.set_block_based_table_factory(&table);
+    if name == CF_STATE {
+        // A batch rewrites the records of the accounts it touches, with values of the
+        // same size as a rule (16 bytes for a client that sends in order). Updated in
+        // place, the memtable holds one entry per touched key instead of one per
+        // version, so inserts search a small, cache-resident skiplist and the state
+        // rarely flushes. What it gives up is point-in-time reads of the live memtable
+        // during a write (snapshots, iterators): the ledger takes no snapshots, has one
+        // writer, and iterates the state only in checkpoints (separate read-only DBs
+        // made after a flush) and in `verify_ledger` (a closed ledger).
+        o.set_inplace_update_support(true);
+    }
+    if name == CF_RECEIPTS {
+        // Receipts are inserted once each, at keys (client ‖ request id) spread over
+        // the whole key space: in one big skiplist every insert walks it from the top,
+        // missing the cache at each level. A hash of skiplists by client (the 32-byte
+        // key prefix) makes an insert a bucket lookup plus a short search among that
+        // client's receipts. Point lookups by (client, request id) stay exact; a scan
+        // across clients must ask for total order (see `total_order`).
+        o.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(32));
+        o.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
+            bucket_count: RECEIPT_BUCKETS,
+            height: 12,
+            branching_factor: 4,
+        });
+    }
     o
+}
+
+/// Buckets of the receipts memtable (one pointer each): about the number of clients
+/// active within one memtable's worth of receipts, beyond which buckets are shared.
+const RECEIPT_BUCKETS: usize = 1 << 17;
+
+/// Read options for a scan of a whole column family: the receipts family has a prefix
+/// extractor, and without total order a scan would stay within one prefix.
+fn total_order() -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.set_total_order_seek(true);
+    ro
+}
+
+/// Every column family with its options, for opening a ledger DB.
+fn cf_descriptors() -> Vec<rocksdb::ColumnFamilyDescriptor> {
+    COLUMN_FAMILIES
+        .iter()
+        .map(|name| rocksdb::ColumnFamilyDescriptor::new(*name, cf_options(name)))
+        .collect()
 }
 
 /// Opens a ledger DB (live state or checkpoint) read-only.
@@ -229,10 +288,10 @@ pub(crate) fn open_read_only(path: &Path) -> Result<DB, ExecError> {
     if !path.is_dir() {
         return Err(corrupt(format!("no ledger database at {}", path.display())));
     }
-    Ok(DB::open_cf_for_read_only(
+    Ok(DB::open_cf_descriptors_read_only(
         &db_options(false),
         path,
-        COLUMN_FAMILIES,
+        cf_descriptors(),
         false,
     )?)
 }
@@ -371,7 +430,11 @@ fn rename(faults: &mut Faults, from: &Path, to: &Path) -> Result<(), ExecError> 
 /// Opens (creating it if `create`) a ledger DB read-write (one durable step).
 fn open_db(faults: &mut Faults, path: &Path, create: bool) -> Result<DB, ExecError> {
     faults.step()?;
-    Ok(DB::open_cf(&db_options(create), path, COLUMN_FAMILIES)?)
+    Ok(DB::open_cf_descriptors(
+        &db_options(create),
+        path,
+        cf_descriptors(),
+    )?)
 }
 
 /// Writes a batch (one durable step).
@@ -947,7 +1010,7 @@ impl Executor for RocksExecutor {
         };
         blocks.extend(v.head_block.clone());
         let mut receipts = Vec::new();
-        for item in db.iterator_cf(cf(db, CF_RECEIPTS)?, IteratorMode::Start) {
+        for item in db.iterator_cf_opt(cf(db, CF_RECEIPTS)?, total_order(), IteratorMode::Start) {
             let (k, val) = item?;
             // receipts are not covered by the digest: an unreadable one is not kept, and
             // does not stop a state transfer meant to repair this ledger
@@ -1016,6 +1079,9 @@ impl Executor for RocksExecutor {
 
     fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
         let db = self.db()?;
+        if let Some(v) = db.get_cf(cf(db, CF_STATE)?, keys::account(client))? {
+            return decode_account(&v).map(|a| a.window);
+        }
         match db.get_cf(cf(db, CF_STATE)?, keys::client(client))? {
             Some(v) => decode(&v, "a client window"),
             None => Ok(ClientWindow::fresh()),

@@ -2,7 +2,8 @@
 //!
 //! A snapshot of checkpoint `seq` is a list of chunks, each a postcard-encoded
 //! [`SnapshotChunk`]. Chunk 0 carries the head block. Entries are the digest-covered
-//! state (accounts, client windows, chain position) in strictly increasing key order.
+//! state (account records, windows of clients without an account, chain position) in
+//! strictly increasing key order.
 //! [`verify_chunks`] recomputes the LtHash from the entries and accepts the snapshot only
 //! if the resulting checkpoint digest equals the proven one: a lying peer's snapshot is
 //! rejected before anything local is touched.

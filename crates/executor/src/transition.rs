@@ -5,22 +5,27 @@
 use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::types::{
-    keys, merkle_root, Applied, Block, ChainPos, ClientWindow, Entry, ExecRequest, FailReason,
-    Receipt, StoredReceipt, EXEC_WINDOW, MAX_TRANSFERS,
+    keys, merkle_root, Account, Applied, Block, ChainPos, ClientWindow, Entry, ExecRequest,
+    FailReason, Receipt, StoredReceipt, EXEC_WINDOW, MAX_TRANSFERS,
 };
 use pbft_crypto::{Digest, PublicKey};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Read access to the state before a batch.
 pub trait StateView {
-    /// A state value (account balance, client window, chain position).
+    /// A state value (account record, window of a client without an account, chain
+    /// position).
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ExecError>;
     /// A stored receipt.
     fn receipt(&self, client: &PublicKey, rid: u64) -> Result<Option<StoredReceipt>, ExecError>;
 }
 
-/// Changed state keys: the value before the batch and after it (`None` = absent).
-pub type Changes = BTreeMap<Vec<u8>, (Option<Vec<u8>>, Option<Vec<u8>>)>;
+/// A state value before a batch and after it (`None` = absent).
+pub type Change = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Changed state keys, in increasing key order, each once: the value before the batch
+/// and after it. Keys a batch wrote back unchanged are left out.
+pub type Changes = Vec<(Vec<u8>, Change)>;
 
 /// Everything one batch changes.
 #[derive(Clone, Debug)]
@@ -35,17 +40,14 @@ pub struct Transition {
     pub applied: Applied,
 }
 
-/// Balance value encoding.
-pub fn encode_balance(b: u64) -> Vec<u8> {
-    b.to_le_bytes().to_vec()
+/// Decodes a stored account record.
+pub fn decode_account(v: &[u8]) -> Result<Account, ExecError> {
+    Account::decode(v).ok_or_else(|| ExecError::Corrupt("an account record does not decode".into()))
 }
 
-/// Balance value decoding.
+/// The balance of a stored account record.
 pub fn decode_balance(v: &[u8]) -> Result<u64, ExecError> {
-    let arr: [u8; 8] = v
-        .try_into()
-        .map_err(|_| ExecError::Corrupt("account balance is not 8 bytes".into()))?;
-    Ok(u64::from_le_bytes(arr))
+    decode_account(v).map(|a| a.balance)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: &[u8], what: &str) -> Result<T, ExecError> {
@@ -56,35 +58,112 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     postcard::to_allocvec(v).unwrap_or_default()
 }
 
-/// Reads through the batch's own writes.
+/// An account the batch read: its stored bytes and its (possibly changed) record.
+struct Slot {
+    key: [u8; 32],
+    old: Option<Vec<u8>>,
+    /// `None`: no such account.
+    record: Option<Account>,
+    dirty: bool,
+}
+
+/// Reads through the batch's own writes. Accounts are held decoded, each read from the
+/// view once and encoded once at the end of the batch.
 struct Overlay<'a, V: StateView> {
     view: &'a V,
-    changes: Changes,
+    index: HashMap<[u8; 32], usize>,
+    accounts: Vec<Slot>,
+    /// Other keys (windows of clients without an account, the chain position).
+    other: BTreeMap<Vec<u8>, Change>,
 }
 
 impl<V: StateView> Overlay<'_, V> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
-        match self.changes.get(key) {
+    /// The slot of an account, read from the view on first use.
+    fn slot(&mut self, pk: &[u8; 32]) -> Result<usize, ExecError> {
+        if let Some(&i) = self.index.get(pk) {
+            return Ok(i);
+        }
+        let old = self.view.get(&keys::account_raw(pk))?;
+        let record = old.as_deref().map(decode_account).transpose()?;
+        let i = self.accounts.len();
+        self.accounts.push(Slot {
+            key: *pk,
+            old,
+            record,
+            dirty: false,
+        });
+        self.index.insert(*pk, i);
+        Ok(i)
+    }
+
+    fn get_other(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
+        match self.other.get(key) {
             Some((_, new)) => Ok(new.clone()),
             None => self.view.get(key),
         }
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), ExecError> {
-        match self.changes.get_mut(&key) {
+    fn put_other(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), ExecError> {
+        match self.other.get_mut(&key) {
             Some((_, new)) => *new = Some(value),
             None => {
                 let old = self.view.get(&key)?;
-                self.changes.insert(key, (old, Some(value)));
+                self.other.insert(key, (old, Some(value)));
             }
         }
         Ok(())
     }
 
-    fn balance(&self, account: &[u8; 32]) -> Result<Option<u64>, ExecError> {
-        self.get(&keys::account_raw(account))?
-            .map(|v| decode_balance(&v))
-            .transpose()
+    /// Takes the window of the client of slot `i` out of the overlay (give it back with
+    /// [`Overlay::put_window`]).
+    fn take_window(&mut self, i: usize, client: &PublicKey) -> Result<ClientWindow, ExecError> {
+        if let Some(a) = &mut self.accounts[i].record {
+            return Ok(std::mem::take(&mut a.window));
+        }
+        Ok(match self.get_other(&keys::client(client))? {
+            Some(v) => decode(&v, "client window")?,
+            None => ClientWindow::fresh(),
+        })
+    }
+
+    /// Returns a window taken with [`Overlay::take_window`]; `changed` if it must be
+    /// written.
+    fn put_window(
+        &mut self,
+        i: usize,
+        client: &PublicKey,
+        window: ClientWindow,
+        changed: bool,
+    ) -> Result<(), ExecError> {
+        let slot = &mut self.accounts[i];
+        if let Some(a) = &mut slot.record {
+            a.window = window;
+            slot.dirty |= changed;
+            return Ok(());
+        }
+        if changed {
+            self.put_other(keys::client(client), encode(&window))?;
+        }
+        Ok(())
+    }
+
+    /// The changes, in key order, without the keys written back unchanged.
+    fn into_changes(self) -> Result<Changes, ExecError> {
+        let mut changes: Changes = Vec::with_capacity(self.accounts.len() + self.other.len());
+        for slot in self.accounts {
+            let Some(record) = slot.record.filter(|_| slot.dirty) else {
+                continue;
+            };
+            let new = record.encode().ok_or_else(|| {
+                ExecError::Corrupt("an account's window broke its invariants".into())
+            })?;
+            if slot.old.as_deref() != Some(new.as_slice()) {
+                changes.push((keys::account_raw(&slot.key), (slot.old, Some(new))));
+            }
+        }
+        changes.extend(self.other.into_iter().filter(|(_, (old, new))| old != new));
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(changes)
     }
 }
 
@@ -103,10 +182,10 @@ struct RawTransfer {
     amount: u64,
 }
 
-/// Applies the transfers of one request, all or none.
+/// Applies the transfers of one request by the client of slot `me`, all or none.
 fn apply_op<V: StateView>(
     o: &mut Overlay<'_, V>,
-    client: &PublicKey,
+    me: usize,
     op: &[u8],
 ) -> Result<Receipt, ExecError> {
     let fail = |reason| Ok(Receipt::Failed { reason });
@@ -119,19 +198,19 @@ fn apply_op<V: StateView>(
     {
         return fail(FailReason::BadAmount);
     }
-    let me = client.as_bytes();
-    // at most 17 accounts: a small vector beats a map
-    let mut touched: Vec<([u8; 32], u64)> = Vec::with_capacity(op.transfers.len() + 1);
-    let Some(start) = o.balance(me)? else {
+    let Some(start) = o.accounts[me].record.as_ref().map(|a| a.balance) else {
         return fail(FailReason::UnknownAccount);
     };
-    touched.push((*me, start));
+    // at most 17 accounts: a small vector beats a map
+    let mut touched: Vec<(usize, u64)> = Vec::with_capacity(op.transfers.len() + 1);
+    touched.push((me, start));
     for t in &op.transfers {
-        let to = match touched.iter().position(|(k, _)| *k == t.to) {
-            Some(i) => i,
-            None => match o.balance(&t.to)? {
-                Some(b) => {
-                    touched.push((t.to, b));
+        let i = o.slot(&t.to)?;
+        let to = match touched.iter().position(|(s, _)| *s == i) {
+            Some(pos) => pos,
+            None => match o.accounts[i].record.as_ref() {
+                Some(a) => {
+                    touched.push((i, a.balance));
                     touched.len() - 1
                 }
                 None => return fail(FailReason::UnknownAccount),
@@ -147,8 +226,12 @@ fn apply_op<V: StateView>(
         touched[to].1 = to_after;
     }
     let balance = touched[0].1;
-    for (account, b) in touched {
-        o.put(keys::account_raw(&account), encode_balance(b))?;
+    for (i, b) in touched {
+        let slot = &mut o.accounts[i];
+        if let Some(a) = &mut slot.record {
+            a.balance = b;
+            slot.dirty = true;
+        }
     }
     Ok(Receipt::Applied { balance })
 }
@@ -164,18 +247,18 @@ pub fn execute_batch<V: StateView>(
 ) -> Result<Transition, ExecError> {
     let mut o = Overlay {
         view,
-        changes: BTreeMap::new(),
+        index: HashMap::with_capacity(2 * requests.len()),
+        accounts: Vec::with_capacity(2 * requests.len()),
+        other: BTreeMap::new(),
     };
-    let mut receipts: Vec<((PublicKey, u64), StoredReceipt)> = Vec::new();
+    let mut receipts: Vec<((PublicKey, u64), StoredReceipt)> = Vec::with_capacity(requests.len());
     let mut replies = Vec::with_capacity(requests.len());
     let mut entries = Vec::with_capacity(requests.len());
     for r in requests {
-        let ckey = keys::client(r.client);
-        let mut window: ClientWindow = match o.get(&ckey)? {
-            Some(v) => decode(&v, "client window")?,
-            None => ClientWindow::fresh(),
-        };
+        let me = o.slot(r.client.as_bytes())?;
+        let mut window = o.take_window(me, r.client)?;
         let (entry, reply) = if r.request_id == 0 || window.has_executed(r.request_id) {
+            o.put_window(me, r.client, window, false)?;
             // the original receipt: from this batch, or from the store
             let here = receipts
                 .iter()
@@ -191,14 +274,15 @@ pub fn execute_batch<V: StateView>(
             });
             (Entry::Duplicate, reply)
         } else if r.request_id >= window.low.saturating_add(EXEC_WINDOW) {
+            o.put_window(me, r.client, window, false)?;
             let receipt = Receipt::Failed {
                 reason: FailReason::OutOfWindow,
             };
             (Entry::Refused(FailReason::OutOfWindow), receipt)
         } else {
-            let receipt = apply_op(&mut o, r.client, r.op)?;
+            let receipt = apply_op(&mut o, me, r.op)?;
             window.mark(r.request_id);
-            o.put(ckey, encode(&window))?;
+            o.put_window(me, r.client, window, true)?;
             receipts.push((
                 (*r.client, r.request_id),
                 StoredReceipt {
@@ -216,7 +300,8 @@ pub fn execute_batch<V: StateView>(
         height: seq,
         prev: head,
     };
-    o.put(keys::CHAIN.to_vec(), encode(&chain))?;
+    o.put_other(keys::CHAIN.to_vec(), encode(&chain))?;
+    let changes = o.into_changes()?;
 
     let leaves: Vec<Digest> = requests
         .iter()
@@ -225,7 +310,7 @@ pub fn execute_batch<V: StateView>(
         .collect();
     let receipts_root = merkle_root(&leaves);
     let mut lt = lthash.clone();
-    lt.add(&changes_delta(&o.changes));
+    lt.add(&changes_delta(&changes));
     let block = Block {
         height: seq,
         prev: head,
@@ -235,7 +320,7 @@ pub fn execute_batch<V: StateView>(
     };
     let block_hash = block.hash();
     Ok(Transition {
-        changes: o.changes,
+        changes,
         receipts,
         lthash: lt,
         applied: Applied {
@@ -251,8 +336,15 @@ pub fn execute_batch<V: StateView>(
 /// a thread costs tens of microseconds, one element hash about half of one.
 const PARALLEL_MIN_CHANGES: usize = 128;
 
+/// The cores available to this process, asked once: the answer takes system calls
+/// (the standard library reads the cgroup quota), too slow to ask per batch.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// One entry of [`Changes`], borrowed.
-type ChangeRef<'a> = (&'a Vec<u8>, &'a (Option<Vec<u8>>, Option<Vec<u8>>));
+type ChangeRef<'a> = &'a (Vec<u8>, Change);
 
 /// The LtHash difference that `changes` make: each changed key's old element out,
 /// its new element in.
@@ -266,13 +358,16 @@ pub fn changes_delta(changes: &Changes) -> LtHash {
         .collect();
     let partial = |part: &[ChangeRef<'_>]| {
         let mut lt = LtHash::new();
-        for (k, (old, new)) in part {
+        for (k, (old, new)) in part.iter().copied() {
             lt.update(k, old.as_deref(), new.as_deref());
         }
         lt
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || changed.len() < PARALLEL_MIN_CHANGES {
+    if changed.len() < PARALLEL_MIN_CHANGES {
+        return partial(&changed);
+    }
+    let threads = cores();
+    if threads < 2 {
         return partial(&changed);
     }
     let chunk = changed.len().div_ceil(threads);
@@ -296,7 +391,7 @@ pub fn changes_delta(changes: &Changes) -> LtHash {
 pub fn genesis_entries(balances: &BTreeMap<PublicKey, u64>) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = balances
         .iter()
-        .map(|(pk, b)| (keys::account(pk), encode_balance(*b)))
+        .map(|(pk, b)| (keys::account(pk), Account::fresh_record(*b)))
         .collect();
     out.push((keys::CHAIN.to_vec(), encode(&ChainPos::default())));
     out.sort();
@@ -331,7 +426,7 @@ mod tests {
                     1 => old.clone(),
                     _ => Some((i * 11).to_le_bytes().to_vec()),
                 };
-                changes.insert(key, (old, new));
+                changes.push((key, (old, new)));
             }
             let mut expected = LtHash::new();
             for (k, (old, new)) in &changes {

@@ -131,7 +131,8 @@ pub struct Block {
     pub batch_digest: Digest,
     /// Merkle root of the block's entries.
     pub receipts_root: Digest,
-    /// State digest after the batch (LtHash of accounts, client windows, chain).
+    /// State digest after the batch (LtHash of account records, other clients' windows,
+    /// chain position).
     pub state_digest: Digest,
 }
 
@@ -234,23 +235,125 @@ impl ClientWindow {
     }
 }
 
+/// An account's state record: its balance and, since every client is an account, the
+/// client's exactly-once window. One record per account means a transfer changes two
+/// state keys (sender and receiver), not three.
+///
+/// Encoding ([`Account::encode`]), deterministic and compact:
+///
+/// ```text
+/// balance u64 LE || window.low u64 LE || for each executed id, ascending: (id - low) u16 LE
+/// ```
+///
+/// An executed id is always above `low` and below `low + EXEC_WINDOW` (ids at or beyond
+/// that are refused, and `low` only grows), so its offset fits in 16 bits. An account
+/// whose client executes requests in order has an empty list: 16 bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// Balance in the ledger's smallest unit.
+    pub balance: u64,
+    /// The account's exactly-once window as a client.
+    pub window: ClientWindow,
+}
+
+impl Account {
+    /// Size of a record whose window lists no executed ids.
+    pub const MIN_LEN: usize = 16;
+
+    /// A new account with this balance that executed nothing yet.
+    pub fn fresh(balance: u64) -> Account {
+        Account {
+            balance,
+            window: ClientWindow::fresh(),
+        }
+    }
+
+    /// The record's bytes, or `None` if the window breaks its invariants (`low` is 0,
+    /// or an executed id is not above `low`, not below `low + EXEC_WINDOW`, or not
+    /// strictly ascending): such a window has no encoding.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let w = &self.window;
+        if w.low == 0 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(Self::MIN_LEN + 2 * w.executed.len());
+        out.extend_from_slice(&self.balance.to_le_bytes());
+        out.extend_from_slice(&w.low.to_le_bytes());
+        let mut prev = 0u64;
+        for &id in &w.executed {
+            let off = id.checked_sub(w.low)?;
+            if off <= prev || off >= EXEC_WINDOW {
+                return None;
+            }
+            prev = off;
+            out.extend_from_slice(&u16::try_from(off).ok()?.to_le_bytes());
+        }
+        Some(out)
+    }
+
+    /// The record of a new account with this balance ([`Account::fresh`], encoded).
+    pub fn fresh_record(balance: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::MIN_LEN);
+        out.extend_from_slice(&balance.to_le_bytes());
+        out.extend_from_slice(&ClientWindow::fresh().low.to_le_bytes());
+        out
+    }
+
+    /// Decodes a record; `None` unless `bytes` is exactly the encoding of a valid
+    /// record (so every record has one encoding).
+    pub fn decode(bytes: &[u8]) -> Option<Account> {
+        if bytes.len() < Self::MIN_LEN || !bytes.len().is_multiple_of(2) {
+            return None;
+        }
+        let balance = u64::from_le_bytes(bytes[..8].try_into().ok()?);
+        let low = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
+        if low == 0 {
+            return None;
+        }
+        let mut executed = Vec::with_capacity((bytes.len() - Self::MIN_LEN) / 2);
+        let mut prev = 0u64;
+        for pair in bytes[Self::MIN_LEN..].chunks_exact(2) {
+            let off = u64::from(u16::from_le_bytes([pair[0], pair[1]]));
+            if off <= prev || off >= EXEC_WINDOW {
+                return None;
+            }
+            prev = off;
+            executed.push(low.checked_add(off)?);
+        }
+        Some(Account {
+            balance,
+            window: ClientWindow { low, executed },
+        })
+    }
+
+    /// The balance of an encoded record, without decoding its window; `None` if the
+    /// bytes are too short to be a record.
+    pub fn balance_of(bytes: &[u8]) -> Option<u64> {
+        if bytes.len() < Self::MIN_LEN {
+            return None;
+        }
+        Some(u64::from_le_bytes(bytes[..8].try_into().ok()?))
+    }
+}
+
 /// Keys of the state covered by the state digest.
 pub mod keys {
     use pbft_crypto::PublicKey;
 
     /// Prefix of account keys.
     pub const ACCOUNT: u8 = b'a';
-    /// Prefix of client-window keys.
+    /// Prefix of the window keys of clients that have no account (an account holds its
+    /// client's window in its record, see [`crate::types::Account`]).
     pub const CLIENT: u8 = b'c';
     /// The chain position key.
     pub const CHAIN: &[u8] = b"m/chain";
 
-    /// The key of an account's balance.
+    /// The key of an account's record.
     pub fn account(pk: &PublicKey) -> Vec<u8> {
         account_raw(pk.as_bytes())
     }
 
-    /// The key of an account's balance, from the key's 32 bytes.
+    /// The key of an account's record, from the key's 32 bytes.
     pub fn account_raw(pk: &[u8; 32]) -> Vec<u8> {
         let mut k = Vec::with_capacity(33);
         k.push(ACCOUNT);
@@ -258,7 +361,7 @@ pub mod keys {
         k
     }
 
-    /// The key of a client's exactly-once window.
+    /// The key of the exactly-once window of a client that has no account.
     pub fn client(pk: &PublicKey) -> Vec<u8> {
         let mut k = Vec::with_capacity(33);
         k.push(CLIENT);
@@ -297,4 +400,100 @@ pub fn merkle_root(leaves: &[Digest]) -> Digest {
             .collect();
     }
     level[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record layout, byte for byte: balance, `low`, then the executed ids as
+    /// 16-bit offsets from `low`.
+    #[test]
+    fn account_record_layout() {
+        let a = Account {
+            balance: 0x0102_0304_0506_0708,
+            window: ClientWindow {
+                low: 2,
+                executed: vec![3, 5, 2 + EXEC_WINDOW - 1],
+            },
+        };
+        let bytes = a.encode().expect("valid");
+        let mut want = vec![8, 7, 6, 5, 4, 3, 2, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 3, 0];
+        want.extend_from_slice(&((EXEC_WINDOW - 1) as u16).to_le_bytes());
+        assert_eq!(bytes, want);
+        assert_eq!(Account::decode(&bytes), Some(a));
+        assert_eq!(Account::balance_of(&bytes), Some(0x0102_0304_0506_0708));
+
+        let fresh = Account::fresh(500);
+        assert_eq!(fresh.encode(), Some(Account::fresh_record(500)));
+        assert_eq!(
+            Account::fresh_record(500),
+            [244, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+        );
+    }
+
+    /// The window kept in the record behaves as before: marking ids out of order moves
+    /// `low` over every contiguous executed id, and the record round-trips each step.
+    #[test]
+    fn account_record_follows_the_window() {
+        let mut a = Account::fresh(7);
+        for rid in [3, 1, 5, 2, 4, 9] {
+            a.window.mark(rid);
+            let bytes = a.encode().expect("valid");
+            assert_eq!(bytes.len(), Account::MIN_LEN + 2 * a.window.executed.len());
+            assert_eq!(Account::decode(&bytes).as_ref(), Some(&a));
+        }
+        assert_eq!(a.window.low, 6);
+        assert_eq!(a.window.executed, vec![9]);
+        assert_eq!(a.window.next_request_id(), 10);
+    }
+
+    /// Every record has exactly one encoding: anything else is refused.
+    #[test]
+    fn account_record_rejects_non_canonical_bytes() {
+        let good = Account {
+            balance: 1,
+            window: ClientWindow {
+                low: 4,
+                executed: vec![6, 8],
+            },
+        }
+        .encode()
+        .expect("valid");
+        assert!(Account::decode(&good).is_some());
+        // too short, odd length
+        assert_eq!(Account::decode(&good[..15]), None);
+        assert_eq!(Account::decode(&good[..17]), None);
+        // low = 0
+        let mut b = good.clone();
+        b[8..16].copy_from_slice(&0u64.to_le_bytes());
+        assert_eq!(Account::decode(&b), None);
+        // offsets: zero, repeated, descending, beyond the window
+        for bad in [[0u16, 4], [2, 2], [4, 2], [2, EXEC_WINDOW as u16]] {
+            let mut b = good[..16].to_vec();
+            for off in bad {
+                b.extend_from_slice(&off.to_le_bytes());
+            }
+            assert_eq!(Account::decode(&b), None, "{bad:?}");
+        }
+        // windows that break the invariants have no encoding
+        for executed in [
+            vec![4],
+            vec![5, 5],
+            vec![6, 5],
+            vec![4 + EXEC_WINDOW],
+            vec![3],
+        ] {
+            let a = Account {
+                balance: 1,
+                window: ClientWindow { low: 4, executed },
+            };
+            assert_eq!(a.encode(), None, "{:?}", a.window.executed);
+        }
+        let zero_low = Account {
+            balance: 1,
+            window: ClientWindow::default(),
+        };
+        assert_eq!(zero_low.encode(), None);
+    }
 }

@@ -5,7 +5,7 @@ use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::rocks::{cf, open_read_only, read_meta, CF_BLOCKS, CF_STATE, STATE_DIR};
 use crate::transition::decode_balance;
-use crate::types::{keys, Block, ChainPos, ClientWindow};
+use crate::types::{keys, Account, Block, ChainPos, ClientWindow};
 use pbft_crypto::Digest;
 use rocksdb::{IteratorMode, DB};
 use std::path::Path;
@@ -173,9 +173,9 @@ fn verify_db(db: &DB) -> Result<LedgerReport, ExecError> {
     for item in db.iterator_cf(cf(db, CF_STATE)?, IteratorMode::Start) {
         let (k, v) = item?;
         if k.len() == 33 && k[0] == keys::ACCOUNT {
-            decode_balance(&v).map_err(|_| {
+            Account::decode(&v).ok_or_else(|| {
                 corrupt(format!(
-                    "the balance of account {} is {} bytes, not 8",
+                    "the record of account {} ({} bytes) does not decode",
                     hex(&k[1..]),
                     v.len()
                 ))

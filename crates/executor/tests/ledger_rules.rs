@@ -283,3 +283,98 @@ fn state_transfer_installs_only_a_matching_snapshot() {
     assert_eq!(ra, rb);
     assert_eq!(a.head(), b.head());
 }
+
+/// An account's record holds its client's exactly-once window, so a transfer changes
+/// exactly the two account records and the chain position, and the state digest is the
+/// LtHash of the documented encodings.
+#[test]
+fn a_transfer_changes_two_account_records_and_the_chain_position() {
+    use pbft_executor::lthash::LtHash;
+    use pbft_executor::types::keys;
+    let mut l = ledger(&[(1, 100), (2, 0)]);
+    let before: BTreeMap<Vec<u8>, Vec<u8>> =
+        l.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(
+        run(&mut l, 1, 1, &op(&[(2, 10)])),
+        (
+            Entry::Executed(Receipt::Applied { balance: 90 }),
+            Receipt::Applied { balance: 90 }
+        )
+    );
+    let after: BTreeMap<Vec<u8>, Vec<u8>> =
+        l.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert!(before.keys().eq(after.keys()), "no key added or removed");
+    let changed: Vec<&Vec<u8>> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    let mut want = [
+        keys::account(&key(1)),
+        keys::account(&key(2)),
+        keys::CHAIN.to_vec(),
+    ];
+    want.sort();
+    assert_eq!(changed, want.iter().collect::<Vec<_>>());
+
+    // balance u64 LE || low u64 LE (no executed ids above it)
+    let record = |balance: u64, low: u64| {
+        let mut v = balance.to_le_bytes().to_vec();
+        v.extend_from_slice(&low.to_le_bytes());
+        v
+    };
+    assert_eq!(after[&keys::account(&key(1))], record(90, 2));
+    assert_eq!(after[&keys::account(&key(2))], record(10, 1));
+    assert_eq!(l.client_window(&key(1)).unwrap().next_request_id(), 2);
+    assert_eq!(l.client_window(&key(2)).unwrap().next_request_id(), 1);
+
+    // the digest, recomputed from the documented encodings
+    let mut lt = LtHash::new();
+    lt.insert(&keys::account(&key(1)), &record(90, 2));
+    lt.insert(&keys::account(&key(2)), &record(10, 1));
+    let chain = pbft_executor::types::ChainPos {
+        height: 1,
+        prev: Digest::ZERO,
+    };
+    lt.insert(keys::CHAIN, &postcard::to_allocvec(&chain).unwrap());
+    assert_eq!(lt.digest(), l.head().state_digest);
+    // pinned; checked against an independent computation with Python's `blake3`,
+    // `hashlib` and `cryptography` (ed25519 keys from the seeds [1; 32] and [2; 32])
+    assert_eq!(
+        l.head().state_digest.to_hex(),
+        "cf7b4daf4492d06ab0cbdd03aab8423430f50b5e19a90cfb8aed911fdad8e825"
+    );
+
+    // out-of-order ids: the executed ones above `low` follow as 16-bit offsets
+    run(&mut l, 1, 3, &op(&[(2, 1)]));
+    run(&mut l, 1, 6, &op(&[(2, 1)]));
+    let mut want = record(88, 2);
+    want.extend_from_slice(&[1, 0, 4, 0]);
+    assert_eq!(
+        l.entries()
+            .find(|(k, _)| **k == keys::account(&key(1)))
+            .map(|(_, v)| v.clone()),
+        Some(want)
+    );
+    assert_eq!(l.client_window(&key(1)).unwrap().next_request_id(), 7);
+}
+
+/// A client without an account still executes exactly once: its window has its own
+/// key, and a repeated request gets the original receipt.
+#[test]
+fn a_client_without_an_account_keeps_its_own_window() {
+    use pbft_executor::types::keys;
+    let mut l = ledger(&[(1, 100)]);
+    let (e, r) = run(&mut l, 7, 1, &op(&[(1, 5)]));
+    assert_eq!(e, Entry::Executed(failed(FailReason::UnknownAccount)));
+    assert_eq!(r, failed(FailReason::UnknownAccount));
+    assert_eq!(
+        run(&mut l, 7, 1, &op(&[(1, 5)])),
+        (Entry::Duplicate, failed(FailReason::UnknownAccount))
+    );
+    assert_eq!(l.client_window(&key(7)).unwrap().next_request_id(), 2);
+    assert!(l.entries().any(|(k, _)| *k == keys::client(&key(7))));
+    assert!(!l.entries().any(|(k, _)| *k == keys::account(&key(7))));
+    assert_eq!(balance(&l, 7), None);
+    assert_eq!(balance(&l, 1), Some(100));
+}
