@@ -6,7 +6,9 @@
 //!   workers check client requests;
 //! - `verify_each/<n>`: the same batch with one bad signature, which the workers must
 //!   find (batch, then bisection);
-//! - `digest/<bytes>`: SHA-256 of a message.
+//! - `digest/<bytes>`: SHA-256 of a message;
+//! - `public_key_from_bytes`: validating a known public key, as decoding does for
+//!   every key a message carries.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pbft_crypto::{verify, verify_batch, verify_each, Digest, Domain, Keypair, VerifyItem};
@@ -31,6 +33,12 @@ fn bench_single(c: &mut Criterion) {
     });
     c.bench_function("verify", |b| {
         b.iter(|| verify(&public, Domain::Request, black_box(&msg), &sig))
+    });
+    // what decoding a message costs per public key it carries (the same key again and
+    // again, as with the accounts of a cluster)
+    let bytes = public.to_bytes();
+    c.bench_function("public_key_from_bytes", |b| {
+        b.iter(|| pbft_crypto::PublicKey::from_bytes(black_box(&bytes)))
     });
 }
 

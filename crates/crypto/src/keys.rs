@@ -53,11 +53,43 @@ pub struct PublicKey {
     key: VerifyingKey,
 }
 
+/// Most keys [`PublicKey::from_bytes`] remembers per thread (about 200 bytes each).
+const KNOWN_KEYS_MAX: usize = 1 << 14;
+
+thread_local! {
+    /// Keys that passed [`PublicKey::from_bytes`] on this thread, decompressed.
+    static KNOWN_KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 impl PublicKey {
     /// Validates and wraps an encoded key: rejects non-canonical or invalid
     /// encodings ([`CryptoError::BadKeyEncoding`]) and small-order points
     /// ([`CryptoError::WeakKey`]).
+    ///
+    /// Decompressing the point costs about 4 µs, and decoding does it for every key a
+    /// message carries: the same few keys (the cluster's validators and accounts) over
+    /// and over. Keys that passed are remembered per thread (a bounded memo, so the
+    /// result never depends on it), and a key seen before costs a hash lookup.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<PublicKey, CryptoError> {
+        if let Some(key) = KNOWN_KEYS.with(|k| k.borrow().get(bytes).copied()) {
+            return Ok(PublicKey { bytes: *bytes, key });
+        }
+        let key = Self::validate(bytes)?;
+        KNOWN_KEYS.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.len() >= KNOWN_KEYS_MAX {
+                // bounded: forget everything rather than grow (made-up keys cannot
+                // fill memory; the cluster's keys come back on their next use)
+                k.clear();
+            }
+            k.insert(*bytes, key);
+        });
+        Ok(PublicKey { bytes: *bytes, key })
+    }
+
+    /// The checks of [`PublicKey::from_bytes`], without the memo.
+    fn validate(bytes: &[u8; 32]) -> Result<VerifyingKey, CryptoError> {
         if !is_canonical_point_encoding(bytes) {
             return Err(CryptoError::BadKeyEncoding);
         }
@@ -65,7 +97,7 @@ impl PublicKey {
         if key.is_weak() {
             return Err(CryptoError::WeakKey);
         }
-        Ok(PublicKey { bytes: *bytes, key })
+        Ok(key)
     }
 
     /// The 32 encoded bytes.
@@ -217,5 +249,69 @@ impl Keypair {
 impl fmt::Debug for Keypair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Keypair({})", self.public.short())
+    }
+}
+
+#[cfg(test)]
+mod memo_tests {
+    use super::*;
+
+    /// A deterministic stream of 32-byte strings (xorshift), so failures replay.
+    fn strings(seed: u64, n: usize) -> Vec<[u8; 32]> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                let mut b = [0u8; 32];
+                for chunk in b.chunks_mut(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    chunk.copy_from_slice(&x.to_le_bytes());
+                }
+                b
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_memo_never_changes_a_verdict() {
+        let seed = 0x5eed_u64;
+        let mut valid = 0;
+        for bytes in strings(seed, 400) {
+            let direct = PublicKey::validate(&bytes).map(|k| k.to_bytes());
+            // first call fills the memo, second is served from it
+            for _ in 0..2 {
+                let got = PublicKey::from_bytes(&bytes).map(|k| k.to_bytes());
+                assert_eq!(got, direct, "seed {seed:#x}, key {}", hex::encode(bytes));
+            }
+            valid += usize::from(direct.is_ok());
+        }
+        // about half of random strings decode to a point: both paths were exercised
+        assert!(valid > 50 && valid < 350, "{valid}");
+        // small-order points stay rejected however often they are seen
+        let identity = {
+            let mut b = [0u8; 32];
+            b[0] = 1;
+            b
+        };
+        for _ in 0..2 {
+            assert_eq!(PublicKey::from_bytes(&identity), Err(CryptoError::WeakKey));
+        }
+    }
+
+    #[test]
+    fn the_memo_is_bounded() {
+        // more distinct valid keys than the memo holds (about half of random strings
+        // are valid points), and the memo never exceeds its bound
+        let mut stored = 0;
+        let mut peak = 0;
+        for bytes in strings(0xb0_0d, 3 * KNOWN_KEYS_MAX) {
+            if PublicKey::from_bytes(&bytes).is_ok() {
+                stored += 1;
+            }
+            peak = peak.max(KNOWN_KEYS.with(|m| m.borrow().len()));
+        }
+        assert!(stored > KNOWN_KEYS_MAX, "only {stored} valid keys");
+        assert_eq!(peak, KNOWN_KEYS_MAX);
     }
 }
