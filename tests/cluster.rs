@@ -289,6 +289,33 @@ impl Cluster {
             .collect()
     }
 
+    /// Stops every validator with SIGTERM (each must exit cleanly), then checks
+    /// offline that each ledger verifies and holds exactly `balances`. The loads'
+    /// transfers cancel out, so a request executed twice would show in a balance.
+    fn stop_and_verify(&mut self, balances: &[(&str, u64)]) {
+        for i in 0..4 {
+            let st = self.signal(i, libc::SIGTERM).expect("node was running");
+            assert!(st.success(), "validator {i} did not stop cleanly: {st:?}");
+        }
+        for i in 0..4 {
+            let data = self.data(i);
+            let v = pbft(&[
+                "ledger",
+                "verify",
+                "--data",
+                data.to_str().unwrap_or_default(),
+            ]);
+            assert!(v.status.success(), "ledger {i}: {}", text(&v));
+            for (client, balance) in balances {
+                assert_eq!(
+                    self.ledger_balance(i, client),
+                    *balance,
+                    "validator {i}, {client}"
+                );
+            }
+        }
+    }
+
     /// Polls the status until all four validators report the same last executed
     /// sequence and head, or fails after `within`.
     fn wait_converged(&self, within: Duration) -> Vec<Value> {
@@ -378,32 +405,11 @@ fn cluster_commits_survives_sigkill_and_ledgers_verify() {
     assert_eq!(c.load(80), 80);
     c.wait_converged(Duration::from_secs(60));
 
-    // clean shutdown on SIGTERM, then every ledger verifies offline
-    for i in 0..4 {
-        let st = c.signal(i, libc::SIGTERM).expect("node was running");
-        assert!(st.success(), "validator {i} did not stop cleanly: {st:?}");
-    }
+    // clean shutdown on SIGTERM, then every ledger verifies offline with exactly
+    // genesis -/+ 5 (the restarted validator included)
+    c.stop_and_verify(&[("client-0", 999_999_995), ("client-1", 1_000_000_005)]);
     for i in 0..4 {
         let data = c.data(i);
-        let v = pbft(&[
-            "ledger",
-            "verify",
-            "--data",
-            data.to_str().unwrap_or_default(),
-        ]);
-        assert!(v.status.success(), "ledger {i}: {}", text(&v));
-        // no request executed twice: the load's transfers cancel out, so each balance
-        // is exactly genesis -/+ 5 on every validator, the restarted one included
-        assert_eq!(
-            c.ledger_balance(i, "client-0"),
-            999_999_995,
-            "validator {i}"
-        );
-        assert_eq!(
-            c.ledger_balance(i, "client-1"),
-            1_000_000_005,
-            "validator {i}"
-        );
         let s = pbft(&[
             "ledger",
             "show",
@@ -918,29 +924,7 @@ fn crash_mid_checkpoint_restarts_and_catches_up_without_double_execution() {
     c.start(3);
     assert_eq!(c.load(60), 60);
     c.wait_converged(Duration::from_secs(60));
-    for i in 0..4 {
-        let st = c.signal(i, libc::SIGTERM).expect("node was running");
-        assert!(st.success(), "validator {i} did not stop cleanly: {st:?}");
-        let data = c.data(i);
-        let v = pbft(&[
-            "ledger",
-            "verify",
-            "--data",
-            data.to_str().unwrap_or_default(),
-        ]);
-        assert!(v.status.success(), "ledger {i}: {}", text(&v));
-        // the load's transfers cancel out: any request applied twice would show
-        assert_eq!(
-            c.ledger_balance(i, "client-0"),
-            1_000_000_000,
-            "validator {i}"
-        );
-        assert_eq!(
-            c.ledger_balance(i, "client-1"),
-            1_000_000_000,
-            "validator {i}"
-        );
-    }
+    c.stop_and_verify(&[("client-0", 1_000_000_000), ("client-1", 1_000_000_000)]);
 }
 
 #[test]
