@@ -102,6 +102,13 @@ impl Cluster {
         self.dir.path().join(name)
     }
 
+    /// Starts all four validators with their own keys.
+    fn start_all(&mut self) {
+        for i in 0..4 {
+            self.start(i);
+        }
+    }
+
     fn start(&mut self, i: usize) {
         self.start_with(
             i,
@@ -343,9 +350,7 @@ impl Drop for Cluster {
 fn cluster_commits_survives_sigkill_and_ledgers_verify() {
     let _serial = serial();
     let mut c = Cluster::keygen(2, 0);
-    for i in 0..4 {
-        c.start(i);
-    }
+    c.start_all();
     assert_eq!(c.load(100), 100);
 
     // a transfer that succeeds, one the ledger refuses, and the balances
@@ -438,9 +443,7 @@ fn cluster_commits_survives_sigkill_and_ledgers_verify() {
 fn primary_crash_causes_a_view_change_and_the_old_primary_catches_up() {
     let _serial = serial();
     let mut c = Cluster::keygen(2, 2);
-    for i in 0..4 {
-        c.start(i);
-    }
+    c.start_all();
     assert_eq!(c.load(60), 60);
     assert_eq!(
         c.status()[0]["view"],
@@ -474,9 +477,7 @@ fn primary_crash_causes_a_view_change_and_the_old_primary_catches_up() {
 fn wiped_backup_catches_up_by_state_transfer() {
     let _serial = serial();
     let mut c = Cluster::keygen(2, 3);
-    for i in 0..4 {
-        c.start(i);
-    }
+    c.start_all();
     assert_eq!(c.load(100), 100);
     c.signal(3, libc::SIGKILL);
     assert_eq!(c.load(100), 100);
@@ -507,9 +508,7 @@ fn request_with_a_bad_client_signature_is_never_executed() {
 
     let _serial = serial();
     let mut c = Cluster::keygen(2, 4);
-    for i in 0..4 {
-        c.start(i);
-    }
+    c.start_all();
     let cluster = pbft_cluster::Cluster::load(&c.file()).expect("cluster file");
     let key = pbft_crypto::read_key_file(&c.key("client-0.key")).expect("client key");
     let me = key.public();
