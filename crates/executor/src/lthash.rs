@@ -30,10 +30,13 @@
 //!
 //! Version 1 of this construction expanded SHA-256 in counter mode (64
 //! compressions per element). Measured on this project's 2-core machine that
-//! cost about 6.6 µs per element, against 0.55 µs for the BLAKE3 XOF (which
-//! computes its output blocks in parallel with SIMD), and every transfer
-//! touches several state keys, each hashed twice (old value out, new value
-//! in). See `docs/benchmarks.md`.
+//! cost about 6.6 µs per element, against 0.55 µs for the BLAKE3 XOF on a CPU
+//! with AVX-512 (where the `blake3` crate computes the output blocks in
+//! parallel), and every transfer touches several state keys, each hashed twice
+//! (old value out, new value in). With AVX2 alone the `blake3` crate computes
+//! the 32 output blocks one after another, so the element hash computes them
+//! eight at a time itself ([`crate::xof8`]), with the same result. See
+//! `docs/benchmarks.md`.
 //!
 //! The 32-byte state digest is `SHA-256(b"pbft/lthash16/digest/v1" ||
 //! to_bytes())` ([`LtHash::digest`]).
@@ -69,6 +72,8 @@
 use std::fmt;
 
 use pbft_crypto::{Digest, Hasher};
+
+use crate::xof8::{ElementHasher, OUT_WORDS};
 
 /// Number of `u16` lanes in an accumulator.
 const LANES: usize = 1024;
@@ -114,18 +119,22 @@ impl LtHash {
 
     /// Adds the hash of the element `(key, value)` to the accumulator.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) {
-        let block = element_bytes(key, value);
-        for (lane, bytes) in self.lanes.iter_mut().zip(block.chunks_exact(2)) {
-            *lane = lane.wrapping_add(u16::from_le_bytes([bytes[0], bytes[1]]));
-        }
+        with_element(key, value, |words| {
+            for (pair, w) in self.lanes.chunks_exact_mut(2).zip(words) {
+                pair[0] = pair[0].wrapping_add(*w as u16);
+                pair[1] = pair[1].wrapping_add((*w >> 16) as u16);
+            }
+        });
     }
 
     /// Subtracts the hash of the element `(key, value)` from the accumulator.
     pub fn remove(&mut self, key: &[u8], value: &[u8]) {
-        let block = element_bytes(key, value);
-        for (lane, bytes) in self.lanes.iter_mut().zip(block.chunks_exact(2)) {
-            *lane = lane.wrapping_sub(u16::from_le_bytes([bytes[0], bytes[1]]));
-        }
+        with_element(key, value, |words| {
+            for (pair, w) in self.lanes.chunks_exact_mut(2).zip(words) {
+                pair[0] = pair[0].wrapping_sub(*w as u16);
+                pair[1] = pair[1].wrapping_sub((*w >> 16) as u16);
+            }
+        });
     }
 
     /// Replaces the value of `key`: removes `(key, old)` if `old` is `Some`,
@@ -206,17 +215,39 @@ impl LtHash {
     }
 }
 
-/// The 2048 pseudorandom bytes of the element `(key, value)`: BLAKE3 XOF in
-/// key-derivation mode over the length-prefixed key and value.
-fn element_bytes(key: &[u8], value: &[u8]) -> [u8; LtHash::BYTES] {
-    let mut hasher = blake3::Hasher::new_derive_key(ELEMENT_CONTEXT);
-    hasher.update(&(key.len() as u64).to_le_bytes());
-    hasher.update(key);
-    hasher.update(&(value.len() as u64).to_le_bytes());
-    hasher.update(value);
-    let mut out = [0u8; LtHash::BYTES];
-    hasher.finalize_xof().fill(&mut out);
-    out
+/// The element hasher for [`ELEMENT_CONTEXT`], its context key derived once.
+fn element_hasher() -> &'static ElementHasher {
+    static HASHER: std::sync::OnceLock<ElementHasher> = std::sync::OnceLock::new();
+    HASHER.get_or_init(|| ElementHasher::new(ELEMENT_CONTEXT))
+}
+
+/// Longest element encoding assembled on the stack; longer ones go to the heap.
+const STACK_INPUT: usize = 512;
+
+/// Calls `f` with the 2048 pseudorandom bytes of the element `(key, value)`, as 512
+/// little-endian words: BLAKE3 XOF in key-derivation mode over the length-prefixed
+/// key and value (computed by [`crate::xof8`], byte for byte the `blake3` crate's
+/// output).
+fn with_element(key: &[u8], value: &[u8], f: impl FnOnce(&[u32; OUT_WORDS])) {
+    let len = 16 + key.len() + value.len();
+    let mut stack = [0u8; STACK_INPUT];
+    let mut heap = Vec::new();
+    let input: &mut [u8] = if len <= STACK_INPUT {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    let (klen, rest) = input.split_at_mut(8);
+    klen.copy_from_slice(&(key.len() as u64).to_le_bytes());
+    let (k, rest) = rest.split_at_mut(key.len());
+    k.copy_from_slice(key);
+    let (vlen, v) = rest.split_at_mut(8);
+    vlen.copy_from_slice(&(value.len() as u64).to_le_bytes());
+    v.copy_from_slice(value);
+    let mut words = [0u32; OUT_WORDS];
+    element_hasher().output(input, &mut words);
+    f(&words);
 }
 
 impl Default for LtHash {
