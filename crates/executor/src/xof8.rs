@@ -285,21 +285,24 @@ fn has_avx2() -> bool {
     false
 }
 
-/// The wide expansion, where the CPU has AVX2 (`false` otherwise: nothing written).
+/// The wide expansion of the root of `input` under `key`, where the CPU has AVX2
+/// (`false` otherwise: nothing computed or written).
 #[allow(unsafe_code)]
-fn expand_wide(r: &Root, out: &mut [u32; OUT_WORDS]) -> bool {
+fn expand_wide(key: &[u32; 8], input: &[u8], out: &mut [u32; OUT_WORDS]) -> bool {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
+        let r = root(key, input);
         // SAFETY: `avx2::expand` needs the AVX2 instructions, and this CPU has them
         // (checked at run time just above).
-        unsafe { avx2::expand(r, out) };
+        unsafe { avx2::expand(&r, out) };
         return true;
     }
-    let _ = (r, out);
+    let _ = (key, input, out);
     false
 }
 
-/// Derives the key of a key-derivation context once, for [`ElementHasher::new`].
+/// BLAKE3 key-derivation output of [`OUT_LEN`] bytes for one context, its context key
+/// derived once.
 pub(crate) struct ElementHasher {
     key: [u32; 8],
     context: &'static str,
@@ -318,17 +321,15 @@ impl ElementHasher {
     /// little-endian words, into `out`: exactly what
     /// `blake3::Hasher::new_derive_key(context)`, `update(input)`, `finalize_xof` give.
     pub(crate) fn output(&self, input: &[u8], out: &mut [u32; OUT_WORDS]) {
-        if input.len() <= CHUNK_LEN && expand_wide(&root(&self.key, input), out) {
+        if input.len() <= CHUNK_LEN && expand_wide(&self.key, input, out) {
             return;
         }
-        {
-            let mut bytes = [0u8; OUT_LEN];
-            let mut h = blake3::Hasher::new_derive_key(self.context);
-            h.update(input);
-            h.finalize_xof().fill(&mut bytes);
-            for (w, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
+        let mut bytes = [0u8; OUT_LEN];
+        let mut h = blake3::Hasher::new_derive_key(self.context);
+        h.update(input);
+        h.finalize_xof().fill(&mut bytes);
+        for (w, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
     }
 }
@@ -379,7 +380,7 @@ mod tests {
         let h = ElementHasher::new(CTX);
         let r = root(&h.key, b"some ledger entry of modest length");
         let mut wide = [0u32; OUT_WORDS];
-        if !expand_wide(&r, &mut wide) {
+        if !expand_wide(&h.key, b"some ledger entry of modest length", &mut wide) {
             eprintln!("no AVX2 on this CPU: the wide expansion is not used here");
             return;
         }
