@@ -384,6 +384,21 @@ const INITIAL_RTT: Duration = Duration::from_millis(100);
 /// QUIC settings shared by every connection: idle timeout with keep-alives,
 /// one bidirectional stream per connection, no unidirectional streams or
 /// datagrams.
+/// The key of this validator's QUIC stateless resets, derived from its secret key
+/// (under its own domain), so it is the same in every process of the validator.
+///
+/// A restarted validator then answers packets of its previous process's connections
+/// with a reset its peers accept (RFC 9000, section 10.3), and they redial at once
+/// instead of waiting for the idle timeout. It stays secret: only the key holder can
+/// reset its connections.
+pub(crate) fn reset_key(keypair: &Keypair) -> ring::hmac::Key {
+    let mut material = Vec::with_capacity(64);
+    material.extend_from_slice(b"pbft/v1/quic-stateless-reset\0");
+    material.extend_from_slice(&keypair.seed());
+    let derived = ring::digest::digest(&ring::digest::SHA256, &material);
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
+}
+
 pub(crate) fn quic_transport(
     idle: Duration,
 ) -> Result<Arc<quinn::TransportConfig>, TransportError> {

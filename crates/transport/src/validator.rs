@@ -14,7 +14,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use crate::config::{PeerInfo, TransportConfig};
 use crate::error::TransportError;
 use crate::frame::{self, Backoff, ReadError, ACK};
-use crate::registry::{code, Registry};
+use crate::registry::{code, Fate, Registry};
 use crate::stats::{reason, Source, TransportStats};
 use crate::tasks::{self, Tasks};
 use crate::tls::{self, Identity, PeerAuth, PeerCert, PinnedServer};
@@ -115,7 +115,7 @@ impl Transport {
         let verifier = Arc::new(PeerAuth::new(registry.clone(), provider.clone()));
         let server = tls::server_config(&identity, verifier, provider.clone(), quic.clone())?;
         let endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
+            quinn::EndpointConfig::new(Arc::new(tls::reset_key(&cfg.keypair))),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
@@ -200,9 +200,12 @@ impl Transport {
             s.registry.count(Source::Peer(to), reason::OVERSIZE_SEND);
             return false;
         }
-        if s.registry.is_blocked(to) {
-            s.registry.count(Source::Peer(to), reason::BLOCKED);
-            return true;
+        match s.registry.fate(to) {
+            Fate::Blocked | Fate::Lost => return true,
+            Fate::Twice => {
+                let _ = queue.try_send(frame.clone());
+            }
+            Fate::Once => {}
         }
         match queue.try_send(frame) {
             Ok(()) => true,
@@ -260,6 +263,17 @@ impl Transport {
     /// dropped when they reach the front of the queue.
     pub fn set_blocked(&self, peers: BTreeSet<u32>) {
         self.shared().registry.set_blocked(peers);
+    }
+
+    /// Fault injection: from now on, each frame queued for another validator is
+    /// dropped with probability `drop` (counted as "lost") or else queued twice with
+    /// probability `duplicate` (counted as "duplicated"), drawn from a stream seeded
+    /// with `seed`. Both 0 turns it off. Probabilities are clamped to [0, 1].
+    pub fn set_loss(&self, drop: f64, duplicate: f64, seed: u64) {
+        let clamp = |p: f64| if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+        self.shared()
+            .registry
+            .set_loss(clamp(drop), clamp(duplicate), seed);
     }
 
     /// A snapshot of connections and counters.
