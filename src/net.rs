@@ -124,6 +124,12 @@ pub struct FaultFlags {
     /// Abort the process in the middle of the checkpoint at this sequence number.
     #[arg(long, hide = true)]
     pub crash_at_checkpoint: Option<u64>,
+    /// The other traitors this one colludes with (beyond-f negative controls).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub accomplices: Vec<u32>,
+    /// Seed of the traitor's random choices.
+    #[arg(long, hide = true)]
+    pub traitor_seed: Option<u64>,
 }
 
 /// `pbft node`.
@@ -157,6 +163,8 @@ pub fn cmd_node(
             "--crash-at-checkpoint",
             faults.crash_at_checkpoint.is_some(),
         ),
+        ("--accomplices", !faults.accomplices.is_empty()),
+        ("--traitor-seed", faults.traitor_seed.is_some()),
     ] {
         if given && !allowed {
             return bad_input(anyhow!(
@@ -180,6 +188,7 @@ pub fn cmd_node(
         ));
     };
     let data = data.unwrap_or_else(|| PathBuf::from(format!("pbft-data-{id}")));
+    let cluster_n = cluster.n();
     init_logs(json);
     let mut opts = NodeOptions::new(cluster, keypair, data);
     opts.metrics = metrics;
@@ -187,6 +196,19 @@ pub fn cmd_node(
     opts.traitor = traitor;
     opts.control = faults.control;
     opts.crash_at_checkpoint = faults.crash_at_checkpoint;
+    if let Some(bad) = faults
+        .accomplices
+        .iter()
+        .find(|a| **a as usize >= cluster_n)
+    {
+        return bad_input(anyhow!(
+            "--accomplices: validator {bad} does not exist (n = {cluster_n})"
+        ));
+    }
+    opts.accomplices = faults.accomplices;
+    if let Some(seed) = faults.traitor_seed {
+        opts.traitor_seed = seed;
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return failed(e.into()),

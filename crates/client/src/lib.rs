@@ -436,6 +436,14 @@ impl Client {
         })
     }
 
+    /// Sends a request to every validator and does not wait for replies: for requests
+    /// that must never be accepted, such as ones with a forged signature (scenario
+    /// workloads).
+    pub fn send_unacknowledged(&self, request: &SignedRequest) {
+        let bytes = Bytes::from(envelope::encode(&Message::Request(request.clone())));
+        self.transport.broadcast(bytes);
+    }
+
     /// Closes the connections.
     pub async fn close(self) {
         self.transport.shutdown().await;

@@ -14,6 +14,10 @@
 //! block 1 3            -> drop all frames to and from validators 1 and 3
 //! block                -> drop nothing (heal)
 //! traitor on|off       -> switch this validator's traitor behaviour (if it has one)
+//! loss 0.01 0.02       -> lose 1% of the frames sent to validators, send 2% twice
+//!                         (`loss 0 0` turns it off)
+//! crash-at-checkpoint  -> abort the process inside the next checkpoint it takes,
+//!                         after the ledger snapshot and before it is announced
 //! ```
 
 use pbft_transport::Transport;
@@ -34,12 +38,16 @@ pub struct Controls {
     pub transport: Transport,
     /// Whether the traitor behaviour is active.
     pub traitor_active: Arc<AtomicBool>,
+    /// Whether to abort inside the next checkpoint.
+    pub crash_next_checkpoint: Arc<AtomicBool>,
     /// Number of validators (ids 0..n).
     pub n: u32,
+    /// Seed of the loss stream (the validator id: each node draws its own).
+    pub seed: u64,
 }
 
 /// One parsed command.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Command {
     /// Liveness check.
     Ping,
@@ -47,6 +55,15 @@ pub enum Command {
     Block(BTreeSet<u32>),
     /// Switch the traitor on or off.
     Traitor(bool),
+    /// Abort inside the next checkpoint.
+    CrashAtCheckpoint,
+    /// Lose and duplicate outgoing frames at these rates.
+    Loss {
+        /// Probability a frame is lost.
+        drop: f64,
+        /// Probability a frame is sent twice.
+        duplicate: f64,
+    },
 }
 
 /// Parses one command line; `n` bounds validator ids.
@@ -72,6 +89,27 @@ pub fn parse(line: &str, n: u32) -> Result<Command, String> {
             (Some("off"), None) => Ok(Command::Traitor(false)),
             _ => Err("expected `traitor on` or `traitor off`".into()),
         },
+        Some("loss") => {
+            let mut rate = |what: &str| -> Result<f64, String> {
+                let w = words
+                    .next()
+                    .ok_or_else(|| format!("`loss` needs a {what} rate"))?;
+                match w.parse::<f64>() {
+                    Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+                    _ => Err(format!("{what} rate {w:?} is not a number in [0, 1]")),
+                }
+            };
+            let drop = rate("drop")?;
+            let duplicate = rate("duplicate")?;
+            match words.next() {
+                None => Ok(Command::Loss { drop, duplicate }),
+                Some(_) => Err("`loss` takes two rates".into()),
+            }
+        }
+        Some("crash-at-checkpoint") => match words.next() {
+            None => Ok(Command::CrashAtCheckpoint),
+            Some(_) => Err("`crash-at-checkpoint` takes no argument".into()),
+        },
         Some(other) => Err(format!("unknown command {other:?}")),
         None => Err("empty command".into()),
     }
@@ -88,6 +126,18 @@ impl Controls {
             Command::Traitor(on) => {
                 tracing::warn!(on, "fault injection: traitor behaviour switched");
                 self.traitor_active.store(on, Ordering::SeqCst);
+            }
+            Command::Loss { drop, duplicate } => {
+                tracing::warn!(
+                    drop,
+                    duplicate,
+                    "fault injection: frames to validators are lost and duplicated at these rates"
+                );
+                self.transport.set_loss(drop, duplicate, self.seed);
+            }
+            Command::CrashAtCheckpoint => {
+                tracing::warn!("fault injection: the process aborts inside its next checkpoint");
+                self.crash_next_checkpoint.store(true, Ordering::SeqCst);
             }
         }
     }
@@ -142,12 +192,29 @@ mod tests {
         );
         assert_eq!(parse("traitor on", 4), Ok(Command::Traitor(true)));
         assert_eq!(parse("traitor off", 4), Ok(Command::Traitor(false)));
+        assert_eq!(
+            parse("loss 0.01 0.5", 4),
+            Ok(Command::Loss {
+                drop: 0.01,
+                duplicate: 0.5
+            })
+        );
+        assert_eq!(
+            parse("crash-at-checkpoint", 4),
+            Ok(Command::CrashAtCheckpoint)
+        );
         for bad in [
             "",
             "block 4",
             "block x",
             "traitor",
             "traitor maybe",
+            "crash-at-checkpoint 8",
+            "loss",
+            "loss 0.1",
+            "loss 1.5 0",
+            "loss x 0",
+            "loss 0 0 0",
             "reboot",
         ] {
             assert!(parse(bad, 4).is_err(), "{bad:?} was accepted");

@@ -82,6 +82,9 @@ pub struct Core {
     /// Fault injection for scenarios: abort the process at this checkpoint sequence,
     /// after the ledger wrote its snapshot and before the checkpoint is announced.
     pub(crate) crash_at_checkpoint: Option<Seq>,
+    /// Fault injection for scenarios: abort at the next checkpoint, wherever it is
+    /// (switched on by the runner's `crash-at-checkpoint` control command).
+    pub(crate) crash_next_checkpoint: Arc<AtomicBool>,
 }
 
 impl Core {
@@ -117,6 +120,7 @@ impl Core {
             halted: None,
             traitor_active: Arc::new(AtomicBool::new(true)),
             crash_at_checkpoint: None,
+            crash_next_checkpoint: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -464,7 +468,9 @@ impl Core {
                 let state_digest = if seq % self.k == 0 {
                     match self.ledger.checkpoint() {
                         Ok(d) => {
-                            if self.crash_at_checkpoint == Some(seq) {
+                            if self.crash_at_checkpoint == Some(seq)
+                                || self.crash_next_checkpoint.load(Ordering::SeqCst)
+                            {
                                 // as abrupt as SIGKILL: no destructor, no flush
                                 tracing::error!(seq, "fault injection: crashing mid-checkpoint");
                                 std::process::abort();

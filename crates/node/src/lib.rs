@@ -329,7 +329,9 @@ pub async fn run(
             let controls = control::Controls {
                 transport: transport.clone(),
                 traitor_active: core.traitor_active.clone(),
+                crash_next_checkpoint: core.crash_next_checkpoint.clone(),
                 n: cluster.n() as u32,
+                seed: id as u64,
             };
             tracing::warn!(%addr, "fault-injection control endpoint enabled");
             Some(tokio::spawn(control::serve(listener, controls)))
