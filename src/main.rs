@@ -1,6 +1,7 @@
 //! `pbft`: the command line of the ledger node. Commands, flags and exit codes follow
 //! the CLI contract (0 success, 1 the operation failed, 2 bad usage or input).
 
+mod cluster_runner;
 mod demo;
 mod net;
 mod scenario;
@@ -160,7 +161,7 @@ enum ScenarioCommand {
         /// Scenario files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// sim: the deterministic simulator; cluster: real processes (not yet).
+        /// sim: the deterministic simulator; cluster: real `pbft node` processes on loopback.
         #[arg(long, value_enum, default_value = "sim")]
         mode: scenario::ModeArg,
         /// Seed for every file (overrides the file's `seed`).

@@ -1,10 +1,10 @@
 //! `pbft scenario run` and `pbft scenario list`: scenario files (format v1) run in sim
-//! mode (the deterministic simulator) or, later, cluster mode (real processes).
+//! mode (the deterministic simulator) or cluster mode (real processes, see
+//! [`crate::cluster_runner`]).
 
 use anyhow::{bail, Context, Result};
 use pbft_scenario::{
-    load, render_json_all, run_scenario, ClusterRunnerPending, RunError, Runner, Scenario,
-    ScenarioReport, SimRunner,
+    load, render_json_all, run_scenario, RunError, Runner, Scenario, ScenarioReport, SimRunner,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ use std::process::ExitCode;
 pub enum ModeArg {
     /// The deterministic simulator.
     Sim,
-    /// Real validator processes on loopback (not implemented yet).
+    /// Real validator processes on loopback.
     Cluster,
 }
 
@@ -65,13 +65,20 @@ pub fn cmd_run(
             Err(e) => return bad_input(e),
         }
     }
+    if mode == ModeArg::Cluster {
+        for sc in &scenarios {
+            if let Err(e) = crate::cluster_runner::check_supported(sc) {
+                return bad_input(format!("{}: {e}", sc.file.display()));
+            }
+        }
+    }
     let seed_list: Option<Vec<u64>> = match seeds.map(parse_seeds).transpose() {
         Ok(s) => s,
         Err(e) => return bad_input(format!("{e:#}")),
     };
     let runner: Box<dyn Runner> = match mode {
         ModeArg::Sim => Box::new(SimRunner),
-        ModeArg::Cluster => Box::new(ClusterRunnerPending),
+        ModeArg::Cluster => Box::new(crate::cluster_runner::ClusterRunner),
     };
     let plan: Vec<(usize, u64)> = scenarios
         .iter()
@@ -100,7 +107,7 @@ pub fn cmd_run(
         bar.set_message(format!("{} seed {s}", sc.name));
         let report = match run_scenario(runner.as_ref(), sc, s) {
             Ok(r) => r,
-            Err(e @ (RunError::NotImplemented(_) | RunError::Unsupported { .. })) => {
+            Err(e @ RunError::Unsupported { .. }) => {
                 bar.finish_and_clear();
                 return bad_input(format!("{}: {e}", sc.file.display()));
             }

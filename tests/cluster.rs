@@ -949,3 +949,96 @@ fn equivocating_primary_is_exposed_and_replaced() {
         assert_eq!(r["evidence_against"], serde_json::json!([0]), "{rows:?}");
     }
 }
+
+/// Runs a catalog scenario in `mode` (seed 1) with `pbft scenario run`, and returns the
+/// exit code, the JSON report of the run and the printed output.
+fn scenario_run(name: &str, mode: &str) -> (Option<i32>, Value, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("report.json");
+    let file = format!("{}/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(PBFT)
+        .args([
+            "scenario", "run", &file, "--mode", mode, "--seed", "1", "--json",
+        ])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pbft scenario");
+    let report: Value = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null);
+    (out.status.code(), report, text(&out))
+}
+
+/// A catalog scenario on real processes: it passes in cluster mode, and the simulator
+/// reaches the same verdict on the same file, expectation by expectation.
+fn scenario_passes_in_both_modes(name: &str) {
+    let _serial = serial();
+    let (code, cluster, out) = scenario_run(name, "cluster");
+    assert_eq!(code, Some(0), "{name} in cluster mode:\n{out}");
+    let run = &cluster["runs"][0];
+    assert_eq!(run["mode"], "cluster", "{out}");
+    assert_eq!(run["passed"], true, "{out}");
+    assert!(
+        run["violations"].as_array().is_some_and(|v| v.is_empty()),
+        "{out}"
+    );
+    // every validator process reported its peak resident memory
+    assert!(
+        run["measured"]["peak_rss_kb"].as_u64().unwrap_or(0) > 1024,
+        "{out}"
+    );
+    let (code, sim, out_sim) = scenario_run(name, "sim");
+    assert_eq!(code, Some(0), "{name} in sim mode:\n{out_sim}");
+    let verdicts = |r: &Value| -> Vec<(String, bool)> {
+        r["runs"][0]["expectations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        (
+                            e["name"].as_str().unwrap_or("").to_string(),
+                            e["passed"].as_bool().unwrap_or(false),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        verdicts(&cluster),
+        verdicts(&sim),
+        "the modes disagree on {name}:\n{out}\n{out_sim}"
+    );
+}
+
+#[test]
+fn scenario_baseline_in_cluster_mode() {
+    scenario_passes_in_both_modes("baseline");
+}
+
+#[test]
+fn scenario_primary_crash_in_cluster_mode() {
+    scenario_passes_in_both_modes("primary-crash");
+}
+
+#[test]
+fn scenario_equivocating_primary_in_cluster_mode() {
+    scenario_passes_in_both_modes("equivocating-primary");
+}
+
+#[test]
+fn scenario_wiped_replica_catches_up_in_cluster_mode() {
+    scenario_passes_in_both_modes("wiped-replica-catches-up");
+}
+
+#[test]
+fn scenario_partition_heal_in_cluster_mode() {
+    scenario_passes_in_both_modes("partition-heal");
+}
+
+#[test]
+fn scenario_crash_mid_checkpoint_in_cluster_mode() {
+    scenario_passes_in_both_modes("crash-mid-checkpoint");
+}

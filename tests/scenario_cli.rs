@@ -90,18 +90,23 @@ fn an_invalid_file_exits_2_naming_file_line_and_reason() {
     assert!(o.stdout.is_empty(), "{}", text(&o));
 }
 
+/// Cluster mode refuses, before starting anything, what a node process cannot do: two
+/// different behaviours for one validator.
 #[test]
-fn cluster_mode_is_refused_with_exit_2_for_now() {
-    let o = pbft(&[
-        "scenario",
-        "run",
-        "scenarios/baseline.toml",
-        "--mode",
-        "cluster",
-    ]);
+fn cluster_mode_refuses_two_behaviours_for_one_validator_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "two.toml",
+        "name = \"two\"\n[[traitor]]\nnode = 0\nbehavior = \"silent\"\nuntil_ms = 100\n\n[[traitor]]\nnode = 0\nbehavior = \"equivocate\"\nfrom_ms = 100\n",
+    );
+    let o = pbft(&["scenario", "run", f.to_str().unwrap(), "--mode", "cluster"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("cluster mode is not implemented yet"),
+        err.contains("two.toml")
+            && err.contains("cannot run in cluster mode")
+            && err.contains("two behaviours"),
         "{}",
         text(&o)
     );

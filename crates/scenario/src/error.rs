@@ -51,9 +51,6 @@ pub(crate) fn line_of(src: &str, offset: usize) -> usize {
 /// Why a run could not produce a report (as opposed to a run whose expectations fail).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RunError {
-    /// The mode has no runner yet.
-    #[error("{0} mode is not implemented yet")]
-    NotImplemented(&'static str),
     /// The scenario asks for something this mode cannot do.
     #[error("the scenario cannot run in {mode} mode: {reason}")]
     Unsupported {

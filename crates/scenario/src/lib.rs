@@ -23,7 +23,7 @@ pub use error::{RunError, ScenarioError};
 pub use model::Scenario;
 pub use parse::{load, parse};
 pub use report::{render_json_all, ExpectationResult, Mode, ScenarioReport, ValidatorRow};
-pub use runner::{run_scenario, ClusterRunnerPending, Runner};
+pub use runner::{run_scenario, Runner};
 pub use sim::SimRunner;
 
 /// The scenario files (`*.toml`) directly in `dir`, sorted by file name.

@@ -250,6 +250,10 @@ pub struct Expect {
     /// in memory for the protocol (see `docs/scenarios.md`) stays at or below this.
     /// Default: no check.
     pub max_memory_kb: Option<u64>,
+    /// `max_rss_kb` (extension, cluster mode): the peak resident set size of every
+    /// honest validator process stays at or below this. Sim mode has no processes and
+    /// does not check it. Default: no check.
+    pub max_rss_kb: Option<u64>,
     /// `[[expect.at]]` (extension): views at a point in time.
     pub at: Vec<AtCheck>,
     /// `[[expect.no_progress]]` (extension): windows in which no honest validator
@@ -271,6 +275,7 @@ impl Default for Expect {
             min_throughput_fraction: None,
             or_primary_replaced: false,
             max_memory_kb: None,
+            max_rss_kb: None,
             at: Vec::new(),
             no_progress: Vec::new(),
         }

@@ -97,6 +97,7 @@ struct RawExpect {
     min_throughput_fraction: S<f64>,
     or_primary_replaced: S<bool>,
     max_memory_kb: S<u64>,
+    max_rss_kb: S<u64>,
     #[serde(default)]
     at: Vec<Spanned<RawAt>>,
     #[serde(default)]
@@ -442,6 +443,7 @@ impl Checker<'_> {
             min_throughput_fraction,
             or_primary_replaced,
             max_memory_kb: e.max_memory_kb.as_ref().map(|v| *v.get_ref()),
+            max_rss_kb: e.max_rss_kb.as_ref().map(|v| *v.get_ref()),
             at,
             no_progress,
         };

@@ -123,6 +123,9 @@ pub struct Measured {
     /// Peak estimate of what one honest validator holds in memory for the protocol, KiB
     /// (see `docs/scenarios.md`).
     pub peak_memory_kb: Option<u64>,
+    /// Cluster mode: the highest peak resident set size (VmHWM) of an honest validator
+    /// process, KiB.
+    pub peak_rss_kb: Option<u64>,
     /// Sim mode: digest of the whole event trace (equal runs have equal traces).
     pub trace: Option<String>,
 }
@@ -243,6 +246,12 @@ impl ScenarioReport {
         }
         if let Some(kb) = m.peak_memory_kb {
             let _ = writeln!(s, "peak protocol memory (estimate) {kb} KiB per validator");
+        }
+        if let Some(kb) = m.peak_rss_kb {
+            let _ = writeln!(
+                s,
+                "peak resident memory {kb} KiB (largest honest validator process)"
+            );
         }
         if let Some(t) = &m.trace {
             let _ = writeln!(s, "trace {t}");

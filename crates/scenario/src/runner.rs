@@ -8,8 +8,8 @@ use crate::model::Scenario;
 use crate::report::{Mode, ScenarioReport};
 
 /// Runs scenarios in one mode. The sim runner is [`crate::sim::SimRunner`]; the cluster
-/// runner (real processes on loopback) implements the same trait and must fill the same
-/// report model: rows, measured figures, probes at [`Scenario::probe_times`], and the
+/// runner (real processes on loopback, in the `pbft` binary) implements the same trait
+/// and fills the same report model: rows, measured figures, probes at [`Scenario::probe_times`], and the
 /// violations it detected (for example by comparing ledgers and scanning evidence).
 pub trait Runner {
     /// The mode this runner implements.
@@ -18,20 +18,6 @@ pub trait Runner {
     /// Runs `scenario` once with `seed` and reports what happened. `expectations` is
     /// left empty and `passed` false: [`run_scenario`] evaluates them.
     fn observe(&self, scenario: &Scenario, seed: u64) -> Result<ScenarioReport, RunError>;
-}
-
-/// The runner of a mode that has none yet.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ClusterRunnerPending;
-
-impl Runner for ClusterRunnerPending {
-    fn mode(&self) -> Mode {
-        Mode::Cluster
-    }
-
-    fn observe(&self, _: &Scenario, _: u64) -> Result<ScenarioReport, RunError> {
-        Err(RunError::NotImplemented("cluster"))
-    }
 }
 
 /// Runs `scenario` with `seed` on `runner`, runs the fault-free twin too if

@@ -166,6 +166,7 @@ pub fn to_report(sc: &Scenario, r: &pbft_sim::Report) -> ScenarioReport {
             dropped: s.dropped,
             rejected: s.rejected.values().sum(),
             peak_memory_kb: Some(memory.div_ceil(1024)),
+            peak_rss_kb: None,
             trace: Some(r.trace_digest.to_string()),
         },
         probes: r
