@@ -384,19 +384,32 @@ const INITIAL_RTT: Duration = Duration::from_millis(100);
 /// QUIC settings shared by every connection: idle timeout with keep-alives,
 /// one bidirectional stream per connection, no unidirectional streams or
 /// datagrams.
-/// The key of this validator's QUIC stateless resets, derived from its secret key
-/// (under its own domain), so it is the same in every process of the validator.
+/// The QUIC endpoint configuration of a validator: its stateless-reset key and the key
+/// of its connection-ID check, both derived from its secret key (each under its own
+/// domain), so they are the same in every process of the validator.
 ///
-/// A restarted validator then answers packets of its previous process's connections
-/// with a reset its peers accept (RFC 9000, section 10.3), and they redial at once
-/// instead of waiting for the idle timeout. It stays secret: only the key holder can
-/// reset its connections.
-pub(crate) fn reset_key(keypair: &Keypair) -> ring::hmac::Key {
-    let mut material = Vec::with_capacity(64);
-    material.extend_from_slice(b"pbft/v1/quic-stateless-reset\0");
-    material.extend_from_slice(&keypair.seed());
-    let derived = ring::digest::digest(&ring::digest::SHA256, &material);
-    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
+/// A restarted validator then recognises the connection IDs its previous process
+/// issued and answers their packets with a reset its peers accept (RFC 9000, section
+/// 10.3), so they redial at once instead of writing into a dead connection until the
+/// idle timeout. The keys stay secret: only the key holder can reset its connections.
+pub(crate) fn endpoint_config(keypair: &Keypair) -> quinn::EndpointConfig {
+    let derive = |domain: &[u8]| {
+        let mut material = Vec::with_capacity(domain.len() + 32);
+        material.extend_from_slice(domain);
+        material.extend_from_slice(&keypair.seed());
+        ring::digest::digest(&ring::digest::SHA256, &material)
+    };
+    let reset = derive(b"pbft/v1/quic-stateless-reset\0");
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset.as_ref());
+    let cid = derive(b"pbft/v1/quic-connection-id\0");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 pub(crate) fn quic_transport(

@@ -115,7 +115,7 @@ impl Transport {
         let verifier = Arc::new(PeerAuth::new(registry.clone(), provider.clone()));
         let server = tls::server_config(&identity, verifier, provider.clone(), quic.clone())?;
         let endpoint = Endpoint::new(
-            quinn::EndpointConfig::new(Arc::new(tls::reset_key(&cfg.keypair))),
+            tls::endpoint_config(&cfg.keypair),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
