@@ -1,6 +1,7 @@
 //! `pbft`: the command line of the ledger node. Commands, flags and exit codes follow
 //! the CLI contract (0 success, 1 the operation failed, 2 bad usage or input).
 
+mod bench;
 mod cluster_runner;
 mod demo;
 mod net;
@@ -123,6 +124,11 @@ enum Command {
         #[command(subcommand)]
         command: ScenarioCommand,
     },
+    /// Benchmarks on real processes.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Run one deterministic simulation and report; exit 1 if an invariant broke or not
     /// every valid request committed.
     Sim {
@@ -150,6 +156,33 @@ enum Command {
         /// Simulated deadline, ms.
         #[arg(long, default_value_t = 60_000)]
         deadline_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The standard workload (docs/benchmarks.md): n validator processes over QUIC with
+    /// RocksDB, a pre-signed closed-loop load swept over requests in flight; writes a
+    /// CSV and an SVG plot to --out and prints a table.
+    Cluster {
+        /// Number of validators (n >= 4).
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Client accounts (raised to what the largest in-flight count needs).
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds each point is measured for, after its warm-up.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Output directory for cluster-n<N>.csv and cluster-n<N>.svg.
+        #[arg(long, default_value = "bench-out")]
+        out: PathBuf,
+        /// Requests in flight, one point each.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
+        inflight: Vec<usize>,
+        /// Most requests per batch.
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
     },
 }
 
@@ -390,6 +423,24 @@ fn run() -> Result<ExitCode> {
                 account,
             } => net::cmd_ledger_show(&data, height, account.as_deref()),
         }),
+        Command::Bench {
+            command:
+                BenchCommand::Cluster {
+                    validators,
+                    clients,
+                    duration,
+                    out,
+                    inflight,
+                    batch_size,
+                },
+        } => Ok(bench::cmd_bench_cluster(bench::BenchArgs {
+            validators,
+            clients,
+            duration,
+            inflight,
+            out,
+            batch_size,
+        })),
         Command::Scenario { command } => Ok(match command {
             ScenarioCommand::Run {
                 files,
