@@ -58,6 +58,17 @@ pub struct Point {
     pub mean_batch: f64,
     /// CPU used by each validator process, in cores (1.0 = one core busy).
     pub cpu: Vec<f64>,
+    /// Resident memory of the largest validator process at the end of the point, KiB.
+    pub rss_kb: u64,
+}
+
+/// Resident memory of a process now (VmRSS), KiB.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// User + system CPU seconds of a process so far, from `/proc/<pid>/stat`.
@@ -182,6 +193,7 @@ async fn bench(args: &BenchArgs) -> Result<()> {
                     _ => f64::NAN,
                 })
                 .collect(),
+            rss_kb: pids.iter().filter_map(|p| rss_kb(*p)).max().unwrap_or(0),
         };
         eprintln!(
             "in flight {:>4}: {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  batch {:>6.1}",
@@ -231,8 +243,9 @@ fn free_udp_ports(n: usize) -> Result<u16> {
 /// The CSV: one row per point, one CPU column per validator.
 pub fn render_csv(points: &[Point]) -> String {
     let n = points.first().map_or(0, |p| p.cpu.len());
-    let mut s =
-        String::from("inflight,committed,seconds,throughput_rps,p50_ms,p90_ms,p99_ms,mean_batch");
+    let mut s = String::from(
+        "inflight,committed,seconds,throughput_rps,p50_ms,p90_ms,p99_ms,mean_batch,max_rss_kb",
+    );
     for i in 0..n {
         let _ = write!(s, ",cpu_validator_{i}");
     }
@@ -240,8 +253,16 @@ pub fn render_csv(points: &[Point]) -> String {
     for p in points {
         let _ = write!(
             s,
-            "{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.1}",
-            p.inflight, p.committed, p.seconds, p.throughput, p.p50, p.p90, p.p99, p.mean_batch
+            "{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.1},{}",
+            p.inflight,
+            p.committed,
+            p.seconds,
+            p.throughput,
+            p.p50,
+            p.p90,
+            p.p99,
+            p.mean_batch,
+            p.rss_kb
         );
         for c in &p.cpu {
             let _ = write!(s, ",{c:.2}");
@@ -254,18 +275,19 @@ pub fn render_csv(points: &[Point]) -> String {
 /// The table printed at the end.
 pub fn render_table(points: &[Point]) -> String {
     let mut s = String::from(
-        "in flight  committed/s      p50 ms      p99 ms  mean batch  CPU per validator (cores)\n",
+        "in flight  committed/s      p50 ms      p99 ms  mean batch  max RSS MiB  CPU per validator (cores)\n",
     );
     for p in points {
         let cpu: Vec<String> = p.cpu.iter().map(|c| format!("{c:.2}")).collect();
         let _ = writeln!(
             s,
-            "{:>9}  {:>11.0}  {:>10.2}  {:>10.2}  {:>10.1}  {}",
+            "{:>9}  {:>11.0}  {:>10.2}  {:>10.2}  {:>10.1}  {:>11.1}  {}",
             p.inflight,
             p.throughput,
             p.p50,
             p.p99,
             p.mean_batch,
+            p.rss_kb as f64 / 1024.0,
             cpu.join(" ")
         );
     }
@@ -335,6 +357,7 @@ mod tests {
             p99: 3.25,
             mean_batch: 4.0,
             cpu: vec![0.5, 0.25],
+            rss_kb: 32_768,
         }
     }
 
@@ -344,11 +367,11 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "inflight,committed,seconds,throughput_rps,p50_ms,p90_ms,p99_ms,mean_batch,cpu_validator_0,cpu_validator_1"
+            "inflight,committed,seconds,throughput_rps,p50_ms,p90_ms,p99_ms,mean_batch,max_rss_kb,cpu_validator_0,cpu_validator_1"
         );
         assert_eq!(
             lines[2],
-            "16,1600,2.000,800.0,1.500,2.000,3.250,4.0,0.50,0.25"
+            "16,1600,2.000,800.0,1.500,2.000,3.250,4.0,32768,0.50,0.25"
         );
         assert_eq!(lines.len(), 3);
     }
