@@ -35,6 +35,8 @@ pub struct BenchArgs {
     pub out: PathBuf,
     /// Most requests per batch.
     pub batch_size: usize,
+    /// Most sequence numbers in flight at the primary.
+    pub pipeline_depth: u64,
 }
 
 /// One measured point of the sweep.
@@ -97,6 +99,11 @@ pub fn cmd_bench_cluster(args: BenchArgs) -> ExitCode {
             "--inflight: give one or more counts of at least 1, e.g. 1,4,16,64,256"
         ));
     }
+    if args.pipeline_depth == 0 || args.batch_size == 0 {
+        return crate::net::bad_input(anyhow::anyhow!(
+            "--pipeline-depth and --batch-size must be at least 1"
+        ));
+    }
     if args.duration == 0 {
         return crate::net::bad_input(anyhow::anyhow!("--duration must be at least 1 second"));
     }
@@ -120,6 +127,7 @@ async fn bench(args: &BenchArgs) -> Result<()> {
     let tmp = tempfile::Builder::new().prefix("pbft-bench-").tempdir()?;
     let params = ProtocolParams {
         batch_size: args.batch_size,
+        pipeline_depth: args.pipeline_depth,
         ..ProtocolParams::default()
     };
     let window = params.client_window.max(1) as usize;
@@ -146,10 +154,11 @@ async fn bench(args: &BenchArgs) -> Result<()> {
     client.deadline = Duration::from_secs(60);
     wait_reachable(&mut client, args.validators, Duration::from_secs(60)).await?;
     eprintln!(
-        "{} validators (f = {}), {clients} client accounts, batch size {}, release build: {}",
+        "{} validators (f = {}), {clients} client accounts, batch size {}, pipeline depth {}, release build: {}",
         cluster.n(),
         cluster.f(),
         args.batch_size,
+        args.pipeline_depth,
         if cfg!(debug_assertions) {
             "no (debug build: figures are not meaningful)"
         } else {

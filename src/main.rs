@@ -183,6 +183,9 @@ enum BenchCommand {
         /// Most requests per batch.
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
+        /// Most sequence numbers in flight at the primary.
+        #[arg(long, default_value_t = 8)]
+        pipeline_depth: u64,
     },
 }
 
@@ -432,6 +435,7 @@ fn run() -> Result<ExitCode> {
                     out,
                     inflight,
                     batch_size,
+                    pipeline_depth,
                 },
         } => Ok(bench::cmd_bench_cluster(bench::BenchArgs {
             validators,
@@ -440,6 +444,7 @@ fn run() -> Result<ExitCode> {
             inflight,
             out,
             batch_size,
+            pipeline_depth,
         })),
         Command::Scenario { command } => Ok(match command {
             ScenarioCommand::Run {

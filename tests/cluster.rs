@@ -660,6 +660,14 @@ fn bad_input_exits_2_with_a_clear_message() {
         "3f+1",
     );
     expect_bad_input(
+        &pbft(&["bench", "cluster", "--validators", "3"]),
+        "--validators 3",
+    );
+    expect_bad_input(
+        &pbft(&["bench", "cluster", "--inflight", "4,0"]),
+        "--inflight",
+    );
+    expect_bad_input(
         &pbft(&[
             "keygen",
             "--validators",
