@@ -28,7 +28,9 @@
 //! so `min_delay_ms`/`max_delay_ms` are ignored. A scenario that gives one validator two
 //! different behaviours is refused: a node process runs one.
 
+use crate::demo::Children;
 use crate::net::{load_key, TRAITOR_ENV};
+use crate::procfs::status_kb;
 use pbft_client::{Client, Signer};
 use pbft_cluster::{keygen, Cluster, KeygenSpec, ProtocolParams};
 use pbft_crypto::Keypair;
@@ -152,12 +154,13 @@ impl Node {
 
     fn sample_rss(&mut self) {
         if let Some(c) = &self.child {
-            if let Some(kb) = vm_hwm_kb(c.id()) {
+            if let Some(kb) = status_kb(c.id(), "VmHWM") {
                 self.peak_rss_kb = self.peak_rss_kb.max(kb);
             }
         }
     }
 
+    /// SIGKILL, as a crash.
     fn kill(&mut self) {
         self.sample_rss();
         if let Some(mut c) = self.child.take() {
@@ -169,13 +172,14 @@ impl Node {
     }
 }
 
-/// Peak resident set size of a process, from `/proc/<pid>/status`.
-fn vm_hwm_kb(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+impl Drop for Node {
+    /// A run that ends early (an error, a panic) leaves no process behind.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Everything a run needs to start and restart processes.
@@ -597,37 +601,19 @@ async fn run(sc: &Scenario, seed: u64, dir: &Path) -> Result<ScenarioReport, Run
         node.child = Some(setup.spawn(node)?);
     }
     let result = drive(sc, seed, &setup, &mut nodes, &client_keys).await;
-    // whatever happened, no process outlives the run
+    // whatever happened, no process outlives the run: SIGTERM to all, then SIGKILL
+    // what is left after 10 s
+    let mut children = Children(Vec::new());
     for node in &mut nodes {
-        stop(node);
+        node.sample_rss();
+        if let Some(c) = node.child.take() {
+            children.0.push((node.id, c));
+        }
     }
+    children.stop(Duration::from_secs(10));
     let mut report = result?;
     check_ledgers(&setup, &nodes, &mut report);
     Ok(report)
-}
-
-/// Stops a node gently (SIGTERM, then SIGKILL after 10 s).
-fn stop(node: &mut Node) {
-    node.sample_rss();
-    let Some(mut c) = node.child.take() else {
-        return;
-    };
-    // SAFETY: kill(2) on our own child's pid has no memory effects.
-    unsafe {
-        libc::kill(c.id() as i32, libc::SIGTERM);
-    }
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        match c.try_wait() {
-            Ok(Some(_)) | Err(_) => return,
-            Ok(None) if Instant::now() >= until => {
-                let _ = c.kill();
-                let _ = c.wait();
-                return;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
 }
 
 async fn drive(

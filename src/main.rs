@@ -5,6 +5,7 @@ mod bench;
 mod cluster_runner;
 mod demo;
 mod net;
+mod procfs;
 mod scenario;
 
 use anyhow::{bail, Context, Result};
