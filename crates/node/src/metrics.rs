@@ -81,6 +81,8 @@ struct Inner {
     phases: BTreeMap<&'static str, Histogram>,
     view_changes: u64,
     rejected: BTreeMap<String, u64>,
+    /// Messages that passed decoding and signature checks, by kind.
+    received: BTreeMap<&'static str, u64>,
     connected_peers: usize,
     /// Transport events (handshakes refused, frames dropped...) by (source, reason).
     transport: BTreeMap<(String, String), u64>,
@@ -112,6 +114,7 @@ impl Metrics {
                     .collect(),
                 view_changes: 0,
                 rejected: BTreeMap::new(),
+                received: BTreeMap::new(),
                 connected_peers: 0,
                 transport: BTreeMap::new(),
                 halted: false,
@@ -161,6 +164,12 @@ impl Metrics {
     /// A message was rejected for `reason`.
     pub fn rejected(&self, reason: &str) {
         self.with(|m| *m.rejected.entry(reason.to_string()).or_insert(0) += 1)
+    }
+
+    /// A message of `kind` (see `Message::kind`) passed decoding and its signature
+    /// checks.
+    pub fn received(&self, kind: &'static str) {
+        self.with(|m| *m.received.entry(kind).or_insert(0) += 1)
     }
 
     /// The number of validators currently connected.
@@ -291,6 +300,16 @@ impl Metrics {
             }
             let _ = writeln!(
                 o,
+                "# HELP pbft_messages_received_total Messages that passed decoding and signature checks, by kind.\n# TYPE pbft_messages_received_total counter"
+            );
+            for (kind, n) in &m.received {
+                let _ = writeln!(
+                    o,
+                    "pbft_messages_received_total{{validator=\"{id}\",kind=\"{kind}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                o,
                 "# HELP pbft_transport_events_total Connections refused and frames dropped by the transport, by source and reason.\n# TYPE pbft_transport_events_total counter"
             );
             for ((source, reason), n) in &m.transport {
@@ -359,6 +378,8 @@ mod tests {
         m.executed_batch(300);
         m.phase("prepare", 0.003);
         m.rejected("bad_signature");
+        m.received("commit");
+        m.received("commit");
         m.set_connected_peers(3);
         let mut stats = pbft_transport::TransportStats::default();
         stats.connected.extend([0, 1, 3]);
@@ -383,6 +404,7 @@ mod tests {
             "pbft_batch_size_bucket{validator=\"2\",le=\"+Inf\"} 2",
             "pbft_phase_seconds_count{validator=\"2\",phase=\"prepare\"} 1",
             "pbft_messages_rejected_total{validator=\"2\",reason=\"bad_signature\"} 1",
+            "pbft_messages_received_total{validator=\"2\",kind=\"commit\"} 2",
             "pbft_transport_events_total{validator=\"2\",source=\"unknown\",reason=\"unpinned_key\"} 4",
         ] {
             assert!(

@@ -133,6 +133,7 @@ impl Stage {
                         };
                         match self.verifier.verify_cached(from, msg, self.cache.as_ref()) {
                             Ok(v) => {
+                                self.metrics.received(v.message().kind());
                                 if self.out.send(Input::Peer(v)).is_err() {
                                     return;
                                 }
@@ -170,6 +171,7 @@ impl Stage {
             for (result, conn) in results.into_iter().zip(conns) {
                 match result {
                     Ok(v) => {
+                        self.metrics.received("request");
                         if self.out.send(Input::Request(v, conn)).is_err() {
                             return;
                         }
