@@ -13,7 +13,7 @@
 use crate::demo::{spawn_nodes, wait_reachable};
 use crate::net::{client_keys, presign};
 use crate::procfs::{cpu_seconds, status_kb};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use pbft_client::{percentiles, Client};
 use pbft_cluster::{keygen, Cluster, KeygenSpec, ProtocolParams};
 use std::fmt::Write as _;
@@ -112,7 +112,7 @@ async fn bench(args: &BenchArgs) -> Result<()> {
     let window = params.client_window.max(1) as usize;
     let most = args.inflight.iter().copied().max().unwrap_or(1);
     let clients = args.clients.max(most.div_ceil(window));
-    let base_port = free_udp_ports(args.validators)?;
+    let base_port = crate::cluster_runner::free_udp_ports(args.validators, 0)?;
     let spec = KeygenSpec {
         validators: args.validators,
         clients,
@@ -216,20 +216,6 @@ async fn executed(client: &mut Client) -> u64 {
             .unwrap_or(0),
         Err(_) => 0,
     }
-}
-
-/// `n` consecutive free UDP ports on loopback.
-fn free_udp_ports(n: usize) -> Result<u16> {
-    let start = 30_000 + (std::process::id() % 2_000) as u16 * 7;
-    for base in (start..60_000).step_by(n + 3) {
-        let socks: Vec<_> = (0..n as u16)
-            .map(|k| std::net::UdpSocket::bind(("127.0.0.1", base + k)))
-            .collect();
-        if socks.iter().all(|s| s.is_ok()) {
-            return Ok(base);
-        }
-    }
-    bail!("found no {n} consecutive free UDP ports on 127.0.0.1")
 }
 
 /// The CSV: one row per point, one CPU column per validator.

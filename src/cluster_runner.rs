@@ -244,7 +244,7 @@ impl Setup {
 }
 
 /// `n` consecutive free UDP ports on loopback.
-fn free_udp_ports(n: usize, salt: u64) -> Result<u16, RunError> {
+pub(crate) fn free_udp_ports(n: usize, salt: u64) -> Result<u16, RunError> {
     let span = 40_000u64 - n as u64;
     let start = 20_000 + (salt.wrapping_mul(7919) + std::process::id() as u64 * 131) % span;
     for i in 0..2_000u64 {
