@@ -9,6 +9,7 @@
 //! One module per concern, named as in the paper:
 //! - [`quorum`]: distinct-sender vote counting per (view, seq, digest);
 //! - `normal_case`: pre-prepare, prepare, commit, `prepared`, `committed_local`, execution;
+//! - `order_watch`: the ordering deadline that replaces a primary that orders late;
 //! - `checkpoint`: checkpoints, watermarks, garbage collection;
 //! - `view_change` and [`new_view`]: view change, the `O` set computation and check;
 //! - `state_transfer`: catching up by snapshot or by committed batches;
@@ -29,6 +30,7 @@ mod evidence;
 pub mod message;
 pub mod new_view;
 mod normal_case;
+mod order_watch;
 pub mod quorum;
 pub mod replica;
 mod state_transfer;

@@ -298,7 +298,9 @@ impl Replica {
                 .take(limit)
                 .cloned()
                 .collect();
+            // the new primary must order these (`order_watch`), from now on
             for r in reqs {
+                self.watch_unordered(r.key());
                 self.send(p, Message::Request(r));
             }
             self.proposed.clear();

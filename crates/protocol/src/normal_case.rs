@@ -46,6 +46,7 @@ impl Replica {
                         let p = self.primary();
                         self.send(p, Message::Request(req));
                     }
+                    self.watch_unordered(key);
                     self.arm_request_timer();
                 }
             }
@@ -186,6 +187,7 @@ impl Replica {
         let PrePrepare { view, seq, digest } = pp.body;
         debug_assert_eq!(view, self.view);
         for r in &batch.requests {
+            self.watch_ordered(&r.key());
             self.clients.add_waiting(r.clone());
         }
         self.persist(WalRecord::Accepted {
@@ -431,6 +433,7 @@ impl Replica {
             );
             self.clients.executed(reply.clone());
             self.proposed.remove(&key);
+            self.watch_ordered(&key);
             self.push(Action::Reply {
                 client: r.client,
                 reply,

@@ -10,6 +10,7 @@ use crate::message::{
     Batch, Checkpoint, Commit, CommittedProof, Evidence, Message, NewView, PrePrepare, Prepare,
     PreparedProof, ReplicaId, RequestId, Seq, Signed, View, ViewChange,
 };
+use crate::order_watch::OrderWatch;
 use crate::quorum::VoteTracker;
 use crate::time::{Duration, Instant};
 use crate::verify::{Verified, VerifiedRequest};
@@ -112,6 +113,8 @@ pub struct Replica {
     pub(crate) backoff: u32,
     pub(crate) view_change_deadline: Option<Instant>,
     pub(crate) request_deadline: Option<Instant>,
+    /// Requests the primary has not ordered yet, and the ordering deadline.
+    pub(crate) order_watch: OrderWatch,
 
     // --- retransmission and catch-up ---
     pub(crate) tick_deadline: Option<Instant>,
@@ -166,6 +169,7 @@ impl Replica {
             backoff: 0,
             view_change_deadline: None,
             request_deadline: None,
+            order_watch: OrderWatch::default(),
             tick_deadline: None,
             executed_at_last_tick: 0,
             ticks: 0,
@@ -223,6 +227,15 @@ impl Replica {
     /// Requests known and waiting to execute.
     pub fn waiting_requests(&self) -> usize {
         self.clients.waiting_len()
+    }
+    /// Requests this backup knows of that the primary has not ordered in this view.
+    pub fn unordered_requests(&self) -> usize {
+        self.order_watch.len()
+    }
+    /// When this backup will give up on the primary for leaving a request unordered,
+    /// if nothing changes before then.
+    pub fn order_deadline(&self) -> Option<Instant> {
+        self.order_watch.deadline
     }
     /// True while a state transfer is under way.
     pub fn is_fetching_state(&self) -> bool {
@@ -312,6 +325,7 @@ impl Replica {
                 self.start_view_change(self.view + 1);
             }
         }
+        self.check_order_deadline(now);
         if self.tick_deadline.is_some_and(|d| d <= now) {
             self.tick_deadline = None;
             self.tick();
@@ -359,6 +373,7 @@ impl Replica {
         [
             self.view_change_deadline,
             self.request_deadline,
+            self.order_watch.deadline,
             self.tick_deadline,
         ]
         .into_iter()
@@ -381,6 +396,7 @@ impl Replica {
             return;
         }
         self.replace_faulty_primary();
+        self.update_order_deadline();
         let busy = self.status == Status::ViewChange
             || self.clients.waiting_len() > 0
             || self.fetch.is_some()

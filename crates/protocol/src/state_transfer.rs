@@ -117,6 +117,7 @@ impl Replica {
         // let a timer for an executed request start a needless view change.
         self.clients.mark_inexact();
         self.clients.clear_waiting();
+        self.watch_reset();
         self.pending.clear();
         self.proposed.clear();
         self.request_deadline = None;
@@ -242,7 +243,12 @@ impl Replica {
 
     /// A peer asks for the snapshot of a stable checkpoint.
     pub(crate) fn on_state_request(&mut self, from: ReplicaId, seq: Seq) {
-        if seq == self.stable_seq && seq > 0 && self.last_executed >= seq {
+        // Our own checkpoint at `seq` is served even before we hold its stability proof:
+        // the asker got the proof first (from the others' checkpoint messages) and checks
+        // the snapshot's digest against it. Staying silent here cost the asker a whole
+        // fetch retry interval.
+        let own = seq >= self.stable_seq && self.own_checkpoints.contains_key(&seq);
+        if seq > 0 && self.last_executed >= seq && (seq == self.stable_seq || own) {
             self.push(Action::ServeState { to: from, seq });
         } else if seq < self.stable_seq {
             // we no longer keep that snapshot: point the asker at our newer checkpoint

@@ -28,6 +28,7 @@ impl Replica {
         self.new_view = None;
         self.request_deadline = None;
         self.view_change_deadline = None;
+        self.watch_reset();
         self.pending.clear();
         self.proposed.clear();
         let prepared: Vec<PreparedProof> = self

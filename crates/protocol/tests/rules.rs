@@ -11,7 +11,9 @@
 //! - the f+1 join rule goes to the smallest higher view; an invalid new view moves on
 //!   to the next view; the new-view timer doubles on each failed attempt;
 //! - a new view never re-executes an executed sequence number;
-//! - requests are forwarded to the primary and bounded by the client window.
+//! - requests are forwarded to the primary and bounded by the client window;
+//! - a request the primary leaves unordered for T/2 while its pipeline has room
+//!   replaces it, whatever else executes meanwhile.
 
 mod common;
 
@@ -401,7 +403,21 @@ fn new_view_timer_doubles_on_each_failed_attempt() {
     let mut p = Probe::new(2);
     let vc =
         |view: u64, r: ReplicaId| Message::ViewChange(Box::new(view_change(view, 0, vec![], r)));
-    p.client(request(0, 1, vec![]));
+    // a request the primary ordered but that never executes: the request timer, not
+    // the ordering deadline, is what fires
+    let req = request(0, 1, vec![]);
+    p.client(req.clone());
+    p.deliver(
+        0,
+        pre_prepare_msg(
+            0,
+            1,
+            Batch {
+                requests: vec![req],
+            },
+        ),
+    );
+    assert_eq!(p.r.unordered_requests(), 0);
     p.at(399);
     assert_eq!(p.r.view(), 0);
     assert_eq!(
@@ -578,4 +594,160 @@ fn restored_new_primary_does_not_reuse_the_sequence_numbers_of_its_new_view() {
             );
         }
     }
+}
+
+fn ms(t: u64) -> Instant {
+    Instant::ZERO.plus(Duration::from_millis(t))
+}
+
+/// Delivers the primary's pre-prepare for `(0, seq)` of `batch`, the prepare of
+/// replica 3 and the commits of 0 and 3, so that replica 2 executes it.
+fn order_and_commit(p: &mut Probe, seq: Seq, batch: &Batch) {
+    let d = batch.digest();
+    p.deliver(0, pre_prepare_msg(0, seq, batch.clone()));
+    p.deliver(3, Message::Prepare(prepare(0, seq, d, 3)));
+    p.deliver(0, Message::Commit(commit(0, seq, d, 0)));
+    let a = p.deliver(3, Message::Commit(commit(0, seq, d, 3)));
+    assert!(executed(&a).contains(&seq), "seq {seq} commits");
+}
+
+#[test]
+fn a_request_the_primary_leaves_unordered_replaces_it_at_half_the_timeout() {
+    let mut p = Probe::new(2);
+    p.client(request(0, 1, vec![]));
+    assert_eq!(p.r.unordered_requests(), 1);
+    assert_eq!(
+        p.r.order_deadline(),
+        Some(ms(200)),
+        "T/2 after it was learnt"
+    );
+    assert_eq!(view_change_to(&p.at(199)), None);
+    assert_eq!(view_change_to(&p.at(200)), Some(1));
+    assert_eq!((p.r.view(), p.r.status()), (1, Status::ViewChange));
+}
+
+#[test]
+fn an_ordered_request_stops_the_ordering_deadline() {
+    let mut p = Probe::new(2);
+    let req = request(0, 1, vec![]);
+    p.client(req.clone());
+    p.at(150);
+    p.deliver(
+        0,
+        pre_prepare_msg(
+            0,
+            1,
+            Batch {
+                requests: vec![req],
+            },
+        ),
+    );
+    assert_eq!(p.r.unordered_requests(), 0);
+    assert_eq!(p.r.order_deadline(), None);
+    // only the request timer (T) remains, for a request that does not execute
+    assert_eq!(view_change_to(&p.at(399)), None);
+    assert_eq!(p.r.view(), 0);
+}
+
+/// The slow primary: it orders other requests, which execute, so the request timer
+/// keeps restarting; the one it sits on still replaces it at T/2.
+#[test]
+fn progress_on_other_requests_does_not_reset_the_ordering_deadline() {
+    let mut p = Probe::new(2);
+    p.client(request(0, 1, vec![]));
+    for (i, t) in [(1u64, 50u64), (2, 120), (3, 190)] {
+        p.at(t);
+        let other = request(1, i, vec![]);
+        p.client(other.clone());
+        let batch = Batch {
+            requests: vec![other],
+        };
+        order_and_commit(&mut p, i, &batch);
+        p.execute(i, &batch);
+    }
+    assert_eq!(p.r.unordered_requests(), 1);
+    assert_eq!(view_change_to(&p.at(199)), None);
+    assert_eq!(view_change_to(&p.at(200)), Some(1));
+}
+
+/// A full pipeline is a reason to wait: the clock runs only while the primary could
+/// have proposed.
+#[test]
+fn the_ordering_deadline_does_not_run_while_the_pipeline_is_full() {
+    let mut p = Probe::new(2);
+    let depth = p.r.config().pipeline_depth;
+    let batches: Vec<Batch> = (1..=depth)
+        .map(|i| Batch {
+            requests: vec![request(1, i, vec![])],
+        })
+        .collect();
+    for (i, batch) in batches.iter().enumerate() {
+        p.deliver(0, pre_prepare_msg(0, i as Seq + 1, batch.clone()));
+    }
+    p.client(request(0, 1, vec![]));
+    assert_eq!(p.r.unordered_requests(), 1);
+    assert_eq!(p.r.order_deadline(), None, "no room: nothing to blame");
+    p.at(300);
+    assert_eq!(p.r.view(), 0);
+    // seq 1 executes at 300: room from now on, T/2 from here
+    order_and_commit(&mut p, 1, &batches[0]);
+    p.execute(1, &batches[0]);
+    assert_eq!(p.r.order_deadline(), Some(ms(500)));
+    assert_eq!(view_change_to(&p.at(499)), None);
+    assert_eq!(view_change_to(&p.at(500)), Some(1));
+}
+
+/// The primary itself and a backup in a view change keep no ordering deadline.
+#[test]
+fn the_ordering_deadline_is_a_backup_rule_of_the_normal_case() {
+    let mut p = Probe::new(0);
+    p.client(request(0, 1, vec![]));
+    assert_eq!(p.r.unordered_requests(), 0);
+    assert_eq!(p.r.order_deadline(), None);
+
+    let mut p = Probe::new(2);
+    p.client(request(0, 1, vec![]));
+    for r in [0, 3] {
+        p.deliver(
+            r,
+            Message::ViewChange(Box::new(view_change(1, 0, vec![], r))),
+        );
+    }
+    assert_eq!(p.r.status(), Status::ViewChange, "joined on f+1");
+    assert_eq!(p.r.unordered_requests(), 0);
+    assert_eq!(p.r.order_deadline(), None);
+}
+
+/// A replica serves the snapshot of its own checkpoint as soon as it has one, before it
+/// holds the proof that it is stable: the asker already holds that proof (it learnt it
+/// from the others' checkpoint messages) and checks the digest against it.
+#[test]
+fn own_checkpoint_is_served_before_it_is_stable_here() {
+    let mut p = Probe::new(2);
+    for seq in 1..=K {
+        let batch = Batch {
+            requests: vec![request(1, seq, vec![])],
+        };
+        order_and_commit(&mut p, seq, &batch);
+        p.execute(seq, &batch);
+    }
+    assert_eq!(p.r.last_executed(), K);
+    assert_eq!(
+        p.r.stable_checkpoint(),
+        0,
+        "only our own checkpoint message so far"
+    );
+    let serves = |a: &[Action]| {
+        a.iter()
+            .filter_map(|x| match x {
+                Action::ServeState { to, seq } => Some((*to, *seq)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = p.deliver(1, Message::StateRequest { seq: K });
+    assert_eq!(serves(&a), vec![(1, K)]);
+    // a checkpoint it has not reached is not served
+    let a = p.deliver(1, Message::StateRequest { seq: 2 * K });
+    assert_eq!(serves(&a), vec![]);
 }
