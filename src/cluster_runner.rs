@@ -473,7 +473,8 @@ async fn workload(
     };
     let deadline = Duration::from_millis(sc.expect.deadline_ms);
     client.deadline = deadline;
-    client.retransmit = Duration::from_millis(sc.cluster.view_timeout_ms.max(200));
+    // (the client's retransmission delay is T/4 of the cluster file, which carries the
+    // scenario's view timeout)
     let w = &sc.workload;
     let in_flight = (w.clients * w.concurrency).max(1);
     let round = if w.think_ms > 0 {

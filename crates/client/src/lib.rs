@@ -132,10 +132,19 @@ pub struct Client {
     next_query: u64,
     /// Per client key, the validators that have replied to it on this connection.
     repliers: HashMap<PublicKey, BTreeSet<u32>>,
-    /// How long before a request is re-sent to every validator.
+    /// How long before a request is re-sent to every validator. Defaults to a quarter
+    /// of the cluster's view timeout T: backups learn of a request the primary sits on
+    /// in time for their ordering deadline (T/2 later) to replace that primary before
+    /// T has passed (`docs/protocol.md`, "The ordering deadline").
     pub retransmit: Duration,
     /// How long to wait for agreement before giving up.
     pub deadline: Duration,
+}
+
+/// The client's default retransmission delay for a cluster whose view timeout is
+/// `view_timeout_ms`: T/4, at least 10 ms.
+pub fn default_retransmit(view_timeout_ms: u64) -> Duration {
+    Duration::from_millis((view_timeout_ms / 4).max(10))
 }
 
 impl Client {
@@ -162,7 +171,7 @@ impl Client {
             view: 0,
             next_query: 1,
             repliers: HashMap::new(),
-            retransmit: Duration::from_millis(1000),
+            retransmit: default_retransmit(cluster.params.view_timeout_ms),
             deadline: Duration::from_secs(30),
         })
     }

@@ -166,6 +166,19 @@ impl Checker {
     /// End-of-run checks against each honest replica's ledger.
     pub fn finish(&mut self, now: Instant, ledgers: &[LedgerView<'_>]) {
         let accepted: Vec<_> = self.accepted.iter().map(|(k, v)| (*k, v.clone())).collect();
+        // Where each accepted request first executed, by any honest ledger's stored
+        // receipt. A client may accept the replies of a later duplicate execution (a
+        // replica whose client table became inexact after a restart orders the request
+        // again), whose sequence number is above the original one.
+        let mut first_height: BTreeMap<(PublicKey, RequestId), Seq> = BTreeMap::new();
+        for l in ledgers.iter().filter(|l| self.honest[l.node as usize]) {
+            for (key, _) in &accepted {
+                if let Ok(Some(r)) = l.ledger.receipt(&key.0, key.1) {
+                    let h = first_height.entry(*key).or_insert(r.height);
+                    *h = (*h).min(r.height);
+                }
+            }
+        }
         for l in ledgers {
             let node = l.node;
             if !self.honest[node as usize] {
@@ -195,7 +208,11 @@ impl Checker {
                         self.violate(now, "accepted request in every ledger", detail);
                     }
                     // history below an installed snapshot is not kept locally
-                    Ok(None) if *seq <= l.installed_at => {}
+                    Ok(None)
+                        if *seq <= l.installed_at
+                            || first_height
+                                .get(&(*client, *rid))
+                                .is_some_and(|h| *h <= l.installed_at) => {}
                     Ok(None) | Err(_) => {
                         let detail = format!(
                             "replica {node} at height {height} lacks accepted request {rid} of {} (seq {seq})",

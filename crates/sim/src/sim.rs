@@ -982,8 +982,11 @@ impl Simulation {
 
     // ------------------------------------------------------------------ clients
 
+    /// A client waits T/4 before it sends a request to every validator: soon enough
+    /// that backups learn of a request the primary sits on while their ordering
+    /// deadline (T/2) can still replace it before T.
     fn client_retry(&self) -> Duration {
-        Duration::from_millis(self.cfg.view_timeout_ms.max(1))
+        Duration::from_millis((self.cfg.view_timeout_ms / 4).max(1))
     }
 
     fn client_tick(&mut self, c: usize) {
