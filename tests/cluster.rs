@@ -1066,3 +1066,19 @@ fn scenario_flood_in_cluster_mode_keeps_memory_bounded() {
         });
     assert!(checked, "the RSS bound was not checked:\n{out}");
 }
+
+/// The slow primary on real processes: it delays every pre-prepare to 90% of the view
+/// timeout, and the backups' ordering deadline (T/2 after a client's retransmission
+/// told them of a request) replaces it, so every honest validator ends in view >= 1.
+#[test]
+fn scenario_slow_primary_in_cluster_mode_is_replaced() {
+    let (cluster, out) = scenario_passes_in_both_modes("slow-primary");
+    let validators = cluster["runs"][0]["validators"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(validators.len(), 4, "{out}");
+    for v in validators.iter().filter(|v| v["role"] == "honest") {
+        assert!(v["view"].as_u64().unwrap_or(0) >= 1, "{v}\n{out}");
+    }
+}

@@ -64,8 +64,8 @@ fn run(sc: &Scenario, seed: u64) -> ScenarioReport {
     run_scenario(&SimRunner, sc, seed).unwrap_or_else(|e| panic!("{}: {e}", sc.name))
 }
 
-/// Runs `name` over the seeds; `ignore` names expectations not judged here.
-fn sweep(name: &str, ignore: &[&str]) {
+/// Runs `name` over the seeds; every expectation must pass.
+fn sweep(name: &str) {
     if !selected(name) {
         return;
     }
@@ -73,11 +73,7 @@ fn sweep(name: &str, ignore: &[&str]) {
     let mut failures = Vec::new();
     for seed in seeds() {
         let r = run(&sc, seed);
-        let failed: Vec<_> = r
-            .expectations
-            .iter()
-            .filter(|e| !e.passed && !ignore.contains(&e.name.as_str()))
-            .collect();
+        let failed: Vec<_> = r.expectations.iter().filter(|e| !e.passed).collect();
         if !failed.is_empty() {
             failures.push(format!(
                 "{name} seed {seed} failed (rerun: pbft scenario run scenarios/{name}.toml --seed {seed})\n{}",
@@ -107,7 +103,7 @@ macro_rules! catalog_tests {
         $(
             #[test]
             fn $test() {
-                sweep($name, &[]);
+                sweep($name);
             }
         )*
     };
@@ -127,6 +123,7 @@ catalog_tests! {
     checkpoint_liar => "checkpoint-liar",
     forged_view_change => "forged-view-change",
     bad_new_view => "bad-new-view",
+    slow_primary => "slow-primary",
     flood => "flood",
     wiped_replica_catches_up => "wiped-replica-catches-up",
     partition_heal => "partition-heal",
@@ -134,22 +131,6 @@ catalog_tests! {
     bad_clients => "bad-clients",
     seven_validators_two_traitors => "seven-validators-two-traitors",
     beyond_f => "beyond-f",
-}
-
-/// `slow-primary`: safety and liveness hold over every seed. Its throughput floor (30%
-/// of the fault-free twin, or the primary replaced) is a known gap of the protocol,
-/// which has no Aardvark-style throughput monitoring yet: see `slow_primary_floor`.
-#[test]
-fn slow_primary() {
-    sweep("slow-primary", &["min_throughput_fraction"]);
-}
-
-/// The full `slow-primary` scenario, floor included. Fails until the protocol replaces
-/// a primary that is slow on purpose; run with `--ignored`.
-#[test]
-#[ignore = "known gap: no throughput-based view change yet (docs/scenarios.md)"]
-fn slow_primary_floor() {
-    sweep("slow-primary", &[]);
 }
 
 #[test]
