@@ -9,6 +9,12 @@
 //! second, p50/p90/p99 latency (submit to f+1 matching replies), the mean batch size
 //! (requests over sequence numbers executed in the window) and the CPU each validator
 //! process used (user + system time from /proc over the window, in cores).
+//!
+//! Before the cluster starts, the bench times the signature operations on one thread
+//! ([`calibrate`]) and recomputes PERFORMANCE.md's limit from them: the host's speed
+//! drifts (the same ed25519 verification has measured 34 µs and 100 µs on this machine
+//! on different days), so a throughput figure means little without the costs it was
+//! measured against.
 
 use crate::demo::{spawn_nodes, wait_reachable};
 use crate::net::{client_keys, presign};
@@ -65,6 +71,95 @@ pub struct Point {
     pub rss_kb: u64,
 }
 
+/// What signature operations cost on this machine at the time of a run, measured on
+/// one thread just before the cluster starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Calibration {
+    /// One ed25519 signature (120-byte message), µs.
+    pub sign_us: f64,
+    /// One single verification, µs.
+    pub verify_us: f64,
+    /// Batch verification, per signature, in batches of 64, µs.
+    pub batch_verify_us: f64,
+    /// Cores available to the processes.
+    pub cores: usize,
+}
+
+impl Calibration {
+    /// PERFORMANCE.md's limit recomputed from these costs: each of `n` validators
+    /// batch-verifies every client signature, all of them sharing `cores` cores, and
+    /// nothing else costs anything. Requests per second.
+    pub fn limit(&self, n: usize) -> f64 {
+        self.cores as f64 * 1e6 / (n.max(1) as f64 * self.batch_verify_us.max(1e-3))
+    }
+
+    /// One line for the report.
+    pub fn describe(&self, n: usize) -> String {
+        format!(
+            "crypto on this machine now (one thread): sign {:.1} µs, verify {:.1} µs, batch verify {:.1} µs per signature (64 per batch); limit for n = {n} on {} cores: {:.0} req/s",
+            self.sign_us,
+            self.verify_us,
+            self.batch_verify_us,
+            self.cores,
+            self.limit(n)
+        )
+    }
+}
+
+/// Times signing, single and batch verification (the median of three rounds of 256
+/// each), on the calling thread.
+pub fn calibrate() -> Result<Calibration> {
+    use pbft_crypto::{verify, verify_each, Digest, Domain, Keypair, VerifyItem};
+    const N: usize = 256;
+    let keys: Vec<Keypair> = (0..64u64)
+        .map(|i| Keypair::from_seed(&Digest::of_parts(&[b"bench calibration", &i.to_le_bytes()]).0))
+        .collect::<Result<_, _>>()
+        .context("calibration keys")?;
+    let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
+    let msg = [0x5au8; 120];
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mut sign, mut single, mut batch) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = Instant::now();
+        let sigs: Vec<_> = (0..N)
+            .map(|i| keys[i % keys.len()].sign(Domain::Request, &msg))
+            .collect();
+        sign.push(t.elapsed().as_secs_f64() * 1e6 / N as f64);
+        let t = Instant::now();
+        for (i, sig) in sigs.iter().enumerate() {
+            verify(&publics[i % publics.len()], Domain::Request, &msg, sig)
+                .context("calibration: a fresh signature did not verify")?;
+        }
+        single.push(t.elapsed().as_secs_f64() * 1e6 / N as f64);
+        let items: Vec<VerifyItem<'_>> = sigs
+            .iter()
+            .enumerate()
+            .map(|(i, sig)| VerifyItem {
+                key: &publics[i % publics.len()],
+                domain: Domain::Request,
+                msg: &msg,
+                sig,
+            })
+            .collect();
+        let t = Instant::now();
+        for chunk in items.chunks(64) {
+            if !verify_each(chunk).iter().all(|ok| *ok) {
+                anyhow::bail!("calibration: a fresh batch did not verify");
+            }
+        }
+        batch.push(t.elapsed().as_secs_f64() * 1e6 / N as f64);
+    }
+    Ok(Calibration {
+        sign_us: median(sign),
+        verify_us: median(single),
+        batch_verify_us: median(batch),
+        cores: std::thread::available_parallelism().map_or(1, |c| c.get()),
+    })
+}
+
 /// `pbft bench cluster`.
 pub fn cmd_bench_cluster(args: BenchArgs) -> ExitCode {
     if args.validators < 4 {
@@ -103,6 +198,8 @@ pub fn cmd_bench_cluster(args: BenchArgs) -> ExitCode {
 async fn bench(args: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;
+    let cal = calibrate()?;
+    eprintln!("{}", cal.describe(args.validators));
     let tmp = tempfile::Builder::new().prefix("pbft-bench-").tempdir()?;
     let params = ProtocolParams {
         batch_size: args.batch_size,
@@ -197,11 +294,11 @@ async fn bench(args: &BenchArgs) -> Result<()> {
     nodes.stop(Duration::from_secs(10));
 
     let csv = args.out.join(format!("cluster-n{}.csv", args.validators));
-    std::fs::write(&csv, render_csv(&points))
+    std::fs::write(&csv, render_csv(&points, &cal, args.validators))
         .with_context(|| format!("writing {}", csv.display()))?;
     let svg = args.out.join(format!("cluster-n{}.svg", args.validators));
     plot(&points, args.validators, &svg)?;
-    print!("{}", render_table(&points));
+    print!("{}", render_table(&points, &cal, args.validators));
     println!("wrote {} and {}", csv.display(), svg.display());
     Ok(())
 }
@@ -218,11 +315,13 @@ async fn executed(client: &mut Client) -> u64 {
     }
 }
 
-/// The CSV: one row per point, one CPU column per validator.
-pub fn render_csv(points: &[Point]) -> String {
+/// The CSV: one row per point, one CPU column per validator, and the calibration
+/// (the same on every row) with the limit and each point's share of it.
+pub fn render_csv(points: &[Point], cal: &Calibration, validators: usize) -> String {
     let n = points.first().map_or(0, |p| p.cpu.len());
+    let limit = cal.limit(validators);
     let mut s = String::from(
-        "inflight,committed,seconds,throughput_rps,p50_ms,p90_ms,p99_ms,mean_batch,max_rss_kb",
+        "inflight,committed,seconds,throughput_rps,p50_ms,p90_ms,p99_ms,mean_batch,max_rss_kb,sign_us,verify_us,batch_verify_us,limit_rps,share_of_limit",
     );
     for i in 0..n {
         let _ = write!(s, ",cpu_validator_{i}");
@@ -242,6 +341,15 @@ pub fn render_csv(points: &[Point]) -> String {
             p.mean_batch,
             p.rss_kb
         );
+        let _ = write!(
+            s,
+            ",{:.1},{:.1},{:.1},{:.0},{:.3}",
+            cal.sign_us,
+            cal.verify_us,
+            cal.batch_verify_us,
+            limit,
+            p.throughput / limit.max(1e-9)
+        );
         for c in &p.cpu {
             let _ = write!(s, ",{c:.2}");
         }
@@ -250,8 +358,9 @@ pub fn render_csv(points: &[Point]) -> String {
     s
 }
 
-/// The table printed at the end.
-pub fn render_table(points: &[Point]) -> String {
+/// The table printed at the end, with the calibration and the peak's share of the
+/// limit under it.
+pub fn render_table(points: &[Point], cal: &Calibration, validators: usize) -> String {
     let mut s = String::from(
         "in flight  committed/s      p50 ms      p99 ms  mean batch  max RSS MiB  CPU per validator (cores)\n",
     );
@@ -269,6 +378,14 @@ pub fn render_table(points: &[Point]) -> String {
             cpu.join(" ")
         );
     }
+    let peak = points.iter().map(|p| p.throughput).fold(0.0, f64::max);
+    let limit = cal.limit(validators);
+    let _ = writeln!(
+        s,
+        "{}\npeak {peak:.0} req/s = {:.0}% of that limit",
+        cal.describe(validators),
+        100.0 * peak / limit.max(1e-9)
+    );
     s
 }
 
@@ -339,19 +456,48 @@ mod tests {
         }
     }
 
+    const CAL: Calibration = Calibration {
+        sign_us: 15.0,
+        verify_us: 35.0,
+        batch_verify_us: 16.0,
+        cores: 2,
+    };
+
     #[test]
     fn csv_has_one_row_per_point_and_one_cpu_column_per_validator() {
-        let csv = render_csv(&[point(1), point(16)]);
+        let csv = render_csv(&[point(1), point(16)], &CAL, 4);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "inflight,committed,seconds,throughput_rps,p50_ms,p90_ms,p99_ms,mean_batch,max_rss_kb,cpu_validator_0,cpu_validator_1"
+            "inflight,committed,seconds,throughput_rps,p50_ms,p90_ms,p99_ms,mean_batch,max_rss_kb,sign_us,verify_us,batch_verify_us,limit_rps,share_of_limit,cpu_validator_0,cpu_validator_1"
         );
+        // 2 cores / (4 x 16 us) = 31,250 req/s; 800 req/s is 2.6% of it
         assert_eq!(
             lines[2],
-            "16,1600,2.000,800.0,1.500,2.000,3.250,4.0,32768,0.50,0.25"
+            "16,1600,2.000,800.0,1.500,2.000,3.250,4.0,32768,15.0,35.0,16.0,31250,0.026,0.50,0.25"
         );
         assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn table_states_the_limit_and_the_peak_share_of_it() {
+        let t = render_table(&[point(1), point(16)], &CAL, 4);
+        assert!(t.contains("limit for n = 4 on 2 cores: 31250 req/s"), "{t}");
+        assert!(t.contains("peak 800 req/s = 3% of that limit"), "{t}");
+    }
+
+    /// The calibration runs the real operations (a signature that failed to verify
+    /// would be an error) and gives positive costs and a finite limit that falls as n
+    /// grows. (How fast they are is the bench's business, not a test's.)
+    #[test]
+    fn calibration_measures_the_signature_operations() {
+        let c = calibrate().expect("calibrate");
+        assert!(
+            c.sign_us > 0.0 && c.verify_us > 0.0 && c.batch_verify_us > 0.0,
+            "{c:?}"
+        );
+        assert!(c.cores >= 1);
+        assert!(c.limit(4).is_finite() && c.limit(4) > c.limit(7), "{c:?}");
     }
 
     #[test]
