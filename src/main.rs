@@ -184,8 +184,8 @@ enum BenchCommand {
         /// Most requests per batch.
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
-        /// Most sequence numbers in flight at the primary.
-        #[arg(long, default_value_t = 8)]
+        /// Most sequence numbers in flight at the primary (the cluster file's default).
+        #[arg(long, default_value_t = 2)]
         pipeline_depth: u64,
     },
 }

@@ -74,7 +74,10 @@ impl Default for ProtocolParams {
             checkpoint_interval: 64,
             log_window: 256,
             batch_size: 256,
-            pipeline_depth: 8,
+            // 2, not more: on a CPU-bound cluster a deeper pipeline only splits the
+            // load into more, smaller batches, each costing every validator a round of
+            // signed messages (docs/benchmarks.md, "Pipeline depth")
+            pipeline_depth: 2,
             view_timeout_ms: 1000,
             retransmit_ms: 200,
             client_window: 64,
