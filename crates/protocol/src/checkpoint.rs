@@ -22,6 +22,15 @@ impl Replica {
             },
             &self.key,
         );
+        // Our own digest at a checkpoint that became stable before we executed it (we
+        // had the batches, so no state transfer) is checked against the proof here.
+        if seq == self.stable_seq && state_digest != self.stable_digest {
+            self.halt(format!(
+                "own state digest {state_digest} at seq {seq} contradicts the stable checkpoint {}",
+                self.stable_digest
+            ));
+            return;
+        }
         self.persist(WalRecord::Checkpoint(c.clone()));
         self.own_checkpoints.insert(seq, c.clone());
         self.broadcast(Message::Checkpoint(c.clone()));
@@ -164,7 +173,9 @@ impl Replica {
             self.record_evidence(ev, false);
         }
         self.collect_garbage();
-        if self.last_executed < seq {
+        // Batches already handed to the executor up to `seq` will bring the state
+        // there; a snapshot installed after them would move the ledger back under them.
+        if self.last_dispatched < seq {
             self.begin_state_transfer(seq, digest);
         }
         self.next_seq = self.next_seq.max(seq + 1);

@@ -76,10 +76,18 @@ impl Replica {
     }
 
     pub(crate) fn handle_state_offer(&mut self, peer: ReplicaId, seq: Seq, digest: Digest) {
+        let last_dispatched = self.last_dispatched;
         let Some(f) = self.fetch.as_mut() else {
             return;
         };
         if f.seq != seq || f.installing {
+            return;
+        }
+        if last_dispatched >= seq {
+            // the executor has (or will have) the batches up to `seq` anyway: installing
+            // the snapshot now would move the ledger back under them
+            self.fetch = None;
+            self.try_execute();
             return;
         }
         if digest == f.digest {

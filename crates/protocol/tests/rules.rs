@@ -751,3 +751,62 @@ fn own_checkpoint_is_served_before_it_is_stable_here() {
     let a = p.deliver(1, Message::StateRequest { seq: 2 * K });
     assert_eq!(serves(&a), vec![]);
 }
+
+/// A checkpoint that becomes stable while the batches up to it are already with the
+/// executor starts no state transfer (a snapshot installed after them would move the
+/// ledger back under them), and the replica's own digest is checked against the proof
+/// when it gets there.
+#[test]
+fn a_stable_checkpoint_already_dispatched_is_not_fetched() {
+    let run = |own_digest: Digest| {
+        let mut p = Probe::new(2);
+        let batches: Vec<Batch> = (1..=K)
+            .map(|seq| Batch {
+                requests: vec![request(1, seq, vec![])],
+            })
+            .collect();
+        for (i, batch) in batches.iter().enumerate() {
+            order_and_commit(&mut p, i as Seq + 1, batch);
+        }
+        assert_eq!(p.r.last_executed(), 0, "dispatched, not executed yet");
+        let mut a = Vec::new();
+        for r in [0, 1, 3] {
+            a.extend(p.deliver(r, Message::Checkpoint(checkpoint(K, state_digest(K), r))));
+        }
+        assert_eq!(p.r.stable_checkpoint(), K);
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::FetchState { .. })),
+            "{a:?}"
+        );
+        assert!(!p.r.is_fetching_state());
+        for (i, batch) in batches.iter().enumerate().take(K as usize - 1) {
+            p.execute(i as Seq + 1, batch);
+        }
+        // the last batch, with the digest the executor reports
+        let replies = batches[K as usize - 1]
+            .requests
+            .iter()
+            .map(|r| ExecutedRequest {
+                client: r.body.client,
+                request_id: r.body.request_id,
+                result: vec![1],
+            })
+            .collect();
+        p.r.on_executed(
+            K,
+            ExecutionResult {
+                replies,
+                state_digest: Some(own_digest),
+            },
+            p.now,
+        );
+        p.actions();
+        (p.r.last_executed(), p.r.halted().map(str::to_string))
+    };
+    assert_eq!(run(state_digest(K)), (K, None));
+    let (_, halted) = run(Digest::of(b"diverged"));
+    assert!(
+        halted.is_some_and(|h| h.contains("contradicts the stable checkpoint")),
+        "a diverged replica must halt"
+    );
+}
