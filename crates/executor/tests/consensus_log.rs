@@ -173,3 +173,38 @@ fn ledger_rollback_and_import_leave_the_log_alone() {
         want
     );
 }
+
+/// The records' memtable is capped at 8 MiB (RocksDB's default of 64 MiB made it the
+/// largest heap consumer of a validator): RocksDB's own OPTIONS file, written at open,
+/// says so for the records column family.
+#[test]
+fn the_records_memtable_is_capped() {
+    let tmp = common::tempdir();
+    let path = tmp.path().join("wal");
+    let log = ConsensusLog::open(&path, false).expect("open");
+    drop(log);
+    let newest = std::fs::read_dir(&path)
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("OPTIONS-"))
+        })
+        .max()
+        .expect("an OPTIONS file");
+    let text = std::fs::read_to_string(&newest).expect("read OPTIONS");
+    let section = text
+        .split("[CFOptions \"records\"]")
+        .nth(1)
+        .expect("a records section")
+        .split("\n[")
+        .next()
+        .unwrap_or_default();
+    assert!(
+        section
+            .lines()
+            .any(|l| l.trim() == format!("write_buffer_size={}", 8 << 20)),
+        "{section}"
+    );
+}
