@@ -65,6 +65,17 @@ impl Probe {
     }
 
     fn execute(&mut self, seq: Seq, batch: &Batch) -> Vec<Action> {
+        let digest = seq.is_multiple_of(K).then(|| state_digest(seq));
+        self.execute_with_digest(seq, batch, digest)
+    }
+
+    /// Reports `batch` executed at `seq` with the given state digest.
+    fn execute_with_digest(
+        &mut self,
+        seq: Seq,
+        batch: &Batch,
+        state_digest: Option<Digest>,
+    ) -> Vec<Action> {
         let replies = batch
             .requests
             .iter()
@@ -74,7 +85,6 @@ impl Probe {
                 result: vec![1],
             })
             .collect();
-        let state_digest = seq.is_multiple_of(K).then(|| state_digest(seq));
         self.r.on_executed(
             seq,
             ExecutionResult {
@@ -783,24 +793,7 @@ fn a_stable_checkpoint_already_dispatched_is_not_fetched() {
             p.execute(i as Seq + 1, batch);
         }
         // the last batch, with the digest the executor reports
-        let replies = batches[K as usize - 1]
-            .requests
-            .iter()
-            .map(|r| ExecutedRequest {
-                client: r.body.client,
-                request_id: r.body.request_id,
-                result: vec![1],
-            })
-            .collect();
-        p.r.on_executed(
-            K,
-            ExecutionResult {
-                replies,
-                state_digest: Some(own_digest),
-            },
-            p.now,
-        );
-        p.actions();
+        p.execute_with_digest(K, &batches[K as usize - 1], Some(own_digest));
         (p.r.last_executed(), p.r.halted().map(str::to_string))
     };
     assert_eq!(run(state_digest(K)), (K, None));
