@@ -183,24 +183,7 @@ fn the_records_memtable_is_capped() {
     let path = tmp.path().join("wal");
     let log = ConsensusLog::open(&path, false).expect("open");
     drop(log);
-    let newest = std::fs::read_dir(&path)
-        .expect("read dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("OPTIONS-"))
-        })
-        .max()
-        .expect("an OPTIONS file");
-    let text = std::fs::read_to_string(&newest).expect("read OPTIONS");
-    let section = text
-        .split("[CFOptions \"records\"]")
-        .nth(1)
-        .expect("a records section")
-        .split("\n[")
-        .next()
-        .unwrap_or_default();
+    let section = common::cf_options_file_section(&path, "records");
     assert!(
         section
             .lines()

@@ -250,3 +250,27 @@ pub fn tempdir() -> tempfile::TempDir {
     }
     tempfile::tempdir().expect("tempdir")
 }
+
+/// The options RocksDB recorded for column family `cf` in the newest OPTIONS file of
+/// the database at `db`: the section's lines, as RocksDB wrote them.
+#[allow(dead_code)] // `mod common` is compiled into every test file; one uses this
+pub fn cf_options_file_section(db: &std::path::Path, cf: &str) -> String {
+    let newest = std::fs::read_dir(db)
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("OPTIONS-"))
+        })
+        .max()
+        .expect("an OPTIONS file");
+    let text = std::fs::read_to_string(&newest).expect("read OPTIONS");
+    text.split(&format!("[CFOptions \"{cf}\"]"))
+        .nth(1)
+        .expect("a section for the column family")
+        .split("\n[")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
