@@ -435,7 +435,14 @@ impl Replica {
         seq > self.stable_seq && seq <= self.high_watermark()
     }
 
+    /// Queues an action. Once halted, a replica says nothing more: a handler that halts
+    /// part-way (say, on a second commit certificate inside a batch of them) may go on
+    /// to queue sends, and those are dropped here rather than at every call site.
     pub(crate) fn push(&mut self, a: Action) {
+        if self.halted.is_some() && !matches!(a, Action::Halt { .. }) {
+            tracing::debug!(replica = self.id, action = ?a, "halted: action dropped");
+            return;
+        }
         self.actions.push_back(a);
     }
 
@@ -454,6 +461,9 @@ impl Replica {
     }
 
     pub(crate) fn halt(&mut self, reason: String) {
+        if self.halted.is_some() {
+            return; // the first reason stands
+        }
         tracing::error!(replica = self.id, view = self.view, %reason, "halting");
         self.halted = Some(reason.clone());
         self.push(Action::Halt { reason });

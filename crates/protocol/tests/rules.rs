@@ -803,3 +803,50 @@ fn a_stable_checkpoint_already_dispatched_is_not_fetched() {
         "a diverged replica must halt"
     );
 }
+
+/// Beyond f traitors can sign a second commit certificate for a sequence number this
+/// replica already committed. It halts once, and says nothing after its `Halt`, even
+/// though the same message carries another such certificate and one that would
+/// otherwise produce evidence.
+#[test]
+fn a_halted_replica_says_nothing_after_its_halt() {
+    let mut p = Probe::new(2);
+    // both dispatched to the executor, not yet executed
+    order_and_commit(&mut p, 1, &b(1));
+    order_and_commit(&mut p, 2, &b(4));
+    p.deliver(0, pre_prepare_msg(0, 3, b(5)));
+    let cert = |seq: Seq, batch: Batch| {
+        let d = batch.digest();
+        pbft_protocol::CommittedProof {
+            pre_prepare: signed_pp(0, seq, d),
+            batch,
+            commits: [0, 1, 3].iter().map(|&r| commit(0, seq, d, r)).collect(),
+        }
+    };
+    let a = p.deliver(
+        1,
+        Message::Committed {
+            stable_proof: Vec::new(),
+            proofs: vec![cert(1, b(2)), cert(2, b(3)), cert(3, b(6))],
+        },
+    );
+    let halt = a
+        .iter()
+        .position(|x| matches!(x, Action::Halt { .. }))
+        .expect("a second commit certificate at seq 1 halts the replica");
+    assert_eq!(
+        halt,
+        a.len() - 1,
+        "actions after the halt: {:?}",
+        &a[halt..]
+    );
+    assert!(p
+        .r
+        .halted()
+        .is_some_and(|h| h.contains("two different batches")));
+    // and nothing afterwards either
+    assert!(p.at(60_000).is_empty());
+    assert!(p
+        .deliver(3, Message::Commit(commit(0, 3, b(5).digest(), 3)))
+        .is_empty());
+}
