@@ -10,6 +10,7 @@ pub mod digest;
 pub mod error;
 pub mod keyfile;
 pub mod keys;
+pub mod merkle;
 pub mod sign;
 
 pub use digest::{Digest, Hasher};

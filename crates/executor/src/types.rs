@@ -379,27 +379,10 @@ pub struct ChainPos {
     pub prev: Digest,
 }
 
-/// Merkle root of a list of leaves (RFC 6962 style: 0x00 prefix for leaves, 0x01 for
-/// nodes; the empty list has its own root).
+/// Merkle root of a list of leaves: [`pbft_crypto::merkle::root`] (RFC 6962 style: 0x00
+/// prefix for leaves, 0x01 for nodes; the empty list has its own root).
 pub fn merkle_root(leaves: &[Digest]) -> Digest {
-    if leaves.is_empty() {
-        return Digest::of(b"pbft/merkle/empty");
-    }
-    let mut level: Vec<Digest> = leaves
-        .iter()
-        .map(|l| Digest::of_parts(&[&[0u8], l.as_bytes()]))
-        .collect();
-    while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [a, b] => Digest::of_parts(&[&[1u8], a.as_bytes(), b.as_bytes()]),
-                [a] => *a,
-                _ => Digest::ZERO,
-            })
-            .collect();
-    }
-    level[0]
+    pbft_crypto::merkle::root(leaves)
 }
 
 #[cfg(test)]

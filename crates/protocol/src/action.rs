@@ -3,8 +3,8 @@
 //! performed, because later sends may depend on it.
 
 use crate::message::{
-    Batch, Checkpoint, Evidence, Message, NewView, PrePrepare, PreparedProof, ReplicaId, Reply,
-    Seq, Signed, View, ViewChange,
+    Batch, Checkpoint, Evidence, Message, NewView, PrePrepare, PreparedProof, ReplicaId, Seq,
+    Signed, SignedReply, View, ViewChange,
 };
 use pbft_crypto::{Digest, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,7 @@ pub enum Action {
         /// The client.
         client: PublicKey,
         /// The signed reply.
-        reply: Signed<Reply>,
+        reply: SignedReply,
     },
     /// Make a record durable before performing any later action.
     Persist(WalRecord),

@@ -16,7 +16,7 @@
 //! wrong), and at worst a request is ordered again and executes as a duplicate. The
 //! number of requests waiting per client is capped in every case, which bounds memory.
 
-use crate::message::{Reply, RequestId, Signed, SignedRequest};
+use crate::message::{RequestId, SignedReply, SignedRequest};
 use pbft_crypto::PublicKey;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admission {
     /// Executed already; the cached reply is returned.
-    Cached(Box<Signed<Reply>>),
+    Cached(Box<SignedReply>),
     /// Already known and waiting to execute.
     Known,
     /// New and inside the window.
@@ -42,7 +42,7 @@ struct Entry {
     /// Executed ids at or above `low`.
     executed: BTreeSet<RequestId>,
     /// Replies to the most recent executed requests (at most `window`).
-    replies: BTreeMap<RequestId, Signed<Reply>>,
+    replies: BTreeMap<RequestId, SignedReply>,
     /// Requests of this client waiting to execute.
     waiting: usize,
 }
@@ -130,7 +130,7 @@ impl ClientTable {
     }
 
     /// Records an executed request and its reply.
-    pub fn executed(&mut self, reply: Signed<Reply>) {
+    pub fn executed(&mut self, reply: SignedReply) {
         let key = (reply.body.client, reply.body.request_id);
         let e = self.clients.entry(key.0).or_default();
         if self.waiting.remove(&key).is_some() {
@@ -191,7 +191,7 @@ impl ClientTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Request;
+    use crate::message::{Reply, Request, Signed};
     use pbft_crypto::Keypair;
 
     fn req(k: &Keypair, rid: RequestId) -> SignedRequest {
@@ -205,18 +205,19 @@ mod tests {
         )
     }
 
-    fn reply(k: &Keypair, rid: RequestId) -> Signed<Reply> {
-        Signed::sign(
-            Reply {
+    fn reply(k: &Keypair, rid: RequestId) -> SignedReply {
+        let mut one = SignedReply::sign_batch(
+            vec![Reply {
                 view: 0,
                 seq: rid,
                 client: k.public(),
                 request_id: rid,
                 replica: 0,
                 result: vec![rid as u8],
-            },
+            }],
             k,
-        )
+        );
+        one.remove(0)
     }
 
     #[test]

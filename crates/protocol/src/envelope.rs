@@ -186,6 +186,9 @@ pub fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
             if r.body.result.len() > limits.max_op_bytes {
                 return Err(DecodeError::Limit("reply too large"));
             }
+            if r.path.len() > pbft_crypto::merkle::MAX_PATH {
+                return Err(DecodeError::Limit("reply path too long"));
+            }
         }
         Message::ViewChange(vc) => check_view_change(&vc.body, limits)?,
         Message::NewView(nv) => check_new_view(&nv.body, limits)?,

@@ -6,7 +6,7 @@ use crate::action::{Action, WalRecord};
 use crate::client_table::Admission;
 use crate::message::{
     Batch, Commit, CommittedProof, Evidence, Message, PrePrepare, Prepare, PreparedProof,
-    ReplicaId, Reply, Seq, Signed, SignedRequest, View,
+    ReplicaId, Reply, Seq, Signed, SignedReply, SignedRequest, View,
 };
 use crate::quorum::AddOutcome;
 use crate::replica::{ExecutionResult, Replica, Status};
@@ -418,26 +418,26 @@ impl Replica {
         }
         self.last_executed = seq;
         self.last_dispatched = self.last_dispatched.max(seq);
-        for r in result.replies {
+        let bodies = result
+            .replies
+            .into_iter()
+            .map(|r| Reply {
+                view: self.view,
+                seq,
+                client: r.client,
+                request_id: r.request_id,
+                replica: self.id,
+                result: r.result,
+            })
+            .collect();
+        for reply in SignedReply::sign_batch(bodies, &self.key) {
+            let r = &reply.body;
             let key = (r.client, r.request_id);
-            let reply = Signed::sign(
-                Reply {
-                    view: self.view,
-                    seq,
-                    client: r.client,
-                    request_id: r.request_id,
-                    replica: self.id,
-                    result: r.result,
-                },
-                &self.key,
-            );
+            let client = r.client;
             self.clients.executed(reply.clone());
             self.proposed.remove(&key);
             self.watch_ordered(&key);
-            self.push(Action::Reply {
-                client: r.client,
-                reply,
-            });
+            self.push(Action::Reply { client, reply });
         }
         // progress: the request timer restarts for what still waits
         self.request_deadline = None;

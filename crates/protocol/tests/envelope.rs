@@ -463,17 +463,20 @@ fn certificate_and_slot_limits() {
     rejected(chunk(5));
     // replies (results bounded by the op limit)
     let reply = |n: usize| {
-        Message::Reply(Signed::sign(
-            pbft_protocol::Reply {
-                view: 0,
-                seq: 1,
-                client: client_key(0).public(),
-                request_id: 1,
-                replica: 0,
-                result: vec![0; n],
-            },
-            replica_key(0),
-        ))
+        Message::Reply(
+            pbft_protocol::SignedReply::sign_batch(
+                vec![pbft_protocol::Reply {
+                    view: 0,
+                    seq: 1,
+                    client: client_key(0).public(),
+                    request_id: 1,
+                    replica: 0,
+                    result: vec![0; n],
+                }],
+                replica_key(0),
+            )
+            .remove(0),
+        )
     };
     let lim_ops = Limits {
         max_op_bytes: 4,

@@ -18,7 +18,7 @@ use pbft_crypto::Digest;
 use pbft_protocol::verify::Verifier;
 use pbft_protocol::{
     Action, Batch, Config, Evidence, ExecutedRequest, ExecutionResult, Instant, Message, Replica,
-    ReplicaId, Reply, Seq, Signed, SignedRequest, Status, View, WalRecord,
+    ReplicaId, Seq, Signed, SignedReply, SignedRequest, Status, View, WalRecord,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -44,7 +44,7 @@ struct Cluster {
     /// Persisted records, per replica.
     wal: Vec<Vec<WalRecord>>,
     executed: Vec<Vec<Executed>>,
-    replies: Vec<(ReplicaId, Signed<Reply>)>,
+    replies: Vec<(ReplicaId, SignedReply)>,
     /// Every prepare each replica ever broadcast: (view, seq) -> digest.
     prepares_sent: Vec<BTreeMap<(View, Seq), Digest>>,
     evidence: Vec<Vec<Evidence>>,
@@ -301,6 +301,9 @@ fn one_request_commits_and_executes_at_seq_1_everywhere() {
         assert_eq!(rep.body.request_id, 1);
         assert_eq!(rep.body.client, client_key(0).public());
         assert_eq!(rep.body.result, 1u64.to_le_bytes().to_vec());
+        rep.verify(&replica_key(*i).public())
+            .expect("a reply verifies under its replica's key");
+        assert!(rep.verify(&replica_key((*i + 1) % N).public()).is_err());
     }
     assert!(c.evidence.iter().all(|e| e.is_empty()), "{:?}", c.evidence);
     // nothing more happens: the cluster stays idle and nothing executes again
@@ -416,7 +419,7 @@ fn replayed_request_gets_the_cached_reply_and_no_new_execution() {
         c.submit_to(i, &r);
     }
     // each replica answered from its cache at once
-    let new: Vec<&(ReplicaId, Signed<Reply>)> = c.replies[replies_before..].iter().collect();
+    let new: Vec<&(ReplicaId, SignedReply)> = c.replies[replies_before..].iter().collect();
     assert_eq!(new.len(), 4, "{new:?}");
     for (i, rep) in &new {
         let first = c.replies[..replies_before]

@@ -14,7 +14,7 @@ use pbft_executor::{
 };
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::{
-    Action, Config, Duration, Instant, Message, Replica, ReplicaId, Signable, Verifier, WalRecord,
+    Action, Config, Duration, Instant, Message, Replica, ReplicaId, Verifier, WalRecord,
 };
 use pbft_traitor::{Dest, Payload, Traitor};
 use rand::{Rng, SeedableRng};
@@ -694,14 +694,7 @@ impl Simulation {
         }
         if self.cfg.verify_signatures {
             let key = self.pcfg.validators[sender as usize];
-            let ok = pbft_crypto::verify(
-                &key,
-                pbft_crypto::Domain::Reply,
-                &reply.body.signing_bytes(),
-                &reply.sig,
-            )
-            .is_ok();
-            if !ok {
+            if reply.verify(&key).is_err() {
                 return self.reject("bad reply signature");
             }
         }

@@ -6,7 +6,7 @@ use pbft_crypto::{Digest, Keypair};
 use pbft_protocol::envelope::{decode, DecodeError, Limits, MAGIC};
 use pbft_protocol::{
     Batch, Checkpoint, Commit, CommittedProof, Config, Duration, Instant, Message, NewView,
-    PrePrepare, Prepare, PreparedProof, Rejection, ReplicaId, Reply, Request, Signed,
+    PrePrepare, Prepare, PreparedProof, Rejection, ReplicaId, Reply, Request, Signed, SignedReply,
     SignedRequest, Verifier, ViewChange,
 };
 
@@ -102,17 +102,20 @@ fn checkpoint(replica: ReplicaId, seq: u64) -> Message {
 }
 
 fn reply(replica: ReplicaId) -> Message {
-    Message::Reply(Signed::sign(
-        Reply {
-            view: 0,
-            seq: 1,
-            client: request(0, 1).body.client,
-            request_id: 1,
-            replica,
-            result: b"ok".to_vec(),
-        },
-        &keys()[replica as usize],
-    ))
+    Message::Reply(
+        SignedReply::sign_batch(
+            vec![Reply {
+                view: 0,
+                seq: 1,
+                client: request(0, 1).body.client,
+                request_id: 1,
+                replica,
+                result: b"ok".to_vec(),
+            }],
+            &keys()[replica as usize],
+        )
+        .remove(0),
+    )
 }
 
 fn mutate(t: &mut Traitor, dest: Dest, msg: Message) -> Vec<Outgoing> {

@@ -13,7 +13,8 @@ use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_protocol::new_view::compute_o;
 use pbft_protocol::{
     Batch, Checkpoint, Commit, CommittedProof, Evidence, Message, NewView, PrePrepare, Prepare,
-    PreparedProof, ReplicaId, Reply, Request, Seq, Signed, SignedRequest, View, ViewChange,
+    PreparedProof, ReplicaId, Reply, Request, Seq, Signed, SignedReply, SignedRequest, View,
+    ViewChange,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -360,8 +361,8 @@ pub fn arb_commit(space: Space) -> BoxedStrategy<Signed<Commit>> {
         .boxed()
 }
 
-/// A signed reply.
-pub fn arb_reply(space: Space) -> BoxedStrategy<Signed<Reply>> {
+/// A signed reply, taken from a batch of one to five replies signed together.
+pub fn arb_reply(space: Space) -> BoxedStrategy<SignedReply> {
     (
         arb_view(space),
         arb_seq(space),
@@ -369,19 +370,22 @@ pub fn arb_reply(space: Space) -> BoxedStrategy<Signed<Reply>> {
         num(space, 0..8),
         arb_replica(),
         bytes(32),
+        1..6usize,
+        0..6usize,
     )
-        .prop_map(|(view, seq, c, request_id, replica, result)| {
-            Signed::sign(
-                Reply {
+        .prop_map(|(view, seq, c, request_id, replica, result, batch, pick)| {
+            let bodies = (0..batch as u64)
+                .map(|k| Reply {
                     view,
                     seq,
                     client: client_key(c).public(),
-                    request_id,
+                    request_id: request_id + k,
                     replica,
-                    result,
-                },
-                replica_key(replica),
-            )
+                    result: result.clone(),
+                })
+                .collect();
+            let mut all = SignedReply::sign_batch(bodies, replica_key(replica));
+            all.swap_remove(pick % batch)
         })
         .boxed()
 }
