@@ -354,11 +354,14 @@ async fn serve(
             shared.frames_sent.fetch_add(1, Ordering::Relaxed);
         }
         while let Some(frame) = queue.recv().await {
-            if frame::write(send, &frame).await.is_err() {
+            let frames = frame::gulp(frame, queue);
+            if frame::write_many(send, &frames).await.is_err() {
                 shared.count(id, reason::SEND_FAILED);
                 return End::Lost;
             }
-            shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+            shared
+                .frames_sent
+                .fetch_add(frames.len() as u64, Ordering::Relaxed);
         }
         End::Stop
     };

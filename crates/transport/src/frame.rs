@@ -64,12 +64,42 @@ pub(crate) async fn read(recv: &mut RecvStream, max: usize) -> Result<Option<Byt
     Ok(Some(buf.freeze()))
 }
 
+/// Most queued frames a writer hands to QUIC in one call.
+pub(crate) const WRITE_GULP: usize = 64;
+
 /// Writes one frame; the payload is handed to QUIC without copying. The
 /// caller has checked `frame.len() <= u32::MAX`.
 pub(crate) async fn write(send: &mut SendStream, frame: &Bytes) -> Result<(), quinn::WriteError> {
-    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-    send.write_all(&len.to_be_bytes()).await?;
-    send.write_chunk(frame.clone()).await
+    write_many(send, std::slice::from_ref(frame)).await
+}
+
+/// Writes several frames in one call, so QUIC's connection task is woken once for
+/// all of them (and a length prefix never leaves in a packet of its own). Payloads
+/// are not copied.
+pub(crate) async fn write_many(
+    send: &mut SendStream,
+    frames: &[Bytes],
+) -> Result<(), quinn::WriteError> {
+    let mut chunks = Vec::with_capacity(frames.len() * 2);
+    for frame in frames {
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        chunks.push(Bytes::copy_from_slice(&len.to_be_bytes()));
+        chunks.push(frame.clone());
+    }
+    send.write_all_chunks(&mut chunks).await
+}
+
+/// Takes `first` and up to [`WRITE_GULP`] - 1 more frames already queued, without
+/// waiting.
+pub(crate) fn gulp(first: Bytes, queue: &mut tokio::sync::mpsc::Receiver<Bytes>) -> Vec<Bytes> {
+    let mut frames = vec![first];
+    while frames.len() < WRITE_GULP {
+        match queue.try_recv() {
+            Ok(f) => frames.push(f),
+            Err(_) => break,
+        }
+    }
+    frames
 }
 
 /// Dials `addr`, opens the stream, says hello and waits for the server's

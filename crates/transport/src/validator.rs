@@ -459,10 +459,13 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     };
     let writer = async {
         while let Some(frame) = rx.recv().await {
-            if frame::write(&mut send, &frame).await.is_err() {
+            let frames = frame::gulp(frame, &mut rx);
+            if frame::write_many(&mut send, &frames).await.is_err() {
                 return;
             }
-            registry.frames_sent.fetch_add(1, Ordering::Relaxed);
+            registry
+                .frames_sent
+                .fetch_add(frames.len() as u64, Ordering::Relaxed);
         }
     };
     tokio::select! {
@@ -526,15 +529,21 @@ async fn pump(
         tokio::select! {
             frame = queue.recv() => {
                 let Some(frame) = frame else { return End::Stop };
+                let frames = frame::gulp(frame, queue);
                 if shared.registry.is_blocked(id) {
-                    shared.registry.count(Source::Peer(id), reason::BLOCKED);
+                    for _ in &frames {
+                        shared.registry.count(Source::Peer(id), reason::BLOCKED);
+                    }
                     continue;
                 }
-                if frame::write(send, &frame).await.is_err() {
+                if frame::write_many(send, &frames).await.is_err() {
                     shared.registry.count(Source::Peer(id), reason::SEND_FAILED);
                     return End::Lost;
                 }
-                shared.registry.frames_sent.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .registry
+                    .frames_sent
+                    .fetch_add(frames.len() as u64, Ordering::Relaxed);
             }
             _ = conn.closed() => return End::Lost,
         }
