@@ -179,13 +179,13 @@ enum BenchCommand {
         #[arg(long, default_value = "bench-out")]
         out: PathBuf,
         /// Requests in flight, one point each.
-        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256,512")]
         inflight: Vec<usize>,
         /// Most requests per batch.
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
         /// Most sequence numbers in flight at the primary (the cluster file's default).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 1)]
         pipeline_depth: u64,
     },
 }

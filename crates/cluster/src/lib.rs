@@ -74,10 +74,12 @@ impl Default for ProtocolParams {
             checkpoint_interval: 64,
             log_window: 256,
             batch_size: 256,
-            // 2, not more: on a CPU-bound cluster a deeper pipeline only splits the
-            // load into more, smaller batches, each costing every validator a round of
-            // signed messages (docs/benchmarks.md, "Pipeline depth")
-            pipeline_depth: 2,
+            // 1: on a CPU-bound cluster (every validator on one 2-core host) a deeper
+            // pipeline only splits the load into more, smaller batches, each costing
+            // every validator a round of signed messages. Validators on machines of
+            // their own, with network round trips to hide, want 2 or more
+            // (docs/benchmarks.md, "Pipeline depth").
+            pipeline_depth: 1,
             view_timeout_ms: 1000,
             retransmit_ms: 200,
             client_window: 64,
