@@ -35,6 +35,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Signatures the verification stage remembers as checked (see [`SigCache`]).
+pub const SIG_CACHE_CAPACITY: usize = 1 << 16;
+
 /// How a validator is started.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -282,7 +285,10 @@ pub async fn run(
         .map_err(|e| NodeError::Internal(e.to_string()))?;
     let stage = Stage {
         verifier: std::sync::Arc::new(Verifier::new(cfg.validators.clone())),
-        cache: std::sync::Arc::new(SigCache::new(1 << 18)),
+        // 65,536 signatures (was 262,144, about 26 MB once full): several seconds of
+        // traffic at the highest rates measured (docs/benchmarks.md), longer than a
+        // request waits for its pre-prepare; an evicted signature is only checked again
+        cache: std::sync::Arc::new(SigCache::new(SIG_CACHE_CAPACITY)),
         limits: Limits::default(),
         transport: transport.clone(),
         metrics: metrics.clone(),
