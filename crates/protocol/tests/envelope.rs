@@ -462,22 +462,7 @@ fn certificate_and_slot_limits() {
     accepted(chunk(4));
     rejected(chunk(5));
     // replies (results bounded by the op limit)
-    let reply = |n: usize| {
-        Message::Reply(
-            pbft_protocol::SignedReply::sign_batch(
-                vec![pbft_protocol::Reply {
-                    view: 0,
-                    seq: 1,
-                    client: client_key(0).public(),
-                    request_id: 1,
-                    replica: 0,
-                    result: vec![0; n],
-                }],
-                replica_key(0),
-            )
-            .remove(0),
-        )
-    };
+    let reply = |n: usize| Message::Reply(signed_reply(0, vec![0; n]));
     let lim_ops = Limits {
         max_op_bytes: 4,
         ..limits()

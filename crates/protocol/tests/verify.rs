@@ -348,18 +348,7 @@ fn unknown_replica_ids_are_rejected() {
 
 #[test]
 fn replies_are_unexpected_and_requests_are_checked() {
-    let r = pbft_protocol::SignedReply::sign_batch(
-        vec![pbft_protocol::Reply {
-            view: 0,
-            seq: 1,
-            client: client_key(0).public(),
-            request_id: 1,
-            replica: 2,
-            result: vec![],
-        }],
-        replica_key(2),
-    )
-    .remove(0);
+    let r = signed_reply(2, vec![]);
     assert!(matches!(
         verifier().verify(2, Message::Reply(r)),
         Err(Rejection::Unexpected(_))

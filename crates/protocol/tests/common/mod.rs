@@ -361,6 +361,19 @@ pub fn arb_commit(space: Space) -> BoxedStrategy<Signed<Commit>> {
         .boxed()
 }
 
+/// Replica `replica`'s reply to request 1 of client 0, at seq 1, alone in its batch.
+pub fn signed_reply(replica: ReplicaId, result: Vec<u8>) -> SignedReply {
+    let body = Reply {
+        view: 0,
+        seq: 1,
+        client: client_key(0).public(),
+        request_id: 1,
+        replica,
+        result,
+    };
+    SignedReply::sign_batch(vec![body], replica_key(replica)).remove(0)
+}
+
 /// A signed reply, taken from a batch of one to five replies signed together.
 pub fn arb_reply(space: Space) -> BoxedStrategy<SignedReply> {
     (
