@@ -285,7 +285,7 @@ pub async fn run(
         .map_err(|e| NodeError::Internal(e.to_string()))?;
     let stage = Stage {
         verifier: std::sync::Arc::new(Verifier::new(cfg.validators.clone())),
-        // 65,536 signatures (was 262,144, about 26 MB once full): several seconds of
+        // 65,536 signatures (was 262,144: 34 MB at its peak): several seconds of
         // traffic at the highest rates measured (docs/benchmarks.md), longer than a
         // request waits for its pre-prepare; an evicted signature is only checked again
         cache: std::sync::Arc::new(SigCache::new(SIG_CACHE_CAPACITY)),
