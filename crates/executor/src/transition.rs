@@ -5,8 +5,8 @@
 use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::types::{
-    keys, merkle_root, Account, Applied, Block, ChainPos, ClientWindow, Entry, ExecRequest,
-    FailReason, Receipt, StoredReceipt, EXEC_WINDOW, MAX_TRANSFERS,
+    keys, Account, Applied, Block, ChainPos, ClientWindow, Entry, ExecRequest, FailReason, Receipt,
+    StoredReceipt, EXEC_WINDOW, MAX_TRANSFERS,
 };
 use pbft_crypto::{Digest, PublicKey};
 use std::collections::{BTreeMap, HashMap};
@@ -308,7 +308,7 @@ pub fn execute_batch<V: StateView>(
         .zip(&entries)
         .map(|(r, e)| Digest::of(&encode(&(r.client, r.request_id, e))))
         .collect();
-    let receipts_root = merkle_root(&leaves);
+    let receipts_root = pbft_crypto::merkle::root(&leaves);
     let mut lt = lthash.clone();
     lt.add(&changes_delta(&changes));
     let block = Block {

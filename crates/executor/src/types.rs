@@ -379,12 +379,6 @@ pub struct ChainPos {
     pub prev: Digest,
 }
 
-/// Merkle root of a list of leaves: [`pbft_crypto::merkle::root`] (RFC 6962 style: 0x00
-/// prefix for leaves, 0x01 for nodes; the empty list has its own root).
-pub fn merkle_root(leaves: &[Digest]) -> Digest {
-    pbft_crypto::merkle::root(leaves)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
