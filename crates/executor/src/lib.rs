@@ -29,7 +29,7 @@ mod xof8;
 
 pub use error::ExecError;
 pub use memory::MemoryExecutor;
-pub use rocks::{FaultPlan, RocksExecutor, RocksOptions};
+pub use rocks::{CfMemory, FaultPlan, RocksExecutor, RocksOptions};
 pub use types::{
     Applied, Block, ClientWindow, Entry, ExecRequest, FailReason, Head, Operation, Receipt,
     StoredReceipt, Transfer,

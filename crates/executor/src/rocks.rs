@@ -223,17 +223,31 @@ fn db_options(create: bool) -> Options {
     // required by the in-place updates of the state column family; the ledger has one
     // writer, so there are never concurrent memtable writes to allow
     o.set_allow_concurrent_memtable_write(false);
+    // all memtables of the DB together: past this, RocksDB flushes the largest one
+    // (checkpoints flush them all every K sequence numbers anyway; this bounds memory
+    // when K batches are large)
+    o.set_db_write_buffer_size(LEDGER_WRITE_BUFFERS);
     o
 }
 
-/// The options of one column family.
-fn cf_options(name: &str) -> Options {
+/// The block cache of one ledger DB, shared by its column families, bytes. Without
+/// one, RocksDB gives every column family its own 32 MiB cache, and a validator's
+/// memory grew for minutes while those filled (docs/benchmarks.md, "Memory over five
+/// minutes").
+pub const LEDGER_BLOCK_CACHE: usize = 16 << 20;
+
+/// The memtables of one ledger DB together, at most, bytes.
+pub const LEDGER_WRITE_BUFFERS: usize = 64 << 20;
+
+/// The options of one column family; `cache` is the DB's block cache.
+fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     let mut o = Options::default();
     // point lookups dominate (account records, receipts): a Bloom filter per table
     // file lets a lookup skip the files that cannot hold the key
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
+    table.set_block_cache(cache);
     o.set_block_based_table_factory(&table);
     if name == CF_STATE {
         // A batch rewrites the records of the accounts it touches, with values of the
@@ -277,9 +291,10 @@ fn total_order() -> rocksdb::ReadOptions {
 
 /// Every column family with its options, for opening a ledger DB.
 fn cf_descriptors() -> Vec<rocksdb::ColumnFamilyDescriptor> {
+    let cache = rocksdb::Cache::new_lru_cache(LEDGER_BLOCK_CACHE);
     COLUMN_FAMILIES
         .iter()
-        .map(|name| rocksdb::ColumnFamilyDescriptor::new(*name, cf_options(name)))
+        .map(|name| rocksdb::ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)))
         .collect()
 }
 
@@ -591,6 +606,19 @@ pub struct RocksExecutor {
     cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
+/// What RocksDB holds in memory for one column family of the live ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CfMemory {
+    /// The column family.
+    pub name: &'static str,
+    /// The capacity of its block cache, bytes (the DB's one cache: the same for all).
+    pub block_cache_capacity: u64,
+    /// What that block cache holds now, bytes.
+    pub block_cache_usage: u64,
+    /// Its memtables, live and waiting to flush, bytes.
+    pub memtables: u64,
+}
+
 /// Most state entries the write-through cache holds before it starts over.
 const STATE_CACHE_MAX: usize = 4 << 20;
 
@@ -660,6 +688,27 @@ impl RocksExecutor {
     /// The current LtHash.
     pub fn lthash(&self) -> &LtHash {
         &self.lthash
+    }
+
+    /// What RocksDB holds in memory for the live ledger, per column family, as RocksDB
+    /// reports it.
+    pub fn memory(&self) -> Result<Vec<CfMemory>, ExecError> {
+        let db = self.db()?;
+        let prop = |cf: &ColumnFamily, name: &str| -> Result<u64, ExecError> {
+            Ok(db.property_int_value_cf(cf, name)?.unwrap_or(0))
+        };
+        COLUMN_FAMILIES
+            .iter()
+            .map(|name| {
+                let h = cf(db, name)?;
+                Ok(CfMemory {
+                    name,
+                    block_cache_capacity: prop(h, "rocksdb.block-cache-capacity")?,
+                    block_cache_usage: prop(h, "rocksdb.block-cache-usage")?,
+                    memtables: prop(h, "rocksdb.cur-size-all-mem-tables")?,
+                })
+            })
+            .collect()
     }
 
     fn db(&self) -> Result<&DB, ExecError> {

@@ -19,6 +19,19 @@ pub const CF_RECORDS: &str = "records";
 /// The memtable size of [`CF_RECORDS`], bytes.
 const LOG_WRITE_BUFFER: usize = 8 << 20;
 
+/// The block cache of the log, bytes. The log is read only at start and in
+/// [`ConsensusLog::compact`]'s scan, which does not fill the cache; RocksDB's default
+/// (32 MiB per column family) filled from those scans and was most of a validator's
+/// memory growth over a five-minute run (heaptrack, docs/benchmarks.md).
+const LOG_BLOCK_CACHE: usize = 1 << 20;
+
+/// Read options for a scan of the whole log: blocks read once are not kept.
+fn scan() -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.fill_cache(false);
+    ro
+}
+
 /// One record: its optional sequence tag and its bytes.
 pub type Record = (Option<u64>, Vec<u8>);
 
@@ -77,6 +90,9 @@ impl ConsensusLog {
         // until it filled. 8 MiB flushes every few seconds under load, cheaply.
         let mut records = Options::default();
         records.set_write_buffer_size(LOG_WRITE_BUFFER);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&rocksdb::Cache::new_lru_cache(LOG_BLOCK_CACHE));
+        records.set_block_based_table_factory(&table);
         let db = DB::open_cf_descriptors(
             &opts,
             dir,
@@ -143,7 +159,7 @@ impl ConsensusLog {
             .cf_handle(CF_RECORDS)
             .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))?;
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+        for item in self.db.iterator_cf_opt(cf, scan(), IteratorMode::Start) {
             let (k, v) = item?;
             let n = decode_key(&k)?;
             let r: Record = postcard::from_bytes(&v)
@@ -162,7 +178,7 @@ impl ConsensusLog {
             .cf_handle(CF_RECORDS)
             .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))?;
         let mut wb = WriteBatch::default();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+        for item in self.db.iterator_cf_opt(cf, scan(), IteratorMode::Start) {
             let (k, v) = item?;
             let n = decode_key(&k)?;
             let (tag, _): Record = postcard::from_bytes(&v)

@@ -164,3 +164,33 @@ fn executor_and_log_are_send() {
     send::<RocksExecutor>();
     send::<pbft_executor::ConsensusLog>();
 }
+
+/// The ledger's column families share one bounded block cache (RocksDB's default is a
+/// separate 32 MiB cache for each, and a validator's memory grew for minutes as they
+/// filled): every family reports the same capacity and the same usage, and reading
+/// stored blocks back fills it.
+#[test]
+fn the_column_families_share_one_bounded_block_cache() {
+    let people = People::new(10, 1, 83);
+    let tmp = common::tempdir();
+    // checkpoints flush the memtables, so later reads come from table files
+    let (e, m) = build(tmp.path(), &people, 12, false);
+    for h in 0..=12 {
+        assert_eq!(e.block(h).expect("block"), m.block(h).expect("block"));
+    }
+    let mem = e.memory().expect("memory");
+    assert_eq!(
+        mem.iter().map(|c| c.name).collect::<Vec<_>>(),
+        pbft_executor::rocks::COLUMN_FAMILIES.to_vec()
+    );
+    let cap = pbft_executor::rocks::LEDGER_BLOCK_CACHE as u64;
+    assert!(mem.iter().all(|c| c.block_cache_capacity == cap), "{mem:?}");
+    let usage = mem[0].block_cache_usage;
+    assert!(usage > 0 && usage <= cap, "{mem:?}");
+    assert!(mem.iter().all(|c| c.block_cache_usage == usage), "{mem:?}");
+    let memtables: u64 = mem.iter().map(|c| c.memtables).sum();
+    assert!(
+        memtables <= pbft_executor::rocks::LEDGER_WRITE_BUFFERS as u64,
+        "{mem:?}"
+    );
+}
