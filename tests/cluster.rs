@@ -678,6 +678,34 @@ fn bad_input_exits_2_with_a_clear_message() {
         "already exists",
     );
     expect_bad_input(
+        &pbft(&[
+            "client",
+            "--cluster",
+            file,
+            "load",
+            "--clients",
+            "1",
+            "--requests",
+            "100000000",
+        ]),
+        "--requests 100000000: at most",
+    );
+    expect_bad_input(
+        &pbft(&[
+            "client",
+            "--cluster",
+            file,
+            "load",
+            "--clients",
+            "1",
+            "--requests",
+            "10",
+            "--concurrency",
+            "0",
+        ]),
+        "--concurrency",
+    );
+    expect_bad_input(
         &pbft(&["node", "--cluster", file, "--key", &key("missing.key")]),
         "missing.key",
     );
