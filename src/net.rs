@@ -427,7 +427,10 @@ pub fn cmd_load(
     let res = rt.block_on(async {
         let mut client = Client::connect(&cluster).await?;
         if !json {
-            eprintln!("signing {requests} requests with {} client keys", keys.len());
+            eprintln!(
+                "signing {requests} requests with {} client keys",
+                keys.len()
+            );
         }
         let reqs = presign(&mut client, &keys, requests).await?;
         client.deadline = timeout;

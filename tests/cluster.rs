@@ -610,6 +610,13 @@ fn foreign_key_cannot_join_and_is_counted() {
                 .any(|l| l.starts_with("pbft_connected_peers{validator=") && l.ends_with(" 2")),
             "validator {i} should see exactly the two other honest validators:\n{body}"
         );
+        // 40 requests went into memtables that no checkpoint has flushed yet
+        let memtables: u64 = body
+            .lines()
+            .find(|l| l.starts_with("pbft_ledger_memtable_bytes{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0);
+        assert!(memtables > 0, "validator {i}: no ledger memtables\n{body}");
     }
 }
 

@@ -180,6 +180,12 @@ impl Core {
             if last_stats.elapsed() >= STATS_EVERY {
                 last_stats = Instant::now();
                 self.metrics.set_transport(&self.transport.stats());
+                if let Ok(mem) = self.ledger.memory() {
+                    // one cache: every column family reports the same usage
+                    let cache = mem.iter().map(|c| c.block_cache_usage).max().unwrap_or(0);
+                    let memtables = mem.iter().map(|c| c.memtables).sum();
+                    self.metrics.set_ledger_memory(cache, memtables);
+                }
             }
         }
         self

@@ -12,6 +12,8 @@
 //! - The consensus thread owns the replica, the ledger and the consensus log; a
 //!   `Persist` is durable before any later action (see [`core`]).
 //! - Timers come from the replica's `next_timeout`.
+//! - A small thread hands free heap memory back to the system every few seconds, so
+//!   the resident size stays flat under load (see [`TRIM_INTERVAL`]).
 //! - A restarted validator reloads its log and its ledger: it keeps its view, never
 //!   contradicts what it sent, and catches up by state transfer when behind.
 

@@ -88,6 +88,9 @@ struct Inner {
     transport: BTreeMap<(String, String), u64>,
     halted: bool,
     evidence: u64,
+    /// What RocksDB holds in memory for the ledger: block cache, memtables (bytes).
+    ledger_block_cache: u64,
+    ledger_memtables: u64,
 }
 
 /// Shared metrics of one validator.
@@ -119,6 +122,8 @@ impl Metrics {
                 transport: BTreeMap::new(),
                 halted: false,
                 evidence: 0,
+                ledger_block_cache: 0,
+                ledger_memtables: 0,
             })),
         }
     }
@@ -198,6 +203,15 @@ impl Metrics {
         })
     }
 
+    /// What RocksDB holds in memory for the ledger, as `RocksExecutor::memory` reports
+    /// it: the shared block cache's usage and all memtables, bytes.
+    pub fn set_ledger_memory(&self, block_cache: u64, memtables: u64) {
+        self.with(|m| {
+            m.ledger_block_cache = block_cache;
+            m.ledger_memtables = memtables;
+        })
+    }
+
     /// The replica stopped taking part.
     pub fn set_halted(&self) {
         self.with(|m| m.halted = true)
@@ -263,6 +277,18 @@ impl Metrics {
                 "pbft_connected_peers",
                 "Validators connected.",
                 m.connected_peers as u64,
+            );
+            gauge(
+                &mut o,
+                "pbft_ledger_block_cache_bytes",
+                "RocksDB block cache of the ledger in use (one cache for all column families).",
+                m.ledger_block_cache,
+            );
+            gauge(
+                &mut o,
+                "pbft_ledger_memtable_bytes",
+                "RocksDB memtables of the ledger, live and waiting to flush.",
+                m.ledger_memtables,
             );
             gauge(
                 &mut o,
@@ -391,6 +417,7 @@ mod tests {
             4,
         );
         m.set_transport(&stats);
+        m.set_ledger_memory(4096, 8192);
         let text = m.render();
         for line in [
             "pbft_view{validator=\"2\"} 3",
@@ -400,6 +427,8 @@ mod tests {
             "pbft_batches_total{validator=\"2\"} 2",
             "pbft_view_changes_total{validator=\"2\"} 1",
             "pbft_connected_peers{validator=\"2\"} 3",
+            "pbft_ledger_block_cache_bytes{validator=\"2\"} 4096",
+            "pbft_ledger_memtable_bytes{validator=\"2\"} 8192",
             "pbft_batch_size_bucket{validator=\"2\",le=\"16\"} 1",
             "pbft_batch_size_bucket{validator=\"2\",le=\"+Inf\"} 2",
             "pbft_phase_seconds_count{validator=\"2\",phase=\"prepare\"} 1",
