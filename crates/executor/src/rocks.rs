@@ -223,20 +223,23 @@ fn db_options(create: bool) -> Options {
     // required by the in-place updates of the state column family; the ledger has one
     // writer, so there are never concurrent memtable writes to allow
     o.set_allow_concurrent_memtable_write(false);
-    // all memtables of the DB together: past this, RocksDB flushes the largest one
-    // (checkpoints flush them all every K sequence numbers anyway; this bounds memory
-    // when K batches are large)
+    // all memtables of the DB together: from about 7/8 of this on, RocksDB flushes the
+    // column family with the oldest memtable (checkpoints flush them all every K
+    // sequence numbers anyway; this keeps memory in check when K batches are large)
     o.set_db_write_buffer_size(LEDGER_WRITE_BUFFERS);
     o
 }
 
 /// The block cache of one ledger DB, shared by its column families, bytes. Without
-/// one, RocksDB gives every column family its own 32 MiB cache, and a validator's
-/// memory grew for minutes while those filled (docs/benchmarks.md, "Memory over five
-/// minutes").
+/// one, RocksDB gives every column family its own 32 MiB cache: up to 128 MiB for the
+/// four, filling for as long as the ledger grows (the consensus log had the same
+/// problem, and it was most of a validator's memory growth: docs/benchmarks.md,
+/// "Memory flat").
 pub const LEDGER_BLOCK_CACHE: usize = 16 << 20;
 
-/// The memtables of one ledger DB together, at most, bytes.
+/// The memtables of one ledger DB together, bytes: a flush trigger (RocksDB's
+/// `db_write_buffer_size`), not a hard cap; memtables already waiting to flush can
+/// take the total past it for a while.
 pub const LEDGER_WRITE_BUFFERS: usize = 64 << 20;
 
 /// The options of one column family; `cache` is the DB's block cache.
@@ -284,8 +287,16 @@ const RECEIPT_BUCKETS: usize = 1 << 17;
 /// Read options for a scan of a whole column family: the receipts family has a prefix
 /// extractor, and without total order a scan would stay within one prefix.
 fn total_order() -> rocksdb::ReadOptions {
-    let mut ro = rocksdb::ReadOptions::default();
+    let mut ro = scan_once();
     ro.set_total_order_seek(true);
+    ro
+}
+
+/// Read options for a scan that reads each block once (exports, checks): its blocks
+/// are not kept in the block cache.
+pub(crate) fn scan_once() -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.fill_cache(false);
     ro
 }
 
@@ -1031,7 +1042,7 @@ impl Executor for RocksExecutor {
         }
         let db = open_read_only(&self.checkpoint_path(seq))?;
         let mut entries = Vec::new();
-        for item in db.iterator_cf(cf(&db, CF_STATE)?, IteratorMode::Start) {
+        for item in db.iterator_cf_opt(cf(&db, CF_STATE)?, scan_once(), IteratorMode::Start) {
             let (k, v) = item?;
             entries.push((k.into_vec(), v.into_vec()));
         }

@@ -3,7 +3,7 @@
 
 use crate::error::ExecError;
 use crate::lthash::LtHash;
-use crate::rocks::{cf, open_read_only, read_meta, CF_BLOCKS, CF_STATE, STATE_DIR};
+use crate::rocks::{cf, open_read_only, read_meta, scan_once, CF_BLOCKS, CF_STATE, STATE_DIR};
 use crate::transition::decode_balance;
 use crate::types::{keys, Account, Block, ChainPos, ClientWindow};
 use pbft_crypto::Digest;
@@ -73,7 +73,7 @@ fn verify_db(db: &DB) -> Result<LedgerReport, ExecError> {
     // the hash chain
     let mut last: Option<(Block, Digest)> = None;
     let mut blocks_checked = 0u64;
-    for item in db.iterator_cf(cf(db, CF_BLOCKS)?, IteratorMode::Start) {
+    for item in db.iterator_cf_opt(cf(db, CF_BLOCKS)?, scan_once(), IteratorMode::Start) {
         let (k, v) = item?;
         let arr: [u8; 8] = k
             .as_ref()
@@ -170,7 +170,7 @@ fn verify_db(db: &DB) -> Result<LedgerReport, ExecError> {
     let mut lt = LtHash::new();
     let mut accounts = 0u64;
     let mut chain: Option<ChainPos> = None;
-    for item in db.iterator_cf(cf(db, CF_STATE)?, IteratorMode::Start) {
+    for item in db.iterator_cf_opt(cf(db, CF_STATE)?, scan_once(), IteratorMode::Start) {
         let (k, v) = item?;
         if k.len() == 33 && k[0] == keys::ACCOUNT {
             Account::decode(&v).ok_or_else(|| {

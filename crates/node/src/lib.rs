@@ -380,8 +380,10 @@ pub async fn run(
     // the workers and the bridge end when their channels close
     drop(workers);
     drop(bridge);
+    // the trimmer ends at its next wake-up (not joined: that could hold a tokio
+    // worker for one trim)
     drop(trim_stop);
-    let _ = trimmer.join();
+    drop(trimmer);
     tracing::info!(id, "stopped");
     Ok(summary)
 }
@@ -394,8 +396,9 @@ pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2)
 /// thread's arena, and RocksDB frees megabytes at a time (memtables after a flush,
 /// evicted cache blocks), so without this a validator's resident size crept up for
 /// minutes under steady load while its heap stayed flat (docs/benchmarks.md, "Memory
-/// over five minutes"). A call took 1-20 ms under load (median about 2 ms), which is
-/// why it runs on its own thread rather than on the consensus thread.
+/// flat"). A call took 1-20 ms under load (median about 2 ms), so it runs on its own
+/// thread rather than on the consensus thread; glibc locks each arena while trimming
+/// it, so a thread allocating from that arena at that moment still waits.
 fn release_free_memory(stop: crossbeam_channel::Receiver<()>) {
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(TRIM_INTERVAL) {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
