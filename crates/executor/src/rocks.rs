@@ -292,8 +292,8 @@ fn total_order() -> rocksdb::ReadOptions {
     ro
 }
 
-/// Read options for a scan that reads each block once (exports, checks): its blocks
-/// are not kept in the block cache.
+/// Read options for a scan that reads each block once (exports, checks, the consensus
+/// log's scans): its blocks are not kept in the block cache.
 pub(crate) fn scan_once() -> rocksdb::ReadOptions {
     let mut ro = rocksdb::ReadOptions::default();
     ro.fill_cache(false);

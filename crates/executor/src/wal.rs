@@ -9,7 +9,7 @@
 //! value = postcard of `(Option<u64> /* seq tag */, Vec<u8> /* record */)`.
 
 use crate::error::ExecError;
-use crate::rocks::{FaultPlan, Faults};
+use crate::rocks::{scan_once, FaultPlan, Faults};
 use rocksdb::{IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 
@@ -24,13 +24,6 @@ const LOG_WRITE_BUFFER: usize = 8 << 20;
 /// (32 MiB per column family) filled from those scans and was most of a validator's
 /// memory growth over a five-minute run (heaptrack, docs/benchmarks.md).
 const LOG_BLOCK_CACHE: usize = 1 << 20;
-
-/// Read options for a scan of the whole log: blocks read once are not kept.
-fn scan() -> rocksdb::ReadOptions {
-    let mut ro = rocksdb::ReadOptions::default();
-    ro.fill_cache(false);
-    ro
-}
 
 /// One record: its optional sequence tag and its bytes.
 pub type Record = (Option<u64>, Vec<u8>);
@@ -159,7 +152,10 @@ impl ConsensusLog {
             .cf_handle(CF_RECORDS)
             .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))?;
         let mut out = Vec::new();
-        for item in self.db.iterator_cf_opt(cf, scan(), IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf_opt(cf, scan_once(), IteratorMode::Start)
+        {
             let (k, v) = item?;
             let n = decode_key(&k)?;
             let r: Record = postcard::from_bytes(&v)
@@ -178,7 +174,10 @@ impl ConsensusLog {
             .cf_handle(CF_RECORDS)
             .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))?;
         let mut wb = WriteBatch::default();
-        for item in self.db.iterator_cf_opt(cf, scan(), IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf_opt(cf, scan_once(), IteratorMode::Start)
+        {
             let (k, v) = item?;
             let n = decode_key(&k)?;
             let (tag, _): Record = postcard::from_bytes(&v)

@@ -188,9 +188,4 @@ fn the_column_families_share_one_bounded_block_cache() {
     let usage = mem[0].block_cache_usage;
     assert!(usage > 0 && usage <= cap, "{mem:?}");
     assert!(mem.iter().all(|c| c.block_cache_usage == usage), "{mem:?}");
-    let memtables: u64 = mem.iter().map(|c| c.memtables).sum();
-    assert!(
-        memtables <= pbft_executor::rocks::LEDGER_WRITE_BUFFERS as u64,
-        "{mem:?}"
-    );
 }
