@@ -13,7 +13,7 @@
 //!   `Persist` is durable before any later action (see [`core`]).
 //! - Timers come from the replica's `next_timeout`.
 //! - A small thread hands free heap memory back to the system every few seconds, so
-//!   the resident size stays flat under load (see [`TRIM_INTERVAL`]).
+//!   the resident size stays bounded under load (see [`TRIM_INTERVAL`]).
 //! - A restarted validator reloads its log and its ledger: it keeps its view, never
 //!   contradicts what it sent, and catches up by state transfer when behind.
 
