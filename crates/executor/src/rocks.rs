@@ -223,10 +223,14 @@ fn db_options(create: bool) -> Options {
     // required by the in-place updates of the state column family; the ledger has one
     // writer, so there are never concurrent memtable writes to allow
     o.set_allow_concurrent_memtable_write(false);
-    // all memtables of the DB together: from about 7/8 of this on, RocksDB flushes the
-    // column family with the oldest memtable (checkpoints flush them all every K
-    // sequence numbers anyway; this keeps memory in check when K batches are large)
+    // all memtables of the DB together: from about 7/8 of this on, RocksDB flushes
+    // (checkpoints flush them all every K sequence numbers anyway; this keeps memory
+    // in check when K batches are large)
     o.set_db_write_buffer_size(LEDGER_WRITE_BUFFERS);
+    // a checkpoint flushes every column family; flushed together they share one
+    // MANIFEST commit and its fsyncs, instead of one round per column family
+    // (docs/benchmarks.md, "Checkpoint stalls")
+    o.set_atomic_flush(true);
     o
 }
 

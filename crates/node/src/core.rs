@@ -472,8 +472,11 @@ impl Core {
                     .phase("execute", started.elapsed().as_secs_f64());
                 self.metrics.executed_batch(executed);
                 let state_digest = if seq % self.k == 0 {
+                    let started = Instant::now();
                     match self.ledger.checkpoint() {
                         Ok(d) => {
+                            self.metrics
+                                .phase("checkpoint", started.elapsed().as_secs_f64());
                             if self.crash_at_checkpoint == Some(seq)
                                 || self.crash_next_checkpoint.load(Ordering::SeqCst)
                             {

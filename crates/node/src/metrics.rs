@@ -67,6 +67,10 @@ pub const PHASES: &[(&str, &str)] = &[
     ("prepare", "pre-prepare accepted (or sent) until prepared"),
     ("commit", "prepared until committed"),
     ("execute", "applying the batch to the ledger"),
+    (
+        "checkpoint",
+        "taking the ledger's checkpoint (a RocksDB flush and checkpoint), every K sequences",
+    ),
 ];
 
 #[derive(Debug)]
@@ -304,7 +308,7 @@ impl Metrics {
                 .render(&mut o, "pbft_batch_size", &format!("validator=\"{id}\""));
             let _ = writeln!(
                 o,
-                "# HELP pbft_phase_seconds Latency of the protocol phases (prepare, commit, execute).\n# TYPE pbft_phase_seconds histogram"
+                "# HELP pbft_phase_seconds Latency of the protocol phases (prepare, commit, execute) and of the ledger checkpoints.\n# TYPE pbft_phase_seconds histogram"
             );
             for (phase, h) in &m.phases {
                 h.render(
