@@ -705,6 +705,15 @@ impl RocksExecutor {
         &self.lthash
     }
 
+    /// Waits until RocksDB's background flushes and compactions have finished: for
+    /// tests and measurements that read RocksDB's own figures (as [`Self::memory`]
+    /// does) and need them to hold still.
+    pub fn wait_for_background_work(&self) -> Result<(), ExecError> {
+        let db = self.db()?;
+        db.wait_for_compact(&rocksdb::WaitForCompactOptions::default())?;
+        Ok(())
+    }
+
     /// What RocksDB holds in memory for the live ledger, per column family, as RocksDB
     /// reports it.
     pub fn memory(&self) -> Result<Vec<CfMemory>, ExecError> {
