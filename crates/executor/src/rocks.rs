@@ -72,7 +72,7 @@ use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::snapshot::{make_chunks, verify_chunks};
 use crate::transition::{
-    decode_account, decode_balance, execute_batch, genesis_entries, lthash_of, StateView,
+    decode_account, decode_balance, execute_batch, genesis_entries, lthash_of, Changes, StateView,
 };
 use crate::types::{
     keys, Applied, Block, ChainPos, ClientWindow, ExecRequest, Head, StoredReceipt,
@@ -125,13 +125,26 @@ pub struct FaultPlan {
 }
 
 /// Options of [`RocksExecutor::open`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct RocksOptions {
     /// Fsync each batch's write. Off by default: the RocksDB write-ahead log is on, so a
     /// process crash loses nothing; a power loss may lose the last writes.
     pub sync: bool,
     /// Simulated crash point, for crash tests.
     pub fault: Option<FaultPlan>,
+    /// Memory the write-through state cache may use, bytes (an estimate: see
+    /// [`STATE_CACHE_BYTES`], the default).
+    pub state_cache_bytes: usize,
+}
+
+impl Default for RocksOptions {
+    fn default() -> RocksOptions {
+        RocksOptions {
+            sync: false,
+            fault: None,
+            state_cache_bytes: STATE_CACHE_BYTES,
+        }
+    }
 }
 
 /// Counts durable steps and injects the planned fault.
@@ -585,7 +598,7 @@ struct DbView<'a> {
     db: &'a DB,
     state: &'a ColumnFamily,
     receipts: &'a ColumnFamily,
-    cache: &'a HashMap<Vec<u8>, Option<Vec<u8>>>,
+    cache: &'a StateCache,
 }
 
 impl StateView for DbView<'_> {
@@ -617,8 +630,8 @@ pub struct RocksExecutor {
     faults: Faults,
     /// Values of state keys written since the live DB was opened, exactly as in the
     /// DB (write-through): reads of recently touched accounts skip RocksDB. Cleared
-    /// whenever the live DB is replaced, and when it reaches [`STATE_CACHE_MAX`].
-    cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// whenever the live DB is replaced, and when it would outgrow its budget.
+    cache: StateCache,
 }
 
 /// What RocksDB holds in memory for one column family of the live ledger.
@@ -634,8 +647,71 @@ pub struct CfMemory {
     pub memtables: u64,
 }
 
-/// Most state entries the write-through cache holds before it starts over.
-const STATE_CACHE_MAX: usize = 4 << 20;
+/// The default memory budget of the write-through state cache, bytes. It used to be
+/// 4M entries, which with many accounts could have grown to several hundred MB
+/// unseen; 64 MiB holds the records of about 300,000 accounts.
+pub const STATE_CACHE_BYTES: usize = 64 << 20;
+
+/// What one cached entry costs besides its key and value bytes, estimated: the hash
+/// table's slot (two `Vec` headers and a control byte, at most half the slots in use
+/// after growth) and the two heap allocations' headers and rounding.
+const STATE_CACHE_ENTRY_OVERHEAD: usize = 160;
+
+/// The write-through cache of state values, within a memory budget (an estimate of
+/// its heap use: [`STATE_CACHE_ENTRY_OVERHEAD`] per entry plus keys and values).
+#[derive(Debug)]
+struct StateCache {
+    map: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    bytes: usize,
+    budget: usize,
+}
+
+fn entry_bytes(key_len: usize, value: &Option<Vec<u8>>) -> usize {
+    key_len + value.as_ref().map_or(0, Vec::len) + STATE_CACHE_ENTRY_OVERHEAD
+}
+
+impl StateCache {
+    fn new(budget: usize) -> StateCache {
+        StateCache {
+            map: HashMap::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.map.get(key)
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+
+    /// Records the values a batch wrote. If they would take the cache past its budget,
+    /// it starts over with them; if they alone exceed it, it stays empty (a key is
+    /// either absent or holds the value in the DB: never stale).
+    fn write(&mut self, changes: Changes) {
+        let incoming: usize = changes
+            .iter()
+            .map(|(k, (_, v))| entry_bytes(k.len(), v))
+            .sum();
+        if self.bytes.saturating_add(incoming) > self.budget {
+            self.clear();
+            if incoming > self.budget {
+                return;
+            }
+        }
+        for (k, (_, new)) in changes {
+            let key_len = k.len();
+            self.bytes += entry_bytes(key_len, &new);
+            if let Some(old) = self.map.insert(k, new) {
+                self.bytes -= entry_bytes(key_len, &old);
+            }
+        }
+        debug_assert!(self.bytes <= self.budget);
+    }
+}
 
 impl std::fmt::Debug for RocksExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -679,7 +755,7 @@ impl RocksExecutor {
             checkpoints: BTreeSet::new(),
             sync: opts.sync,
             faults,
-            cache: HashMap::new(),
+            cache: StateCache::new(opts.state_cache_bytes),
         };
         ex.settle_checkpoints()?;
         Ok(ex)
@@ -703,6 +779,12 @@ impl RocksExecutor {
     /// The current LtHash.
     pub fn lthash(&self) -> &LtHash {
         &self.lthash
+    }
+
+    /// The estimated memory of the write-through state cache, bytes (at most
+    /// [`RocksOptions::state_cache_bytes`]).
+    pub fn state_cache_bytes(&self) -> usize {
+        self.cache.bytes
     }
 
     /// Waits until RocksDB's background flushes and compactions have finished: for
@@ -961,12 +1043,7 @@ impl Executor for RocksExecutor {
         wb.put_cf(meta_cf, META_LTHASH, t.lthash.to_bytes());
         wb.put_cf(meta_cf, META_HEAD, encode(&head, "head")?);
         write(&mut self.faults, db, wb, self.sync)?;
-        if self.cache.len() + t.changes.len() > STATE_CACHE_MAX {
-            self.cache.clear();
-        }
-        for (k, (_, new)) in t.changes {
-            self.cache.insert(k, new);
-        }
+        self.cache.write(t.changes);
         self.head = head;
         self.lthash = t.lthash;
         Ok(t.applied)

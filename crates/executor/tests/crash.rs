@@ -144,7 +144,15 @@ fn run_op<E: Executor>(s: &Script, e: &mut E, i: usize) -> Result<(), ExecError>
 }
 
 fn open(dir: &Path, s: &Script, fault: Option<FaultPlan>) -> Result<RocksExecutor, ExecError> {
-    RocksExecutor::open(dir, &s.people.genesis, RocksOptions { sync: false, fault })
+    RocksExecutor::open(
+        dir,
+        &s.people.genesis,
+        RocksOptions {
+            sync: false,
+            fault,
+            ..RocksOptions::default()
+        },
+    )
 }
 
 /// The reopened ledger is sound and where the reference says. (The ledger is verified
@@ -346,7 +354,11 @@ fn fault_at_a_batch_write_leaves_the_previous_batch() {
         let e = RocksExecutor::open(
             tmp.path(),
             &people.genesis,
-            RocksOptions { sync: true, fault },
+            RocksOptions {
+                sync: true,
+                fault,
+                ..RocksOptions::default()
+            },
         )
         .expect("open");
         e.durable_steps()
@@ -359,7 +371,11 @@ fn fault_at_a_batch_write_leaves_the_previous_batch() {
         let mut e = RocksExecutor::open(
             tmp.path(),
             &people.genesis,
-            RocksOptions { sync: true, fault },
+            RocksOptions {
+                sync: true,
+                fault,
+                ..RocksOptions::default()
+            },
         )
         .expect("open");
         for seq in 1..s {

@@ -12,8 +12,16 @@ use std::path::Path;
 
 fn build(dir: &Path, people: &People, n: u64, sync: bool) -> (RocksExecutor, MemoryExecutor) {
     let mut w = Workload::new(people, 82);
-    let mut e = RocksExecutor::open(dir, &people.genesis, RocksOptions { sync, fault: None })
-        .expect("open");
+    let mut e = RocksExecutor::open(
+        dir,
+        &people.genesis,
+        RocksOptions {
+            sync,
+            fault: None,
+            ..RocksOptions::default()
+        },
+    )
+    .expect("open");
     let mut m = MemoryExecutor::genesis(&people.genesis);
     for seq in 1..=n {
         let b = w.batch();
@@ -191,4 +199,52 @@ fn the_column_families_share_one_bounded_block_cache() {
     let usage = mem[0].block_cache_usage;
     assert!(usage > 0 && usage <= cap, "{mem:?}");
     assert!(mem.iter().all(|c| c.block_cache_usage == usage), "{mem:?}");
+}
+
+/// The write-through state cache stays within its memory budget, starts over when a
+/// batch would take it past it, and never serves a stale value: with budgets from
+/// "a batch never fits" to "everything fits", every batch's result, every balance and
+/// the head match the in-memory executor, and the estimate never passes the budget.
+#[test]
+fn the_state_cache_stays_within_its_budget_and_is_never_stale() {
+    let people = People::new(40, 2, 84);
+    for budget in [0, 700, 4 << 10, 1 << 20] {
+        let tmp = common::tempdir();
+        let opts = RocksOptions {
+            state_cache_bytes: budget,
+            ..RocksOptions::default()
+        };
+        let mut e = RocksExecutor::open(tmp.path(), &people.genesis, opts).expect("open");
+        let mut m = MemoryExecutor::genesis(&people.genesis);
+        let mut w = Workload::new(&people, 85);
+        let (mut largest, mut emptied) = (0, false);
+        for seq in 1..=200 {
+            let b = w.batch();
+            let before = e.state_cache_bytes();
+            assert_eq!(
+                e.apply(seq, b.digest, &b.requests()).expect("apply"),
+                m.apply(seq, b.digest, &b.requests()).expect("apply"),
+                "budget {budget}, seq {seq}"
+            );
+            let now = e.state_cache_bytes();
+            assert!(now <= budget, "budget {budget}: {now} bytes at seq {seq}");
+            emptied |= now < before;
+            largest = largest.max(now);
+        }
+        for pk in people.everyone() {
+            assert_eq!(
+                e.balance(pk).expect("balance"),
+                m.balance(pk).expect("balance")
+            );
+        }
+        assert_eq!(e.head(), m.head());
+        match budget {
+            0 => assert_eq!(largest, 0, "nothing fits in no budget"),
+            // 42 accounts do not fit in 700 bytes or 4 KiB: the cache filled and
+            // started over
+            700 | 4096 => assert!(largest > 0 && emptied, "budget {budget}: {largest}"),
+            // they all fit in 1 MiB: it only grew
+            _ => assert!(largest > 4096 && !emptied, "budget {budget}: {largest}"),
+        }
+    }
 }

@@ -208,7 +208,7 @@ pub async fn run(
         &cluster.genesis(),
         RocksOptions {
             sync: opts.sync,
-            fault: None,
+            ..RocksOptions::default()
         },
     )
     .map_err(storage(&ledger_dir))?;

@@ -95,6 +95,8 @@ struct Inner {
     /// What RocksDB holds in memory for the ledger: block cache, memtables (bytes).
     ledger_block_cache: u64,
     ledger_memtables: u64,
+    /// The executor's write-through cache of account records (estimated bytes).
+    ledger_state_cache: u64,
 }
 
 /// Shared metrics of one validator.
@@ -128,6 +130,7 @@ impl Metrics {
                 evidence: 0,
                 ledger_block_cache: 0,
                 ledger_memtables: 0,
+                ledger_state_cache: 0,
             })),
         }
     }
@@ -207,12 +210,14 @@ impl Metrics {
         })
     }
 
-    /// What RocksDB holds in memory for the ledger, as `RocksExecutor::memory` reports
-    /// it: the shared block cache's usage and all memtables, bytes.
-    pub fn set_ledger_memory(&self, block_cache: u64, memtables: u64) {
+    /// What the ledger holds in memory, bytes: the shared block cache's usage and all
+    /// memtables as `RocksExecutor::memory` reports them, and the executor's state
+    /// cache (`RocksExecutor::state_cache_bytes`).
+    pub fn set_ledger_memory(&self, block_cache: u64, memtables: u64, state_cache: u64) {
         self.with(|m| {
             m.ledger_block_cache = block_cache;
             m.ledger_memtables = memtables;
+            m.ledger_state_cache = state_cache;
         })
     }
 
@@ -293,6 +298,12 @@ impl Metrics {
                 "pbft_ledger_memtable_bytes",
                 "RocksDB memtables of the ledger, live and waiting to flush.",
                 m.ledger_memtables,
+            );
+            gauge(
+                &mut o,
+                "pbft_ledger_state_cache_bytes",
+                "The executor's write-through cache of account records (estimated).",
+                m.ledger_state_cache,
             );
             gauge(
                 &mut o,
@@ -421,7 +432,7 @@ mod tests {
             4,
         );
         m.set_transport(&stats);
-        m.set_ledger_memory(4096, 8192);
+        m.set_ledger_memory(4096, 8192, 1024);
         let text = m.render();
         for line in [
             "pbft_view{validator=\"2\"} 3",
@@ -433,6 +444,7 @@ mod tests {
             "pbft_connected_peers{validator=\"2\"} 3",
             "pbft_ledger_block_cache_bytes{validator=\"2\"} 4096",
             "pbft_ledger_memtable_bytes{validator=\"2\"} 8192",
+            "pbft_ledger_state_cache_bytes{validator=\"2\"} 1024",
             "pbft_batch_size_bucket{validator=\"2\",le=\"16\"} 1",
             "pbft_batch_size_bucket{validator=\"2\",le=\"+Inf\"} 2",
             "pbft_phase_seconds_count{validator=\"2\",phase=\"prepare\"} 1",
