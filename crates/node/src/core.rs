@@ -350,7 +350,7 @@ impl Core {
             };
             if let Action::Persist(rec) = action {
                 match postcard::to_allocvec(&rec) {
-                    Ok(bytes) => pending.push((rec.seq(), bytes)),
+                    Ok(bytes) => pending.push((rec.obsolete_at(), bytes)),
                     Err(e) => self.halt(format!("cannot encode a log record: {e}")),
                 }
                 continue;

@@ -138,15 +138,27 @@ pub enum WalRecord {
 }
 
 impl WalRecord {
-    /// The sequence number the record is about, if any: records with a sequence number
-    /// at or below the latest stable checkpoint are obsolete.
-    pub fn seq(&self) -> Option<Seq> {
+    /// The stable checkpoint from which on the record is no longer needed, if there is
+    /// one: a log keeps the records this is `None` for or above its latest stable
+    /// checkpoint.
+    ///
+    /// - A record about one slot (a proposal, an accepted pre-prepare, a prepared
+    ///   certificate, an own checkpoint message): its sequence number.
+    /// - A stable-checkpoint proof: the sequence number after it, so that the latest
+    ///   proof stays and each later stable checkpoint drops the one before. (These
+    ///   records had no such number and were kept for ever: one record per K
+    ///   sequence numbers, which a restart had to read and every compaction to scan.)
+    /// - View and view-change records and evidence: none, they are kept.
+    pub fn obsolete_at(&self) -> Option<Seq> {
         match self {
             WalRecord::Proposed { pre_prepare, .. } | WalRecord::Accepted { pre_prepare, .. } => {
                 Some(pre_prepare.body.seq)
             }
             WalRecord::Prepared(p) => Some(p.pre_prepare.body.seq),
             WalRecord::Checkpoint(c) => Some(c.body.seq),
+            WalRecord::StableCheckpoint(proof) => {
+                proof.first().map(|c| c.body.seq.saturating_add(1))
+            }
             _ => None,
         }
     }

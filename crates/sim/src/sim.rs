@@ -743,7 +743,7 @@ impl Simulation {
                     let h = &mut self.hosts[i];
                     if let Some(log) = h.log.as_mut() {
                         let bytes = postcard::to_allocvec(&rec).unwrap_or_default();
-                        if let Err(e) = log.append(&[(rec.seq(), bytes)]) {
+                        if let Err(e) = log.append(&[(rec.obsolete_at(), bytes)]) {
                             self.checker
                                 .on_halt(r, format!("consensus log append failed: {e}"));
                         }
@@ -835,7 +835,8 @@ impl Simulation {
                                 .on_halt(r, format!("consensus log compaction failed: {e}"));
                         }
                     }
-                    h.wal.retain(|rec| rec.seq().is_none_or(|s| s > seq));
+                    h.wal
+                        .retain(|rec| rec.obsolete_at().is_none_or(|s| s > seq));
                 }
                 Action::FetchState { seq, peer, .. } => {
                     let bytes = Rc::new(envelope::encode(&Message::StateRequest { seq }));
