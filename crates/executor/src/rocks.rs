@@ -133,7 +133,7 @@ pub struct RocksOptions {
     /// Simulated crash point, for crash tests.
     pub fault: Option<FaultPlan>,
     /// Memory the write-through state cache may use, bytes (an estimate: see
-    /// [`STATE_CACHE_BYTES`], the default).
+    /// [`STATE_CACHE_BYTES`], the default; 0 turns the cache off).
     pub state_cache_bytes: usize,
 }
 
@@ -781,18 +781,26 @@ impl RocksExecutor {
         &self.lthash
     }
 
-    /// The estimated memory of the write-through state cache, bytes (at most
-    /// [`RocksOptions::state_cache_bytes`]).
+    /// The estimated memory of the write-through state cache's entries, bytes (at most
+    /// [`RocksOptions::state_cache_bytes`]). After the cache starts over, the hash
+    /// table it had grown stays allocated for reuse and is not counted here (at the
+    /// default budget about 25 MiB at most).
     pub fn state_cache_bytes(&self) -> usize {
         self.cache.bytes
     }
 
-    /// Waits until RocksDB's background flushes and compactions have finished: for
-    /// tests and measurements that read RocksDB's own figures (as [`Self::memory`]
-    /// does) and need them to hold still.
-    pub fn wait_for_background_work(&self) -> Result<(), ExecError> {
+    /// Waits until RocksDB's background flushes and compactions have finished, or
+    /// `timeout` has passed (an error): for tests and measurements that read RocksDB's
+    /// own figures (as [`Self::memory`] does) and need them to hold still.
+    pub fn wait_for_background_work(&self, timeout: std::time::Duration) -> Result<(), ExecError> {
         let db = self.db()?;
-        db.wait_for_compact(&rocksdb::WaitForCompactOptions::default())?;
+        let mut opts = rocksdb::WaitForCompactOptions::default();
+        opts.set_timeout(
+            u64::try_from(timeout.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        db.wait_for_compact(&opts)?;
         Ok(())
     }
 

@@ -188,7 +188,8 @@ fn the_column_families_share_one_bounded_block_cache() {
     }
     // a compaction finishing between two of the property reads below would load its
     // new table files' index and filter blocks into the cache in between
-    e.wait_for_background_work().expect("background work");
+    e.wait_for_background_work(std::time::Duration::from_secs(60))
+        .expect("background work");
     let mem = e.memory().expect("memory");
     assert_eq!(
         mem.iter().map(|c| c.name).collect::<Vec<_>>(),

@@ -302,7 +302,7 @@ impl Metrics {
             gauge(
                 &mut o,
                 "pbft_ledger_state_cache_bytes",
-                "The executor's write-through cache of account records (estimated).",
+                "The executor's write-through cache of account records: its entries, estimated.",
                 m.ledger_state_cache,
             );
             gauge(

@@ -3,8 +3,8 @@
 
 use pbft_crypto::Keypair;
 use pbft_protocol::{
-    Action, Batch, Checkpoint, Config, Instant, Message, PrePrepare, Prepare, PreparedProof,
-    Replica, Request, Signed, Verifier, ViewChange, WalRecord,
+    Action, Batch, Config, Instant, Message, PrePrepare, Prepare, PreparedProof, Replica, Request,
+    Signed, Verifier, ViewChange, WalRecord,
 };
 
 fn keys() -> Vec<Keypair> {
@@ -122,39 +122,4 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
         vec![2],
         "the fresh request must take seq 2, never seq 1 again"
     );
-}
-
-/// A log compacted the way the node does it, at every stable checkpoint, keeps only the
-/// latest stable-checkpoint proof (the proofs used to be kept for ever, one per K
-/// sequence numbers), and a replica restored from it starts from that checkpoint.
-#[test]
-fn only_the_latest_stable_checkpoint_proof_outlives_compaction() {
-    let keys = keys();
-    let cfg = Config::new(keys.iter().map(|k| k.public()).collect());
-    let k = cfg.checkpoint_interval;
-    let checkpoint = |seq: u64, replica: u32| {
-        let body = Checkpoint {
-            seq,
-            state_digest: pbft_crypto::Digest::of(&seq.to_le_bytes()),
-            replica,
-        };
-        Signed::sign(body, &keys[replica as usize])
-    };
-    let mut log: Vec<WalRecord> = Vec::new();
-    for i in 1..=5 {
-        let s = i * k;
-        log.push(WalRecord::Checkpoint(checkpoint(s, 1)));
-        log.push(WalRecord::StableCheckpoint(
-            (0..3).map(|r| checkpoint(s, r)).collect(),
-        ));
-        // ConsensusLog::compact(s)
-        log.retain(|r| r.obsolete_at().is_none_or(|t| t > s));
-        assert_eq!(log.len(), 1, "after the stable checkpoint at {s}: {log:?}");
-        assert!(
-            matches!(&log[0], WalRecord::StableCheckpoint(p) if p[0].body.seq == s),
-            "{log:?}"
-        );
-    }
-    let r = Replica::restore(cfg, 1, keys[1].clone(), &log, 5 * k, Instant::ZERO).expect("restore");
-    assert_eq!(r.stable_checkpoint(), 5 * k);
 }

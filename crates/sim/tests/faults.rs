@@ -248,3 +248,69 @@ fn rocksdb_storage_survives_crashes_and_restarts() {
         "RocksDB and memory runs are the same run"
     );
 }
+
+/// The consensus log on RocksDB, compacted at every stable checkpoint the way the node
+/// and the simulator do it (records tagged with `WalRecord::obsolete_at`): after five
+/// stable checkpoints it holds only the latest stable-checkpoint proof (the proofs used
+/// to be kept for ever), and a replica restored from it starts from that checkpoint.
+#[test]
+fn the_compacted_consensus_log_keeps_only_the_latest_stable_checkpoint_proof() {
+    use pbft_protocol::{Checkpoint, Config, Instant, Replica, Signed, WalRecord};
+    let keys: Vec<pbft_crypto::Keypair> = (1..=4u8)
+        .map(|i| pbft_crypto::Keypair::from_seed(&[i; 32]).expect("seed"))
+        .collect();
+    let cfg = Config::new(keys.iter().map(|k| k.public()).collect());
+    let k = cfg.checkpoint_interval;
+    let checkpoint = |seq: u64, replica: u32| {
+        let body = Checkpoint {
+            seq,
+            state_digest: pbft_crypto::Digest::of(&seq.to_le_bytes()),
+            replica,
+        };
+        Signed::sign(body, &keys[replica as usize])
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = pbft_executor::ConsensusLog::open(dir.path(), false).expect("open log");
+    let tagged = |rec: WalRecord| {
+        (
+            rec.obsolete_at(),
+            postcard::to_allocvec(&rec).expect("encode"),
+        )
+    };
+    log.append(&[tagged(WalRecord::View {
+        view: 0,
+        changing: false,
+    })])
+    .expect("append");
+    for i in 1..=5 {
+        let s = i * k;
+        log.append(&[
+            tagged(WalRecord::Checkpoint(checkpoint(s, 1))),
+            tagged(WalRecord::StableCheckpoint(
+                (0..3).map(|r| checkpoint(s, r)).collect(),
+            )),
+        ])
+        .expect("append");
+        log.compact(s).expect("compact");
+    }
+    drop(log);
+    let log = pbft_executor::ConsensusLog::open(dir.path(), false).expect("reopen log");
+    let records: Vec<WalRecord> = log
+        .load()
+        .expect("load")
+        .iter()
+        .map(|(_, bytes)| postcard::from_bytes(bytes).expect("decode"))
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        matches!(records[0], WalRecord::View { view: 0, .. }),
+        "{records:?}"
+    );
+    assert!(
+        matches!(&records[1], WalRecord::StableCheckpoint(p) if p[0].body.seq == 5 * k),
+        "{records:?}"
+    );
+    let r =
+        Replica::restore(cfg, 1, keys[1].clone(), &records, 5 * k, Instant::ZERO).expect("restore");
+    assert_eq!(r.stable_checkpoint(), 5 * k);
+}
