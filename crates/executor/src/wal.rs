@@ -146,6 +146,11 @@ impl ConsensusLog {
 
     /// All records in append order.
     pub fn load(&self) -> Result<Vec<Record>, ExecError> {
+        Ok(self.load_keyed()?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// All records in append order, each with its key (for [`ConsensusLog::remove`]).
+    pub fn load_keyed(&self) -> Result<Vec<(u64, Record)>, ExecError> {
         self.faults.alive()?;
         let cf = self
             .db
@@ -160,9 +165,27 @@ impl ConsensusLog {
             let n = decode_key(&k)?;
             let r: Record = postcard::from_bytes(&v)
                 .map_err(|e| corrupt(format!("consensus log record {n} does not decode: {e}")))?;
-            out.push(r);
+            out.push((n, r));
         }
         Ok(out)
+    }
+
+    /// Deletes the records with these keys (from [`ConsensusLog::load_keyed`]), in one
+    /// write: the caller decides which records later ones made useless.
+    pub fn remove(&mut self, keys: &[u64]) -> Result<(), ExecError> {
+        self.faults.alive()?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let cf = self
+            .db
+            .cf_handle(CF_RECORDS)
+            .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))?;
+        let mut wb = WriteBatch::default();
+        for k in keys {
+            wb.delete_cf(cf, k.to_be_bytes());
+        }
+        self.write(wb)
     }
 
     /// Drops records whose seq tag is <= `stable` (records with no tag are kept), in

@@ -12,7 +12,7 @@ use pbft_executor::{ConsensusLog, Entry, ExecRequest, Executor, RocksExecutor};
 use pbft_protocol::envelope;
 use pbft_protocol::{
     Action, Answer, ExecutedRequest, ExecutionResult, Message, NodeStatus, Query, Replica,
-    ReplicaId, Seq, Status, Verified,
+    ReplicaId, Seq, Status, Verified, WalRecord,
 };
 use pbft_traitor::{Dest, Outgoing, Payload, Traitor};
 use pbft_transport::{ClientId, Transport};
@@ -85,6 +85,9 @@ pub struct Core {
     /// Fault injection for scenarios: abort at the next checkpoint, wherever it is
     /// (switched on by the runner's `crash-at-checkpoint` control command).
     pub(crate) crash_next_checkpoint: Arc<AtomicBool>,
+    /// A view, view-change or new-view record was logged since old ones were last
+    /// dropped (true at start: the log may hold some from before a restart).
+    view_records_written: bool,
 }
 
 impl Core {
@@ -121,6 +124,7 @@ impl Core {
             traitor_active: Arc::new(AtomicBool::new(true)),
             crash_at_checkpoint: None,
             crash_next_checkpoint: Arc::new(AtomicBool::new(false)),
+            view_records_written: true,
         }
     }
 
@@ -349,6 +353,12 @@ impl Core {
                 break;
             };
             if let Action::Persist(rec) = action {
+                if matches!(
+                    rec,
+                    WalRecord::View { .. } | WalRecord::ViewChange(_) | WalRecord::NewView(_)
+                ) {
+                    self.view_records_written = true;
+                }
                 match postcard::to_allocvec(&rec) {
                     Ok(bytes) => pending.push((rec.obsolete_at(), bytes)),
                     Err(e) => self.halt(format!("cannot encode a log record: {e}")),
@@ -361,6 +371,25 @@ impl Core {
             self.perform(action);
         }
         self.flush(&mut pending);
+    }
+
+    /// Deletes the consensus log's records that later ones made useless
+    /// ([`WalRecord::superseded`]): old views' records, in one write.
+    fn drop_superseded_records(&mut self) -> Result<(), String> {
+        let keyed = self.log.load_keyed().map_err(|e| e.to_string())?;
+        let mut records = Vec::with_capacity(keyed.len());
+        for (key, (_, bytes)) in &keyed {
+            let rec: WalRecord = postcard::from_bytes(bytes)
+                .map_err(|e| format!("record {key} does not decode: {e}"))?;
+            records.push(rec);
+        }
+        let keys: Vec<u64> = keyed
+            .iter()
+            .zip(WalRecord::superseded(&records))
+            .filter(|(_, superseded)| *superseded)
+            .map(|((key, _), _)| *key)
+            .collect();
+        self.log.remove(&keys).map_err(|e| e.to_string())
     }
 
     fn flush(&mut self, pending: &mut Vec<(Option<u64>, Vec<u8>)>) -> bool {
@@ -519,6 +548,13 @@ impl Core {
                 }
                 if let Err(e) = self.log.compact(seq) {
                     self.halt(format!("consensus log compaction failed: {e}"));
+                    return;
+                }
+                if self.view_records_written {
+                    match self.drop_superseded_records() {
+                        Ok(()) => self.view_records_written = false,
+                        Err(e) => self.halt(format!("consensus log compaction failed: {e}")),
+                    }
                 }
             }
             Action::FetchState { seq, peer, .. } => {

@@ -162,4 +162,42 @@ impl WalRecord {
             _ => None,
         }
     }
+
+    /// Which of `records` (a consensus log, in append order) later records of the same
+    /// log have made useless, whatever the stable checkpoint:
+    ///
+    /// - every `View` record but the last (views only grow, and a restart takes the
+    ///   last one);
+    /// - this replica's view change for view `w`, once the last `View` record is past
+    ///   `w`, or is `w` and not changing (it is only retransmitted while changing to
+    ///   `w`, and a later view change builds a new one);
+    /// - a new view for `w`, once the last `View` record is past `w` (a replica clears
+    ///   its new view when it starts a view change).
+    ///
+    /// Deciding from the log itself, not from the replica's state, means a record is only
+    /// ever dropped after the record that replaces it is durable. Without this, each view
+    /// change left its records for ever, and a view-change record carries prepared
+    /// certificates with their batches.
+    pub fn superseded(records: &[WalRecord]) -> Vec<bool> {
+        let last_view = records.iter().enumerate().rev().find_map(|(i, r)| match r {
+            WalRecord::View { view, changing } => Some((i, *view, *changing)),
+            _ => None,
+        });
+        let Some((last, view, changing)) = last_view else {
+            return vec![false; records.len()];
+        };
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                WalRecord::View { .. } => i != last,
+                WalRecord::ViewChange(vc) => {
+                    let w = vc.body.new_view;
+                    view > w || (view == w && !changing)
+                }
+                WalRecord::NewView(nv) => view > nv.body.view,
+                _ => false,
+            })
+            .collect()
+    }
 }

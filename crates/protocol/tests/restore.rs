@@ -3,8 +3,8 @@
 
 use pbft_crypto::Keypair;
 use pbft_protocol::{
-    Action, Batch, Config, Instant, Message, PrePrepare, Prepare, PreparedProof, Replica, Request,
-    Signed, Verifier, ViewChange, WalRecord,
+    Action, Batch, Checkpoint, Config, Instant, Message, NewView, PrePrepare, Prepare,
+    PreparedProof, Replica, Request, Signed, Status, Verifier, ViewChange, WalRecord,
 };
 
 fn keys() -> Vec<Keypair> {
@@ -103,6 +103,18 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
         "the new primary sent a new view re-proposing seq 1"
     );
 
+    // the log as a stable checkpoint leaves it: the view change to 1 and the record of
+    // changing to 1 are superseded, the new view is not
+    let superseded = WalRecord::superseded(&wal);
+    assert!(superseded.iter().any(|s| *s), "{wal:?}");
+    let wal: Vec<WalRecord> = wal
+        .into_iter()
+        .zip(superseded)
+        .filter(|(_, s)| !s)
+        .map(|(r, _)| r)
+        .collect();
+    assert!(wal.iter().any(|r| matches!(r, WalRecord::NewView(_))));
+
     // crash, restart from the log, and receive a fresh request
     let mut restarted = Replica::restore(cfg, 1, keys[1].clone(), &wal, 0, Instant(2_000)).unwrap();
     assert_eq!(restarted.view(), 1);
@@ -121,5 +133,98 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
         proposals,
         vec![2],
         "the fresh request must take seq 2, never seq 1 again"
+    );
+}
+
+/// Records of old views are superseded by later records of the same log: every `View`
+/// record but the last, an own view change once its view is installed or left, a new
+/// view once left. Slot records are not (their stable checkpoint decides). A replica
+/// restored from the log without the superseded records is in the same view and state
+/// as one restored from the whole log.
+#[test]
+fn records_of_old_views_are_superseded_by_later_ones() {
+    let keys = keys();
+    let cfg = Config::new(keys.iter().map(|k| k.public()).collect());
+    let me = 3u32;
+    let view = |view, changing| WalRecord::View { view, changing };
+    let vc = |w: u64| {
+        let body = ViewChange {
+            new_view: w,
+            stable_seq: 0,
+            checkpoint_proof: vec![],
+            prepared: vec![],
+            replica: me,
+        };
+        WalRecord::ViewChange(Box::new(Signed::sign(body, &keys[me as usize])))
+    };
+    let nv = |w: u64| {
+        let body = NewView {
+            view: w,
+            view_changes: vec![],
+            pre_prepares: vec![],
+        };
+        WalRecord::NewView(Box::new(Signed::sign(body, &keys[(w % 4) as usize])))
+    };
+    let own_checkpoint = WalRecord::Checkpoint(Signed::sign(
+        Checkpoint {
+            seq: cfg.checkpoint_interval,
+            state_digest: pbft_crypto::Digest::of(b"state"),
+            replica: me,
+        },
+        &keys[me as usize],
+    ));
+    let restored = |log: &[WalRecord]| {
+        let r = Replica::restore(
+            cfg.clone(),
+            me,
+            keys[me as usize].clone(),
+            log,
+            0,
+            Instant::ZERO,
+        )
+        .expect("restore");
+        (r.view(), r.status())
+    };
+    let pruned = |log: &[WalRecord]| -> Vec<WalRecord> {
+        log.iter()
+            .zip(WalRecord::superseded(log))
+            .filter(|(_, s)| !s)
+            .map(|(r, _)| r.clone())
+            .collect()
+    };
+
+    // no view record yet: nothing is superseded
+    assert_eq!(WalRecord::superseded(&[nv(1), vc(1)]), vec![false, false]);
+
+    // view 1 installed, then a view change to 2 under way
+    let mut log = vec![
+        view(1, true),
+        vc(1),
+        view(1, false),
+        nv(1),
+        own_checkpoint,
+        view(2, true),
+        vc(2),
+    ];
+    assert_eq!(
+        WalRecord::superseded(&log),
+        vec![true, true, true, true, false, false, false]
+    );
+    assert_eq!(restored(&log), (2, Status::ViewChange));
+    assert_eq!(restored(&pruned(&log)), restored(&log));
+
+    // view 2 installed: its view change and the changing record are superseded too,
+    // its new view is not
+    log.extend([view(2, false), nv(2)]);
+    assert_eq!(
+        WalRecord::superseded(&log),
+        vec![true, true, true, true, false, true, true, false, false]
+    );
+    assert_eq!(restored(&log), (2, Status::Normal));
+    assert_eq!(restored(&pruned(&log)), restored(&log));
+    assert_eq!(
+        pruned(&log).len(),
+        3,
+        "the checkpoint, view 2 and its new view"
     );
 }

@@ -837,6 +837,26 @@ impl Simulation {
                     }
                     h.wal
                         .retain(|rec| rec.obsolete_at().is_none_or(|s| s > seq));
+                    // records of old views, as the node drops them (the log and `wal`
+                    // hold the same records in the same order)
+                    let superseded = WalRecord::superseded(&h.wal);
+                    if let Some(log) = h.log.as_mut() {
+                        let dropped = log.load_keyed().and_then(|keyed| {
+                            let keys: Vec<u64> = keyed
+                                .iter()
+                                .zip(&superseded)
+                                .filter(|(_, s)| **s)
+                                .map(|((k, _), _)| *k)
+                                .collect();
+                            log.remove(&keys)
+                        });
+                        if let Err(e) = dropped {
+                            self.checker
+                                .on_halt(r, format!("consensus log compaction failed: {e}"));
+                        }
+                    }
+                    let mut superseded = superseded.into_iter();
+                    h.wal.retain(|_| !superseded.next().unwrap_or(false));
                 }
                 Action::FetchState { seq, peer, .. } => {
                     let bytes = Rc::new(envelope::encode(&Message::StateRequest { seq }));
