@@ -85,8 +85,8 @@ pub struct Core {
     /// Fault injection for scenarios: abort at the next checkpoint, wherever it is
     /// (switched on by the runner's `crash-at-checkpoint` control command).
     pub(crate) crash_next_checkpoint: Arc<AtomicBool>,
-    /// A view, view-change or new-view record was logged since old ones were last
-    /// dropped (true at start: the log may hold some from before a restart).
+    /// A view record was logged since superseded records were last dropped (true at
+    /// start: the log may hold some from before a restart).
     view_records_written: bool,
 }
 
@@ -353,10 +353,8 @@ impl Core {
                 break;
             };
             if let Action::Persist(rec) = action {
-                if matches!(
-                    rec,
-                    WalRecord::View { .. } | WalRecord::ViewChange(_) | WalRecord::NewView(_)
-                ) {
+                // only a new View record can supersede older records
+                if matches!(rec, WalRecord::View { .. }) {
                     self.view_records_written = true;
                 }
                 match postcard::to_allocvec(&rec) {
@@ -374,11 +372,20 @@ impl Core {
     }
 
     /// Deletes the consensus log's records that later ones made useless
-    /// ([`WalRecord::superseded`]): old views' records, in one write.
+    /// ([`WalRecord::superseded`]): old views' records, in one write. Only the records
+    /// without a sequence tag are decoded (views, view changes, new views, evidence):
+    /// the tagged ones are about slots and checkpoints, which this never drops.
     fn drop_superseded_records(&mut self) -> Result<(), String> {
-        let keyed = self.log.load_keyed().map_err(|e| e.to_string())?;
+        let keyed: Vec<(u64, Vec<u8>)> = self
+            .log
+            .load_keyed()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|(_, (tag, _))| tag.is_none())
+            .map(|(key, (_, bytes))| (key, bytes))
+            .collect();
         let mut records = Vec::with_capacity(keyed.len());
-        for (key, (_, bytes)) in &keyed {
+        for (key, bytes) in &keyed {
             let rec: WalRecord = postcard::from_bytes(bytes)
                 .map_err(|e| format!("record {key} does not decode: {e}"))?;
             records.push(rec);
@@ -553,7 +560,7 @@ impl Core {
                 if self.view_records_written {
                     match self.drop_superseded_records() {
                         Ok(()) => self.view_records_written = false,
-                        Err(e) => self.halt(format!("consensus log compaction failed: {e}")),
+                        Err(e) => self.halt(format!("consensus log pruning failed: {e}")),
                     }
                 }
             }

@@ -166,8 +166,8 @@ impl WalRecord {
     /// Which of `records` (a consensus log, in append order) later records of the same
     /// log have made useless, whatever the stable checkpoint:
     ///
-    /// - every `View` record but the last (views only grow, and a restart takes the
-    ///   last one);
+    /// - every `View` record but the one a restart goes by (the last of those with the
+    ///   highest view, as in `Replica::restore`; views only grow, so it is the last);
     /// - this replica's view change for view `w`, once the last `View` record is past
     ///   `w`, or is `w` and not changing (it is only retransmitted while changing to
     ///   `w`, and a later view change builds a new one);
@@ -179,11 +179,16 @@ impl WalRecord {
     /// change left its records for ever, and a view-change record carries prepared
     /// certificates with their batches.
     pub fn superseded(records: &[WalRecord]) -> Vec<bool> {
-        let last_view = records.iter().enumerate().rev().find_map(|(i, r)| match r {
-            WalRecord::View { view, changing } => Some((i, *view, *changing)),
-            _ => None,
-        });
-        let Some((last, view, changing)) = last_view else {
+        // the View record restore ends up with: the last one at the highest view
+        let mut current: Option<(usize, View, bool)> = None;
+        for (i, r) in records.iter().enumerate() {
+            if let WalRecord::View { view, changing } = r {
+                if current.is_none_or(|(_, v, _)| *view >= v) {
+                    current = Some((i, *view, *changing));
+                }
+            }
+        }
+        let Some((last, view, changing)) = current else {
             return vec![false; records.len()];
         };
         records

@@ -139,32 +139,37 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
 /// Records of old views are superseded by later records of the same log: every `View`
 /// record but the last, an own view change once its view is installed or left, a new
 /// view once left. Slot records are not (their stable checkpoint decides). A replica
-/// restored from the log without the superseded records is in the same view and state
-/// as one restored from the whole log.
+/// restored from the log without the superseded records behaves as one restored from
+/// the whole log: changing to view 2, it retransmits the very view change it logged;
+/// as the installed primary of view 2, it answers a late view change with the very new
+/// view it logged.
 #[test]
 fn records_of_old_views_are_superseded_by_later_ones() {
     let keys = keys();
     let cfg = Config::new(keys.iter().map(|k| k.public()).collect());
-    let me = 3u32;
+    let verifier = Verifier::new(cfg.validators.clone());
+    let me = 2u32; // the primary of view 2
     let view = |view, changing| WalRecord::View { view, changing };
-    let vc = |w: u64| {
+    let signed_vc = |w: u64, replica: u32| {
         let body = ViewChange {
             new_view: w,
             stable_seq: 0,
             checkpoint_proof: vec![],
             prepared: vec![],
-            replica: me,
+            replica,
         };
-        WalRecord::ViewChange(Box::new(Signed::sign(body, &keys[me as usize])))
+        Signed::sign(body, &keys[replica as usize])
     };
-    let nv = |w: u64| {
+    let vc = |w: u64| WalRecord::ViewChange(Box::new(signed_vc(w, me)));
+    let signed_nv = |w: u64| {
         let body = NewView {
             view: w,
             view_changes: vec![],
             pre_prepares: vec![],
         };
-        WalRecord::NewView(Box::new(Signed::sign(body, &keys[(w % 4) as usize])))
+        Signed::sign(body, &keys[(w % 4) as usize])
     };
+    let nv = |w: u64| WalRecord::NewView(Box::new(signed_nv(w)));
     let own_checkpoint = WalRecord::Checkpoint(Signed::sign(
         Checkpoint {
             seq: cfg.checkpoint_interval,
@@ -173,17 +178,16 @@ fn records_of_old_views_are_superseded_by_later_ones() {
         },
         &keys[me as usize],
     ));
-    let restored = |log: &[WalRecord]| {
-        let r = Replica::restore(
+    let restore = |log: &[WalRecord]| {
+        Replica::restore(
             cfg.clone(),
             me,
             keys[me as usize].clone(),
             log,
             0,
-            Instant::ZERO,
+            Instant(1_000),
         )
-        .expect("restore");
-        (r.view(), r.status())
+        .expect("restore")
     };
     let pruned = |log: &[WalRecord]| -> Vec<WalRecord> {
         log.iter()
@@ -191,6 +195,19 @@ fn records_of_old_views_are_superseded_by_later_ones() {
             .filter(|(_, s)| !s)
             .map(|(r, _)| r.clone())
             .collect()
+    };
+    // what a restored replica sends while its timers run, for 10 s of its time
+    let sends = |mut r: Replica| {
+        let mut out = drain(&mut r);
+        for _ in 0..50 {
+            let Some(t) = r.next_timeout() else { break };
+            if t > Instant(11_000_000) {
+                break;
+            }
+            r.on_timeout(t);
+            out.extend(drain(&mut r));
+        }
+        out
     };
 
     // no view record yet: nothing is superseded
@@ -210,8 +227,17 @@ fn records_of_old_views_are_superseded_by_later_ones() {
         WalRecord::superseded(&log),
         vec![true, true, true, true, false, false, false]
     );
-    assert_eq!(restored(&log), (2, Status::ViewChange));
-    assert_eq!(restored(&pruned(&log)), restored(&log));
+    let (full, cut) = (restore(&log), restore(&pruned(&log)));
+    assert_eq!((cut.view(), cut.status()), (2, Status::ViewChange));
+    let (full, cut) = (sends(full), sends(cut));
+    assert_eq!(cut, full);
+    let resent = Action::Broadcast {
+        msg: Message::ViewChange(Box::new(signed_vc(2, me))),
+    };
+    assert!(
+        cut.contains(&resent),
+        "no retransmission of the logged view change: {cut:?}"
+    );
 
     // view 2 installed: its view change and the changing record are superseded too,
     // its new view is not
@@ -220,11 +246,27 @@ fn records_of_old_views_are_superseded_by_later_ones() {
         WalRecord::superseded(&log),
         vec![true, true, true, true, false, true, true, false, false]
     );
-    assert_eq!(restored(&log), (2, Status::Normal));
-    assert_eq!(restored(&pruned(&log)), restored(&log));
     assert_eq!(
         pruned(&log).len(),
         3,
         "the checkpoint, view 2 and its new view"
     );
+    let (mut full, mut cut) = (restore(&log), restore(&pruned(&log)));
+    assert_eq!((cut.view(), cut.status()), (2, Status::Normal));
+    let late = Message::ViewChange(Box::new(signed_vc(2, 0)));
+    let mut answers = Vec::new();
+    for r in [&mut full, &mut cut] {
+        drain(r);
+        r.on_message(
+            verifier.verify(0, late.clone()).expect("valid"),
+            Instant(2_000),
+        );
+        answers.push(drain(r));
+    }
+    assert_eq!(answers[0], answers[1]);
+    let answer = Action::Send {
+        to: 0,
+        msg: Message::NewView(Box::new(signed_nv(2))),
+    };
+    assert!(answers[1].contains(&answer), "{:?}", answers[1]);
 }

@@ -10,7 +10,7 @@ use crate::report::{ReplicaReport, Report};
 use pbft_crypto::{Digest, Hasher, Keypair, PublicKey};
 use pbft_executor::snapshot::inspect_chunks;
 use pbft_executor::{
-    ConsensusLog, ExecRequest, Executor, MemoryExecutor, RocksExecutor, RocksOptions,
+    ConsensusLog, ExecError, ExecRequest, Executor, MemoryExecutor, RocksExecutor, RocksOptions,
 };
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::{
@@ -837,26 +837,21 @@ impl Simulation {
                     }
                     h.wal
                         .retain(|rec| rec.obsolete_at().is_none_or(|s| s > seq));
-                    // records of old views, as the node drops them (the log and `wal`
-                    // hold the same records in the same order)
-                    let superseded = WalRecord::superseded(&h.wal);
-                    if let Some(log) = h.log.as_mut() {
-                        let dropped = log.load_keyed().and_then(|keyed| {
-                            let keys: Vec<u64> = keyed
-                                .iter()
-                                .zip(&superseded)
-                                .filter(|(_, s)| **s)
-                                .map(|((k, _), _)| *k)
-                                .collect();
-                            log.remove(&keys)
-                        });
-                        if let Err(e) = dropped {
-                            self.checker
-                                .on_halt(r, format!("consensus log compaction failed: {e}"));
+                    // records of old views, dropped as the node drops them; with a
+                    // RocksDB log, decided from what the log holds, and `wal` becomes
+                    // what is left of it
+                    match h.log.as_mut() {
+                        Some(log) => match drop_superseded(log) {
+                            Ok(kept) => h.wal = kept,
+                            Err(e) => self
+                                .checker
+                                .on_halt(r, format!("consensus log pruning failed: {e}")),
+                        },
+                        None => {
+                            let mut superseded = WalRecord::superseded(&h.wal).into_iter();
+                            h.wal.retain(|_| !superseded.next().unwrap_or(false));
                         }
                     }
-                    let mut superseded = superseded.into_iter();
-                    h.wal.retain(|_| !superseded.next().unwrap_or(false));
                 }
                 Action::FetchState { seq, peer, .. } => {
                     let bytes = Rc::new(envelope::encode(&Message::StateRequest { seq }));
@@ -1261,4 +1256,30 @@ fn addr_code(a: Addr) -> u64 {
         Addr::Replica(r) => u64::from(r),
         Addr::Client(c) => (1 << 32) + c as u64,
     }
+}
+
+/// Deletes the records of `log` that later ones made useless ([`WalRecord::superseded`])
+/// and returns the records left, decoded.
+fn drop_superseded(log: &mut ConsensusLog) -> Result<Vec<WalRecord>, ExecError> {
+    let keyed = log.load_keyed()?;
+    let mut records = Vec::with_capacity(keyed.len());
+    for (key, (_, bytes)) in &keyed {
+        let rec: WalRecord = postcard::from_bytes(bytes)
+            .map_err(|e| ExecError::Corrupt(format!("consensus log record {key}: {e}")))?;
+        records.push(rec);
+    }
+    let superseded = WalRecord::superseded(&records);
+    let keys: Vec<u64> = keyed
+        .iter()
+        .zip(&superseded)
+        .filter(|(_, s)| **s)
+        .map(|((key, _), _)| *key)
+        .collect();
+    log.remove(&keys)?;
+    Ok(records
+        .into_iter()
+        .zip(superseded)
+        .filter(|(_, s)| !s)
+        .map(|(rec, _)| rec)
+        .collect())
 }
