@@ -149,8 +149,8 @@ impl ConsensusLog {
         Ok(self.load_keyed()?.into_iter().map(|(_, r)| r).collect())
     }
 
-    /// All records in append order, each with its key (for [`ConsensusLog::remove`]).
-    pub fn load_keyed(&self) -> Result<Vec<(u64, Record)>, ExecError> {
+    /// All records in append order, each with its key.
+    fn load_keyed(&self) -> Result<Vec<(u64, Record)>, ExecError> {
         self.faults.alive()?;
         let cf = self
             .db
@@ -170,9 +170,52 @@ impl ConsensusLog {
         Ok(out)
     }
 
-    /// Deletes the records with these keys (from [`ConsensusLog::load_keyed`]), in one
-    /// write: the caller decides which records later ones made useless.
-    pub fn remove(&mut self, keys: &[u64]) -> Result<(), ExecError> {
+    /// Drops the records that later ones made useless, as `superseded` decides: it gets
+    /// the records decoded, in append order (only those without a sequence tag if
+    /// `untagged_only`: the caller's tags mark records only the stable checkpoint
+    /// retires), and says which to drop. They go in one write. Returns the decoded
+    /// records left.
+    pub fn drop_superseded<R: serde::de::DeserializeOwned>(
+        &mut self,
+        untagged_only: bool,
+        superseded: impl FnOnce(&[R]) -> Vec<bool>,
+    ) -> Result<Vec<R>, ExecError> {
+        let mut keys = Vec::new();
+        let mut records = Vec::new();
+        for (key, (tag, bytes)) in self.load_keyed()? {
+            if untagged_only && tag.is_some() {
+                continue;
+            }
+            let rec: R = postcard::from_bytes(&bytes)
+                .map_err(|e| corrupt(format!("consensus log record {key} does not decode: {e}")))?;
+            keys.push(key);
+            records.push(rec);
+        }
+        let drop = superseded(&records);
+        if drop.len() != records.len() {
+            return Err(ExecError::Storage(format!(
+                "asked about {} consensus log records, told about {}",
+                records.len(),
+                drop.len()
+            )));
+        }
+        let gone: Vec<u64> = keys
+            .iter()
+            .zip(&drop)
+            .filter(|(_, d)| **d)
+            .map(|(k, _)| *k)
+            .collect();
+        self.remove(&gone)?;
+        Ok(records
+            .into_iter()
+            .zip(drop)
+            .filter(|(_, d)| !d)
+            .map(|(r, _)| r)
+            .collect())
+    }
+
+    /// Deletes the records with these keys, in one write.
+    fn remove(&mut self, keys: &[u64]) -> Result<(), ExecError> {
         self.faults.alive()?;
         if keys.is_empty() {
             return Ok(());

@@ -191,3 +191,47 @@ fn the_records_memtable_is_capped() {
         "{section}"
     );
 }
+
+/// `drop_superseded` hands the caller the decoded records (only the untagged ones if
+/// asked), drops exactly those it names, in one write that survives reopening, and
+/// refuses an answer about a different number of records.
+#[test]
+fn drop_superseded_drops_what_the_caller_names() {
+    let tmp = common::tempdir();
+    let path = tmp.path().join("wal");
+    let enc = |tag: Option<u64>, v: u32| (tag, postcard::to_allocvec(&v).expect("encode"));
+    let mut log = ConsensusLog::open(&path, false).expect("open");
+    log.append(&[enc(None, 1), enc(Some(5), 2), enc(None, 3), enc(None, 4)])
+        .expect("append");
+
+    // untagged only: 1, 3 and 4 are asked about; 1 and 4 go
+    let mut asked = Vec::new();
+    let left = log
+        .drop_superseded(true, |rs: &[u32]| {
+            asked = rs.to_vec();
+            rs.iter().map(|v| *v != 3).collect()
+        })
+        .expect("drop");
+    assert_eq!(asked, vec![1, 3, 4]);
+    assert_eq!(left, vec![3]);
+    drop(log);
+    let mut log = ConsensusLog::open(&path, false).expect("reopen");
+    assert_eq!(
+        log.load().expect("load"),
+        vec![enc(Some(5), 2), enc(None, 3)]
+    );
+
+    // all records: the tagged one is asked about too
+    let left = log
+        .drop_superseded(false, |rs: &[u32]| rs.iter().map(|v| *v == 2).collect())
+        .expect("drop");
+    assert_eq!(left, vec![3]);
+    assert_eq!(log.load().expect("load"), vec![enc(None, 3)]);
+
+    // an answer of the wrong length drops nothing
+    match log.drop_superseded(false, |_: &[u32]| vec![true, true]) {
+        Err(ExecError::Storage(m)) => assert!(m.contains("told about 2"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(log.load().expect("load"), vec![enc(None, 3)]);
+}

@@ -371,34 +371,6 @@ impl Core {
         self.flush(&mut pending);
     }
 
-    /// Deletes the consensus log's records that later ones made useless
-    /// ([`WalRecord::superseded`]): old views' records, in one write. Only the records
-    /// without a sequence tag are decoded (views, view changes, new views, evidence):
-    /// the tagged ones are about slots and checkpoints, which this never drops.
-    fn drop_superseded_records(&mut self) -> Result<(), String> {
-        let keyed: Vec<(u64, Vec<u8>)> = self
-            .log
-            .load_keyed()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|(_, (tag, _))| tag.is_none())
-            .map(|(key, (_, bytes))| (key, bytes))
-            .collect();
-        let mut records = Vec::with_capacity(keyed.len());
-        for (key, bytes) in &keyed {
-            let rec: WalRecord = postcard::from_bytes(bytes)
-                .map_err(|e| format!("record {key} does not decode: {e}"))?;
-            records.push(rec);
-        }
-        let keys: Vec<u64> = keyed
-            .iter()
-            .zip(WalRecord::superseded(&records))
-            .filter(|(_, superseded)| *superseded)
-            .map(|((key, _), _)| *key)
-            .collect();
-        self.log.remove(&keys).map_err(|e| e.to_string())
-    }
-
     fn flush(&mut self, pending: &mut Vec<(Option<u64>, Vec<u8>)>) -> bool {
         if pending.is_empty() {
             return true;
@@ -558,8 +530,9 @@ impl Core {
                     return;
                 }
                 if self.view_records_written {
-                    match self.drop_superseded_records() {
-                        Ok(()) => self.view_records_written = false,
+                    // the records of old views (only untagged records can be superseded)
+                    match self.log.drop_superseded(true, WalRecord::superseded) {
+                        Ok(_) => self.view_records_written = false,
                         Err(e) => self.halt(format!("consensus log pruning failed: {e}")),
                     }
                 }

@@ -10,7 +10,7 @@ use crate::report::{ReplicaReport, Report};
 use pbft_crypto::{Digest, Hasher, Keypair, PublicKey};
 use pbft_executor::snapshot::inspect_chunks;
 use pbft_executor::{
-    ConsensusLog, ExecError, ExecRequest, Executor, MemoryExecutor, RocksExecutor, RocksOptions,
+    ConsensusLog, ExecRequest, Executor, MemoryExecutor, RocksExecutor, RocksOptions,
 };
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::{
@@ -841,7 +841,7 @@ impl Simulation {
                     // RocksDB log, decided from what the log holds, and `wal` becomes
                     // what is left of it
                     match h.log.as_mut() {
-                        Some(log) => match drop_superseded(log) {
+                        Some(log) => match log.drop_superseded(false, WalRecord::superseded) {
                             Ok(kept) => h.wal = kept,
                             Err(e) => self
                                 .checker
@@ -1256,30 +1256,4 @@ fn addr_code(a: Addr) -> u64 {
         Addr::Replica(r) => u64::from(r),
         Addr::Client(c) => (1 << 32) + c as u64,
     }
-}
-
-/// Deletes the records of `log` that later ones made useless ([`WalRecord::superseded`])
-/// and returns the records left, decoded.
-fn drop_superseded(log: &mut ConsensusLog) -> Result<Vec<WalRecord>, ExecError> {
-    let keyed = log.load_keyed()?;
-    let mut records = Vec::with_capacity(keyed.len());
-    for (key, (_, bytes)) in &keyed {
-        let rec: WalRecord = postcard::from_bytes(bytes)
-            .map_err(|e| ExecError::Corrupt(format!("consensus log record {key}: {e}")))?;
-        records.push(rec);
-    }
-    let superseded = WalRecord::superseded(&records);
-    let keys: Vec<u64> = keyed
-        .iter()
-        .zip(&superseded)
-        .filter(|(_, s)| **s)
-        .map(|((key, _), _)| *key)
-        .collect();
-    log.remove(&keys)?;
-    Ok(records
-        .into_iter()
-        .zip(superseded)
-        .filter(|(_, s)| !s)
-        .map(|(rec, _)| rec)
-        .collect())
 }
