@@ -784,7 +784,7 @@ impl RocksExecutor {
     /// The estimated memory of the write-through state cache's entries, bytes (at most
     /// [`RocksOptions::state_cache_bytes`]). After the cache starts over, the hash
     /// table it had grown stays allocated for reuse and is not counted here (at the
-    /// default budget about 25 MiB at most).
+    /// default budget, by an estimate of its slots, about 25 MiB at most).
     pub fn state_cache_bytes(&self) -> usize {
         self.cache.bytes
     }

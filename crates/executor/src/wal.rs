@@ -50,6 +50,12 @@ fn corrupt(why: String) -> ExecError {
     ExecError::Corrupt(why)
 }
 
+/// The log's one column family.
+fn records_cf(db: &DB) -> Result<&rocksdb::ColumnFamily, ExecError> {
+    db.cf_handle(CF_RECORDS)
+        .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))
+}
+
 fn decode_key(k: &[u8]) -> Result<u64, ExecError> {
     let arr: [u8; 8] = k
         .try_into()
@@ -92,9 +98,7 @@ impl ConsensusLog {
             [rocksdb::ColumnFamilyDescriptor::new(CF_RECORDS, records)],
         )?;
         let next = {
-            let cf = db
-                .cf_handle(CF_RECORDS)
-                .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))?;
+            let cf = records_cf(&db)?;
             match db.iterator_cf(cf, IteratorMode::End).next() {
                 Some(item) => {
                     let (k, _) = item?;
@@ -127,10 +131,7 @@ impl ConsensusLog {
         if records.is_empty() {
             return Ok(());
         }
-        let cf = self
-            .db
-            .cf_handle(CF_RECORDS)
-            .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))?;
+        let cf = records_cf(&self.db)?;
         let mut wb = WriteBatch::default();
         let mut key = self.next;
         for r in records {
@@ -152,10 +153,7 @@ impl ConsensusLog {
     /// All records in append order, each with its key.
     fn load_keyed(&self) -> Result<Vec<(u64, Record)>, ExecError> {
         self.faults.alive()?;
-        let cf = self
-            .db
-            .cf_handle(CF_RECORDS)
-            .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))?;
+        let cf = records_cf(&self.db)?;
         let mut out = Vec::new();
         for item in self
             .db
@@ -220,10 +218,7 @@ impl ConsensusLog {
         if keys.is_empty() {
             return Ok(());
         }
-        let cf = self
-            .db
-            .cf_handle(CF_RECORDS)
-            .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))?;
+        let cf = records_cf(&self.db)?;
         let mut wb = WriteBatch::default();
         for k in keys {
             wb.delete_cf(cf, k.to_be_bytes());
@@ -235,10 +230,7 @@ impl ConsensusLog {
     /// one write.
     pub fn compact(&mut self, stable: u64) -> Result<(), ExecError> {
         self.faults.alive()?;
-        let cf = self
-            .db
-            .cf_handle(CF_RECORDS)
-            .ok_or_else(|| corrupt(format!("column family `{CF_RECORDS}` is missing")))?;
+        let cf = records_cf(&self.db)?;
         let mut wb = WriteBatch::default();
         for item in self
             .db
