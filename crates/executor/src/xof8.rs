@@ -159,6 +159,26 @@ fn root(key: &[u32; 8], input: &[u8]) -> Root {
 #[allow(unsafe_code)]
 mod avx2 {
     use super::{Root, IV, MSG_PERMUTATION, OUT_WORDS, WIDTH};
+
+    /// The message word order of each of the seven rounds.
+    const SCHEDULE: [[usize; 16]; 7] = {
+        let mut t = [[0usize; 16]; 7];
+        let mut i = 0;
+        while i < 16 {
+            t[0][i] = i;
+            i += 1;
+        }
+        let mut r = 1;
+        while r < 7 {
+            let mut i = 0;
+            while i < 16 {
+                t[r][i] = t[r - 1][MSG_PERMUTATION[i]];
+                i += 1;
+            }
+            r += 1;
+        }
+        t
+    };
     use std::arch::x86_64::{
         __m256i, _mm256_add_epi32, _mm256_or_si256, _mm256_set1_epi32, _mm256_setr_epi32,
         _mm256_setr_epi8, _mm256_shuffle_epi8, _mm256_slli_epi32, _mm256_srli_epi32,
@@ -203,28 +223,60 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
-    fn g(s: &mut [__m256i; 16], a: usize, b: usize, c: usize, d: usize, x: u32, y: u32) {
-        s[a] = _mm256_add_epi32(_mm256_add_epi32(s[a], s[b]), _mm256_set1_epi32(x as i32));
+    fn g(s: &mut [__m256i; 16], a: usize, b: usize, c: usize, d: usize, x: __m256i, y: __m256i) {
+        s[a] = _mm256_add_epi32(_mm256_add_epi32(s[a], s[b]), x);
         s[d] = rotr16(_mm256_xor_si256(s[d], s[a]));
         s[c] = _mm256_add_epi32(s[c], s[d]);
         s[b] = rotr12(_mm256_xor_si256(s[b], s[c]));
-        s[a] = _mm256_add_epi32(_mm256_add_epi32(s[a], s[b]), _mm256_set1_epi32(y as i32));
+        s[a] = _mm256_add_epi32(_mm256_add_epi32(s[a], s[b]), y);
         s[d] = rotr8(_mm256_xor_si256(s[d], s[a]));
         s[c] = _mm256_add_epi32(s[c], s[d]);
         s[b] = rotr7(_mm256_xor_si256(s[b], s[c]));
     }
 
-    fn lanes(v: __m256i) -> [u32; WIDTH] {
-        let mut out = [0u32; WIDTH];
-        // SAFETY: an unaligned store of 32 bytes into a local array of exactly 32 bytes.
-        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
-        out
+    /// Transposes eight vectors of eight words: word j of vector i becomes word i of
+    /// vector j.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn transpose(r: [__m256i; 8]) -> [__m256i; 8] {
+        use std::arch::x86_64::{
+            _mm256_permute2x128_si256, _mm256_unpackhi_epi32, _mm256_unpackhi_epi64,
+            _mm256_unpacklo_epi32, _mm256_unpacklo_epi64,
+        };
+        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+        let u0 = _mm256_unpacklo_epi64(t0, t2);
+        let u1 = _mm256_unpackhi_epi64(t0, t2);
+        let u2 = _mm256_unpacklo_epi64(t1, t3);
+        let u3 = _mm256_unpackhi_epi64(t1, t3);
+        let u4 = _mm256_unpacklo_epi64(t4, t6);
+        let u5 = _mm256_unpackhi_epi64(t4, t6);
+        let u6 = _mm256_unpacklo_epi64(t5, t7);
+        let u7 = _mm256_unpackhi_epi64(t5, t7);
+        [
+            _mm256_permute2x128_si256::<0x20>(u0, u4),
+            _mm256_permute2x128_si256::<0x20>(u1, u5),
+            _mm256_permute2x128_si256::<0x20>(u2, u6),
+            _mm256_permute2x128_si256::<0x20>(u3, u7),
+            _mm256_permute2x128_si256::<0x31>(u0, u4),
+            _mm256_permute2x128_si256::<0x31>(u1, u5),
+            _mm256_permute2x128_si256::<0x31>(u2, u6),
+            _mm256_permute2x128_si256::<0x31>(u3, u7),
+        ]
     }
 
     /// Every output block of `r` into `out` (words in output order).
     #[target_feature(enable = "avx2")]
     pub(super) fn expand(r: &Root, out: &mut [u32; OUT_WORDS]) {
         let splat = |x: u32| _mm256_set1_epi32(x as i32);
+        // the message words, each in all eight lanes, shared by every group
+        let mv: [__m256i; 16] = std::array::from_fn(|i| splat(r.block[i]));
         for (group, dst) in out.chunks_exact_mut(16 * WIDTH).enumerate() {
             // output counters group*8 .. group*8+7; an element has 32 blocks, so the
             // high counter word is zero
@@ -247,27 +299,38 @@ mod avx2 {
                 splat(r.block_len),
                 splat(r.flags),
             ];
-            let mut m = r.block;
-            for round in 0..7 {
-                if round > 0 {
-                    m = MSG_PERMUTATION.map(|i| m[i]);
-                }
-                g(&mut s, 0, 4, 8, 12, m[0], m[1]);
-                g(&mut s, 1, 5, 9, 13, m[2], m[3]);
-                g(&mut s, 2, 6, 10, 14, m[4], m[5]);
-                g(&mut s, 3, 7, 11, 15, m[6], m[7]);
-                g(&mut s, 0, 5, 10, 15, m[8], m[9]);
-                g(&mut s, 1, 6, 11, 12, m[10], m[11]);
-                g(&mut s, 2, 7, 8, 13, m[12], m[13]);
-                g(&mut s, 3, 4, 9, 14, m[14], m[15]);
+            macro_rules! round {
+                ($r:expr) => {{
+                    const S: [usize; 16] = SCHEDULE[$r];
+                    g(&mut s, 0, 4, 8, 12, mv[S[0]], mv[S[1]]);
+                    g(&mut s, 1, 5, 9, 13, mv[S[2]], mv[S[3]]);
+                    g(&mut s, 2, 6, 10, 14, mv[S[4]], mv[S[5]]);
+                    g(&mut s, 3, 7, 11, 15, mv[S[6]], mv[S[7]]);
+                    g(&mut s, 0, 5, 10, 15, mv[S[8]], mv[S[9]]);
+                    g(&mut s, 1, 6, 11, 12, mv[S[10]], mv[S[11]]);
+                    g(&mut s, 2, 7, 8, 13, mv[S[12]], mv[S[13]]);
+                    g(&mut s, 3, 4, 9, 14, mv[S[14]], mv[S[15]]);
+                }};
             }
+            round!(0);
+            round!(1);
+            round!(2);
+            round!(3);
+            round!(4);
+            round!(5);
+            round!(6);
             // the output feed-forward; lane j's 16 words are output block group*8 + j
-            for w in 0..8 {
-                let lo = lanes(_mm256_xor_si256(s[w], s[w + 8]));
-                let hi = lanes(_mm256_xor_si256(s[w + 8], splat(r.cv[w])));
-                for j in 0..WIDTH {
-                    dst[16 * j + w] = lo[j];
-                    dst[16 * j + w + 8] = hi[j];
+            let lo: [__m256i; 8] = std::array::from_fn(|w| _mm256_xor_si256(s[w], s[w + 8]));
+            let hi: [__m256i; 8] =
+                std::array::from_fn(|w| _mm256_xor_si256(s[w + 8], splat(r.cv[w])));
+            let lo = transpose(lo);
+            let hi = transpose(hi);
+            for j in 0..WIDTH {
+                // SAFETY: `dst` is one chunk of 16 * WIDTH words, so block j's 16 words
+                // (j < WIDTH) are in bounds; the stores are unaligned ones.
+                unsafe {
+                    _mm256_storeu_si256(dst.as_mut_ptr().add(16 * j).cast(), lo[j]);
+                    _mm256_storeu_si256(dst.as_mut_ptr().add(16 * j + 8).cast(), hi[j]);
                 }
             }
         }
