@@ -414,3 +414,144 @@ fn signers_only_mode_still_checks_who_claims_what() {
     );
     assert_eq!(v.validators(), &pubkeys()[..]);
 }
+
+/// A pool of messages from validators, some valid and some not, each with its sender.
+fn mixed_pool() -> Vec<(u32, Message)> {
+    let d = batch_pool()[1].digest();
+    let mut bad_batch = batch_pool()[4].clone();
+    bad_batch.requests[0] = forged(bad_batch.requests[0].clone());
+    let good_cert = prepared_cert(0, 1, batch_pool()[3].clone(), &[1, 2]);
+    let mut bad_cert = good_cert.clone();
+    bad_cert.prepares[1] = forged(bad_cert.prepares[1].clone());
+    vec![
+        (2, Message::Prepare(prepare(0, 1, d, 2))),
+        (3, Message::Prepare(prepare(0, 1, d, 3))),
+        (1, Message::Commit(commit(0, 1, d, 1))),
+        (3, Message::Commit(forged(commit(0, 1, d, 3)))),
+        (2, Message::Prepare(prepare(0, 2, d, 3))), // wrong sender
+        (9, Message::Commit(commit(0, 1, d, 2))),   // unknown replica
+        (0, pre_prepare_msg(0, 1, batch_pool()[1].clone())),
+        (1, pre_prepare_msg(0, 2, bad_batch)), // relayed, one bad client signature
+        (2, Message::Checkpoint(checkpoint(16, state_digest(16), 2))),
+        (
+            3,
+            Message::ViewChange(Box::new(view_change(1, 0, vec![good_cert], 3))),
+        ),
+        (
+            3,
+            Message::ViewChange(Box::new(view_change(1, 0, vec![bad_cert], 3))),
+        ),
+        (1, Message::Request(request(2, 1, b"x".to_vec()))),
+        (1, Message::Request(forged(request(3, 1, b"y".to_vec())))),
+    ]
+}
+
+/// What a verification result says, comparable.
+fn outcome(
+    r: Result<pbft_protocol::verify::Verified, Rejection>,
+) -> Result<(u32, Message, Vec<u32>), Rejection> {
+    r.map(|v| v.into_parts())
+}
+
+/// Messages checked together in one batch get exactly the results each gets alone:
+/// the good ones pass, each bad one fails for its own reason, and a bad signature in
+/// one message never fails another. Seeded random selections and orders of the pool.
+#[test]
+fn messages_checked_together_get_the_results_each_gets_alone() {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    let pool = mixed_pool();
+    let alone: Vec<_> = pool
+        .iter()
+        .map(|(from, m)| outcome(verifier().verify(*from, m.clone())))
+        .collect();
+    // the pool holds both kinds, and a pre-prepare with a bad request that passes
+    assert!(alone.iter().filter(|r| r.is_ok()).count() >= 6, "{alone:?}");
+    assert!(
+        alone.iter().filter(|r| r.is_err()).count() >= 5,
+        "{alone:?}"
+    );
+    assert!(alone
+        .iter()
+        .any(|r| matches!(r, Ok((_, _, bad)) if bad == &[0])));
+
+    let seed = 20261202;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for round in 0..60 {
+        let mut picked: Vec<usize> = (0..pool.len()).filter(|_| rng.gen_bool(0.5)).collect();
+        picked.shuffle(&mut rng);
+        let msgs: Vec<(u32, Message)> = picked.iter().map(|&i| pool[i].clone()).collect();
+        let together = verifier().verify_many_cached(msgs, &pbft_protocol::verify::NoCache);
+        assert_eq!(together.len(), picked.len());
+        for (r, &i) in together.into_iter().zip(&picked) {
+            assert_eq!(
+                outcome(r),
+                alone[i],
+                "message {i} in round {round} ({picked:?}), seed {seed}"
+            );
+        }
+    }
+    // nothing in, nothing out
+    assert!(verifier()
+        .verify_many_cached(Vec::new(), &pbft_protocol::verify::NoCache)
+        .is_empty());
+}
+
+/// Checked together, every valid signature goes into the cache, a bad one never does,
+/// and the next time the valid ones are not checked again.
+#[test]
+fn messages_checked_together_fill_the_cache_with_valid_signatures_only() {
+    use pbft_protocol::verify::{signature_id, SignatureCache};
+    use pbft_protocol::Signable;
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    #[derive(Default)]
+    struct Cache(RefCell<HashSet<pbft_crypto::Digest>>);
+    impl SignatureCache for Cache {
+        fn contains(&self, id: &pbft_crypto::Digest) -> bool {
+            self.0.borrow().contains(id)
+        }
+        fn insert(&self, id: pbft_crypto::Digest) {
+            self.0.borrow_mut().insert(id);
+        }
+    }
+    let d = batch_pool()[1].digest();
+    let good = prepare(0, 1, d, 2);
+    let bad = forged(commit(0, 1, d, 3));
+    let id = |key: u32, domain, body: Vec<u8>, sig| {
+        signature_id(&replica_key(key).public(), domain, &body, &sig)
+    };
+    let good_id = id(
+        2,
+        pbft_crypto::Domain::Prepare,
+        good.body.signing_bytes(),
+        good.sig,
+    );
+    let bad_id = id(
+        3,
+        pbft_crypto::Domain::Commit,
+        bad.body.signing_bytes(),
+        bad.sig,
+    );
+    let cache = Cache::default();
+    let msgs = vec![
+        (3, Message::Commit(bad.clone())),
+        (2, Message::Prepare(good.clone())),
+    ];
+    let r = verifier().verify_many_cached(msgs, &cache);
+    assert!(matches!(r[0], Err(Rejection::BadSignature("commit"))));
+    assert!(r[1].is_ok());
+    assert!(cache.contains(&good_id));
+    assert!(!cache.contains(&bad_id));
+    assert_eq!(cache.0.borrow().len(), 1);
+
+    // a cache hit stands for the check: a cache that claims the forged commit was seen
+    // lets it through, which shows the cached prepare is not checked again either
+    cache.insert(bad_id);
+    let r = verifier().verify_many_cached(
+        vec![(3, Message::Commit(bad)), (2, Message::Prepare(good))],
+        &cache,
+    );
+    assert!(r.iter().all(|r| r.is_ok()));
+}
