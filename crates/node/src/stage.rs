@@ -7,10 +7,7 @@ use crate::metrics::Metrics;
 use crossbeam_channel::{Receiver, Sender};
 use pbft_crypto::Digest;
 use pbft_protocol::envelope::{self, Limits};
-use pbft_protocol::verify::Rejection;
-use pbft_protocol::{
-    Message, Query, ReplicaId, SignatureCache, Verified, VerifiedRequest, Verifier,
-};
+use pbft_protocol::{Message, Query, SignatureCache, Verified, VerifiedRequest, Verifier};
 use pbft_transport::{ClientId, Inbound, Origin, Transport};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -113,41 +110,10 @@ pub struct Stage {
 /// batch).
 const GULP: usize = 128;
 
-/// Most client requests a pre-prepare may carry to be checked in the same batch as the
-/// votes that arrived with it.
-const SMALL_BATCH: usize = 4;
-
-/// Whether a message's signatures are few enough to check in one batch with others of
-/// the same gulp: one signature per vote or checkpoint, and a pre-prepare of a few
-/// requests (as at low load, where a backup's pre-prepare and its votes arrive close
-/// together). A batch of k signatures costs less per signature than k single checks.
-fn checked_together(m: &Message) -> bool {
-    match m {
-        Message::Prepare(_) | Message::Commit(_) | Message::Checkpoint(_) => true,
-        Message::PrePrepare { batch, .. } => batch.requests.len() <= SMALL_BATCH,
-        _ => false,
-    }
-}
-
 impl Stage {
     fn reject(&self, origin: Origin, reason: &'static str) {
         self.metrics.rejected(reason);
         self.transport.report(origin, reason);
-    }
-
-    /// Passes a checked message from validator `from` to the consensus thread, or
-    /// reports why it was refused. False once the consensus thread is gone.
-    fn deliver(&self, from: ReplicaId, result: Result<Verified, Rejection>) -> bool {
-        match result {
-            Ok(v) => {
-                self.metrics.received(v.message().kind());
-                self.out.send(Input::Peer(v)).is_ok()
-            }
-            Err(e) => {
-                self.reject(Origin::Peer(from), e.reason());
-                true
-            }
-        }
     }
 
     /// Runs one worker until the input channel closes.
@@ -162,18 +128,26 @@ impl Stage {
             }
             let mut requests = Vec::new();
             let mut conns = Vec::new();
-            // small messages (votes, checkpoints, pre-prepares of a few requests) are
-            // checked together in one batch; large ones alone, so that a vote does not
-            // wait for a big pre-prepare's batch of client signatures
-            let mut small = Vec::new();
-            let mut large = Vec::new();
             for frame in frames {
                 match frame {
-                    Inbound::Peer { from, frame } => match envelope::decode(&frame, &self.limits) {
-                        Ok(m) if checked_together(&m) => small.push((from, m)),
-                        Ok(m) => large.push((from, m)),
-                        Err(e) => self.reject(Origin::Peer(from), e.reason()),
-                    },
+                    Inbound::Peer { from, frame } => {
+                        let msg = match envelope::decode(&frame, &self.limits) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                self.reject(Origin::Peer(from), e.reason());
+                                continue;
+                            }
+                        };
+                        match self.verifier.verify_cached(from, msg, self.cache.as_ref()) {
+                            Ok(v) => {
+                                self.metrics.received(v.message().kind());
+                                if self.out.send(Input::Peer(v)).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => self.reject(Origin::Peer(from), e.reason()),
+                        }
+                    }
                     Inbound::Client { conn, frame } => {
                         match envelope::decode(&frame, &self.limits) {
                             Ok(Message::Request(r)) if !self.clients.contains(&r.body.client) => {
@@ -193,19 +167,6 @@ impl Stage {
                         }
                     }
                     Inbound::ClientClosed(_) => {}
-                }
-            }
-            let froms: Vec<_> = small.iter().map(|(from, _)| *from).collect();
-            let small = self.verifier.verify_many_cached(small, self.cache.as_ref());
-            for (result, from) in small.into_iter().zip(froms) {
-                if !self.deliver(from, result) {
-                    return;
-                }
-            }
-            for (from, m) in large {
-                let result = self.verifier.verify_cached(from, m, self.cache.as_ref());
-                if !self.deliver(from, result) {
-                    return;
                 }
             }
             if requests.is_empty() {
