@@ -159,6 +159,11 @@ fn root(key: &[u32; 8], input: &[u8]) -> Root {
 #[allow(unsafe_code)]
 mod avx2 {
     use super::{Root, IV, MSG_PERMUTATION, OUT_WORDS, WIDTH};
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi32, _mm256_or_si256, _mm256_set1_epi32, _mm256_setr_epi32,
+        _mm256_setr_epi8, _mm256_shuffle_epi8, _mm256_slli_epi32, _mm256_srli_epi32,
+        _mm256_storeu_si256, _mm256_xor_si256,
+    };
 
     /// The message word order of each of the seven rounds.
     const SCHEDULE: [[usize; 16]; 7] = {
@@ -179,11 +184,9 @@ mod avx2 {
         }
         t
     };
-    use std::arch::x86_64::{
-        __m256i, _mm256_add_epi32, _mm256_or_si256, _mm256_set1_epi32, _mm256_setr_epi32,
-        _mm256_setr_epi8, _mm256_shuffle_epi8, _mm256_slli_epi32, _mm256_srli_epi32,
-        _mm256_storeu_si256, _mm256_xor_si256,
-    };
+
+    // `transpose` and the output stores are written for eight lanes
+    const _: () = assert!(WIDTH == 8);
 
     #[inline]
     #[target_feature(enable = "avx2")]
