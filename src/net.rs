@@ -595,11 +595,14 @@ pub fn cmd_ledger_verify(data: &Path) -> ExitCode {
     match pbft_executor::verify_ledger(&ledger_dir(data)) {
         Ok(r) => {
             println!(
-                "ledger OK: {} blocks chained, head {} at height {}, state digest {} over {} accounts",
+                "ledger OK: {} blocks chained, head {} at height {}, state digest {} ({} batches since the checkpoint at {} rechecked), LtHash {} over {} accounts",
                 r.blocks_checked,
                 r.head.short(),
                 r.height,
                 r.state_digest.short(),
+                r.height - r.lthash_at,
+                r.lthash_at,
+                r.lthash.short(),
                 r.accounts
             );
             ExitCode::SUCCESS

@@ -1,7 +1,9 @@
 //! A fixed workload for profiling batch application (not a benchmark: see
 //! `benches/executor.rs`). `cargo run --release -p pbft-executor --example apply_profile
-//! -- <memory|rocksdb> <batch size> <batches>` applies that many batches of fresh
-//! single-transfer requests between 10,000 accounts and prints the rate.
+//! -- <memory|rocksdb> <batch size> <batches> [K]` applies that many batches of fresh
+//! single-transfer requests between 10,000 accounts and prints the rate. With `K`, it
+//! also takes a checkpoint every `K` batches (and marks it stable), as a validator does,
+//! and the rate includes them.
 
 use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_executor::{
@@ -15,6 +17,7 @@ fn main() {
     let backend = args.get(1).map_or("rocksdb", |s| s.as_str()).to_string();
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(512);
     let batches: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let every: Option<u64> = args.get(4).and_then(|s| s.parse().ok()).filter(|k| *k > 0);
     let accts: Vec<PublicKey> = (0..10_000u64)
         .filter_map(|i| {
             let seed = Digest::of_parts(&[b"bench account", &i.to_le_bytes()]);
@@ -65,6 +68,19 @@ fn main() {
             .collect();
         let seq = ex.head().height + 1;
         ex.apply(seq, Digest::ZERO, &reqs).expect("apply");
+        if every.is_some_and(|k| seq % k == 0) {
+            let t0 = Instant::now();
+            ex.checkpoint().expect("checkpoint");
+            let t1 = Instant::now();
+            ex.stable(seq).expect("stable");
+            if std::env::var_os("VERBOSE").is_some() {
+                eprintln!(
+                    "checkpoint {seq}: {:.1} ms, stable {:.1} ms",
+                    (t1 - t0).as_secs_f64() * 1e3,
+                    t1.elapsed().as_secs_f64() * 1e3
+                );
+            }
+        }
         if (i + 1) % 20 == 0 {
             let per = last.elapsed().as_secs_f64() / (20 * size) as f64;
             best = best.min(per);
@@ -77,7 +93,8 @@ fn main() {
     let total = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
     println!(
-        "{backend}/{size}: {batches} batches, {:.0} transfers/s overall, best 20-batch window {:.0}/s, CPU {:.2} us/transfer (all threads), head {}",
+        "{backend}/{size}{}: {batches} batches, {:.0} transfers/s overall, best 20-batch window {:.0}/s, CPU {:.2} us/transfer (all threads), head {}",
+        every.map_or(String::new(), |k| format!(" (checkpoint every {k})")),
         (batches * size) as f64 / total,
         1.0 / best,
         cpu * 1e6 / (batches * size) as f64,

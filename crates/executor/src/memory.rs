@@ -4,15 +4,17 @@
 use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::snapshot::{make_chunks, verify_chunks};
-use crate::transition::{execute_batch, genesis_entries, StateView};
-use crate::types::{keys, Applied, Block, ClientWindow, ExecRequest, Head, StoredReceipt};
+use crate::transition::{changes_delta, execute_batch, genesis_entries, Changes, StateView};
+use crate::types::{
+    checkpoint_digest, keys, Applied, Block, ClientWindow, ExecRequest, Head, StoredReceipt,
+};
 use crate::Executor;
 use pbft_crypto::{Digest, PublicKey};
 use std::collections::{BTreeMap, HashMap};
 
 /// The state entries, by key. A hash map: the transition only looks keys up, and the
 /// few callers that need key order (snapshots, [`MemoryExecutor::entries`]) sort.
-type State = HashMap<Vec<u8>, Vec<u8>>;
+type State = foldhash::HashMap<Vec<u8>, Vec<u8>>;
 
 #[derive(Clone, Debug)]
 struct Snap {
@@ -27,7 +29,10 @@ pub struct MemoryExecutor {
     state: State,
     receipts: HashMap<(PublicKey, u64), StoredReceipt>,
     blocks: BTreeMap<u64, Block>,
+    /// The LtHash of the state at the last checkpoint (or genesis, or import).
     lthash: LtHash,
+    /// The keys changed since then, with their values then (`None` = absent).
+    pending: foldhash::HashMap<Vec<u8>, Option<Vec<u8>>>,
     head: Head,
     snapshots: BTreeMap<u64, Snap>,
     stable: u64,
@@ -74,6 +79,7 @@ impl MemoryExecutor {
             receipts: HashMap::new(),
             blocks: BTreeMap::new(),
             lthash,
+            pending: foldhash::HashMap::default(),
             head,
             snapshots: BTreeMap::from([(0, snap)]),
             stable: 0,
@@ -85,9 +91,20 @@ impl MemoryExecutor {
         sorted(&self.state).into_iter()
     }
 
-    /// The current LtHash.
-    pub fn lthash(&self) -> &LtHash {
-        &self.lthash
+    /// The LtHash of the current state: the one of the last checkpoint, moved by the
+    /// keys changed since.
+    pub fn lthash(&self) -> LtHash {
+        let mut lt = self.lthash.clone();
+        lt.add(&changes_delta(&self.pending_changes()));
+        lt
+    }
+
+    /// The keys changed since the last checkpoint: their values then and now.
+    fn pending_changes(&self) -> Changes {
+        self.pending
+            .iter()
+            .map(|(k, old)| (k.clone(), (old.clone(), self.state.get(k).cloned())))
+            .collect()
     }
 }
 
@@ -106,13 +123,16 @@ impl Executor for MemoryExecutor {
         }
         let t = execute_batch(
             &View(self),
-            &self.lthash,
+            self.head.state_digest,
             self.head.hash,
             seq,
             batch_digest,
             requests,
         )?;
-        for (k, (_, new)) in t.changes {
+        for (k, (old, new)) in t.changes {
+            if !self.pending.contains_key(&k) {
+                self.pending.insert(k.clone(), old);
+            }
             match new {
                 Some(v) => self.state.insert(k, v),
                 None => self.state.remove(&k),
@@ -121,7 +141,6 @@ impl Executor for MemoryExecutor {
         for (k, r) in t.receipts {
             self.receipts.insert(k, r);
         }
-        self.lthash = t.lthash;
         self.blocks.insert(seq, t.applied.block.clone());
         self.head = Head {
             height: seq,
@@ -136,13 +155,19 @@ impl Executor for MemoryExecutor {
     }
 
     fn checkpoint(&mut self) -> Result<Digest, ExecError> {
+        self.lthash = self.lthash();
+        self.pending.clear();
         let snap = Snap {
             state: self.state.clone(),
             lthash: self.lthash.clone(),
             head: self.head,
         };
         self.snapshots.insert(self.head.height, snap);
-        Ok(self.head.checkpoint_digest())
+        Ok(checkpoint_digest(
+            self.head.height,
+            &self.head.hash,
+            &self.lthash.digest(),
+        ))
     }
 
     fn stable(&mut self, seq: u64) -> Result<(), ExecError> {
@@ -167,6 +192,7 @@ impl Executor for MemoryExecutor {
             .ok_or(ExecError::NoSnapshot(seq))?;
         self.state = snap.state;
         self.lthash = snap.lthash;
+        self.pending.clear();
         self.head = snap.head;
         self.blocks = self
             .blocks
@@ -209,6 +235,7 @@ impl Executor for MemoryExecutor {
         let v = verify_chunks(seq, expected, chunks)?;
         self.state = v.entries.into_iter().collect();
         self.lthash = v.lthash;
+        self.pending.clear();
         self.head = v.head;
         // keep only the local blocks that chain up to the imported head block, so the
         // stored blocks stay one unbroken hash chain (a gap or a block of another

@@ -72,16 +72,19 @@ use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::snapshot::{make_chunks, verify_chunks};
 use crate::transition::{
-    decode_account, decode_balance, execute_batch, genesis_entries, lthash_of, Changes, StateView,
+    decode_account, decode_balance, execute_batch, fold_changes, genesis_entries, lthash_of,
+    net_delta, Changes, NetChanges, StateView,
 };
 use crate::types::{
-    keys, Applied, Block, ChainPos, ClientWindow, ExecRequest, Head, StoredReceipt,
+    checkpoint_digest, keys, Applied, Block, ChainPos, ClientWindow, ExecRequest, Head,
+    StoredReceipt,
 };
 use crate::Executor;
+use foldhash::HashMapExt;
 use pbft_crypto::{Digest, PublicKey};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamily, IteratorMode, Options, WriteBatch, WriteOptions, DB};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -94,13 +97,20 @@ pub const CF_RECEIPTS: &str = "receipts";
 pub const CF_BLOCKS: &str = "blocks";
 /// Column family of the ledger's bookkeeping (applied marker, LtHash, head, stable).
 pub const CF_META: &str = "meta";
+/// Column family of the state changes of each batch since the LtHash's height: key =
+/// height (u64 big-endian), value = the batch's changes as its block's state digest
+/// chains them in ([`crate::transition::Transition::changes_encoded`]).
+pub const CF_CHANGES: &str = "changes";
 /// Every column family of the ledger DB (besides RocksDB's `default`).
-pub const COLUMN_FAMILIES: [&str; 4] = [CF_STATE, CF_RECEIPTS, CF_BLOCKS, CF_META];
+pub const COLUMN_FAMILIES: [&str; 5] = [CF_STATE, CF_RECEIPTS, CF_BLOCKS, CF_META, CF_CHANGES];
 
 /// Meta key of the applied-sequence marker (u64 big-endian).
 pub const META_APPLIED: &[u8] = b"applied";
-/// Meta key of the 2048-byte LtHash of the state.
+/// Meta key of the 2048-byte LtHash of the state at height [`META_LTHASH_AT`].
 pub const META_LTHASH: &[u8] = b"lthash";
+/// Meta key of the height of the state that [`META_LTHASH`] is the LtHash of (u64
+/// big-endian): the last checkpoint, genesis or imported snapshot.
+pub const META_LTHASH_AT: &[u8] = b"lthash_at";
 /// Meta key of the head (postcard-encoded [`Head`]).
 pub const META_HEAD: &[u8] = b"head";
 /// Meta key of the last stable checkpoint (u64 big-endian).
@@ -279,6 +289,21 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
         // writer, and iterates the state only in checkpoints (separate read-only DBs
         // made after a flush) and in `verify_ledger` (a closed ledger).
         o.set_inplace_update_support(true);
+        // Each of those updates first finds its key in the memtable. In one skiplist of
+        // every touched account that is a walk from the top with a cache miss per level,
+        // and it was the largest single cost of a batch's write. Hashed by the whole key
+        // (every state key is at most 33 bytes), the memtable finds a key in a bucket
+        // of its own. Scans of the state must ask for total order (see `total_order`).
+        o.set_prefix_extractor(rocksdb::SliceTransform::create(
+            "pbft.whole-state-key",
+            whole_state_key,
+            None,
+        ));
+        o.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
+            bucket_count: STATE_BUCKETS,
+            height: 4,
+            branching_factor: 4,
+        });
     }
     if name == CF_RECEIPTS {
         // Receipts are inserted once each, at keys (client ‖ request id) spread over
@@ -297,13 +322,24 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     o
 }
 
+/// The prefix the state column family hashes its memtable by: the whole key (account
+/// and window keys are 33 bytes, the chain position key shorter).
+fn whole_state_key(key: &[u8]) -> &[u8] {
+    &key[..key.len().min(33)]
+}
+
+/// Buckets of the state memtable (one pointer each, allocated with each memtable):
+/// about the number of keys a memtable holds before a checkpoint flushes it, beyond
+/// which buckets are shared.
+const STATE_BUCKETS: usize = 1 << 18;
+
 /// Buckets of the receipts memtable (one pointer each): about the number of clients
 /// active within one memtable's worth of receipts, beyond which buckets are shared.
 const RECEIPT_BUCKETS: usize = 1 << 17;
 
-/// Read options for a scan of a whole column family: the receipts family has a prefix
-/// extractor, and without total order a scan would stay within one prefix.
-fn total_order() -> rocksdb::ReadOptions {
+/// Read options for a scan of a whole column family: the receipts and state families
+/// have prefix extractors, and without total order a scan would stay within one prefix.
+pub(crate) fn total_order() -> rocksdb::ReadOptions {
     let mut ro = scan_once();
     ro.set_total_order_seek(true);
     ro
@@ -350,6 +386,7 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, ExecErr
 pub(crate) struct Meta {
     pub(crate) applied: u64,
     pub(crate) lthash: LtHash,
+    pub(crate) lthash_at: u64,
     pub(crate) head: Head,
     pub(crate) stable: u64,
 }
@@ -364,11 +401,22 @@ pub(crate) fn read_meta(db: &DB) -> Result<Meta, ExecError> {
     let applied = decode_u64(&get(META_APPLIED, "applied")?, "meta `applied`")?;
     let lthash = LtHash::from_bytes(&get(META_LTHASH, "lthash")?)
         .map_err(|e| corrupt(format!("meta `lthash`: {e}")))?;
+    let lthash_at = match db.get_cf(meta, META_LTHASH_AT)? {
+        Some(v) => decode_u64(&v, "meta `lthash_at`")?,
+        None => {
+            return Err(corrupt(
+                "meta `lthash_at` is missing: the ledger was written by an older build, \
+                 which kept an LtHash per block; start a new ledger (or install one by \
+                 state transfer)",
+            ))
+        }
+    };
     let head: Head = decode(&get(META_HEAD, "head")?, "meta `head`")?;
     let stable = decode_u64(&get(META_STABLE, "stable")?, "meta `stable`")?;
     Ok(Meta {
         applied,
         lthash,
+        lthash_at,
         head,
         stable,
     })
@@ -399,9 +447,29 @@ fn check_meta(db: &DB, m: &Meta) -> Result<(), ExecError> {
             m.applied
         )));
     }
-    if m.lthash.digest() != m.head.state_digest {
+    if m.lthash_at > h {
         return Err(corrupt(format!(
-            "stored LtHash does not match the head's state digest at height {h}"
+            "the LtHash is of height {} but the head is at height {h}",
+            m.lthash_at
+        )));
+    }
+    if h == 0 && m.lthash.digest() != m.head.state_digest {
+        return Err(corrupt(
+            "stored LtHash does not match the genesis state digest",
+        ));
+    }
+    let logged = changes_log_range(db)?;
+    let expected = (m.lthash_at < h).then_some((m.lthash_at + 1, h));
+    if logged != expected {
+        let show = |r: Option<(u64, u64)>| match r {
+            Some((a, b)) => format!("heights {a} to {b}"),
+            None => "nothing".to_string(),
+        };
+        return Err(corrupt(format!(
+            "the changes log holds {} but the LtHash is of height {} and the head at {h}, so it should hold {}",
+            show(logged),
+            m.lthash_at,
+            show(expected)
         )));
     }
     if m.stable > h {
@@ -434,6 +502,20 @@ fn check_meta(db: &DB, m: &Meta) -> Result<(), ExecError> {
         }
     }
     Ok(())
+}
+
+/// The lowest and highest height in the changes log (`None` if it is empty).
+pub(crate) fn changes_log_range(db: &DB) -> Result<Option<(u64, u64)>, ExecError> {
+    let changes = cf(db, CF_CHANGES)?;
+    let mut ends = [IteratorMode::Start, IteratorMode::End]
+        .into_iter()
+        .map(|mode| match db.iterator_cf(changes, mode).next() {
+            Some(item) => decode_u64(&item?.0, "a changes log key").map(Some),
+            None => Ok(None),
+        });
+    let first = ends.next().transpose()?.flatten();
+    let last = ends.next().transpose()?.flatten();
+    Ok(first.zip(last))
 }
 
 fn write_opts(sync: bool) -> WriteOptions {
@@ -528,10 +610,18 @@ fn copy_db_files(faults: &mut Faults, src: &Path, dst: &Path, sync: bool) -> Res
     sync_dir(dst)
 }
 
-/// The head recorded in a checkpoint directory.
-fn checkpoint_head(path: &Path) -> Result<Head, ExecError> {
+/// The head and LtHash recorded in a checkpoint directory, which must hold the LtHash
+/// of its own state.
+fn checkpoint_head(path: &Path) -> Result<(Head, LtHash), ExecError> {
     let db = open_read_only(path)?;
-    Ok(read_meta(&db)?.head)
+    let meta = read_meta(&db)?;
+    if meta.lthash_at != meta.head.height {
+        return Err(corrupt(format!(
+            "the checkpoint at height {} holds the LtHash of height {}",
+            meta.head.height, meta.lthash_at
+        )));
+    }
+    Ok((meta.head, meta.lthash))
 }
 
 /// Finishes or undoes an interrupted swap of the live state (see the module docs).
@@ -585,6 +675,7 @@ fn create_genesis(
     let meta = cf(&db, CF_META)?;
     wb.put_cf(meta, META_APPLIED, 0u64.to_be_bytes());
     wb.put_cf(meta, META_LTHASH, lthash.to_bytes());
+    wb.put_cf(meta, META_LTHASH_AT, 0u64.to_be_bytes());
     wb.put_cf(meta, META_HEAD, encode(&head, "head")?);
     wb.put_cf(meta, META_STABLE, 0u64.to_be_bytes());
     write(faults, &db, wb, sync)?;
@@ -623,7 +714,10 @@ pub struct RocksExecutor {
     /// `None` only after a failure in the middle of swapping the live state.
     db: Option<DB>,
     head: Head,
+    /// The LtHash of the state at height `lthash_at`; the batches above it are in the
+    /// changes log.
     lthash: LtHash,
+    lthash_at: u64,
     stable: u64,
     checkpoints: BTreeSet<u64>,
     sync: bool,
@@ -661,7 +755,7 @@ const STATE_CACHE_ENTRY_OVERHEAD: usize = 160;
 /// its heap use: [`STATE_CACHE_ENTRY_OVERHEAD`] per entry plus keys and values).
 #[derive(Debug)]
 struct StateCache {
-    map: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    map: foldhash::HashMap<Vec<u8>, Option<Vec<u8>>>,
     bytes: usize,
     budget: usize,
 }
@@ -673,7 +767,7 @@ fn entry_bytes(key_len: usize, value: &Option<Vec<u8>>) -> usize {
 impl StateCache {
     fn new(budget: usize) -> StateCache {
         StateCache {
-            map: HashMap::new(),
+            map: foldhash::HashMap::new(),
             bytes: 0,
             budget,
         }
@@ -751,6 +845,7 @@ impl RocksExecutor {
             db: Some(db),
             head: meta.head,
             lthash: meta.lthash,
+            lthash_at: meta.lthash_at,
             stable: meta.stable,
             checkpoints: BTreeSet::new(),
             sync: opts.sync,
@@ -776,9 +871,10 @@ impl RocksExecutor {
         self.checkpoints.iter().copied()
     }
 
-    /// The current LtHash.
-    pub fn lthash(&self) -> &LtHash {
-        &self.lthash
+    /// The LtHash of the state at the last checkpoint (or genesis, or imported
+    /// snapshot), and that state's height.
+    pub fn lthash(&self) -> (&LtHash, u64) {
+        (&self.lthash, self.lthash_at)
     }
 
     /// The estimated memory of the write-through state cache's entries, bytes (at most
@@ -889,7 +985,7 @@ impl RocksExecutor {
             let path = cdir.join(&name);
             let keep = seq == self.stable
                 && match checkpoint_head(&path) {
-                    Ok(h) => self.belongs(seq, &h)?,
+                    Ok((h, _)) => self.belongs(seq, &h)?,
                     Err(_) => false,
                 };
             if keep {
@@ -906,7 +1002,7 @@ impl RocksExecutor {
             let ok = match name.parse::<u64>() {
                 Ok(seq) if seq == self.stable && seq.to_string() == name => {
                     // never removed: without it there is no rollback
-                    let h = checkpoint_head(&path).map_err(|e| {
+                    let (h, lt) = checkpoint_head(&path).map_err(|e| {
                         corrupt(format!("the stable checkpoint {seq} does not open: {e}"))
                     })?;
                     if !self.belongs(seq, &h)? {
@@ -914,6 +1010,7 @@ impl RocksExecutor {
                             "the stable checkpoint {seq} is not the chain's state at {seq}"
                         )));
                     }
+                    self.same_lthash(seq, &lt)?;
                     Some(seq)
                 }
                 Ok(seq)
@@ -921,8 +1018,11 @@ impl RocksExecutor {
                         && (self.stable..=self.head.height).contains(&seq) =>
                 {
                     match checkpoint_head(&path) {
-                        Ok(h) => self.belongs(seq, &h)?.then_some(seq),
-                        Err(_) => None,
+                        Ok((h, lt)) if self.belongs(seq, &h)? => {
+                            self.same_lthash(seq, &lt)?;
+                            Some(seq)
+                        }
+                        _ => None,
                     }
                 }
                 _ => None,
@@ -941,6 +1041,17 @@ impl RocksExecutor {
             )));
         }
         self.checkpoints = kept;
+        Ok(())
+    }
+
+    /// A kept checkpoint of the height the live LtHash is of holds that same LtHash: a
+    /// cheap check, at open, of the LtHash the next checkpoint builds on.
+    fn same_lthash(&self, seq: u64, lt: &LtHash) -> Result<(), ExecError> {
+        if seq == self.lthash_at && *lt != self.lthash {
+            return Err(corrupt(format!(
+                "the stored LtHash of height {seq} is not the one checkpoint {seq} holds"
+            )));
+        }
         Ok(())
     }
 
@@ -966,6 +1077,7 @@ impl RocksExecutor {
         self.db = Some(db);
         self.head = meta.head;
         self.lthash = meta.lthash;
+        self.lthash_at = meta.lthash_at;
         self.stable = meta.stable;
         remove_dir(&mut self.faults, &old)
     }
@@ -989,6 +1101,52 @@ impl RocksExecutor {
             }
         }
         Ok(out)
+    }
+
+    /// Moves the LtHash up to the head: folds the changes log into the net change of
+    /// each key since the LtHash's height (its value then and now), updates the LtHash
+    /// by those keys alone, and in one write stores it and empties the log. The cost
+    /// grows with the distinct keys changed, not with the size of the state.
+    fn advance_lthash(&mut self) -> Result<(), ExecError> {
+        let db = self.db.as_ref().ok_or_else(closed)?;
+        let changes_cf = cf(db, CF_CHANGES)?;
+        let seq = self.head.height;
+        let mut net = NetChanges::new();
+        let mut next = self.lthash_at + 1;
+        let from = block_key(next);
+        for item in db.iterator_cf_opt(
+            changes_cf,
+            scan_once(),
+            IteratorMode::From(&from, rocksdb::Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            let h = decode_u64(&k, "a changes log key")?;
+            if h != next || h > seq {
+                return Err(corrupt(format!(
+                    "the changes log holds height {h} where height {next} was expected"
+                )));
+            }
+            let batch: Changes = decode(&v, &format!("the changes of batch {h}"))?;
+            fold_changes(&mut net, batch);
+            next += 1;
+        }
+        if next != seq + 1 {
+            return Err(corrupt(format!(
+                "the changes log ends at height {} below the head at {seq}",
+                next - 1
+            )));
+        }
+        let mut lthash = self.lthash.clone();
+        lthash.add(&net_delta(net));
+        let meta = cf(db, CF_META)?;
+        let mut wb = WriteBatch::default();
+        wb.put_cf(meta, META_LTHASH, lthash.to_bytes());
+        wb.put_cf(meta, META_LTHASH_AT, seq.to_be_bytes());
+        wb.delete_range_cf(changes_cf, block_key(0), block_key(seq.saturating_add(1)));
+        write(&mut self.faults, db, wb, self.sync)?;
+        self.lthash = lthash;
+        self.lthash_at = seq;
+        Ok(())
     }
 }
 
@@ -1017,7 +1175,7 @@ impl Executor for RocksExecutor {
         };
         let t = execute_batch(
             &view,
-            &self.lthash,
+            self.head.state_digest,
             self.head.hash,
             seq,
             batch_digest,
@@ -1047,13 +1205,12 @@ impl Executor for RocksExecutor {
             block_key(seq),
             encode(&t.applied.block, "block")?,
         );
+        wb.put_cf(cf(db, CF_CHANGES)?, block_key(seq), &t.changes_encoded);
         wb.put_cf(meta_cf, META_APPLIED, seq.to_be_bytes());
-        wb.put_cf(meta_cf, META_LTHASH, t.lthash.to_bytes());
         wb.put_cf(meta_cf, META_HEAD, encode(&head, "head")?);
         write(&mut self.faults, db, wb, self.sync)?;
         self.cache.write(t.changes);
         self.head = head;
-        self.lthash = t.lthash;
         Ok(t.applied)
     }
 
@@ -1064,6 +1221,9 @@ impl Executor for RocksExecutor {
     fn checkpoint(&mut self) -> Result<Digest, ExecError> {
         self.db()?;
         let seq = self.head.height;
+        if self.lthash_at < seq {
+            self.advance_lthash()?;
+        }
         if !self.checkpoints.contains(&seq) {
             let path = self.checkpoint_path(seq);
             // a directory not in the kept set is from a discarded history
@@ -1072,7 +1232,11 @@ impl Executor for RocksExecutor {
             make_checkpoint(&mut self.faults, db, &path)?;
             self.checkpoints.insert(seq);
         }
-        Ok(self.head.checkpoint_digest())
+        Ok(checkpoint_digest(
+            seq,
+            &self.head.hash,
+            &self.lthash.digest(),
+        ))
     }
 
     fn stable(&mut self, seq: u64) -> Result<(), ExecError> {
@@ -1140,7 +1304,7 @@ impl Executor for RocksExecutor {
         }
         let db = open_read_only(&self.checkpoint_path(seq))?;
         let mut entries = Vec::new();
-        for item in db.iterator_cf_opt(cf(&db, CF_STATE)?, scan_once(), IteratorMode::Start) {
+        for item in db.iterator_cf_opt(cf(&db, CF_STATE)?, total_order(), IteratorMode::Start) {
             let (k, v) = item?;
             entries.push((k.into_vec(), v.into_vec()));
         }
@@ -1199,6 +1363,7 @@ impl Executor for RocksExecutor {
             let meta = cf(&db, CF_META)?;
             wb.put_cf(meta, META_APPLIED, seq.to_be_bytes());
             wb.put_cf(meta, META_LTHASH, v.lthash.to_bytes());
+            wb.put_cf(meta, META_LTHASH_AT, seq.to_be_bytes());
             wb.put_cf(meta, META_HEAD, encode(&v.head, "head")?);
             wb.put_cf(meta, META_STABLE, seq.to_be_bytes());
             write(&mut self.faults, &db, wb, self.sync)?;

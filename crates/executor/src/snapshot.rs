@@ -5,12 +5,13 @@
 //! state (account records, windows of clients without an account, chain position) in
 //! strictly increasing key order.
 //! [`verify_chunks`] recomputes the LtHash from the entries and accepts the snapshot only
-//! if the resulting checkpoint digest equals the proven one: a lying peer's snapshot is
-//! rejected before anything local is touched.
+//! if the checkpoint digest of that LtHash and the head block's hash
+//! ([`crate::types::checkpoint_digest`]) equals the proven one: a lying peer's snapshot
+//! is rejected before anything local is touched.
 
 use crate::error::ExecError;
 use crate::lthash::LtHash;
-use crate::types::{keys, Block, ChainPos, Head};
+use crate::types::{checkpoint_digest, keys, Block, ChainPos, Head};
 use pbft_crypto::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,8 @@ pub struct VerifiedSnapshot {
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
     /// Their LtHash.
     pub lthash: LtHash,
+    /// The checkpoint digest of the snapshot: its height, head block hash and LtHash.
+    pub checkpoint_digest: Digest,
 }
 
 /// Splits entries into chunks of at most about `max_bytes` each.
@@ -91,7 +94,7 @@ pub fn verify_chunks(
     chunks: &[Vec<u8>],
 ) -> Result<VerifiedSnapshot, ExecError> {
     let v = inspect_chunks(seq, chunks)?;
-    if v.head.checkpoint_digest() != expected {
+    if v.checkpoint_digest != expected {
         return Err(bad("its digest does not match the stable checkpoint"));
     }
     Ok(v)
@@ -137,7 +140,6 @@ pub fn inspect_chunks(seq: u64, chunks: &[Vec<u8>]) -> Result<VerifiedSnapshot, 
     for (k, v) in &entries {
         lt.insert(k, v);
     }
-    let state_digest = lt.digest();
     let chain: ChainPos = entries
         .iter()
         .find(|(k, _)| k.as_slice() == keys::CHAIN)
@@ -149,14 +151,16 @@ pub fn inspect_chunks(seq: u64, chunks: &[Vec<u8>]) -> Result<VerifiedSnapshot, 
             chain.height
         )));
     }
-    let hash = match &head_block {
-        None if seq == 0 => Digest::ZERO,
+    // the genesis state's digest is its LtHash's; a later one is its block's, which
+    // the block hash (in the checkpoint digest) covers
+    let (hash, state_digest) = match &head_block {
+        None if seq == 0 => (Digest::ZERO, lt.digest()),
         None => return Err(bad("no head block")),
         Some(b) => {
-            if b.height != seq || b.state_digest != state_digest || b.prev != chain.prev {
+            if b.height != seq || b.prev != chain.prev {
                 return Err(bad("the head block does not match the state"));
             }
-            b.hash()
+            (b.hash(), b.state_digest)
         }
     };
     let head = Head {
@@ -168,6 +172,7 @@ pub fn inspect_chunks(seq: u64, chunks: &[Vec<u8>]) -> Result<VerifiedSnapshot, 
         head,
         head_block,
         entries,
+        checkpoint_digest: checkpoint_digest(seq, &hash, &lt.digest()),
         lthash: lt,
     })
 }

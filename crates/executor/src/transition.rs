@@ -5,11 +5,12 @@
 use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::types::{
-    keys, Account, Applied, Block, ChainPos, ClientWindow, Entry, ExecRequest, FailReason, Receipt,
-    StoredReceipt, EXEC_WINDOW, MAX_TRANSFERS,
+    keys, state_digest_after, Account, Applied, Block, ChainPos, ClientWindow, Entry, ExecRequest,
+    FailReason, Receipt, StoredReceipt, EXEC_WINDOW, MAX_TRANSFERS,
 };
+use foldhash::{HashMap, HashMapExt};
 use pbft_crypto::{Digest, PublicKey};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Read access to the state before a batch.
 pub trait StateView {
@@ -32,10 +33,11 @@ pub type Changes = Vec<(Vec<u8>, Change)>;
 pub struct Transition {
     /// Changed state keys: the value before the batch and after it (`None` = absent).
     pub changes: Changes,
+    /// `changes`, postcard-encoded: what the block's state digest chains in, and what
+    /// the RocksDB executor logs until the next checkpoint.
+    pub changes_encoded: Vec<u8>,
     /// Receipts to store.
     pub receipts: Vec<((PublicKey, u64), StoredReceipt)>,
-    /// The LtHash after the batch.
-    pub lthash: LtHash,
     /// The block, its hash, replies and entries.
     pub applied: Applied,
 }
@@ -236,10 +238,11 @@ fn apply_op<V: StateView>(
     Ok(Receipt::Applied { balance })
 }
 
-/// Executes one batch against `view` at `seq`, given the LtHash and head before it.
+/// Executes one batch against `view` at `seq`, given the state digest and head block
+/// hash before it.
 pub fn execute_batch<V: StateView>(
     view: &V,
-    lthash: &LtHash,
+    state_digest: Digest,
     head: Digest,
     seq: u64,
     batch_digest: Digest,
@@ -309,20 +312,19 @@ pub fn execute_batch<V: StateView>(
         .map(|(r, e)| Digest::of(&encode(&(r.client, r.request_id, e))))
         .collect();
     let receipts_root = pbft_crypto::merkle::root(&leaves);
-    let mut lt = lthash.clone();
-    lt.add(&changes_delta(&changes));
+    let changes_encoded = encode(&changes);
     let block = Block {
         height: seq,
         prev: head,
         batch_digest,
         receipts_root,
-        state_digest: lt.digest(),
+        state_digest: state_digest_after(&state_digest, seq, &changes_encoded),
     };
     let block_hash = block.hash();
     Ok(Transition {
         changes,
+        changes_encoded,
         receipts,
-        lthash: lt,
         applied: Applied {
             block,
             block_hash,
@@ -385,6 +387,34 @@ pub fn changes_delta(changes: &Changes) -> LtHash {
         }
         total
     })
+}
+
+/// The net changes of several batches, by key ([`fold_changes`]). (A hash map with a
+/// fast hash seeded per process, as are all the executor's maps keyed by state keys
+/// or account keys: SipHash was a tenth of a batch's CPU, and a fixed hash would let
+/// a client pick colliding keys.)
+pub type NetChanges = HashMap<Vec<u8>, Change>;
+
+/// Adds one batch's changes to `net`, the changes of the batches since some earlier
+/// point: a key keeps its value from before the first of them and takes its value after
+/// this one.
+pub fn fold_changes(net: &mut NetChanges, batch: Changes) {
+    for (k, (old, new)) in batch {
+        match net.get_mut(&k) {
+            Some(c) => c.1 = new,
+            None => {
+                net.insert(k, (old, new));
+            }
+        }
+    }
+}
+
+/// The LtHash difference of net changes ([`fold_changes`]): how the LtHash of the
+/// state moves across the batches they cover. Keys whose net value is unchanged
+/// contribute nothing.
+pub fn net_delta(net: NetChanges) -> LtHash {
+    let changes: Changes = net.into_iter().filter(|(_, (o, n))| o != n).collect();
+    changes_delta(&changes)
 }
 
 /// The genesis state entries for the given balances (chain at height 0).

@@ -131,9 +131,38 @@ pub struct Block {
     pub batch_digest: Digest,
     /// Merkle root of the block's entries.
     pub receipts_root: Digest,
-    /// State digest after the batch (LtHash of account records, other clients' windows,
-    /// chain position).
+    /// State digest after the batch: [`state_digest_after`] of the previous block's
+    /// state digest and this batch's exact state changes. It chains back to the
+    /// genesis state's LtHash, so it fixes the whole state after the batch; the full
+    /// state's LtHash itself is computed at checkpoints ([`checkpoint_digest`]).
     pub state_digest: Digest,
+}
+
+/// The state digest after the batch at `height`: the state digest before it, chained
+/// with `changes`, the postcard encoding of the batch's state changes (every changed
+/// key in increasing order, its value before and after; see
+/// [`crate::transition::Changes`]). Equal digests at a height mean equal states, for
+/// replicas that started from the same genesis.
+pub fn state_digest_after(prev: &Digest, height: u64, changes: &[u8]) -> Digest {
+    Digest::of_parts(&[
+        b"pbft/state/v2",
+        prev.as_bytes(),
+        &height.to_le_bytes(),
+        changes,
+    ])
+}
+
+/// The digest replicas sign in checkpoint messages for the state at `height`: the
+/// LtHash of the full state and the hash of the block at `height` (zero at genesis).
+/// The block chain fixes every block and receipt before it, and the LtHash fixes the
+/// state itself, so a snapshot can be checked against it from its entries alone.
+pub fn checkpoint_digest(height: u64, block_hash: &Digest, lthash: &Digest) -> Digest {
+    Digest::of_parts(&[
+        b"pbft/checkpoint/v2",
+        &height.to_le_bytes(),
+        lthash.as_bytes(),
+        block_hash.as_bytes(),
+    ])
 }
 
 impl Block {
@@ -177,21 +206,9 @@ pub struct Head {
     pub height: u64,
     /// Hash of the last block (zero at genesis).
     pub hash: Digest,
-    /// State digest after it.
+    /// State digest after it: the last block's, or at genesis the digest of the
+    /// genesis state's LtHash.
     pub state_digest: Digest,
-}
-
-impl Head {
-    /// The digest replicas sign in checkpoint messages: the state and the chain head,
-    /// so a stable checkpoint also fixes every block and receipt before it.
-    pub fn checkpoint_digest(&self) -> Digest {
-        Digest::of_parts(&[
-            b"pbft/checkpoint/v1",
-            &self.height.to_le_bytes(),
-            self.state_digest.as_bytes(),
-            self.hash.as_bytes(),
-        ])
-    }
 }
 
 /// The per-client record that makes execution exactly-once: every request id below

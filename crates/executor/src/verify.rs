@@ -1,11 +1,15 @@
-//! The ledger check behind `pbft ledger verify`: walks the block hash chain and
-//! recomputes the state digest from the stored state, reading the live DB read-only.
+//! The ledger check behind `pbft ledger verify`: walks the block hash chain, checks the
+//! state digests of the blocks since the last checkpoint against the changes log, and
+//! recomputes the LtHash from the stored state, reading the live DB read-only.
 
 use crate::error::ExecError;
 use crate::lthash::LtHash;
-use crate::rocks::{cf, open_read_only, read_meta, scan_once, CF_BLOCKS, CF_STATE, STATE_DIR};
-use crate::transition::decode_balance;
-use crate::types::{keys, Account, Block, ChainPos, ClientWindow};
+use crate::rocks::{
+    cf, open_read_only, read_block, read_meta, scan_once, total_order, CF_BLOCKS, CF_CHANGES,
+    CF_STATE, STATE_DIR,
+};
+use crate::transition::{decode_balance, fold_changes, net_delta, Changes, NetChanges};
+use crate::types::{keys, state_digest_after, Account, Block, ChainPos, ClientWindow};
 use pbft_crypto::Digest;
 use rocksdb::{IteratorMode, DB};
 use std::path::Path;
@@ -17,8 +21,13 @@ pub struct LedgerReport {
     pub height: u64,
     /// Hash of the head block (zero at genesis).
     pub head: Digest,
-    /// State digest, recomputed from the full state.
+    /// The head's state digest, as recomputed from the changes log (it chains the
+    /// digest at the last checkpoint with every batch's changes since).
     pub state_digest: Digest,
+    /// The digest of the LtHash of the full state, recomputed by a full scan.
+    pub lthash: Digest,
+    /// The height of the last checkpoint's LtHash, from which the changes log runs.
+    pub lthash_at: u64,
     /// Blocks whose hash links were checked.
     pub blocks_checked: u64,
     /// Accounts in the state.
@@ -40,9 +49,15 @@ fn hex(bytes: &[u8]) -> String {
 ///   each one's `prev` is the hash of the one before (zero before block 1);
 /// * the head in meta is the last block (height, hash, state digest), and the applied
 ///   marker is its height;
-/// * the LtHash recomputed by a full scan of the state equals the stored one, and its
-///   digest equals the head's state digest;
+/// * the changes log holds every batch above the stored LtHash's height (the last
+///   checkpoint), each decodes, and chaining them onto the state digest at that height
+///   gives every later block's state digest;
+/// * the LtHash recomputed by a full scan of the state equals the stored one moved by
+///   the net changes of the log;
 /// * the chain position entry names the head height and the head block's parent.
+///
+/// The state digests of blocks at or below the last checkpoint are not rechecked: their
+/// changes are no longer kept (the hash links still cover them).
 ///
 /// The first problem found is reported as [`ExecError::Corrupt`], naming the height and
 /// what mismatched. Run it on a ledger no executor has open: a read-only open next to a
@@ -166,11 +181,74 @@ fn verify_db(db: &DB) -> Result<LedgerReport, ExecError> {
         )));
     }
 
+    // the changes log since the LtHash's height, against the blocks' state digests
+    let at = meta.lthash_at;
+    if at > head.height {
+        return Err(corrupt(format!(
+            "the LtHash is of height {at}, above the head at height {}",
+            head.height
+        )));
+    }
+    let mut digest = if at == 0 {
+        meta.lthash.digest()
+    } else {
+        read_block(db, at)?
+            .ok_or_else(|| corrupt(format!("block {at}, of the last checkpoint, is missing")))?
+            .state_digest
+    };
+    let mut net = NetChanges::default();
+    let mut next = at + 1;
+    for item in db.iterator_cf_opt(cf(db, CF_CHANGES)?, scan_once(), IteratorMode::Start) {
+        let (k, v) = item?;
+        let h = <[u8; 8]>::try_from(k.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt(format!("a changes log key of {} bytes", k.len())))?;
+        if h != next || h > head.height {
+            return Err(corrupt(format!(
+                "the changes log holds batch {h} where batch {next} was expected (the LtHash is of height {at}, the head at {})",
+                head.height
+            )));
+        }
+        let block = read_block(db, h)?.ok_or_else(|| corrupt(format!("block {h} is missing")))?;
+        digest = state_digest_after(&digest, h, &v);
+        if digest != block.state_digest {
+            return Err(corrupt(format!(
+                "block {h}'s state digest {} is not the one its logged changes give, {}",
+                block.state_digest.short(),
+                digest.short()
+            )));
+        }
+        let batch: Changes = postcard::from_bytes(&v).map_err(|e| {
+            corrupt(format!(
+                "the logged changes of batch {h} do not decode: {e}"
+            ))
+        })?;
+        fold_changes(&mut net, batch);
+        next += 1;
+    }
+    if next != head.height + 1 {
+        return Err(corrupt(format!(
+            "the changes log ends at batch {} but the head is at height {}",
+            next - 1,
+            head.height
+        )));
+    }
+    if digest != head.state_digest {
+        return Err(corrupt(format!(
+            "at height {}: the head's state digest is {}, the chain of digests gives {}",
+            head.height,
+            head.state_digest.short(),
+            digest.short()
+        )));
+    }
+    let mut expected = meta.lthash.clone();
+    expected.add(&net_delta(net));
+
     // the state, scanned in full
     let mut lt = LtHash::new();
     let mut accounts = 0u64;
     let mut chain: Option<ChainPos> = None;
-    for item in db.iterator_cf_opt(cf(db, CF_STATE)?, scan_once(), IteratorMode::Start) {
+    for item in db.iterator_cf_opt(cf(db, CF_STATE)?, total_order(), IteratorMode::Start) {
         let (k, v) = item?;
         if k.len() == 33 && k[0] == keys::ACCOUNT {
             Account::decode(&v).ok_or_else(|| {
@@ -198,21 +276,12 @@ fn verify_db(db: &DB) -> Result<LedgerReport, ExecError> {
         }
         lt.insert(&k, &v);
     }
-    let state_digest = lt.digest();
-    if lt != meta.lthash {
+    if lt != expected {
         return Err(corrupt(format!(
-            "at height {}: the state digest recomputed from the state is {}, the stored LtHash gives {}",
+            "at height {}: the LtHash recomputed from the state is {}, the stored one (of height {at}) moved by the logged changes gives {}",
             head.height,
-            state_digest.short(),
-            meta.lthash.digest().short()
-        )));
-    }
-    if state_digest != head.state_digest {
-        return Err(corrupt(format!(
-            "at height {}: the state digest recomputed from the state is {}, the head says {}",
-            head.height,
-            state_digest.short(),
-            head.state_digest.short()
+            lt.digest().short(),
+            expected.digest().short()
         )));
     }
     let chain = chain.ok_or_else(|| corrupt("the chain position entry is missing".into()))?;
@@ -228,7 +297,9 @@ fn verify_db(db: &DB) -> Result<LedgerReport, ExecError> {
     Ok(LedgerReport {
         height: head.height,
         head: head.hash,
-        state_digest,
+        state_digest: digest,
+        lthash: lt.digest(),
+        lthash_at: at,
         blocks_checked,
         accounts,
     })

@@ -3,7 +3,7 @@
 //! receipts that change nothing, checked arithmetic, exactly-once, the hash chain.
 
 use pbft_crypto::{Digest, Keypair, PublicKey};
-use pbft_executor::types::EXEC_WINDOW;
+use pbft_executor::types::{checkpoint_digest, state_digest_after, EXEC_WINDOW};
 use pbft_executor::{
     Entry, ExecRequest, Executor, FailReason, MemoryExecutor, Operation, Receipt, Transfer,
 };
@@ -220,17 +220,33 @@ fn batches_apply_strictly_in_order() {
     assert!(l.apply(1, Digest::ZERO, &[]).is_err());
 }
 
+/// The LtHash, kept up to date only for the keys changed since the last checkpoint,
+/// is the LtHash of the whole state; the checkpoint digest binds it with the head.
 #[test]
-fn the_state_digest_is_the_lthash_of_the_whole_state() {
+fn the_checkpoint_digest_binds_the_lthash_of_the_whole_state() {
     let mut l = ledger(&[(1, 100), (2, 5), (3, 7)]);
+    let lthash_of_state = |l: &MemoryExecutor| {
+        pbft_executor::transition::lthash_of(l.entries().map(|(k, v)| (k.as_slice(), v.as_slice())))
+    };
     for rid in 1..=20 {
         run(&mut l, 1, rid, &op(&[((rid % 2 + 2) as u8, 1)]));
+        if rid % 7 == 0 {
+            let d = l.checkpoint().unwrap();
+            let full = lthash_of_state(&l);
+            let head = l.head();
+            assert_eq!(
+                d,
+                checkpoint_digest(head.height, &head.hash, &full.digest())
+            );
+        }
     }
-    let full = pbft_executor::transition::lthash_of(
-        l.entries().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    let full = lthash_of_state(&l);
+    assert_eq!(full, l.lthash());
+    let head = l.head();
+    assert_eq!(
+        l.checkpoint().unwrap(),
+        checkpoint_digest(head.height, &head.hash, &full.digest())
     );
-    assert_eq!(&full, l.lthash());
-    assert_eq!(full.digest(), l.head().state_digest);
 }
 
 #[test]
@@ -240,7 +256,7 @@ fn rollback_returns_to_the_stable_checkpoint() {
     let d = l.checkpoint().unwrap();
     l.stable(1).unwrap();
     let head = l.head();
-    assert_eq!(head.checkpoint_digest(), d);
+    assert_eq!(checkpoint_digest(1, &head.hash, &l.lthash().digest()), d);
     run(&mut l, 1, 2, &op(&[(2, 10)]));
     run(&mut l, 1, 3, &op(&[(2, 10)]));
     assert_eq!(l.rollback().unwrap(), 1);
@@ -328,21 +344,53 @@ fn a_transfer_changes_two_account_records_and_the_chain_position() {
     assert_eq!(l.client_window(&key(1)).unwrap().next_request_id(), 2);
     assert_eq!(l.client_window(&key(2)).unwrap().next_request_id(), 1);
 
-    // the digest, recomputed from the documented encodings
+    // the LtHash, recomputed from the documented encodings
     let mut lt = LtHash::new();
     lt.insert(&keys::account(&key(1)), &record(90, 2));
     lt.insert(&keys::account(&key(2)), &record(10, 1));
+    let genesis_chain = pbft_executor::types::ChainPos::default();
     let chain = pbft_executor::types::ChainPos {
         height: 1,
         prev: Digest::ZERO,
     };
-    lt.insert(keys::CHAIN, &postcard::to_allocvec(&chain).unwrap());
-    assert_eq!(lt.digest(), l.head().state_digest);
+    let encoded = |c: &pbft_executor::types::ChainPos| postcard::to_allocvec(c).unwrap();
+    lt.insert(keys::CHAIN, &encoded(&chain));
+    assert_eq!(lt.digest(), l.lthash().digest());
     // pinned; checked against an independent computation with Python's `blake3`,
     // `hashlib` and `cryptography` (ed25519 keys from the seeds [1; 32] and [2; 32])
     assert_eq!(
-        l.head().state_digest.to_hex(),
+        l.lthash().digest().to_hex(),
         "cf7b4daf4492d06ab0cbdd03aab8423430f50b5e19a90cfb8aed911fdad8e825"
+    );
+    // the block's state digest chains the genesis state's digest with the batch's
+    // changes: each changed key in increasing order, its value before and after
+    let mut changes: pbft_executor::transition::Changes = [
+        (keys::account(&key(1)), record(100, 1), record(90, 2)),
+        (keys::account(&key(2)), record(0, 1), record(10, 1)),
+        (
+            keys::CHAIN.to_vec(),
+            encoded(&genesis_chain),
+            encoded(&chain),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, old, new)| (k, (Some(old), Some(new))))
+    .collect();
+    changes.sort();
+    let genesis_digest = {
+        let mut g = LtHash::new();
+        g.insert(&keys::account(&key(1)), &record(100, 1));
+        g.insert(&keys::account(&key(2)), &record(0, 1));
+        g.insert(keys::CHAIN, &encoded(&genesis_chain));
+        g.digest()
+    };
+    assert_eq!(
+        l.head().state_digest,
+        state_digest_after(
+            &genesis_digest,
+            1,
+            &postcard::to_allocvec(&changes).unwrap()
+        )
     );
 
     // out-of-order ids: the executed ones above `low` follow as 16-bit offsets

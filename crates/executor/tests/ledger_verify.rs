@@ -6,8 +6,8 @@ mod common;
 use common::{People, Workload};
 use pbft_crypto::PublicKey;
 use pbft_executor::rocks::{
-    block_key, CF_BLOCKS, CF_META, CF_STATE, COLUMN_FAMILIES, META_APPLIED, META_HEAD, META_LTHASH,
-    STATE_DIR,
+    block_key, CF_BLOCKS, CF_CHANGES, CF_META, CF_STATE, COLUMN_FAMILIES, META_APPLIED, META_HEAD,
+    META_LTHASH, STATE_DIR,
 };
 use pbft_executor::types::keys;
 use pbft_executor::{verify_ledger, ExecError, Executor, RocksExecutor, RocksOptions};
@@ -61,6 +61,7 @@ fn a_good_ledger_verifies() {
     assert_eq!(r.height, 20);
     assert_eq!(r.head, head.hash);
     assert_eq!(r.state_digest, head.state_digest);
+    assert_eq!(r.lthash_at, 16, "the LtHash is the last checkpoint's");
     assert_eq!(r.blocks_checked, 20);
     assert_eq!(r.accounts, 12);
 
@@ -86,7 +87,7 @@ fn a_flipped_balance_byte_is_found() {
     });
     let m = corrupt_message(verify_ledger(tmp.path()));
     assert!(
-        m.contains("at height 20") && m.contains("state digest"),
+        m.contains("at height 20") && m.contains("LtHash recomputed from the state"),
         "{m}"
     );
 }
@@ -146,6 +147,60 @@ fn tampered_meta_is_found_by_verify_and_by_open() {
         match RocksExecutor::open(tmp.path(), &people.genesis, RocksOptions::default()) {
             Err(ExecError::Corrupt(m)) => assert!(m.contains(expect), "{what}: {m}"),
             other => panic!("{what}: open should report corruption, got {other:?}"),
+        }
+    }
+}
+
+/// The batches since the last checkpoint are logged: a logged batch that was altered
+/// no longer gives its block's state digest, and one that is missing leaves a gap.
+#[test]
+fn a_tampered_changes_log_is_found() {
+    let people = people();
+    let tmp = common::tempdir();
+    ledger(tmp.path(), &people);
+    tamper(tmp.path(), |db| {
+        let cf = db.cf_handle(CF_CHANGES).expect("cf");
+        let mut v = db
+            .get_cf(cf, block_key(18))
+            .expect("get")
+            .expect("batch 18");
+        let last = v.len() - 1;
+        v[last] ^= 1;
+        db.put_cf(cf, block_key(18), v).expect("put");
+    });
+    let m = corrupt_message(verify_ledger(tmp.path()));
+    assert!(m.contains("block 18's state digest"), "{m}");
+
+    for (gone, verify_says) in [
+        (17, "holds batch 18 where batch 17 was expected"),
+        (19, "holds batch 20 where batch 19 was expected"),
+        (20, "ends at batch 19"),
+    ] {
+        let tmp = common::tempdir();
+        ledger(tmp.path(), &people);
+        tamper(tmp.path(), |db| {
+            db.delete_cf(db.cf_handle(CF_CHANGES).expect("cf"), block_key(gone))
+                .expect("delete");
+        });
+        let m = corrupt_message(verify_ledger(tmp.path()));
+        assert!(m.contains(verify_says), "batch {gone} gone: {m}");
+        // open checks the log's ends; a gap inside it stops the next checkpoint
+        match RocksExecutor::open(tmp.path(), &people.genesis, RocksOptions::default()) {
+            Err(ExecError::Corrupt(m)) => {
+                assert_ne!(gone, 19, "{m}");
+                assert!(m.contains("changes log"), "batch {gone} gone: {m}");
+            }
+            Ok(mut e) => {
+                assert_eq!(gone, 19, "batch {gone} gone: open should report it");
+                match e.checkpoint() {
+                    Err(ExecError::Corrupt(m)) => assert!(
+                        m.contains("holds height 20 where height 19 was expected"),
+                        "{m}"
+                    ),
+                    other => panic!("checkpoint over a gap: {other:?}"),
+                }
+            }
+            Err(other) => panic!("batch {gone} gone: {other}"),
         }
     }
 }

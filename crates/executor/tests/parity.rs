@@ -5,6 +5,7 @@
 mod common;
 
 use common::{observe, People, Workload};
+use pbft_executor::types::checkpoint_digest;
 use pbft_executor::{
     verify_ledger, Entry, Executor, MemoryExecutor, Receipt, RocksExecutor, RocksOptions,
 };
@@ -150,12 +151,9 @@ fn snapshot_transfer_between_kinds() {
     }
     assert_eq!(mem.stable_seq(), 24);
     let block24 = mem.block(24).expect("block").expect("block 24");
-    let d24 = pbft_executor::Head {
-        height: 24,
-        hash: block24.hash(),
-        state_digest: block24.state_digest,
-    }
-    .checkpoint_digest();
+    let (lt24, at) = rocks.lthash();
+    assert_eq!(at, 24, "the LtHash is of the last checkpoint");
+    let d24 = checkpoint_digest(24, &block24.hash(), &lt24.digest());
 
     // memory -> fresh rocks
     let chunks = mem.export(24, 256).expect("memory export");
@@ -198,7 +196,7 @@ fn snapshot_transfer_between_kinds() {
 
     // import into ledgers that are behind, on another history (25 from `w`, not `w2`)
     let chunks = rocks2.export(32, 256).expect("export 32");
-    let d32 = mem2.head().checkpoint_digest();
+    let d32 = checkpoint_digest(32, &mem2.head().hash, &mem2.lthash().digest());
     assert_eq!(
         mem.import(32, d32, &chunks).expect("memory import"),
         mem2.head()

@@ -297,7 +297,7 @@ impl Core {
             .flatten()
             .collect();
         let digest = match inspect_chunks(seq, &chunks) {
-            Ok(v) => v.head.checkpoint_digest(),
+            Ok(v) => v.checkpoint_digest,
             Err(_) => Digest::of_parts(&[b"undecodable snapshot", &seq.to_le_bytes()]),
         };
         self.offered = Some((seq, chunks));
@@ -549,10 +549,10 @@ impl Core {
                     return;
                 }
                 match self.ledger.import(seq, digest, &chunks) {
-                    Ok(head) => {
+                    // the installed state's checkpoint digest is the proven one
+                    Ok(_) => {
                         tracing::info!(seq, "installed a snapshot by state transfer");
-                        self.replica
-                            .on_state_transferred(seq, head.checkpoint_digest(), now)
+                        self.replica.on_state_transferred(seq, digest, now)
                     }
                     Err(e) => self.halt(format!("approved snapshot {seq} failed to install: {e}")),
                 }

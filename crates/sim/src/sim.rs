@@ -672,7 +672,7 @@ impl Simulation {
             .collect();
         // a snapshot that does not even decode gets a digest no proof can match
         let digest = match inspect_chunks(seq, &chunks) {
-            Ok(v) => v.head.checkpoint_digest(),
+            Ok(v) => v.checkpoint_digest,
             Err(_) => Digest::of_parts(&[b"undecodable snapshot", &seq.to_le_bytes()]),
         };
         h.offered = Some((seq, chunks));
@@ -869,11 +869,12 @@ impl Simulation {
                         continue;
                     };
                     match ledger.import(seq, digest, &chunks) {
-                        Ok(head) => {
+                        // the installed state's checkpoint digest is the proven one
+                        Ok(_) => {
                             h.installed_at = h.installed_at.max(seq);
                             self.checker.on_install(now, r, seq);
                             if let Some(rep) = self.hosts[i].replica.as_mut() {
-                                rep.on_state_transferred(seq, head.checkpoint_digest(), now);
+                                rep.on_state_transferred(seq, digest, now);
                             }
                         }
                         Err(e) => self
