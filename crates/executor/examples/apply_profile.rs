@@ -68,7 +68,7 @@ fn main() {
             .collect();
         let seq = ex.head().height + 1;
         ex.apply(seq, Digest::ZERO, &reqs).expect("apply");
-        if every.is_some_and(|k| seq % k == 0) {
+        if every.is_some_and(|k| seq.is_multiple_of(k)) {
             let t0 = Instant::now();
             ex.checkpoint().expect("checkpoint");
             let t1 = Instant::now();

@@ -95,7 +95,10 @@ impl MemoryExecutor {
     /// keys changed since.
     pub fn lthash(&self) -> LtHash {
         let mut lt = self.lthash.clone();
-        lt.add(&changes_delta(&self.pending_changes()));
+        let pending = self.pending_changes();
+        lt.add(&changes_delta(
+            pending.iter().map(|(k, c)| (k.as_slice(), c)),
+        ));
         lt
     }
 

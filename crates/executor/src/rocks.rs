@@ -6,26 +6,35 @@
 //! Under the ledger directory `dir`:
 //!
 //! * `dir/state/`: the live RocksDB, with column families
-//!   * [`CF_STATE`] (`state`): the digest-covered state, keys from [`crate::types::keys`]
-//!     (account records `a‖pk` holding the balance and the client's exactly-once window,
-//!     windows `c‖pk` of clients without an account, the chain position `m/chain`),
-//!     values exactly as the transition encodes them;
+//!   * [`CF_STATE`] (`state`): the state as it was at the last checkpoint (height
+//!     [`META_LTHASH_AT`]), keys from [`crate::types::keys`] (account records `a‖pk`
+//!     holding the balance and the client's exactly-once window, windows `c‖pk` of
+//!     clients without an account, the chain position `m/chain`), values exactly as the
+//!     transition encodes them;
+//!   * [`CF_CHANGES`] (`changes`): key = height (u64 big-endian), value = that batch's
+//!     state changes, for every batch since the last checkpoint. The live state is the
+//!     `state` family with them applied; the executor holds their net effect in memory
+//!     (loaded from this log on open), and the next checkpoint writes it to `state`;
 //!   * [`CF_RECEIPTS`] (`receipts`): key = client public key (32 bytes) ‖ request id (u64
 //!     big-endian), value = postcard([`StoredReceipt`]); its memtable is hashed by the
 //!     32-byte client prefix, so a scan across clients reads in total order;
 //!   * [`CF_BLOCKS`] (`blocks`): key = height (u64 big-endian), value = postcard([`Block`]);
 //!   * [`CF_META`] (`meta`): [`META_APPLIED`] (u64 BE, the applied-sequence marker),
-//!     [`META_LTHASH`] (the 2048-byte LtHash), [`META_HEAD`] (postcard([`Head`])) and
-//!     [`META_STABLE`] (u64 BE, the last stable checkpoint).
+//!     [`META_LTHASH`] (the 2048-byte LtHash of `state`), [`META_LTHASH_AT`] (u64 BE,
+//!     its height), [`META_HEAD`] (postcard([`Head`])) and [`META_STABLE`] (u64 BE, the
+//!     last stable checkpoint).
 //! * `dir/checkpoints/<seq>/`: RocksDB checkpoints (hard-linked copies) of the live DB,
 //!   one per kept checkpoint. Checkpoint 0 is made at genesis; [`Executor::stable`]
 //!   deletes those below the stable one.
 //!
 //! # Atomicity
 //!
-//! [`Executor::apply`] writes the whole effect of a batch (state changes, receipts, the
-//! block, `applied`, `lthash`, `head`) in ONE `WriteBatch`: after a crash either all of
-//! it is there or none of it. Genesis is built in `dir/state.tmp` and renamed to
+//! [`Executor::apply`] writes the whole effect of a batch (its state changes, logged in
+//! `changes`; receipts, the block, `applied`, `head`) in ONE `WriteBatch`: after a crash
+//! either all of it is there or none of it. [`Executor::checkpoint`] writes, in one
+//! `WriteBatch`, the net state changes since the last checkpoint into `state`, the
+//! LtHash moved by them, `lthash_at`, and the deletion of the logged batches; then it
+//! makes the RocksDB checkpoint. Genesis is built in `dir/state.tmp` and renamed to
 //! `dir/state` only once complete (with checkpoint 0 already made).
 //!
 //! # Replacing the live state (rollback, import)
@@ -72,8 +81,8 @@ use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::snapshot::{make_chunks, verify_chunks};
 use crate::transition::{
-    decode_account, decode_balance, execute_batch, fold_changes, genesis_entries, lthash_of,
-    net_delta, Changes, NetChanges, StateView,
+    changes_delta, decode_account, decode_balance, execute_batch, fold_changes, genesis_entries,
+    lthash_of, Changes, NetChanges, StateView,
 };
 use crate::types::{
     checkpoint_digest, keys, Applied, Block, ChainPos, ClientWindow, ExecRequest, Head,
@@ -142,7 +151,7 @@ pub struct RocksOptions {
     pub sync: bool,
     /// Simulated crash point, for crash tests.
     pub fault: Option<FaultPlan>,
-    /// Memory the write-through state cache may use, bytes (an estimate: see
+    /// Memory the state cache may use, bytes (an estimate: see
     /// [`STATE_CACHE_BYTES`], the default; 0 turns the cache off).
     pub state_cache_bytes: usize,
 }
@@ -279,32 +288,8 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     table.set_cache_index_and_filter_blocks(true);
     table.set_block_cache(cache);
     o.set_block_based_table_factory(&table);
-    if name == CF_STATE {
-        // A batch rewrites the records of the accounts it touches, with values of the
-        // same size as a rule (16 bytes for a client that sends in order). Updated in
-        // place, the memtable holds one entry per touched key instead of one per
-        // version, so inserts search a small, cache-resident skiplist and the state
-        // rarely flushes. What it gives up is point-in-time reads of the live memtable
-        // during a write (snapshots, iterators): the ledger takes no snapshots, has one
-        // writer, and iterates the state only in checkpoints (separate read-only DBs
-        // made after a flush) and in `verify_ledger` (a closed ledger).
-        o.set_inplace_update_support(true);
-        // Each of those updates first finds its key in the memtable. In one skiplist of
-        // every touched account that is a walk from the top with a cache miss per level,
-        // and it was the largest single cost of a batch's write. Hashed by the whole key
-        // (every state key is at most 33 bytes), the memtable finds a key in a bucket
-        // of its own. Scans of the state must ask for total order (see `total_order`).
-        o.set_prefix_extractor(rocksdb::SliceTransform::create(
-            "pbft.whole-state-key",
-            whole_state_key,
-            None,
-        ));
-        o.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
-            bucket_count: STATE_BUCKETS,
-            height: 4,
-            branching_factor: 4,
-        });
-    }
+    // The `state` family keeps RocksDB's defaults: it is written only at checkpoints,
+    // each changed key once, in key order (batches log their changes in `changes`).
     if name == CF_RECEIPTS {
         // Receipts are inserted once each, at keys (client ‖ request id) spread over
         // the whole key space: in one big skiplist every insert walks it from the top,
@@ -322,23 +307,13 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     o
 }
 
-/// The prefix the state column family hashes its memtable by: the whole key (account
-/// and window keys are 33 bytes, the chain position key shorter).
-fn whole_state_key(key: &[u8]) -> &[u8] {
-    &key[..key.len().min(33)]
-}
-
-/// Buckets of the state memtable (one pointer each, allocated with each memtable):
-/// about the number of keys a memtable holds before a checkpoint flushes it, beyond
-/// which buckets are shared.
-const STATE_BUCKETS: usize = 1 << 18;
-
 /// Buckets of the receipts memtable (one pointer each): about the number of clients
 /// active within one memtable's worth of receipts, beyond which buckets are shared.
 const RECEIPT_BUCKETS: usize = 1 << 17;
 
-/// Read options for a scan of a whole column family: the receipts and state families
-/// have prefix extractors, and without total order a scan would stay within one prefix.
+/// Read options for a scan of a whole column family: the receipts family has a prefix
+/// extractor, and without total order a scan would stay within one prefix (the state
+/// scans ask for it too, so that they stay whole whatever the family's options).
 pub(crate) fn total_order() -> rocksdb::ReadOptions {
     let mut ro = scan_once();
     ro.set_total_order_seek(true);
@@ -439,7 +414,7 @@ pub(crate) fn read_chain(db: &DB) -> Result<ChainPos, ExecError> {
 
 /// The cheap consistency checks of an opened live DB: meta, head block and chain
 /// position agree.
-fn check_meta(db: &DB, m: &Meta) -> Result<(), ExecError> {
+fn check_meta(db: &DB, m: &Meta) -> Result<NetChanges, ExecError> {
     let h = m.head.height;
     if m.applied != h {
         return Err(corrupt(format!(
@@ -458,27 +433,19 @@ fn check_meta(db: &DB, m: &Meta) -> Result<(), ExecError> {
             "stored LtHash does not match the genesis state digest",
         ));
     }
-    let logged = changes_log_range(db)?;
-    let expected = (m.lthash_at < h).then_some((m.lthash_at + 1, h));
-    if logged != expected {
-        let show = |r: Option<(u64, u64)>| match r {
-            Some((a, b)) => format!("heights {a} to {b}"),
-            None => "nothing".to_string(),
-        };
-        return Err(corrupt(format!(
-            "the changes log holds {} but the LtHash is of height {} and the head at {h}, so it should hold {}",
-            show(logged),
-            m.lthash_at,
-            show(expected)
-        )));
-    }
+    let net = load_log(db, m.lthash_at, h)?;
     if m.stable > h {
         return Err(corrupt(format!(
             "stable checkpoint {} is above the head {h}",
             m.stable
         )));
     }
-    let chain = read_chain(db)?;
+    // the live chain position: logged since the LtHash's height, or in the state
+    let chain = match net.get(keys::CHAIN) {
+        Some((_, Some(v))) => decode(v, "the logged chain position")?,
+        Some((_, None)) => return Err(corrupt("the changes log deletes the chain position")),
+        None => read_chain(db)?,
+    };
     if chain.height != h {
         return Err(corrupt(format!(
             "chain position at height {} but head at height {h}",
@@ -501,21 +468,7 @@ fn check_meta(db: &DB, m: &Meta) -> Result<(), ExecError> {
             )));
         }
     }
-    Ok(())
-}
-
-/// The lowest and highest height in the changes log (`None` if it is empty).
-pub(crate) fn changes_log_range(db: &DB) -> Result<Option<(u64, u64)>, ExecError> {
-    let changes = cf(db, CF_CHANGES)?;
-    let mut ends = [IteratorMode::Start, IteratorMode::End]
-        .into_iter()
-        .map(|mode| match db.iterator_cf(changes, mode).next() {
-            Some(item) => decode_u64(&item?.0, "a changes log key").map(Some),
-            None => Ok(None),
-        });
-    let first = ends.next().transpose()?.flatten();
-    let last = ends.next().transpose()?.flatten();
-    Ok(first.zip(last))
+    Ok(net)
 }
 
 fn write_opts(sync: bool) -> WriteOptions {
@@ -722,9 +675,9 @@ pub struct RocksExecutor {
     checkpoints: BTreeSet<u64>,
     sync: bool,
     faults: Faults,
-    /// Values of state keys written since the live DB was opened, exactly as in the
-    /// DB (write-through): reads of recently touched accounts skip RocksDB. Cleared
-    /// whenever the live DB is replaced, and when it would outgrow its budget.
+    /// The values written since the LtHash's height (the `state` column family is the
+    /// state at that height; the next checkpoint writes them), and a budgeted cache of
+    /// the column family's values. Reads go through it.
     cache: StateCache,
 }
 
@@ -741,7 +694,7 @@ pub struct CfMemory {
     pub memtables: u64,
 }
 
-/// The default memory budget of the write-through state cache, bytes. It used to be
+/// The default memory budget of the state cache, bytes. It used to be
 /// 4M entries, which with many accounts could have grown to several hundred MB
 /// unseen; 64 MiB holds the records of about 300,000 accounts.
 pub const STATE_CACHE_BYTES: usize = 64 << 20;
@@ -751,11 +704,20 @@ pub const STATE_CACHE_BYTES: usize = 64 << 20;
 /// after growth) and the two heap allocations' headers and rounding.
 const STATE_CACHE_ENTRY_OVERHEAD: usize = 160;
 
-/// The write-through cache of state values, within a memory budget (an estimate of
-/// its heap use: [`STATE_CACHE_ENTRY_OVERHEAD`] per entry plus keys and values).
+/// The state values the executor holds above RocksDB: every key written since the
+/// LtHash's height with its value then and now, which the `state` column family does
+/// not have yet (authoritative, not within any budget: the next checkpoint writes
+/// them), and a cache of values the column family does have, within a memory budget (an
+/// estimate of its heap use: [`STATE_CACHE_ENTRY_OVERHEAD`] per entry plus keys and
+/// values).
 #[derive(Debug)]
 struct StateCache {
-    map: foldhash::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Written since the LtHash's height: the value then and the live value (`None` =
+    /// absent). The changes log holds the same, durably.
+    dirty: NetChanges,
+    dirty_bytes: usize,
+    /// As in the `state` column family.
+    clean: foldhash::HashMap<Vec<u8>, Option<Vec<u8>>>,
     bytes: usize,
     budget: usize,
 }
@@ -767,39 +729,78 @@ fn entry_bytes(key_len: usize, value: &Option<Vec<u8>>) -> usize {
 impl StateCache {
     fn new(budget: usize) -> StateCache {
         StateCache {
-            map: foldhash::HashMap::new(),
+            dirty: NetChanges::new(),
+            dirty_bytes: 0,
+            clean: foldhash::HashMap::new(),
             bytes: 0,
             budget,
         }
     }
 
+    /// The live value of `key`, if held here (`Some(None)`: deleted).
     fn get(&self, key: &[u8]) -> Option<&Option<Vec<u8>>> {
-        self.map.get(key)
+        match self.dirty.get(key) {
+            Some((_, new)) => Some(new),
+            None => self.clean.get(key),
+        }
     }
 
+    /// Forgets everything: for a live state replaced by one whose column family is
+    /// complete (a rollback or an import).
     fn clear(&mut self) {
-        self.map.clear();
+        self.dirty.clear();
+        self.dirty_bytes = 0;
+        self.clear_clean();
+    }
+
+    fn clear_clean(&mut self) {
+        self.clean.clear();
         self.bytes = 0;
     }
 
-    /// Records the values a batch wrote. If they would take the cache past its budget,
-    /// it starts over with them; if they alone exceed it, it stays empty (a key is
-    /// either absent or holds the value in the DB: never stale).
+    /// Records the values a batch wrote (they are not in the column family yet).
     fn write(&mut self, changes: Changes) {
-        let incoming: usize = changes
+        for (k, (old, new)) in changes {
+            let added = entry_bytes(k.len(), &new);
+            match self.dirty.get_mut(&k) {
+                Some(entry) => {
+                    self.dirty_bytes -= entry_bytes(k.len(), &entry.1);
+                    entry.1 = new;
+                }
+                None => {
+                    self.dirty_bytes += entry_bytes(0, &old);
+                    self.dirty.insert(k, (old, new));
+                }
+            }
+            self.dirty_bytes += added;
+        }
+    }
+
+    /// Takes the net changes of the changes log, read on open, as the dirty values.
+    fn load(&mut self, logged: NetChanges) {
+        self.dirty_bytes = logged
             .iter()
-            .map(|(k, (_, v))| entry_bytes(k.len(), v))
+            .map(|(k, (old, new))| entry_bytes(k.len(), new) + entry_bytes(0, old))
             .sum();
+        self.dirty = logged;
+    }
+
+    /// The column family now holds every dirty value: they become cached values. If
+    /// they would take the cache past its budget, it starts over with them; if they
+    /// alone exceed it, it stays empty.
+    fn flushed(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let incoming = std::mem::take(&mut self.dirty_bytes);
         if self.bytes.saturating_add(incoming) > self.budget {
-            self.clear();
+            self.clear_clean();
             if incoming > self.budget {
                 return;
             }
         }
-        for (k, (_, new)) in changes {
+        for (k, (_, new)) in dirty {
             let key_len = k.len();
             self.bytes += entry_bytes(key_len, &new);
-            if let Some(old) = self.map.insert(k, new) {
+            if let Some(old) = self.clean.insert(k, new) {
                 self.bytes -= entry_bytes(key_len, &old);
             }
         }
@@ -839,7 +840,9 @@ impl RocksExecutor {
         }
         let db = open_db(&mut faults, &dir.join(STATE_DIR), false)?;
         let meta = read_meta(&db)?;
-        check_meta(&db, &meta)?;
+        let logged = check_meta(&db, &meta)?;
+        let mut cache = StateCache::new(opts.state_cache_bytes);
+        cache.load(logged);
         let mut ex = RocksExecutor {
             dir: dir.to_path_buf(),
             db: Some(db),
@@ -850,7 +853,7 @@ impl RocksExecutor {
             checkpoints: BTreeSet::new(),
             sync: opts.sync,
             faults,
-            cache: StateCache::new(opts.state_cache_bytes),
+            cache,
         };
         ex.settle_checkpoints()?;
         Ok(ex)
@@ -877,12 +880,30 @@ impl RocksExecutor {
         (&self.lthash, self.lthash_at)
     }
 
-    /// The estimated memory of the write-through state cache's entries, bytes (at most
+    /// The estimated memory of the state cache's entries, bytes (at most
     /// [`RocksOptions::state_cache_bytes`]). After the cache starts over, the hash
     /// table it had grown stays allocated for reuse and is not counted here (at the
     /// default budget, by an estimate of its slots, about 25 MiB at most).
     pub fn state_cache_bytes(&self) -> usize {
         self.cache.bytes
+    }
+
+    /// The estimated memory of the state values written since the last checkpoint,
+    /// bytes, held until the next checkpoint writes them to the `state` column family
+    /// (outside the cache's budget: it grows with the distinct keys changed between two
+    /// checkpoints).
+    pub fn unflushed_state_bytes(&self) -> usize {
+        self.cache.dirty_bytes
+    }
+
+    /// A live state value: from the values held above RocksDB, else from the `state`
+    /// column family.
+    fn state_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
+        let db = self.db()?;
+        if let Some(v) = self.cache.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(db.get_cf(cf(db, CF_STATE)?, key)?)
     }
 
     /// Waits until RocksDB's background flushes and compactions have finished, or
@@ -1073,7 +1094,8 @@ impl RocksExecutor {
         rename(&mut self.faults, &self.dir.join(STATE_NEW), &state)?;
         let db = open_db(&mut self.faults, &state, false)?;
         let meta = read_meta(&db)?;
-        check_meta(&db, &meta)?;
+        let logged = check_meta(&db, &meta)?;
+        self.cache.load(logged);
         self.db = Some(db);
         self.head = meta.head;
         self.lthash = meta.lthash;
@@ -1103,51 +1125,75 @@ impl RocksExecutor {
         Ok(out)
     }
 
-    /// Moves the LtHash up to the head: folds the changes log into the net change of
-    /// each key since the LtHash's height (its value then and now), updates the LtHash
-    /// by those keys alone, and in one write stores it and empties the log. The cost
-    /// grows with the distinct keys changed, not with the size of the state.
+    /// Moves the LtHash up to the head and brings the `state` column family with it:
+    /// from the net change of each key since the LtHash's height (its value then and
+    /// now, which the state cache holds as the changes log does), updates the LtHash by
+    /// those keys alone, and in one write stores the keys' new values, the LtHash and
+    /// its height, and empties the log. The cost grows with the distinct keys changed, not with the size of the
+    /// state.
     fn advance_lthash(&mut self) -> Result<(), ExecError> {
         let db = self.db.as_ref().ok_or_else(closed)?;
-        let changes_cf = cf(db, CF_CHANGES)?;
         let seq = self.head.height;
-        let mut net = NetChanges::new();
-        let mut next = self.lthash_at + 1;
-        let from = block_key(next);
-        for item in db.iterator_cf_opt(
-            changes_cf,
-            scan_once(),
-            IteratorMode::From(&from, rocksdb::Direction::Forward),
-        ) {
-            let (k, v) = item?;
-            let h = decode_u64(&k, "a changes log key")?;
-            if h != next || h > seq {
-                return Err(corrupt(format!(
-                    "the changes log holds height {h} where height {next} was expected"
-                )));
-            }
-            let batch: Changes = decode(&v, &format!("the changes of batch {h}"))?;
-            fold_changes(&mut net, batch);
-            next += 1;
-        }
-        if next != seq + 1 {
-            return Err(corrupt(format!(
-                "the changes log ends at height {} below the head at {seq}",
-                next - 1
-            )));
-        }
+        // the net changes since the LtHash's height, as the cache holds them (the same
+        // as the log's: the cache is loaded from the log on open)
+        let changed: Vec<_> = self
+            .cache
+            .dirty
+            .iter()
+            .filter(|(_, (old, new))| old != new)
+            .collect();
         let mut lthash = self.lthash.clone();
-        lthash.add(&net_delta(net));
+        lthash.add(&changes_delta(
+            changed.iter().map(|(k, c)| (k.as_slice(), *c)),
+        ));
+        let state = cf(db, CF_STATE)?;
         let meta = cf(db, CF_META)?;
         let mut wb = WriteBatch::default();
+        for (k, (_, new)) in &changed {
+            match new {
+                Some(v) => wb.put_cf(state, k, v),
+                None => wb.delete_cf(state, k),
+            }
+        }
         wb.put_cf(meta, META_LTHASH, lthash.to_bytes());
         wb.put_cf(meta, META_LTHASH_AT, seq.to_be_bytes());
-        wb.delete_range_cf(changes_cf, block_key(0), block_key(seq.saturating_add(1)));
+        wb.delete_range_cf(
+            cf(db, CF_CHANGES)?,
+            block_key(0),
+            block_key(seq.saturating_add(1)),
+        );
         write(&mut self.faults, db, wb, self.sync)?;
+        self.cache.flushed();
         self.lthash = lthash;
         self.lthash_at = seq;
         Ok(())
     }
+}
+
+/// Reads the changes log, which must hold exactly the batches `at + 1 ..= head`, and
+/// folds it into each changed key's value at height `at` and at the head.
+pub(crate) fn load_log(db: &DB, at: u64, head: u64) -> Result<NetChanges, ExecError> {
+    let mut net = NetChanges::new();
+    let mut next = at + 1;
+    for item in db.iterator_cf_opt(cf(db, CF_CHANGES)?, scan_once(), IteratorMode::Start) {
+        let (k, v) = item?;
+        let h = decode_u64(&k, "a changes log key")?;
+        if h != next || h > head {
+            return Err(corrupt(format!(
+                "the changes log holds batch {h} where batch {next} was expected (the LtHash is of height {at}, the head at {head})"
+            )));
+        }
+        let batch: Changes = decode(&v, &format!("the logged changes of batch {h}"))?;
+        fold_changes(&mut net, batch);
+        next += 1;
+    }
+    if next != head + 1 {
+        return Err(corrupt(format!(
+            "the changes log ends at batch {} but the head is at height {head} (the LtHash is of height {at})",
+            next - 1
+        )));
+    }
+    Ok(net)
 }
 
 impl Executor for RocksExecutor {
@@ -1186,13 +1232,9 @@ impl Executor for RocksExecutor {
             hash: t.applied.block_hash,
             state_digest: t.applied.block.state_digest,
         };
+        // the state changes go to the `state` column family at the next checkpoint;
+        // until then the changes log below is their durable record
         let mut wb = WriteBatch::default();
-        for (k, (_, new)) in &t.changes {
-            match new {
-                Some(v) => wb.put_cf(state_cf, k, v),
-                None => wb.delete_cf(state_cf, k),
-            }
-        }
         for ((client, rid), r) in &t.receipts {
             wb.put_cf(
                 receipts_cf,
@@ -1394,18 +1436,16 @@ impl Executor for RocksExecutor {
     }
 
     fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {
-        let db = self.db()?;
-        db.get_cf(cf(db, CF_STATE)?, keys::account(account))?
+        self.state_value(&keys::account(account))?
             .map(|v| decode_balance(&v))
             .transpose()
     }
 
     fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
-        let db = self.db()?;
-        if let Some(v) = db.get_cf(cf(db, CF_STATE)?, keys::account(client))? {
+        if let Some(v) = self.state_value(&keys::account(client))? {
             return decode_account(&v).map(|a| a.window);
         }
-        match db.get_cf(cf(db, CF_STATE)?, keys::client(client))? {
+        match self.state_value(&keys::client(client))? {
             Some(v) => decode(&v, "a client window"),
             None => Ok(ClientWindow::fresh()),
         }

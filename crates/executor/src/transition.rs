@@ -345,17 +345,18 @@ fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// One entry of [`Changes`], borrowed.
-type ChangeRef<'a> = &'a (Vec<u8>, Change);
+/// One changed key, borrowed: the key, its value before and after.
+type ChangeRef<'a> = (&'a [u8], &'a Change);
 
-/// The LtHash difference that `changes` make: each changed key's old element out,
-/// its new element in.
+/// The LtHash difference that `changes` (keys with their values before and after)
+/// make: each changed key's old element out, its new element in. Keys whose value is
+/// unchanged contribute nothing.
 ///
 /// The sum is commutative, so large change sets are split across the machine's
 /// cores and the partial sums added; the result is the same however it is split.
-pub fn changes_delta(changes: &Changes) -> LtHash {
-    let changed: Vec<_> = changes
-        .iter()
+pub fn changes_delta<'a>(changes: impl IntoIterator<Item = ChangeRef<'a>>) -> LtHash {
+    let changed: Vec<ChangeRef<'a>> = changes
+        .into_iter()
         .filter(|(_, (old, new))| old != new)
         .collect();
     let partial = |part: &[ChangeRef<'_>]| {
@@ -410,11 +411,9 @@ pub fn fold_changes(net: &mut NetChanges, batch: Changes) {
 }
 
 /// The LtHash difference of net changes ([`fold_changes`]): how the LtHash of the
-/// state moves across the batches they cover. Keys whose net value is unchanged
-/// contribute nothing.
-pub fn net_delta(net: NetChanges) -> LtHash {
-    let changes: Changes = net.into_iter().filter(|(_, (o, n))| o != n).collect();
-    changes_delta(&changes)
+/// state moves across the batches they cover.
+pub fn net_delta(net: &NetChanges) -> LtHash {
+    changes_delta(net.iter().map(|(k, c)| (k.as_slice(), c)))
 }
 
 /// The genesis state entries for the given balances (chain at height 0).
@@ -464,7 +463,8 @@ mod tests {
                     expected.update(k, old.as_deref(), new.as_deref());
                 }
             }
-            assert_eq!(changes_delta(&changes), expected, "{n} changes");
+            let delta = changes_delta(changes.iter().map(|(k, c)| (k.as_slice(), c)));
+            assert_eq!(delta, expected, "{n} changes");
         }
     }
 }

@@ -5,8 +5,8 @@
 use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::rocks::{
-    cf, open_read_only, read_block, read_meta, scan_once, total_order, CF_BLOCKS, CF_CHANGES,
-    CF_STATE, STATE_DIR,
+    cf, load_log, open_read_only, read_block, read_meta, scan_once, total_order, CF_BLOCKS,
+    CF_CHANGES, CF_STATE, STATE_DIR,
 };
 use crate::transition::{decode_balance, fold_changes, net_delta, Changes, NetChanges};
 use crate::types::{keys, state_digest_after, Account, Block, ChainPos, ClientWindow};
@@ -52,8 +52,9 @@ fn hex(bytes: &[u8]) -> String {
 /// * the changes log holds every batch above the stored LtHash's height (the last
 ///   checkpoint), each decodes, and chaining them onto the state digest at that height
 ///   gives every later block's state digest;
-/// * the LtHash recomputed by a full scan of the state equals the stored one moved by
-///   the net changes of the log;
+/// * the `state` column family is the state at that height: the LtHash recomputed by
+///   a full scan of it equals the stored one, and the log's first value of every key it
+///   changed is the column family's;
 /// * the chain position entry names the head height and the head block's parent.
 ///
 /// The state digests of blocks at or below the last checkpoint are not rechecked: their
@@ -241,49 +242,98 @@ fn verify_db(db: &DB) -> Result<LedgerReport, ExecError> {
             digest.short()
         )));
     }
-    let mut expected = meta.lthash.clone();
-    expected.add(&net_delta(net));
 
-    // the state, scanned in full
-    let mut lt = LtHash::new();
-    let mut accounts = 0u64;
-    let mut chain: Option<ChainPos> = None;
-    for item in db.iterator_cf_opt(cf(db, CF_STATE)?, total_order(), IteratorMode::Start) {
-        let (k, v) = item?;
+    // the `state` column family, scanned in full, is the state at the LtHash's height;
+    // the log's net changes take it to the head
+    let check_entry = |k: &[u8], v: &[u8]| -> Result<(), ExecError> {
         if k.len() == 33 && k[0] == keys::ACCOUNT {
-            Account::decode(&v).ok_or_else(|| {
+            Account::decode(v).map(|_| ()).ok_or_else(|| {
                 corrupt(format!(
                     "the record of account {} ({} bytes) does not decode",
                     hex(&k[1..]),
                     v.len()
                 ))
-            })?;
-            accounts += 1;
+            })
         } else if k.len() == 33 && k[0] == keys::CLIENT {
-            postcard::from_bytes::<ClientWindow>(&v).map_err(|e| {
-                corrupt(format!(
-                    "the window of client {} does not decode: {e}",
-                    hex(&k[1..])
-                ))
-            })?;
-        } else if k.as_ref() == keys::CHAIN {
-            chain =
-                Some(postcard::from_bytes(&v).map_err(|e| {
-                    corrupt(format!("the chain position entry does not decode: {e}"))
-                })?);
+            postcard::from_bytes::<ClientWindow>(v)
+                .map(|_| ())
+                .map_err(|e| {
+                    corrupt(format!(
+                        "the window of client {} does not decode: {e}",
+                        hex(&k[1..])
+                    ))
+                })
+        } else if k == keys::CHAIN {
+            postcard::from_bytes::<ChainPos>(v)
+                .map(|_| ())
+                .map_err(|e| corrupt(format!("the chain position entry does not decode: {e}")))
         } else {
-            return Err(corrupt(format!("an unknown state key {}", hex(&k))));
+            Err(corrupt(format!("an unknown state key {}", hex(k))))
+        }
+    };
+    let mismatch = |k: &[u8]| {
+        corrupt(format!(
+            "the changes log's first value of state key {} is not the state's at height {at}",
+            hex(k)
+        ))
+    };
+    let mut lt = LtHash::new();
+    let mut accounts = 0u64;
+    let mut chain: Option<ChainPos> = None;
+    let mut matched = 0usize;
+    for item in db.iterator_cf_opt(cf(db, CF_STATE)?, total_order(), IteratorMode::Start) {
+        let (k, v) = item?;
+        check_entry(&k, &v)?;
+        if k.len() == 33 && k[0] == keys::ACCOUNT {
+            accounts += 1;
+        }
+        if k.as_ref() == keys::CHAIN {
+            chain = postcard::from_bytes(&v).ok();
+        }
+        if let Some((old, _)) = net.get(k.as_ref()) {
+            if old.as_deref() != Some(v.as_ref()) {
+                return Err(mismatch(&k));
+            }
+            matched += 1;
         }
         lt.insert(&k, &v);
     }
-    if lt != expected {
+    // every logged key that had a value then must be in the column family
+    if matched != net.values().filter(|(old, _)| old.is_some()).count() {
+        let state = cf(db, CF_STATE)?;
+        for (k, (old, _)) in &net {
+            if old.is_some() && db.get_cf(state, k)?.is_none() {
+                return Err(mismatch(k));
+            }
+        }
+    }
+    if lt != meta.lthash {
         return Err(corrupt(format!(
-            "at height {}: the LtHash recomputed from the state is {}, the stored one (of height {at}) moved by the logged changes gives {}",
-            head.height,
+            "the LtHash recomputed from the state (of height {at}) is {}, the stored one is {}",
             lt.digest().short(),
-            expected.digest().short()
+            meta.lthash.digest().short()
         )));
     }
+    for (k, (old, new)) in &net {
+        if let Some(v) = new {
+            check_entry(k, v)?;
+        }
+        if k.as_slice() == keys::CHAIN {
+            let v = new
+                .as_deref()
+                .ok_or_else(|| corrupt("the changes log deletes the chain position".into()))?;
+            chain = postcard::from_bytes(v).ok();
+        }
+        // accounts come from the genesis only, and are never deleted
+        if k.len() == 33 && k[0] == keys::ACCOUNT && (old.is_none() || new.is_none()) {
+            return Err(corrupt(format!(
+                "the changes log creates or deletes account {}",
+                hex(&k[1..])
+            )));
+        }
+    }
+    let mut live = meta.lthash.clone();
+    live.add(&net_delta(&net));
     let chain = chain.ok_or_else(|| corrupt("the chain position entry is missing".into()))?;
     if chain.height != head.height || chain.prev != head_prev {
         return Err(corrupt(format!(
@@ -298,7 +348,7 @@ fn verify_db(db: &DB) -> Result<LedgerReport, ExecError> {
         height: head.height,
         head: head.hash,
         state_digest: digest,
-        lthash: lt.digest(),
+        lthash: live.digest(),
         lthash_at: at,
         blocks_checked,
         accounts,
@@ -339,11 +389,16 @@ pub fn show_ledger(
         None => None,
     };
     let balance = match account {
-        Some(a) => Some(
-            db.get_cf(cf(&db, CF_STATE)?, keys::account(a))?
-                .map(|v| decode_balance(&v))
-                .transpose()?,
-        ),
+        Some(a) => {
+            // the live value: logged since the last checkpoint, or in the state
+            let key = keys::account(a);
+            let logged = load_log(&db, meta.lthash_at, meta.head.height)?;
+            let value = match logged.get(&key) {
+                Some((_, new)) => new.clone(),
+                None => db.get_cf(cf(&db, CF_STATE)?, &key)?,
+            };
+            Some(value.map(|v| decode_balance(&v)).transpose()?)
+        }
         None => None,
     };
     Ok(LedgerShow {

@@ -188,7 +188,9 @@ impl Core {
                     // one cache: every column family reports the same usage
                     let cache = mem.iter().map(|c| c.block_cache_usage).max().unwrap_or(0);
                     let memtables = mem.iter().map(|c| c.memtables).sum();
-                    let state = self.ledger.state_cache_bytes() as u64;
+                    let state = (self.ledger.state_cache_bytes()
+                        + self.ledger.unflushed_state_bytes())
+                        as u64;
                     self.metrics.set_ledger_memory(cache, memtables, state);
                 }
             }

@@ -95,7 +95,7 @@ struct Inner {
     /// What RocksDB holds in memory for the ledger: block cache, memtables (bytes).
     ledger_block_cache: u64,
     ledger_memtables: u64,
-    /// The executor's write-through cache of account records (estimated bytes).
+    /// The executor's state values above RocksDB (estimated bytes).
     ledger_state_cache: u64,
 }
 
@@ -212,7 +212,7 @@ impl Metrics {
 
     /// What the ledger holds in memory, bytes: the shared block cache's usage and all
     /// memtables as `RocksExecutor::memory` reports them, and the executor's state
-    /// cache (`RocksExecutor::state_cache_bytes`).
+    /// values (`RocksExecutor::state_cache_bytes` and `unflushed_state_bytes`).
     pub fn set_ledger_memory(&self, block_cache: u64, memtables: u64, state_cache: u64) {
         self.with(|m| {
             m.ledger_block_cache = block_cache;
@@ -302,7 +302,7 @@ impl Metrics {
             gauge(
                 &mut o,
                 "pbft_ledger_state_cache_bytes",
-                "The executor's write-through cache of account records: its entries, estimated.",
+                "The executor's state values above RocksDB, estimated: those written since the last checkpoint and the cache.",
                 m.ledger_state_cache,
             );
             gauge(
