@@ -312,7 +312,7 @@ pub fn execute_batch<V: StateView>(
         .map(|(r, e)| Digest::of(&encode(&(r.client, r.request_id, e))))
         .collect();
     let receipts_root = pbft_crypto::merkle::root(&leaves);
-    let changes_encoded = encode(&changes);
+    let changes_encoded = encode_changes(&changes);
     let block = Block {
         height: seq,
         prev: head,
@@ -332,6 +332,48 @@ pub fn execute_batch<V: StateView>(
             entries,
         },
     })
+}
+
+/// The postcard encoding of `changes`, written out directly: serde hands a `Vec<u8>` to
+/// postcard one byte at a time, and for a batch's ~100 KB of changes that was about a
+/// tenth of the batch's CPU. The bytes are exactly `postcard::to_allocvec(changes)`'s
+/// (a LEB128 length before each sequence and byte string, a 0 or 1 tag before each
+/// option); a test holds them to it.
+pub fn encode_changes(changes: &Changes) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut n: usize) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+        varint(out, b.len());
+        out.extend_from_slice(b);
+    }
+    fn option(out: &mut Vec<u8>, v: &Option<Vec<u8>>) {
+        match v {
+            None => out.push(0),
+            Some(b) => {
+                out.push(1);
+                bytes(out, b);
+            }
+        }
+    }
+    let size: usize = changes
+        .iter()
+        .map(|(k, (old, new))| {
+            k.len() + old.as_ref().map_or(0, Vec::len) + new.as_ref().map_or(0, Vec::len) + 32
+        })
+        .sum();
+    let mut out = Vec::with_capacity(size + 10);
+    varint(&mut out, changes.len());
+    for (k, (old, new)) in changes {
+        bytes(&mut out, k);
+        option(&mut out, old);
+        option(&mut out, new);
+    }
+    out
 }
 
 /// Changed keys below which the digest update stays on the calling thread: spawning
@@ -439,6 +481,27 @@ pub fn lthash_of<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written encoding of changes is postcard's, byte for byte: lengths of
+    /// one and several LEB128 bytes, absent and present values, no changes at all.
+    #[test]
+    fn encode_changes_is_postcard() {
+        for n in [0usize, 1, 3, 200] {
+            let changes: Changes = (0..n)
+                .map(|i| {
+                    let key = vec![i as u8; 1 + i % 40];
+                    let old = (i % 3 != 0).then(|| vec![7u8; (i * 37) % 300]);
+                    let new = (i % 4 != 1).then(|| vec![9u8; (i * 53) % 20_000]);
+                    (key, (old, new))
+                })
+                .collect();
+            assert_eq!(
+                encode_changes(&changes),
+                postcard::to_allocvec(&changes).unwrap(),
+                "{n} changes"
+            );
+        }
+    }
 
     /// The parallel digest update gives the same result as one element at a time,
     /// below and above the threshold, with insertions, updates, deletions and

@@ -131,6 +131,61 @@ fn same_batches_same_ledger() {
     );
 }
 
+/// Batches that change hundreds of keys, with checkpoints between them: the RocksDB
+/// executor then fills its state cache on a second thread beside RocksDB's write (from
+/// 256 changed keys) and the checkpoint's LtHash update runs on both cores (from 128).
+/// Both give the ledger the in-memory executor does, and so does the reopened ledger.
+#[test]
+fn large_batches_same_ledger() {
+    let people = People::many(400, 60, 31);
+    let mut w = Workload::new(&people, 32);
+    let tmp = common::tempdir();
+    let mut mem = MemoryExecutor::genesis(&people.genesis);
+    let mut rocks =
+        RocksExecutor::open(tmp.path(), &people.genesis, RocksOptions::default()).expect("open");
+    let mut most_changed = 0;
+    for seq in 1..=10u64 {
+        let before: Vec<(Vec<u8>, Vec<u8>)> =
+            mem.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let b = w.batch_of(1200);
+        let reqs = b.requests();
+        let a = mem.apply(seq, b.digest, &reqs).expect("memory apply");
+        assert_eq!(
+            a,
+            rocks.apply(seq, b.digest, &reqs).expect("rocks apply"),
+            "batch {seq}"
+        );
+        let after: BTreeSet<(Vec<u8>, Vec<u8>)> =
+            mem.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let changed = after.len() - before.iter().filter(|e| after.contains(*e)).count();
+        most_changed = most_changed.max(changed);
+        if seq.is_multiple_of(3) {
+            assert_eq!(
+                mem.checkpoint().expect("memory"),
+                rocks.checkpoint().expect("rocks")
+            );
+            mem.stable(seq).expect("memory stable");
+            rocks.stable(seq).expect("rocks stable");
+        }
+    }
+    assert!(
+        most_changed >= 256,
+        "at most {most_changed} keys changed in a batch"
+    );
+    assert_eq!(
+        observe(&mem, &people, &w.issued),
+        observe(&rocks, &people, &w.issued)
+    );
+    drop(rocks);
+    verify_ledger(tmp.path()).expect("verify");
+    let rocks =
+        RocksExecutor::open(tmp.path(), &people.genesis, RocksOptions::default()).expect("reopen");
+    assert_eq!(
+        observe(&mem, &people, &w.issued),
+        observe(&rocks, &people, &w.issued)
+    );
+}
+
 /// Export from one kind, import into a fresh one of the other kind (both directions),
 /// then both go on identically; imports into ledgers that are behind (another history)
 /// or ahead (the same history) keep the same blocks and receipts in both kinds.

@@ -29,11 +29,32 @@ pub struct People {
     pub genesis: BTreeMap<PublicKey, u64>,
 }
 
+/// A deterministic public key from a wider range than [`key`]'s (and none of its keys).
+pub fn key_wide(i: u16) -> PublicKey {
+    let mut seed = [0xa5; 32];
+    seed[1..3].copy_from_slice(&i.to_le_bytes());
+    match Keypair::from_seed(&seed) {
+        Ok(kp) => kp.public(),
+        Err(e) => panic!("test key {i}: {e}"),
+    }
+}
+
 impl People {
     pub fn new(n_clients: u8, n_strangers: u8, seed: u64) -> People {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let clients: Vec<PublicKey> = (0..n_clients).map(key).collect();
         let strangers: Vec<PublicKey> = (0..n_strangers).map(|i| key(200 + i)).collect();
+        People::from_keys(clients, strangers, seed)
+    }
+
+    /// More people than [`People::new`] can make.
+    pub fn many(n_clients: u16, n_strangers: u16, seed: u64) -> People {
+        let clients: Vec<PublicKey> = (0..n_clients).map(key_wide).collect();
+        let strangers: Vec<PublicKey> = (0..n_strangers).map(|i| key_wide(n_clients + i)).collect();
+        People::from_keys(clients, strangers, seed)
+    }
+
+    fn from_keys(clients: Vec<PublicKey>, strangers: Vec<PublicKey>, seed: u64) -> People {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut genesis = BTreeMap::new();
         for (i, c) in clients.iter().enumerate() {
             let b = if i == 0 {
@@ -191,6 +212,17 @@ impl Workload {
         } else {
             self.rng.gen_range(1..10)
         };
+        self.batch_with(d, n)
+    }
+
+    /// The next batch, of `n` requests.
+    pub fn batch_of(&mut self, n: usize) -> Batch {
+        let mut d = [0u8; 32];
+        self.rng.fill(&mut d);
+        self.batch_with(d, n)
+    }
+
+    fn batch_with(&mut self, d: [u8; 32], n: usize) -> Batch {
         let mut reqs = Vec::with_capacity(n);
         for _ in 0..n {
             let client = self.someone();
