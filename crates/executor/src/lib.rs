@@ -8,8 +8,10 @@
 //!
 //! One trait, [`Executor`], with two implementations that must agree exactly: in memory
 //! ([`memory::MemoryExecutor`], for the simulator) and on RocksDB. Both run the same
-//! pure [`transition::execute_batch`]. The state digest is an LtHash ([`lthash`]), updated
-//! per batch for the keys the batch changed, so its cost does not grow with the state.
+//! pure [`transition::execute_batch`]. A block's state digest chains the batch's exact
+//! state changes onto the previous one ([`types::state_digest_after`]); the digest of the
+//! whole state is an LtHash ([`lthash`]), updated at each checkpoint for the keys changed
+//! since the previous one, so its cost does not grow with the state.
 
 // One `unsafe` call in the whole crate: `xof8` runs its AVX2 build after checking for
 // AVX2 at run time.

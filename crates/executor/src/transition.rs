@@ -335,7 +335,7 @@ pub fn execute_batch<V: StateView>(
 }
 
 /// The postcard encoding of `changes`, written out directly: serde hands a `Vec<u8>` to
-/// postcard one byte at a time, and for a batch's ~100 KB of changes that was about a
+/// postcard one byte at a time, and for a batch's ~70 KB of changes that was about a
 /// tenth of the batch's CPU. The bytes are exactly `postcard::to_allocvec(changes)`'s
 /// (a LEB128 length before each sequence and byte string, a 0 or 1 tag before each
 /// option); a test holds them to it.
