@@ -151,6 +151,10 @@ pub struct RocksOptions {
     pub sync: bool,
     /// Simulated crash point, for crash tests.
     pub fault: Option<FaultPlan>,
+    /// A durable step (counted from 1) that fails once, as a transient storage error
+    /// would: it is not performed and returns [`ExecError::Injected`], and the executor
+    /// goes on (tests only).
+    pub transient_fault: Option<u64>,
     /// Memory the state cache may use, bytes (an estimate: see
     /// [`STATE_CACHE_BYTES`], the default; 0 turns the cache off).
     pub state_cache_bytes: usize,
@@ -161,6 +165,7 @@ impl Default for RocksOptions {
         RocksOptions {
             sync: false,
             fault: None,
+            transient_fault: None,
             state_cache_bytes: STATE_CACHE_BYTES,
         }
     }
@@ -170,6 +175,7 @@ impl Default for RocksOptions {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Faults {
     plan: Option<FaultPlan>,
+    transient: Option<u64>,
     steps: u64,
     dead: Option<u64>,
 }
@@ -179,9 +185,16 @@ impl Faults {
     pub(crate) fn new(plan: Option<FaultPlan>) -> Faults {
         Faults {
             plan,
+            transient: None,
             steps: 0,
             dead: None,
         }
+    }
+
+    /// The same, with a step that fails once.
+    pub(crate) fn with_transient(mut self, step: Option<u64>) -> Faults {
+        self.transient = step;
+        self
     }
 
     /// Fails if a fault was injected already (the "process" is dead).
@@ -196,6 +209,9 @@ impl Faults {
     pub(crate) fn step(&mut self) -> Result<(), ExecError> {
         self.alive()?;
         self.steps += 1;
+        if self.transient == Some(self.steps) {
+            return Err(ExecError::Injected(self.steps));
+        }
         if self.plan.is_some_and(|p| p.crash_at_step == self.steps) {
             self.dead = Some(self.steps);
             return Err(ExecError::Injected(self.steps));
@@ -838,7 +854,7 @@ impl RocksExecutor {
         genesis: &BTreeMap<PublicKey, u64>,
         opts: RocksOptions,
     ) -> Result<RocksExecutor, ExecError> {
-        let mut faults = Faults::new(opts.fault);
+        let mut faults = Faults::new(opts.fault).with_transient(opts.transient_fault);
         fs::create_dir_all(dir).map_err(io("creating", dir))?;
         if recover_layout(&mut faults, dir)? {
             create_genesis(&mut faults, dir, genesis, opts.sync)?;

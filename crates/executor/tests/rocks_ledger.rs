@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{People, Workload};
+use common::{observe, People, Workload};
 use pbft_executor::{
     verify_ledger, ExecError, Executor, MemoryExecutor, RocksExecutor, RocksOptions,
 };
@@ -268,4 +268,77 @@ fn the_state_cache_stays_within_its_budget_and_is_never_stale() {
             _ => assert!(largest > 4096 && !emptied, "budget {budget}: {largest}"),
         }
     }
+}
+
+/// A write that fails once (a transient storage error) leaves nothing of its batch:
+/// the batch can be applied again, and the ledger goes on exactly as the in-memory one.
+/// Both ways the state cache takes a batch's values are covered: after the write (small
+/// batches) and beside it, on a second thread (from 256 changed keys), where the failed
+/// batch's values must be taken back.
+#[test]
+fn a_failed_write_leaves_nothing_of_its_batch() {
+    for (people, size) in [
+        (People::new(30, 5, 91), 6),
+        (People::many(400, 60, 92), 1200),
+    ] {
+        let mut w = Workload::new(&people, 93);
+        let batches: Vec<_> = (0..6).map(|_| w.batch_of(size)).collect();
+        // the durable step of batch 4's write, counted on a ledger without faults
+        let step = {
+            let tmp = common::tempdir();
+            let mut e = RocksExecutor::open(tmp.path(), &people.genesis, RocksOptions::default())
+                .expect("open");
+            for (i, b) in batches.iter().take(3).enumerate() {
+                e.apply(i as u64 + 1, b.digest, &b.requests())
+                    .expect("apply");
+            }
+            e.durable_steps() + 1
+        };
+        let tmp = common::tempdir();
+        let opts = RocksOptions {
+            transient_fault: Some(step),
+            ..RocksOptions::default()
+        };
+        let mut e = RocksExecutor::open(tmp.path(), &people.genesis, opts).expect("open");
+        let mut m = MemoryExecutor::genesis(&people.genesis);
+        for (i, b) in batches.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let want = m.apply(seq, b.digest, &b.requests()).expect("memory apply");
+            if seq == 4 {
+                let head = e.head();
+                match e.apply(seq, b.digest, &b.requests()) {
+                    Err(ExecError::Injected(s)) => assert_eq!(s, step),
+                    other => panic!(
+                        "batch {seq} of {size}: expected the injected failure, got {other:?}"
+                    ),
+                }
+                assert_eq!(e.head(), head, "the failed batch moved the head");
+                assert_eq!(
+                    observe(&e, &people, &w.issued).balances,
+                    observe(&m_before(&people, &batches[..3]), &people, &w.issued).balances,
+                    "the failed batch's values are visible"
+                );
+            }
+            let got = e.apply(seq, b.digest, &b.requests()).expect("rocks apply");
+            assert_eq!(got, want, "batch {seq} of {size}");
+        }
+        assert_eq!(
+            e.checkpoint().expect("rocks"),
+            m.checkpoint().expect("memory")
+        );
+        assert_eq!(
+            observe(&e, &people, &w.issued),
+            observe(&m, &people, &w.issued)
+        );
+    }
+}
+
+/// The in-memory ledger after `batches`.
+fn m_before(people: &People, batches: &[common::Batch]) -> MemoryExecutor {
+    let mut m = MemoryExecutor::genesis(&people.genesis);
+    for (i, b) in batches.iter().enumerate() {
+        m.apply(i as u64 + 1, b.digest, &b.requests())
+            .expect("apply");
+    }
+    m
 }
