@@ -75,7 +75,8 @@
 //! write, a checkpoint creation, a DB creation or open, a directory rename or removal, a
 //! file copy): the step is not performed, `ExecError::Injected` is returned, and so is
 //! every later call. Dropping the executor and reopening the directory then shows what a
-//! crash at that point would leave.
+//! crash at that point would leave. [`RocksOptions::transient_fault`] makes one step fail
+//! once instead, as a transient storage error would, and the executor goes on.
 
 use crate::error::ExecError;
 use crate::lthash::LtHash;

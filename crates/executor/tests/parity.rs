@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{observe, People, Workload};
+use common::{observe, verify_closed, People, Workload};
 use pbft_executor::types::checkpoint_digest;
 use pbft_executor::{
     verify_ledger, Entry, Executor, MemoryExecutor, Receipt, RocksExecutor, RocksOptions,
@@ -112,12 +112,10 @@ fn same_batches_same_ledger() {
     );
 
     // the RocksDB ledger checks out, and survives a reopen unchanged
-    let report = verify_ledger(tmp.path()).expect("verify");
+    let head = rocks.head();
+    let (report, mut rocks) = verify_closed(rocks);
     assert_eq!(report.height, 60);
-    assert_eq!(report.head, rocks.head().hash);
-    drop(rocks);
-    let mut rocks = RocksExecutor::open(tmp.path(), &Default::default(), RocksOptions::default())
-        .expect("reopen");
+    assert_eq!(report.head, head.hash);
     assert_eq!(
         observe(&mem, &people, &w.issued),
         observe(&rocks, &people, &w.issued)
@@ -222,7 +220,7 @@ fn snapshot_transfer_between_kinds() {
     let h = rocks2.import(24, d24, &chunks).expect("rocks import");
     assert_eq!(h.hash, block24.hash());
     assert_eq!(rocks2.stable_seq(), 24);
-    verify_ledger(&tmp.path().join("b")).expect("verify b");
+    let (_, mut rocks2) = verify_closed(rocks2);
 
     // rocks -> fresh memory
     let chunks = rocks.export(24, 256).expect("rocks export");
@@ -266,7 +264,8 @@ fn snapshot_transfer_between_kinds() {
         observe(&mem, &people, &issued),
         observe(&rocks, &people, &issued)
     );
-    verify_ledger(&tmp.path().join("a")).expect("verify a");
+    let (_, rocks) = verify_closed(rocks);
+    drop(rocks);
 
     // import into ledgers that are ahead on the same history: the blocks below the
     // checkpoint that chain up to it (24..31 here, 24 being the first import's head) are
@@ -286,6 +285,6 @@ fn snapshot_transfer_between_kinds() {
     }
     assert!(rocks2.block(23).expect("block").is_none());
     assert!(rocks2.block(33).expect("block").is_none());
-    let report = verify_ledger(&tmp.path().join("b")).expect("verify b");
+    let (report, _) = verify_closed(rocks2);
     assert_eq!(report.blocks_checked, 9);
 }
