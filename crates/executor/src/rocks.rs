@@ -359,12 +359,32 @@ pub(crate) fn open_read_only(path: &Path) -> Result<DB, ExecError> {
     if !path.is_dir() {
         return Err(corrupt(format!("no ledger database at {}", path.display())));
     }
+    check_format(path)?;
     Ok(DB::open_cf_descriptors_read_only(
         &db_options(false),
         path,
         cf_descriptors(),
         false,
     )?)
+}
+
+/// Refuses, with a clear message, a ledger DB written by a build that kept an LtHash
+/// per block: it has no `changes` column family, and RocksDB would only say that the
+/// family is missing.
+fn check_format(path: &Path) -> Result<(), ExecError> {
+    // a path that is not a DB yet is left to the open, which reports it
+    let Ok(families) = DB::list_cf(&Options::default(), path) else {
+        return Ok(());
+    };
+    if families.iter().any(|f| f == CF_META) && !families.iter().any(|f| f == CF_CHANGES) {
+        return Err(corrupt(format!(
+            "the ledger in {} was written by an older build, which kept an LtHash per block \
+             (it has no `{CF_CHANGES}` column family); start a new ledger, or install one by \
+             state transfer",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A column family handle, or a corruption error naming it.
@@ -525,6 +545,9 @@ fn rename(faults: &mut Faults, from: &Path, to: &Path) -> Result<(), ExecError> 
 /// Opens (creating it if `create`) a ledger DB read-write (one durable step).
 fn open_db(faults: &mut Faults, path: &Path, create: bool) -> Result<DB, ExecError> {
     faults.step()?;
+    if !create {
+        check_format(path)?;
+    }
     Ok(DB::open_cf_descriptors(
         &db_options(create),
         path,
@@ -681,7 +704,8 @@ impl StateView for DbView<'_> {
 /// A ledger on RocksDB. See the module documentation for the layout and crash safety.
 pub struct RocksExecutor {
     dir: PathBuf,
-    /// `None` only after a failure in the middle of swapping the live state.
+    /// `None` only after a failure in the middle of swapping the live state, or when
+    /// the state cache could not be reloaded after a failed write.
     db: Option<DB>,
     head: Head,
     /// The LtHash of the state at height `lthash_at`; the batches above it are in the
@@ -790,7 +814,7 @@ impl StateCache {
                     entry.1 = new;
                 }
                 None => {
-                    self.dirty_bytes += entry_bytes(0, &old);
+                    self.dirty_bytes += old.as_ref().map_or(0, Vec::len);
                     self.dirty.insert(k, (old, new));
                 }
             }
@@ -802,7 +826,7 @@ impl StateCache {
     fn load(&mut self, logged: NetChanges) {
         self.dirty_bytes = logged
             .iter()
-            .map(|(k, (old, new))| entry_bytes(k.len(), new) + entry_bytes(0, old))
+            .map(|(k, (old, new))| entry_bytes(k.len(), new) + old.as_ref().map_or(0, Vec::len))
             .sum();
         self.dirty = logged;
     }
@@ -842,7 +866,9 @@ impl std::fmt::Debug for RocksExecutor {
 }
 
 fn closed() -> ExecError {
-    ExecError::Storage("the ledger was closed by a failed state swap; reopen the directory".into())
+    ExecError::Storage(
+        "the ledger was closed by a failed state swap or cache reload; reopen the directory".into(),
+    )
 }
 
 impl RocksExecutor {

@@ -224,6 +224,21 @@ fn verify_db(db: &DB) -> Result<LedgerReport, ExecError> {
                 "the logged changes of batch {h} do not decode: {e}"
             ))
         })?;
+        // each batch's keys are strictly increasing, and a key's value before a batch is
+        // its value after the last logged batch that changed it
+        for (i, (k, (old, _))) in batch.iter().enumerate() {
+            if i > 0 && batch[i - 1].0 >= *k {
+                return Err(corrupt(format!(
+                    "the logged changes of batch {h} are not in strictly increasing key order"
+                )));
+            }
+            if net.get(k).is_some_and(|(_, last)| last != old) {
+                return Err(corrupt(format!(
+                    "batch {h}'s logged value before it of state key {} is not the one an earlier logged batch left",
+                    hex(k)
+                )));
+            }
+        }
         fold_changes(&mut net, batch);
         next += 1;
     }

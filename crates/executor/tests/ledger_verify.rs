@@ -197,6 +197,34 @@ fn a_tampered_changes_log_is_found() {
     }
 }
 
+/// A ledger of the format before the changes log (no `changes` column family) is
+/// refused by name, by verify and by open, and left as it was.
+#[test]
+fn a_ledger_of_the_older_format_is_named() {
+    let people = people();
+    let tmp = common::tempdir();
+    ledger(tmp.path(), &people);
+    {
+        let mut db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            tmp.path().join(STATE_DIR),
+            COLUMN_FAMILIES,
+        )
+        .expect("open");
+        db.drop_cf(CF_CHANGES).expect("drop the changes family");
+    }
+    let m = corrupt_message(verify_ledger(tmp.path()));
+    assert!(m.contains("older build"), "{m}");
+    match RocksExecutor::open(tmp.path(), &people.genesis, RocksOptions::default()) {
+        Err(ExecError::Corrupt(m)) => assert!(m.contains("older build"), "{m}"),
+        other => panic!("open should name the older format, got {other:?}"),
+    }
+    assert!(
+        tmp.path().join(STATE_DIR).is_dir(),
+        "the ledger is left in place"
+    );
+}
+
 #[test]
 fn no_ledger_is_reported() {
     let tmp = common::tempdir();
