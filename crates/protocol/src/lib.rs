@@ -31,6 +31,7 @@ pub mod message;
 pub mod new_view;
 mod normal_case;
 mod order_watch;
+pub mod outgoing;
 pub mod quorum;
 pub mod replica;
 mod state_transfer;
@@ -42,6 +43,7 @@ mod wal;
 pub use action::{Action, WalRecord};
 pub use config::{Config, ConfigError};
 pub use message::*;
+pub use outgoing::{Dest, Outgoing, Payload};
 pub use replica::{ExecutedRequest, ExecutionResult, Replica, Status};
 pub use time::{Duration, Instant};
 pub use verify::{

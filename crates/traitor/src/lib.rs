@@ -20,4 +20,5 @@ mod traitor;
 mod tests;
 
 pub use behavior::{Behavior, UnknownBehavior};
-pub use traitor::{Dest, Outgoing, Payload, Traitor};
+pub use pbft_protocol::{Dest, Outgoing, Payload};
+pub use traitor::Traitor;

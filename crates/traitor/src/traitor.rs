@@ -6,8 +6,9 @@ use std::fmt;
 use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_protocol::envelope::{self, Limits, MAGIC, WIRE_VERSION};
 use pbft_protocol::{
-    Batch, Checkpoint, Commit, Config, Duration, Instant, Message, NewView, PrePrepare, Prepare,
-    PreparedProof, ReplicaId, Request, Seq, Signable, Signed, View, ViewChange,
+    Batch, Checkpoint, Commit, Config, Dest, Duration, Instant, Message, NewView, Outgoing,
+    Payload, PrePrepare, Prepare, PreparedProof, ReplicaId, Request, Seq, Signable, Signed, View,
+    ViewChange,
 };
 
 use crate::behavior::Behavior;
@@ -25,60 +26,6 @@ const MAX_GARBAGE: u64 = 2048;
 const MAX_BAD_BODY: u64 = 256;
 /// Number of variants of [`Message`] (its postcard tags are `0..MESSAGE_TAGS`).
 const MESSAGE_TAGS: u64 = 14;
-
-/// Where an outgoing message goes.
-// The shape is part of the driver API; a client key is inline like everywhere else.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Dest {
-    /// One replica.
-    Replica(ReplicaId),
-    /// Every replica but the sender.
-    AllReplicas,
-    /// A client, by its public key.
-    Client(PublicKey),
-}
-
-/// What goes on the wire: a message, or raw bytes (garbage, for `flood`).
-// The shape is part of the driver API; messages are not boxed anywhere else either.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Payload {
-    /// A protocol message, to be encoded by the driver.
-    Message(Message),
-    /// Bytes sent as a frame as they are.
-    Raw(Vec<u8>),
-}
-
-/// One message to send after `delay`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing {
-    /// Where it goes.
-    pub dest: Dest,
-    /// What goes.
-    pub payload: Payload,
-    /// How long the driver waits before sending it.
-    pub delay: Duration,
-}
-
-impl Outgoing {
-    /// `msg` to `dest`, now.
-    pub fn now(dest: Dest, msg: Message) -> Outgoing {
-        Outgoing {
-            dest,
-            payload: Payload::Message(msg),
-            delay: Duration::ZERO,
-        }
-    }
-
-    /// The message, if the payload is one.
-    pub fn message(&self) -> Option<&Message> {
-        match &self.payload {
-            Payload::Message(m) => Some(m),
-            Payload::Raw(_) => None,
-        }
-    }
-}
 
 /// A replica's traitor: it sees every message the honest replica code wants to send and
 /// decides what really goes out.
