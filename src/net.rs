@@ -172,7 +172,7 @@ pub fn cmd_node(
             ));
         }
     }
-    let traitor = match faults.traitor {
+    let traitor = match &faults.traitor {
         None => None,
         Some(b) => match b.parse::<pbft_traitor::Behavior>() {
             Ok(b) => Some(b),
@@ -189,13 +189,6 @@ pub fn cmd_node(
     };
     let data = data.unwrap_or_else(|| PathBuf::from(format!("pbft-data-{id}")));
     let cluster_n = cluster.n();
-    init_logs(json);
-    let mut opts = NodeOptions::new(cluster, keypair, data);
-    opts.metrics = metrics;
-    opts.sync = sync;
-    opts.traitor = traitor;
-    opts.control = faults.control;
-    opts.crash_at_checkpoint = faults.crash_at_checkpoint;
     if let Some(bad) = faults
         .accomplices
         .iter()
@@ -205,16 +198,29 @@ pub fn cmd_node(
             "--accomplices: validator {bad} does not exist (n = {cluster_n})"
         ));
     }
-    opts.accomplices = faults.accomplices;
-    if let Some(seed) = faults.traitor_seed {
-        opts.traitor_seed = seed;
-    }
+    init_logs(json);
+    let mut opts = NodeOptions::new(cluster, keypair, data);
+    opts.metrics = metrics;
+    opts.sync = sync;
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return failed(e.into()),
     };
-    let result: Result<NodeSummary, pbft_node::NodeError> =
-        rt.block_on(pbft_node::run(opts, termination()));
+    let injected =
+        traitor.is_some() || faults.control.is_some() || faults.crash_at_checkpoint.is_some();
+    let result: Result<NodeSummary, pbft_node::NodeError> = if injected {
+        // a control port in use is bad input, reported before the validator starts
+        let control = match faults.control {
+            Some(addr) => match rt.block_on(pbft_faults::control::bind(addr)) {
+                Ok(l) => Some(l),
+                Err(e) => return bad_input(anyhow!("--control {addr}: {e}")),
+            },
+            None => None,
+        };
+        rt.block_on(run_with_faults(opts, id, traitor, faults, control))
+    } else {
+        rt.block_on(pbft_node::run(opts, pbft_host::Honest, termination()))
+    };
     match result {
         Ok(s) => {
             eprintln!(
@@ -229,6 +235,49 @@ pub fn cmd_node(
         Err(e) if e.is_bad_input() => bad_input(e.into()),
         Err(e) => failed(e.into()),
     }
+}
+
+/// Runs a validator with scripted fault hooks (a traitor, a crash point, the control
+/// endpoint of the scenario runner).
+async fn run_with_faults(
+    opts: NodeOptions,
+    id: u32,
+    traitor: Option<pbft_traitor::Behavior>,
+    flags: FaultFlags,
+    control: Option<tokio::net::TcpListener>,
+) -> Result<NodeSummary, pbft_node::NodeError> {
+    use pbft_faults::{control, Scripted, TraitorWindow};
+    let n = opts.cluster.n() as u32;
+    let mut faults = Scripted::new(id, n, u64::from(id));
+    if let Some(b) = traitor {
+        eprintln!(
+            "warning: TRAITOR MODE: validator {id} misbehaves on purpose ({})",
+            b.name()
+        );
+        let t = pbft_traitor::Traitor::new(
+            b,
+            id,
+            opts.key.clone(),
+            opts.cluster.protocol_config(),
+            flags.traitor_seed.unwrap_or(1),
+        )
+        .with_accomplices(flags.accomplices.clone());
+        faults = faults.with_traitor(TraitorWindow::always(t));
+    }
+    if let Some(seq) = flags.crash_at_checkpoint {
+        faults = faults.crash_at_checkpoint(seq);
+    }
+    let control_task = control.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            eprintln!("warning: fault-injection control endpoint enabled on {addr}");
+        }
+        tokio::spawn(control::serve(listener, faults.switchboard(), n))
+    });
+    let result = pbft_node::run(opts, faults, termination()).await;
+    if let Some(t) = control_task {
+        t.abort();
+    }
+    result
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -21,6 +21,7 @@
 pub mod error;
 pub mod lthash;
 pub mod memory;
+pub mod record_log;
 pub mod rocks;
 pub mod snapshot;
 pub mod transition;
@@ -31,6 +32,7 @@ mod xof8;
 
 pub use error::ExecError;
 pub use memory::MemoryExecutor;
+pub use record_log::{MemoryLog, Record, RecordLog};
 pub use rocks::{CfMemory, FaultPlan, RocksExecutor, RocksOptions};
 pub use types::{
     Applied, Block, ClientWindow, Entry, ExecRequest, FailReason, Head, Operation, Receipt,
@@ -91,4 +93,57 @@ pub trait Executor {
 
     /// A block by height.
     fn block(&self, height: u64) -> Result<Option<Block>, ExecError>;
+}
+
+impl<E: Executor + ?Sized> Executor for Box<E> {
+    fn apply(
+        &mut self,
+        seq: u64,
+        batch_digest: Digest,
+        requests: &[ExecRequest<'_>],
+    ) -> Result<Applied, ExecError> {
+        (**self).apply(seq, batch_digest, requests)
+    }
+    fn head(&self) -> Head {
+        (**self).head()
+    }
+    fn checkpoint(&mut self) -> Result<Digest, ExecError> {
+        (**self).checkpoint()
+    }
+    fn stable(&mut self, seq: u64) -> Result<(), ExecError> {
+        (**self).stable(seq)
+    }
+    fn stable_seq(&self) -> u64 {
+        (**self).stable_seq()
+    }
+    fn rollback(&mut self) -> Result<u64, ExecError> {
+        (**self).rollback()
+    }
+    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
+        (**self).export(seq, max_chunk)
+    }
+    fn import(
+        &mut self,
+        seq: u64,
+        expected: Digest,
+        chunks: &[Vec<u8>],
+    ) -> Result<Head, ExecError> {
+        (**self).import(seq, expected, chunks)
+    }
+    fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {
+        (**self).balance(account)
+    }
+    fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
+        (**self).client_window(client)
+    }
+    fn receipt(
+        &self,
+        client: &PublicKey,
+        request_id: u64,
+    ) -> Result<Option<StoredReceipt>, ExecError> {
+        (**self).receipt(client, request_id)
+    }
+    fn block(&self, height: u64) -> Result<Option<Block>, ExecError> {
+        (**self).block(height)
+    }
 }

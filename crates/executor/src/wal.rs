@@ -9,6 +9,7 @@
 //! value = postcard of `(Option<u64> /* seq tag */, Vec<u8> /* record */)`.
 
 use crate::error::ExecError;
+use crate::record_log::{Record, RecordLog};
 use crate::rocks::{scan_once, FaultPlan, Faults};
 use rocksdb::{IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
@@ -24,9 +25,6 @@ const LOG_WRITE_BUFFER: usize = 8 << 20;
 /// (32 MiB per column family) filled from those scans and was most of a validator's
 /// memory growth over a five-minute run (heaptrack, docs/benchmarks.md).
 const LOG_BLOCK_CACHE: usize = 1 << 20;
-
-/// One record: its optional sequence tag and its bytes.
-pub type Record = (Option<u64>, Vec<u8>);
 
 /// An append-only log of opaque consensus records on RocksDB.
 pub struct ConsensusLog {
@@ -123,10 +121,12 @@ impl ConsensusLog {
         wo.set_sync(self.sync);
         Ok(self.db.write_opt(batch, &wo)?)
     }
+}
 
+impl RecordLog for ConsensusLog {
     /// Appends many records in ONE write (grouping: the node hands over everything
     /// persisted in one step). After a crash, all of them are there or none.
-    pub fn append(&mut self, records: &[Record]) -> Result<(), ExecError> {
+    fn append(&mut self, records: &[Record]) -> Result<(), ExecError> {
         self.faults.alive()?;
         if records.is_empty() {
             return Ok(());
@@ -143,11 +143,6 @@ impl ConsensusLog {
         self.write(wb)?;
         self.next = key;
         Ok(())
-    }
-
-    /// All records in append order.
-    pub fn load(&self) -> Result<Vec<Record>, ExecError> {
-        Ok(self.load_keyed()?.into_iter().map(|(_, r)| r).collect())
     }
 
     /// All records in append order, each with its key.
@@ -168,50 +163,6 @@ impl ConsensusLog {
         Ok(out)
     }
 
-    /// Drops the records that later ones made useless, as `superseded` decides: it gets
-    /// the records decoded, in append order (only those without a sequence tag if
-    /// `untagged_only`: the caller's tags mark records only the stable checkpoint
-    /// retires), and says which to drop. They go in one write. Returns the decoded
-    /// records left.
-    pub fn drop_superseded<R: serde::de::DeserializeOwned>(
-        &mut self,
-        untagged_only: bool,
-        superseded: impl FnOnce(&[R]) -> Vec<bool>,
-    ) -> Result<Vec<R>, ExecError> {
-        let mut keys = Vec::new();
-        let mut records = Vec::new();
-        for (key, (tag, bytes)) in self.load_keyed()? {
-            if untagged_only && tag.is_some() {
-                continue;
-            }
-            let rec: R = postcard::from_bytes(&bytes)
-                .map_err(|e| corrupt(format!("consensus log record {key} does not decode: {e}")))?;
-            keys.push(key);
-            records.push(rec);
-        }
-        let drop = superseded(&records);
-        if drop.len() != records.len() {
-            return Err(ExecError::Storage(format!(
-                "asked about {} consensus log records, told about {}",
-                records.len(),
-                drop.len()
-            )));
-        }
-        let gone: Vec<u64> = keys
-            .iter()
-            .zip(&drop)
-            .filter(|(_, d)| **d)
-            .map(|(k, _)| *k)
-            .collect();
-        self.remove(&gone)?;
-        Ok(records
-            .into_iter()
-            .zip(drop)
-            .filter(|(_, d)| !d)
-            .map(|(r, _)| r)
-            .collect())
-    }
-
     /// Deletes the records with these keys, in one write.
     fn remove(&mut self, keys: &[u64]) -> Result<(), ExecError> {
         self.faults.alive()?;
@@ -228,7 +179,7 @@ impl ConsensusLog {
 
     /// Drops records whose seq tag is <= `stable` (records with no tag are kept), in
     /// one write.
-    pub fn compact(&mut self, stable: u64) -> Result<(), ExecError> {
+    fn compact(&mut self, stable: u64) -> Result<(), ExecError> {
         self.faults.alive()?;
         let cf = records_cf(&self.db)?;
         let mut wb = WriteBatch::default();

@@ -6,10 +6,10 @@ mod common;
 
 use common::{People, Workload};
 use pbft_executor::types::checkpoint_digest;
-use pbft_executor::wal::Record;
 use pbft_executor::{
     ConsensusLog, ExecError, Executor, FaultPlan, MemoryExecutor, RocksExecutor, RocksOptions,
 };
+use pbft_executor::{Record, RecordLog};
 
 fn rec(tag: Option<u64>, text: &str) -> Record {
     (tag, text.as_bytes().to_vec())

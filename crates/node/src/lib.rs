@@ -1,36 +1,42 @@
 //! The validator runtime: it wires the QUIC transport, the signature-verification
-//! workers, the PBFT replica core, the RocksDB ledger and the consensus log.
+//! workers and the consensus thread, which runs the validator's host (the replica, the
+//! RocksDB ledger and the consensus log; `pbft-host`, the same code the simulator runs).
 //!
 //! ```text
 //! transport --frames--> verification workers --verified inputs--> consensus thread
-//!     ^                                                              |  replica core
-//!     +---------------- encoded once, same bytes to every peer <-----+  ledger + log
+//!     ^                                                              |  host: replica,
+//!     +---------------- encoded once, same bytes to every peer <-----+  ledger, log
 //! ```
 //!
+//! - [`boot`]: finds the validator's id, opens its storage and restores its host.
 //! - The verification workers (threads) decode frames and check signatures, client
 //!   signatures in batches, each signature once (see [`stage`]).
-//! - The consensus thread owns the replica, the ledger and the consensus log; a
-//!   `Persist` is durable before any later action (see [`core`]).
-//! - Timers come from the replica's `next_timeout`.
+//! - The consensus thread ([`core`]) feeds the host and carries its effects out; a
+//!   `Persist` is durable before any later action, and timers come from the host's
+//!   `next_timeout`.
 //! - A small thread hands free heap memory back to the system every few seconds, so
 //!   the resident size stays bounded under load (see [`TRIM_INTERVAL`]).
 //! - A restarted validator reloads its log and its ledger: it keeps its view, never
 //!   contradicts what it sent, and catches up by state transfer when behind.
+//!
+//! Fault injection is not part of the node: [`run`] takes the host's fault hooks, and
+//! a production validator passes the honest ones.
 
-pub mod control;
+pub mod boot;
 pub mod core;
 pub mod metrics;
 pub mod stage;
+pub mod timed;
 
 use crate::core::Core;
 use crate::metrics::Metrics;
 use crate::stage::{Input, SigCache, Stage};
 use pbft_cluster::Cluster;
 use pbft_crypto::Keypair;
-use pbft_executor::{ConsensusLog, ExecError, Executor, RocksExecutor, RocksOptions};
+use pbft_executor::{ExecError, Executor};
+use pbft_host::Faults;
 use pbft_protocol::envelope::Limits;
-use pbft_protocol::{Replica, Verifier, WalRecord};
-use pbft_traitor::{Behavior, Traitor};
+use pbft_protocol::Verifier;
 use pbft_transport::{PeerInfo, Transport, TransportConfig, TransportError};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,21 +62,10 @@ pub struct NodeOptions {
     pub sync: bool,
     /// Verification worker threads.
     pub workers: usize,
-    /// A traitor behaviour, for tests and scenarios only.
-    pub traitor: Option<Behavior>,
-    /// Accomplice validators of the traitor (beyond-f negative controls only).
-    pub accomplices: Vec<u32>,
-    /// Seed of the traitor's choices.
-    pub traitor_seed: u64,
-    /// Serve the fault-injection control endpoint here (scenario runner only; see
-    /// [`control`]).
-    pub control: Option<SocketAddr>,
-    /// Abort the process mid-checkpoint at this sequence (scenario runner only).
-    pub crash_at_checkpoint: Option<u64>,
 }
 
 impl NodeOptions {
-    /// Options with defaults: no metrics, no fsync, two workers, honest.
+    /// Options with defaults: no metrics, no fsync, two workers.
     pub fn new(cluster: Cluster, key: Keypair, data: PathBuf) -> NodeOptions {
         NodeOptions {
             cluster,
@@ -79,11 +74,6 @@ impl NodeOptions {
             metrics: None,
             sync: false,
             workers: 2,
-            traitor: None,
-            accomplices: Vec::new(),
-            traitor_seed: 1,
-            control: None,
-            crash_at_checkpoint: None,
         }
     }
 }
@@ -136,14 +126,6 @@ pub enum NodeError {
         /// The error.
         source: std::io::Error,
     },
-    /// The control address could not be bound.
-    #[error("control address {addr}: {source}")]
-    Control {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
     /// A thread of the node failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -158,7 +140,6 @@ impl NodeError {
                 | NodeError::Config { .. }
                 | NodeError::Transport(TransportError::Bind { .. })
                 | NodeError::Metrics { .. }
-                | NodeError::Control { .. }
         )
     }
 }
@@ -178,75 +159,19 @@ pub struct NodeSummary {
 
 /// Runs a validator until `shutdown` completes, then stops cleanly: the consensus
 /// thread finishes its current step, storage is closed, connections are closed.
-pub async fn run(
+///
+/// `faults` are the host's fault hooks: [`pbft_host::Honest`] for a production
+/// validator; the scenario runner's processes pass scripted ones (`pbft-faults`).
+pub async fn run<F: Faults + Send + 'static>(
     opts: NodeOptions,
+    faults: F,
     shutdown: impl Future<Output = ()>,
 ) -> Result<NodeSummary, NodeError> {
-    let cluster = &opts.cluster;
-    let me = opts.key.public();
-    let id = cluster
-        .validator_with_key(&me)
-        .map(|v| v.id)
-        .ok_or_else(|| NodeError::NotAValidator {
-            key: me.to_hex(),
-            cluster: cluster.path.clone(),
-        })?;
-    let cfg = cluster.protocol_config();
-    cfg.validate().map_err(|error| NodeError::Config {
-        error,
-        path: cluster.path.clone(),
-    })?;
-
-    let storage = |dir: &PathBuf| {
-        let dir = dir.clone();
-        move |source| NodeError::Storage { dir, source }
-    };
-    let ledger_dir = opts.data.join("ledger");
-    let wal_dir = opts.data.join("wal");
-    let ledger = RocksExecutor::open(
-        &ledger_dir,
-        &cluster.genesis(),
-        RocksOptions {
-            sync: opts.sync,
-            ..RocksOptions::default()
-        },
-    )
-    .map_err(storage(&ledger_dir))?;
-    let log = ConsensusLog::open(&wal_dir, opts.sync).map_err(storage(&wal_dir))?;
-    let raw = log.load().map_err(storage(&wal_dir))?;
-    let mut records = Vec::with_capacity(raw.len());
-    for (index, (_, bytes)) in raw.iter().enumerate() {
-        let rec: WalRecord = postcard::from_bytes(bytes).map_err(|e| NodeError::CorruptLog {
-            dir: wal_dir.clone(),
-            index,
-            reason: e.to_string(),
-        })?;
-        records.push(rec);
-    }
-    let executed = ledger.head().height;
     let start = Instant::now();
-    let replica = if records.is_empty() && executed == 0 {
-        Replica::new(cfg.clone(), id, opts.key.clone())
-    } else {
-        tracing::info!(
-            id,
-            records = records.len(),
-            executed,
-            "restarting from the consensus log and the ledger"
-        );
-        Replica::restore(
-            cfg.clone(),
-            id,
-            opts.key.clone(),
-            &records,
-            executed,
-            pbft_protocol::Instant::ZERO,
-        )
-    }
-    .map_err(|error| NodeError::Config {
-        error,
-        path: cluster.path.clone(),
-    })?;
+    let (id, cfg) = boot::identify(&opts)?;
+    let metrics = Metrics::new(id);
+    let host = boot::open(&opts, id, cfg.clone(), faults, metrics.clone(), start)?;
+    let cluster = &opts.cluster;
 
     let peers: Vec<PeerInfo> = cluster
         .validators
@@ -261,7 +186,6 @@ pub async fn run(
     let (transport, mut inbound) =
         Transport::start(TransportConfig::new(id, opts.key.clone(), listen, peers)).await?;
 
-    let metrics = Metrics::new(id);
     let metrics_task = match opts.metrics {
         Some(addr) => {
             let listener = metrics::bind(addr)
@@ -287,9 +211,9 @@ pub async fn run(
         .map_err(|e| NodeError::Internal(e.to_string()))?;
     let stage = Stage {
         verifier: std::sync::Arc::new(Verifier::new(cfg.validators.clone())),
-        // 65,536 signatures (was 262,144: 34 MB at its peak): several seconds of
-        // traffic at the highest rates measured (docs/benchmarks.md), longer than a
-        // request waits for its pre-prepare; an evicted signature is only checked again
+        // 65,536 signatures: several seconds of traffic at the highest rates measured,
+        // longer than a request waits for its pre-prepare; an evicted signature is only
+        // checked again (decision 0037)
         cache: std::sync::Arc::new(SigCache::new(SIG_CACHE_CAPACITY)),
         limits: Limits::default(),
         transport: transport.clone(),
@@ -309,50 +233,20 @@ pub async fn run(
     drop(stage);
     drop(work_rx);
 
-    let traitor = opts.traitor.map(|b| {
-        tracing::warn!(
-            id,
-            behavior = b.name(),
-            "TRAITOR MODE: this validator misbehaves on purpose"
-        );
-        Traitor::new(b, id, opts.key.clone(), cfg.clone(), opts.traitor_seed)
-            .with_accomplices(opts.accomplices.clone())
-    });
-    let mut core = Core::new(
-        id,
-        replica,
-        ledger,
-        log,
-        transport.clone(),
-        metrics.clone(),
-        traitor,
-        start,
-    );
-    core.crash_at_checkpoint = opts.crash_at_checkpoint;
-    let control_task = match opts.control {
-        Some(addr) => {
-            let listener = control::bind(addr)
-                .await
-                .map_err(|source| NodeError::Control { addr, source })?;
-            let controls = control::Controls {
-                transport: transport.clone(),
-                traitor_active: core.traitor_active.clone(),
-                crash_next_checkpoint: core.crash_next_checkpoint.clone(),
-                n: cluster.n() as u32,
-                seed: id as u64,
-            };
-            tracing::warn!(%addr, "fault-injection control endpoint enabled");
-            Some(tokio::spawn(control::serve(listener, controls)))
-        }
-        None => None,
-    };
     // ends when `trim_stop` is dropped (on return, whichever way)
     let (trim_stop, trim_rx) = crossbeam_channel::bounded::<()>(0);
     let trimmer = std::thread::Builder::new()
         .name(format!("pbft-{id}-trim"))
         .spawn(move || release_free_memory(trim_rx))
         .map_err(|e| NodeError::Internal(e.to_string()))?;
-    tracing::info!(id, %listen, view = core.replica.view(), executed, "validator started");
+    let core = Core::new(host, transport.clone(), metrics.clone(), start);
+    tracing::info!(
+        id,
+        %listen,
+        view = core.host.replica().view(),
+        executed = core.host.replica().last_executed(),
+        "validator started"
+    );
     let consensus = std::thread::Builder::new()
         .name(format!("pbft-{id}-consensus"))
         .spawn(move || core.run(in_rx))
@@ -366,15 +260,16 @@ pub async fn run(
         .await
         .map_err(|e| NodeError::Internal(e.to_string()))?
         .map_err(|_| NodeError::Internal("the consensus thread panicked".into()))?;
+    let host = core.into_host();
     let summary = NodeSummary {
         id,
-        view: core.replica.view(),
-        last_executed: core.replica.last_executed(),
-        head_hash: core.ledger.head().hash.to_hex(),
+        view: host.replica().view(),
+        last_executed: host.replica().last_executed(),
+        head_hash: host.ledger().head().hash.to_hex(),
     };
-    drop(core);
+    drop(host);
     transport.shutdown().await;
-    for t in [metrics_task, control_task].into_iter().flatten() {
+    if let Some(t) = metrics_task {
         t.abort();
     }
     // the workers and the bridge end when their channels close
@@ -394,9 +289,9 @@ pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2)
 /// Hands memory the allocator holds but nobody uses back to the system, every
 /// [`TRIM_INTERVAL`], until `stop` disconnects. glibc keeps what a thread frees in that
 /// thread's arena, and RocksDB frees megabytes at a time (memtables after a flush,
-/// evicted cache blocks), so without this a validator's resident size crept up for
-/// minutes under steady load while its heap stayed flat (docs/benchmarks.md, "Memory
-/// flat"). A call took 1-20 ms under load (median about 2 ms), so it runs on its own
+/// evicted cache blocks), so without this a validator's resident size creeps up for
+/// minutes under steady load while its heap stays flat (decision 0040). A call takes
+/// 1-20 ms under load (median about 2 ms), so it runs on its own
 /// thread rather than on the consensus thread; glibc locks each arena while trimming
 /// it, so a thread allocating from that arena at that moment still waits.
 fn release_free_memory(stop: crossbeam_channel::Receiver<()>) {

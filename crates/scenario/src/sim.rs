@@ -97,6 +97,7 @@ pub fn sim_config(sc: &Scenario, seed: u64) -> SimConfig {
             StorageKind::RocksDb => Storage::RocksDb,
         },
         probes_ms: sc.probe_times(),
+        ..SimConfig::default()
     }
 }
 

@@ -96,8 +96,9 @@ pub enum FaultAction {
     /// Undo every partition and isolation.
     Heal,
     /// Arms a crash in the middle of a checkpoint: the next time the validator executes
-    /// a checkpoint batch (`seq` a multiple of K), the batch is applied to the ledger and
-    /// the process dies before it takes the checkpoint snapshot and announces it.
+    /// a checkpoint batch (`seq` a multiple of K), the batch is applied to the ledger,
+    /// the checkpoint snapshot is written, and the process dies before it announces
+    /// the checkpoint (`pbft_host::CrashPoint::CheckpointTaken`, as on a real cluster).
     CrashMidCheckpoint(ReplicaId),
 }
 
@@ -150,6 +151,9 @@ pub struct SimConfig {
     pub stop_when_done: bool,
     /// Ledger and consensus-log storage.
     pub storage: Storage,
+    /// Bytes per snapshot chunk the validators serve (small values make every state
+    /// transfer span many chunks).
+    pub snapshot_chunk_bytes: usize,
     /// Points in simulated time (ms) at which the run records a [`crate::report::Probe`]
     /// of the honest validators (views, heights). Probing changes nothing in the run.
     pub probes_ms: Vec<u64>,
@@ -171,6 +175,7 @@ impl Default for SimConfig {
             verify_signatures: true,
             stop_when_done: true,
             storage: Storage::Memory,
+            snapshot_chunk_bytes: 64 << 10,
             probes_ms: Vec::new(),
         }
     }

@@ -252,3 +252,132 @@ impl Report {
         s
     }
 }
+
+impl crate::sim::Simulation {
+    /// Ends the run: the end-of-run checks against every ledger, and the report.
+    pub(crate) fn finish(mut self) -> Report {
+        let now = self.now;
+        // a validator that is down is judged by its disk
+        let mut disks = Vec::new();
+        for i in 0..self.validators.len() {
+            let down = self.validators[i].host.is_none() && !self.validators[i].broken;
+            disks.push(if down {
+                self.open_disk(i as ReplicaId)
+            } else {
+                None
+            });
+        }
+        let ledgers: Vec<crate::checker::LedgerView<'_>> = self
+            .validators
+            .iter()
+            .zip(&disks)
+            .enumerate()
+            .filter_map(|(i, (v, disk))| {
+                let ledger: &dyn pbft_executor::Executor = match (&v.host, disk) {
+                    (Some(h), _) => h.ledger().as_ref(),
+                    (None, Some((l, _))) => l.as_ref(),
+                    (None, None) => return None,
+                };
+                Some(crate::checker::LedgerView {
+                    node: i as ReplicaId,
+                    ledger,
+                    applications: &v.applications,
+                    installed_at: v.installed_at,
+                })
+            })
+            .collect();
+        self.checker.finish(now, &ledgers);
+        let replicas = self
+            .validators
+            .iter()
+            .zip(&disks)
+            .enumerate()
+            .map(|(i, (v, disk))| {
+                let id = i as ReplicaId;
+                let traitor = self
+                    .cfg
+                    .traitors
+                    .iter()
+                    .find(|t| t.node == id)
+                    .map(|t| t.behavior);
+                let head = match (&v.host, disk) {
+                    (Some(h), _) => Some(h.ledger().head()),
+                    (None, Some((l, _))) => Some(l.head()),
+                    (None, None) => None,
+                };
+                let rep = v.host.as_ref().map(|h| h.replica());
+                ReplicaReport {
+                    id,
+                    traitor,
+                    crashed: rep.is_none(),
+                    crashes: v.crashes,
+                    wiped: self.cfg.faults.iter().any(|f| {
+                        matches!(f.action, crate::config::FaultAction::Restart { node, wipe: true } if node == id)
+                    }),
+                    view: rep.map_or(0, |r| r.view()),
+                    last_executed: head.as_ref().map_or(0, |h| h.height),
+                    stable_checkpoint: rep.map_or(0, |r| r.stable_checkpoint()),
+                    head: head.map_or(Digest::ZERO, |h| h.hash),
+                    evidence_against: rep
+                        .map_or_else(Vec::new, |r| r.evidence().keys().copied().collect()),
+                    halted: v
+                        .host
+                        .as_ref()
+                        .and_then(|h| h.halted().map(str::to_string)),
+                }
+            })
+            .collect();
+        let latencies: Vec<u64> = self
+            .clients
+            .iter()
+            .flat_map(|c| c.accepted.values().map(|a| a.latency_us))
+            .collect();
+        let accepted = self.accepted_count();
+        let stuck = self
+            .clients
+            .iter()
+            .flat_map(|c| {
+                c.outstanding.iter().map(move |(rid, o)| Stuck {
+                    client: c.index,
+                    request_id: *rid,
+                    replies: o
+                        .replies
+                        .iter()
+                        .map(|(r, (res, _))| (*r, Digest::of(res)))
+                        .collect(),
+                })
+            })
+            .collect();
+        let end_probe = self.probe();
+        let probes = self
+            .probes
+            .iter()
+            .zip(&self.cfg.probes_ms)
+            .map(|(p, at)| {
+                p.unwrap_or(Probe {
+                    at_ms: *at,
+                    ..end_probe
+                })
+            })
+            .collect();
+        let mut trace = self.trace.clone();
+        trace.update(&self.stats.events.to_le_bytes());
+        Report {
+            seed: self.cfg.seed,
+            end_ms: now.as_millis(),
+            replicas,
+            valid_requests: self.valid_requests(),
+            accepted,
+            all_committed: accepted >= self.valid_requests(),
+            all_committed_ms: self.all_committed_at.map(|t| t.as_millis()),
+            violations: self.checker.violations.clone(),
+            halts: self.checker.halts.clone(),
+            trace_digest: trace.finalize(),
+            stats: self.stats.clone(),
+            latencies_us: latencies,
+            f: self.pcfg.f() as usize,
+            stuck,
+            probes,
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Crashes, restarts, partitions and lossy networks, within the fault model.
 
+use pbft_executor::RecordLog;
 use pbft_sim::*;
 
 fn cfg(seed: u64) -> SimConfig {

@@ -54,8 +54,7 @@
 //! is disconnected and its connections are refused for `ban_duration`
 //! (counted `banned`). Our own outgoing connection to it stays up: it can
 //! still hear us, we just stop listening to it. A client connection reaching
-//! the limit is closed. [`Transport::set_blocked`] drops frames to and from
-//! chosen validators, for tests and the scenario runner.
+//! the limit is closed.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

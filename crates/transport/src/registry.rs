@@ -1,5 +1,5 @@
 //! The validator transport's shared state: who is connected, counters,
-//! blocked set, strikes and bans.
+//! strikes and bans.
 //!
 //! One `std::sync::Mutex` guards it; it is never held across an `.await`,
 //! and connections are closed only after the lock is released.
@@ -42,39 +42,6 @@ struct ClientSlot {
     replies: mpsc::Sender<Bytes>,
 }
 
-/// What fault injection does to one outgoing frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Fate {
-    /// Sent.
-    Once,
-    /// Sent twice.
-    Twice,
-    /// Dropped at the loss rate.
-    Lost,
-    /// Dropped: the peer is blocked.
-    Blocked,
-}
-
-/// A loss and duplication rate with its own random stream (xorshift64: fault
-/// injection needs no cryptographic randomness).
-struct Lossy {
-    drop: f64,
-    duplicate: f64,
-    state: u64,
-}
-
-impl Lossy {
-    /// A uniform number in [0, 1).
-    fn next_unit(&mut self) -> f64 {
-        let mut x = self.state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.state = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[derive(Default)]
 struct State {
     counters: BTreeMap<(Source, &'static str), u64>,
@@ -84,8 +51,6 @@ struct State {
     /// number so that an old connection's cleanup does not remove a newer one.
     inbound: HashMap<u32, (u64, quinn::Connection)>,
     clients: HashMap<ClientId, ClientSlot>,
-    blocked: BTreeSet<u32>,
-    lossy: Option<Lossy>,
     peer_strikes: HashMap<u32, VecDeque<Instant>>,
     client_strikes: HashMap<ClientId, VecDeque<Instant>>,
     /// Ban expiry per validator; `None` means until restart (the duration
@@ -176,51 +141,6 @@ impl Registry {
     /// Whether `id` is banned right now.
     pub(crate) fn is_banned(&self, id: u32) -> bool {
         Self::banned_now(&mut self.lock(), id, Instant::now())
-    }
-
-    /// Whether frames to and from `id` are dropped right now.
-    pub(crate) fn is_blocked(&self, id: u32) -> bool {
-        self.lock().blocked.contains(&id)
-    }
-
-    pub(crate) fn set_blocked(&self, peers: BTreeSet<u32>) {
-        self.lock().blocked = peers;
-    }
-
-    /// Fault injection: outgoing frames to validators are lost with probability
-    /// `drop` and sent twice with probability `duplicate` (both 0: off).
-    pub(crate) fn set_loss(&self, drop: f64, duplicate: f64, seed: u64) {
-        self.lock().lossy = (drop > 0.0 || duplicate > 0.0).then_some(Lossy {
-            drop,
-            duplicate,
-            state: seed | 1,
-        });
-    }
-
-    /// What fault injection does to one frame for validator `to` (counted).
-    pub(crate) fn fate(&self, to: u32) -> Fate {
-        let mut st = self.lock();
-        let fate = if st.blocked.contains(&to) {
-            Fate::Blocked
-        } else if let Some(l) = &mut st.lossy {
-            if l.next_unit() < l.drop {
-                Fate::Lost
-            } else if l.next_unit() < l.duplicate {
-                Fate::Twice
-            } else {
-                Fate::Once
-            }
-        } else {
-            Fate::Once
-        };
-        let why = match fate {
-            Fate::Blocked => reason::BLOCKED,
-            Fate::Lost => reason::LOST,
-            Fate::Twice => reason::DUPLICATED,
-            Fate::Once => return fate,
-        };
-        *st.counters.entry((Source::Peer(to), why)).or_insert(0) += 1;
-        fate
     }
 
     /// Marks the outgoing connection to `id` as up or down.
@@ -374,57 +294,5 @@ impl Registry {
         st.inbound.clear();
         st.clients.clear();
         st.connected.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pbft_crypto::Keypair;
-
-    fn registry() -> Registry {
-        let key = Keypair::from_seed(&[7; 32]).expect("key");
-        let addr = "127.0.0.1:1".parse().expect("addr");
-        Registry::new(&TransportConfig::new(0, key, addr, Vec::new()))
-    }
-
-    fn fates(r: &Registry, frames: usize) -> BTreeMap<&'static str, usize> {
-        let mut out = BTreeMap::new();
-        for _ in 0..frames {
-            let name = match r.fate(1) {
-                Fate::Once => "once",
-                Fate::Twice => "twice",
-                Fate::Lost => "lost",
-                Fate::Blocked => "blocked",
-            };
-            *out.entry(name).or_insert(0) += 1;
-        }
-        out
-    }
-
-    /// Loss and duplication happen at about the configured rates, are counted, yield to
-    /// a block, and switch off again.
-    #[test]
-    fn loss_and_duplication_follow_their_rates() {
-        let r = registry();
-        assert_eq!(fates(&r, 100), BTreeMap::from([("once", 100)]));
-        r.set_loss(0.25, 0.5, 42);
-        let f = fates(&r, 10_000);
-        let lost = f.get("lost").copied().unwrap_or(0);
-        let twice = f.get("twice").copied().unwrap_or(0);
-        // 25% lost; half of the rest twice (seeded: the same counts every run)
-        assert!((2_250..2_750).contains(&lost), "{f:?}");
-        assert!((3_500..4_000).contains(&twice), "{f:?}");
-        let counted = r.snapshot().rejections;
-        assert_eq!(
-            counted.get(&(Source::Peer(1), reason::LOST)),
-            Some(&(lost as u64)),
-            "{counted:?}"
-        );
-        r.set_blocked(BTreeSet::from([1]));
-        assert_eq!(fates(&r, 10), BTreeMap::from([("blocked", 10)]));
-        r.set_blocked(BTreeSet::new());
-        r.set_loss(0.0, 0.0, 42);
-        assert_eq!(fates(&r, 100), BTreeMap::from([("once", 100)]));
     }
 }

@@ -30,12 +30,6 @@ pub mod reason {
     pub const OVERSIZE: &str = "oversize";
     /// The node tried to send a frame longer than `max_frame`; it was not sent.
     pub const OVERSIZE_SEND: &str = "oversize_send";
-    /// A frame to or from a peer in the blocked set was dropped.
-    pub const BLOCKED: &str = "blocked";
-    /// Fault injection: an outgoing frame was dropped at the configured loss rate.
-    pub const LOST: &str = "lost";
-    /// Fault injection: an outgoing frame was sent twice at the configured rate.
-    pub const DUPLICATED: &str = "duplicated";
     /// A send queue was full; the frame was dropped.
     pub const QUEUE_FULL: &str = "queue_full";
     /// A connection from a banned peer was refused.

@@ -1,7 +1,7 @@
 //! The validator's transport: dials every other validator for its own
 //! outgoing frames, accepts validators' and clients' connections.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,7 +14,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use crate::config::{PeerInfo, TransportConfig};
 use crate::error::TransportError;
 use crate::frame::{self, Backoff, ReadError, ACK};
-use crate::registry::{code, Fate, Registry};
+use crate::registry::{code, Registry};
 use crate::stats::{reason, Source, TransportStats};
 use crate::tasks::{self, Tasks};
 use crate::tls::{self, Identity, PeerAuth, PeerCert, PinnedServer};
@@ -188,8 +188,7 @@ impl Transport {
 
     /// Queues `frame` for validator `to`. Never blocks: `false` (and a
     /// count) when the peer's queue is full, the id is not another
-    /// validator, or the frame is over `max_frame`. A frame to a blocked
-    /// peer is dropped silently (counted as "blocked") and `true` returned.
+    /// validator, or the frame is over `max_frame`.
     pub fn send(&self, to: u32, frame: Bytes) -> bool {
         let s = self.shared();
         let Some(queue) = s.queues.get(&to) else {
@@ -199,13 +198,6 @@ impl Transport {
         if frame.len() > s.max_frame {
             s.registry.count(Source::Peer(to), reason::OVERSIZE_SEND);
             return false;
-        }
-        match s.registry.fate(to) {
-            Fate::Blocked | Fate::Lost => return true,
-            Fate::Twice => {
-                let _ = queue.try_send(frame.clone());
-            }
-            Fate::Once => {}
         }
         match queue.try_send(frame) {
             Ok(()) => true,
@@ -254,26 +246,6 @@ impl Transport {
     /// client connection reaching it is closed.
     pub fn report(&self, origin: Origin, reason: &'static str) {
         self.shared().registry.report(origin, reason);
-    }
-
-    /// Fault injection: from now on, frames to and from the validators in
-    /// `peers` are silently dropped (counted as "blocked" under the peer),
-    /// until the next call replaces the set. Connections stay up; an empty
-    /// set lifts the block. Frames already queued for a blocked peer are
-    /// dropped when they reach the front of the queue.
-    pub fn set_blocked(&self, peers: BTreeSet<u32>) {
-        self.shared().registry.set_blocked(peers);
-    }
-
-    /// Fault injection: from now on, each frame queued for another validator is
-    /// dropped with probability `drop` (counted as "lost") or else queued twice with
-    /// probability `duplicate` (counted as "duplicated"), drawn from a stream seeded
-    /// with `seed`. Both 0 turns it off. Probabilities are clamped to [0, 1].
-    pub fn set_loss(&self, drop: f64, duplicate: f64, seed: u64) {
-        let clamp = |p: f64| if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
-        self.shared()
-            .registry
-            .set_loss(clamp(drop), clamp(duplicate), seed);
     }
 
     /// A snapshot of connections and counters.
@@ -374,10 +346,6 @@ async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32) {
         loop {
             match frame::read(&mut recv, shared.max_frame).await {
                 Ok(Some(frame)) => {
-                    if shared.registry.is_blocked(id) {
-                        shared.registry.count(Source::Peer(id), reason::BLOCKED);
-                        continue;
-                    }
                     shared
                         .registry
                         .frames_received
@@ -530,12 +498,6 @@ async fn pump(
             frame = queue.recv() => {
                 let Some(frame) = frame else { return End::Stop };
                 let frames = frame::gulp(frame, queue);
-                if shared.registry.is_blocked(id) {
-                    for _ in &frames {
-                        shared.registry.count(Source::Peer(id), reason::BLOCKED);
-                    }
-                    continue;
-                }
                 if frame::write_many(send, &frames).await.is_err() {
                     shared.registry.count(Source::Peer(id), reason::SEND_FAILED);
                     return End::Lost;

@@ -1,5 +1,4 @@
-//! Strikes and bans for misbehaving peers, and the blocked set used for
-//! fault injection.
+//! Strikes and bans for misbehaving peers and clients.
 
 mod common;
 
@@ -129,44 +128,4 @@ async fn a_misbehaving_client_is_disconnected() {
     assert_eq!(t0.stats().count(Source::Client, "undecodable"), 2);
     client.shutdown().await;
     t0.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocked_peers_lose_frames_both_ways_until_unblocked() {
-    let mut cluster = Cluster::new(2);
-    let (t0, mut rx0) = cluster.start(0).await;
-    let (t1, mut rx1) = cluster.start(1).await;
-    wait_for_mesh(&[(0, &t0), (1, &t1)]).await;
-
-    t0.set_blocked(BTreeSet::from([1]));
-    // Outgoing: dropped at once, reported as sent.
-    assert!(t0.send(1, Bytes::from_static(b"a: 0->1 blocked")));
-    t0.broadcast(Bytes::from_static(b"b: 0->all blocked"));
-    assert_eq!(t0.stats().count(Source::Peer(1), "blocked"), 2);
-    // Incoming: read and dropped.
-    assert!(t1.send(0, Bytes::from_static(b"c: 1->0 blocked")));
-    wait_until("validator 0 drops the incoming frame", || {
-        t0.stats().count(Source::Peer(1), "blocked") == 3
-    })
-    .await;
-    assert!(rx0.try_recv().is_err());
-    // Connections stay up.
-    let s = t0.stats();
-    assert!(s.connected.contains(&1) && s.inbound.contains(&1));
-
-    t0.set_blocked(BTreeSet::new());
-    assert!(t0.send(1, Bytes::from_static(b"d: 0->1")));
-    assert!(t1.send(0, Bytes::from_static(b"e: 1->0")));
-    // The first frames to arrive are the ones sent after unblocking.
-    assert_eq!(
-        next_peer_frame(&mut rx1, "frame d").await,
-        (0, Bytes::from_static(b"d: 0->1"))
-    );
-    assert_eq!(
-        next_peer_frame(&mut rx0, "frame e").await,
-        (1, Bytes::from_static(b"e: 1->0"))
-    );
-    assert_eq!(t0.stats().count(Source::Peer(1), "blocked"), 3);
-    t0.shutdown().await;
-    t1.shutdown().await;
 }

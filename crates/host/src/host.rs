@@ -1,0 +1,696 @@
+//! The [`Host`]: a replica with its ledger, its consensus log and its fault hooks,
+//! performing every [`Action`] the replica asks for, in order.
+
+use crate::effect::Effect;
+use crate::hooks::{CrashPoint, Faults};
+use crate::phases::Phases;
+use crate::transfer::{Assembly, Chunk, Offer};
+use bytes::Bytes;
+use pbft_crypto::{Digest, Keypair};
+use pbft_executor::snapshot::inspect_chunks;
+use pbft_executor::{Entry, ExecError, ExecRequest, Executor, Record, RecordLog};
+use pbft_protocol::envelope;
+use pbft_protocol::{
+    Action, Answer, Batch, Config, ConfigError, Dest, Duration, ExecutedRequest, ExecutionResult,
+    Instant, Message, NodeStatus, Outgoing, Payload, Query, Replica, ReplicaId, Seq, Status,
+    Verified, VerifiedRequest, View, WalRecord,
+};
+use std::collections::{BinaryHeap, VecDeque};
+
+/// How a host runs: sizes and retry policy. The defaults suit a production validator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostOptions {
+    /// Bytes per snapshot chunk this host serves.
+    pub chunk_bytes: usize,
+    /// Most bytes of one snapshot this host buffers while assembling it; a peer that
+    /// sends more loses the transfer.
+    pub max_snapshot_bytes: usize,
+    /// How often applying a batch is tried before the validator halts. The ledger
+    /// applies a batch in one atomic write, so a failed try left nothing behind.
+    pub apply_attempts: u32,
+    /// The wait before the first retry; each further retry waits twice as long.
+    pub apply_backoff: Duration,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            chunk_bytes: 1 << 20,
+            max_snapshot_bytes: 1 << 31,
+            apply_attempts: 3,
+            apply_backoff: Duration::from_millis(40),
+        }
+    }
+}
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The ledger or the consensus log failed.
+    #[error(transparent)]
+    Storage(#[from] ExecError),
+    /// The consensus log holds a record this version cannot read.
+    #[error("consensus log record {index} is unreadable ({reason})")]
+    CorruptLog {
+        /// Position of the record.
+        index: usize,
+        /// Decoder message.
+        reason: String,
+    },
+    /// The protocol configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A send held back by a fault hook's delay.
+#[derive(Debug)]
+struct Delayed {
+    due: Instant,
+    order: u64,
+    out: Outgoing,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, self.order) == (o.due, o.order)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Delayed {
+    // a min-heap on (due, order)
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.due, o.order).cmp(&(self.due, self.order))
+    }
+}
+
+/// A batch whose application failed and waits for its retry.
+#[derive(Debug)]
+struct Retry {
+    seq: Seq,
+    view: View,
+    digest: Digest,
+    batch: Batch,
+    /// Tries made so far.
+    attempts: u32,
+    due: Instant,
+}
+
+/// Whether performing an action lets the host go on with the next one.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Next,
+    Stop,
+}
+
+/// One validator's replica, ledger and consensus log, with its fault hooks.
+///
+/// Inputs ([`Host::handle_message`], [`Host::handle_request`], [`Host::handle_timeout`])
+/// feed the replica; [`Host::process`] performs what the replica asked for, grouping
+/// consecutive persists into one log write, and queues [`Effect`]s for
+/// [`Host::poll_effect`]. An embedder may feed several inputs before one `process`
+/// (the node does, to group their persists); the simulator processes after each input.
+/// [`Host::next_timeout`] says when to call `handle_timeout` next.
+pub struct Host<E, L, F> {
+    id: ReplicaId,
+    replica: Replica,
+    ledger: E,
+    log: L,
+    faults: F,
+    opts: HostOptions,
+    assembly: Assembly,
+    delayed: BinaryHeap<Delayed>,
+    delay_order: u64,
+    retry: Option<Retry>,
+    phases: Phases,
+    effects: VecDeque<Effect>,
+    /// Reused buffer for what the fault hook sends.
+    outgoing: Vec<Outgoing>,
+    halted: Option<String>,
+    crashed: bool,
+    /// A view record was logged since superseded records were last dropped (true at
+    /// start: the log may hold some from before a restart).
+    view_records_written: bool,
+}
+
+impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
+    /// Opens a validator on its storage: a replica restored from the consensus log and
+    /// the ledger's height, or a new one on empty storage.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        cfg: Config,
+        id: ReplicaId,
+        key: Keypair,
+        ledger: E,
+        log: L,
+        faults: F,
+        opts: HostOptions,
+        now: Instant,
+    ) -> Result<Self, HostError> {
+        let raw = log.load()?;
+        let mut records = Vec::with_capacity(raw.len());
+        for (index, (_, bytes)) in raw.iter().enumerate() {
+            let rec: WalRecord =
+                postcard::from_bytes(bytes).map_err(|e| HostError::CorruptLog {
+                    index,
+                    reason: e.to_string(),
+                })?;
+            records.push(rec);
+        }
+        let executed = ledger.head().height;
+        let replica = if records.is_empty() && executed == 0 {
+            Replica::new(cfg, id, key)?
+        } else {
+            tracing::info!(
+                id,
+                records = records.len(),
+                executed,
+                "restarting from the consensus log and the ledger"
+            );
+            Replica::restore(cfg, id, key, &records, executed, now)?
+        };
+        let assembly = Assembly::new(opts.max_snapshot_bytes);
+        Ok(Host {
+            id,
+            replica,
+            ledger,
+            log,
+            faults,
+            opts,
+            assembly,
+            delayed: BinaryHeap::new(),
+            delay_order: 0,
+            retry: None,
+            phases: Phases::default(),
+            effects: VecDeque::new(),
+            outgoing: Vec::new(),
+            halted: None,
+            crashed: false,
+            view_records_written: true,
+        })
+    }
+
+    /// The validator's id.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// The replica (read-only: every input goes through the host).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The ledger (read-only).
+    pub fn ledger(&self) -> &E {
+        &self.ledger
+    }
+
+    /// The fault hooks, to switch them (scenario control commands).
+    pub fn faults_mut(&mut self) -> &mut F {
+        &mut self.faults
+    }
+
+    /// Why the validator stopped taking part, if it did (the host's reason or the
+    /// replica's).
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref().or_else(|| self.replica.halted())
+    }
+
+    /// True once a fault hook crashed the validator.
+    pub fn crashed(&self) -> bool {
+        self.crashed
+    }
+
+    /// Bytes of snapshot held for state transfer (being assembled, or offered).
+    pub fn snapshot_buffer_bytes(&self) -> usize {
+        self.assembly.buffered_bytes()
+    }
+
+    /// Gives back the storage and the hooks (a simulated crash keeps the "disk").
+    pub fn into_parts(self) -> (E, L, F) {
+        (self.ledger, self.log, self.faults)
+    }
+
+    fn inert(&self) -> bool {
+        self.crashed || self.halted.is_some()
+    }
+
+    /// A verified message from validator `msg.from()`.
+    pub fn handle_message(&mut self, msg: Verified, now: Instant) {
+        if self.inert() {
+            return;
+        }
+        let from = msg.from();
+        let incoming = self.faults.incoming(from, msg.message(), now);
+        for o in incoming.sends {
+            self.release(o, now);
+        }
+        if !incoming.deliver {
+            return;
+        }
+        if matches!(msg.message(), Message::StateChunk { .. }) {
+            if let (
+                _,
+                Message::StateChunk {
+                    seq,
+                    index,
+                    total,
+                    data,
+                },
+                _,
+            ) = msg.into_parts()
+            {
+                self.on_chunk(from, seq, index, total, data, now);
+            }
+            return;
+        }
+        self.replica.on_message(msg, now);
+    }
+
+    /// A verified client request.
+    pub fn handle_request(&mut self, req: VerifiedRequest, now: Instant) {
+        if self.inert() {
+            return;
+        }
+        self.replica.on_request(req, now);
+    }
+
+    /// Time passed: sends held back until now go out, and the replica's timer fires if
+    /// it is due. (A batch waiting for its retry is retried by the next
+    /// [`Host::process`].)
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.inert() {
+            return;
+        }
+        while self.delayed.peek().is_some_and(|d| d.due <= now) {
+            if let Some(d) = self.delayed.pop() {
+                self.emit(d.out);
+            }
+        }
+        if self.replica.next_timeout().is_some_and(|at| at <= now) {
+            self.replica.on_timeout(now);
+        }
+    }
+
+    /// When [`Host::handle_timeout`] (then [`Host::process`]) should run next.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        if self.inert() {
+            return None;
+        }
+        [
+            self.replica.next_timeout(),
+            self.delayed.peek().map(|d| d.due),
+            self.retry.as_ref().map(|r| r.due),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next effect, in order.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// Performs every action the replica has queued, in order. Consecutive persists go
+    /// to the log in one write, which is durable before any later action is performed.
+    pub fn process(&mut self, now: Instant) {
+        if self.inert() {
+            return;
+        }
+        if let Some(r) = self.retry.take() {
+            if r.due > now {
+                self.retry = Some(r);
+                return;
+            }
+            if self.execute(r.seq, r.view, r.digest, r.batch, r.attempts, now) == Flow::Stop {
+                return;
+            }
+        }
+        let mut pending: Vec<Record> = Vec::new();
+        while let Some(action) = self.replica.poll_action() {
+            if let Action::Persist(rec) = action {
+                // only a new View record can supersede older records
+                if matches!(rec, WalRecord::View { .. }) {
+                    self.view_records_written = true;
+                }
+                match postcard::to_allocvec(&rec) {
+                    Ok(bytes) => pending.push((rec.obsolete_at(), bytes)),
+                    Err(e) => return self.halt(format!("cannot encode a log record: {e}")),
+                }
+                continue;
+            }
+            if !self.flush(&mut pending) || self.perform(action, now) == Flow::Stop {
+                return;
+            }
+        }
+        if self.flush(&mut pending) {
+            // The replica approves a snapshot in `on_state_offer` by queueing its
+            // installation, which this pass performed: an offer still here was refused.
+            self.assembly.offer = None;
+        }
+    }
+
+    fn flush(&mut self, pending: &mut Vec<Record>) -> bool {
+        if pending.is_empty() {
+            return true;
+        }
+        match self.log.append(pending) {
+            Ok(()) => {
+                pending.clear();
+                true
+            }
+            Err(e) => {
+                self.halt(format!("consensus log write failed: {e}"));
+                false
+            }
+        }
+    }
+
+    fn halt(&mut self, reason: String) {
+        if self.halted.is_some() {
+            return;
+        }
+        tracing::error!(id = self.id, %reason, "validator halted: it stops taking part");
+        self.halted = Some(reason.clone());
+        self.effects.push_back(Effect::Halted { reason });
+    }
+
+    fn crash(&mut self) {
+        self.crashed = true;
+        self.effects.push_back(Effect::Crashed);
+    }
+
+    fn perform(&mut self, action: Action, now: Instant) -> Flow {
+        match action {
+            Action::Send { to, msg } => self.send(Dest::Replica(to), msg, now),
+            Action::Broadcast { msg } => self.send(Dest::AllReplicas, msg, now),
+            Action::Reply { client, reply } => {
+                self.send(Dest::Client(client), Message::Reply(reply), now)
+            }
+            Action::Persist(_) => {}
+            Action::Execute {
+                seq,
+                view,
+                digest,
+                batch,
+            } => return self.execute(seq, view, digest, batch, 0, now),
+            Action::StableCheckpoint { seq, .. } => self.stable_checkpoint(seq),
+            Action::FetchState { seq, peer, .. } => {
+                self.assembly.begin(peer, seq);
+                self.send(Dest::Replica(peer), Message::StateRequest { seq }, now);
+            }
+            Action::InstallState { seq, digest } => self.install(seq, digest, now),
+            Action::ServeState { to, seq } => self.serve(to, seq, now),
+            Action::Evidence { against, evidence } => {
+                tracing::warn!(
+                    id = self.id,
+                    against,
+                    kind = evidence.kind(),
+                    "signed evidence of a faulty validator"
+                );
+                self.effects.push_back(Effect::Evidence {
+                    against,
+                    kind: evidence.kind(),
+                });
+            }
+            Action::Halt { reason } => self.halt(reason),
+        }
+        if self.inert() {
+            Flow::Stop
+        } else {
+            Flow::Next
+        }
+    }
+
+    /// Applies a committed batch (try number `attempts + 1`), takes the checkpoint if
+    /// `seq` is a multiple of K, and reports the results to the replica.
+    fn execute(
+        &mut self,
+        seq: Seq,
+        view: View,
+        digest: Digest,
+        batch: Batch,
+        attempts: u32,
+        now: Instant,
+    ) -> Flow {
+        let span = tracing::debug_span!("execute", id = self.id, view, seq);
+        let _g = span.enter();
+        let requests: Vec<ExecRequest<'_>> = batch
+            .requests
+            .iter()
+            .map(|q| ExecRequest {
+                client: &q.body.client,
+                request_id: q.body.request_id,
+                op: &q.body.op,
+            })
+            .collect();
+        let applied = match self.ledger.apply(seq, digest, &requests) {
+            Ok(a) => a,
+            Err(e) => {
+                let attempts = attempts + 1;
+                if attempts >= self.opts.apply_attempts {
+                    self.halt(format!(
+                        "the ledger failed to apply batch {seq} {attempts} times: {e}"
+                    ));
+                } else {
+                    let wait = self.opts.apply_backoff * (1 << (attempts - 1).min(16));
+                    tracing::warn!(error = %e, attempts, ?wait, "applying the batch failed; retrying");
+                    self.retry = Some(Retry {
+                        seq,
+                        view,
+                        digest,
+                        batch,
+                        attempts,
+                        due: now.plus(wait),
+                    });
+                }
+                return Flow::Stop;
+            }
+        };
+        let replies: Vec<ExecutedRequest> = batch
+            .requests
+            .iter()
+            .zip(applied.replies)
+            .map(|(q, result)| ExecutedRequest {
+                client: q.body.client,
+                request_id: q.body.request_id,
+                result,
+            })
+            .collect();
+        let (prepare, commit) = self.phases.executed(seq, now);
+        self.effects.push_back(Effect::Executed {
+            seq,
+            view,
+            digest,
+            batch,
+            entries: applied.entries,
+            prepare,
+            commit,
+        });
+        let state_digest = if seq.is_multiple_of(self.replica.config().checkpoint_interval) {
+            match self.ledger.checkpoint() {
+                Ok(d) => {
+                    if self.faults.crash(CrashPoint::CheckpointTaken { seq }) {
+                        tracing::error!(seq, "fault injection: crashing mid-checkpoint");
+                        self.crash();
+                        return Flow::Stop;
+                    }
+                    Some(d)
+                }
+                Err(e) => {
+                    self.halt(format!("checkpoint {seq} failed: {e}"));
+                    return Flow::Stop;
+                }
+            }
+        } else {
+            None
+        };
+        self.replica.on_executed(
+            seq,
+            ExecutionResult {
+                replies,
+                state_digest,
+            },
+            now,
+        );
+        Flow::Next
+    }
+
+    fn stable_checkpoint(&mut self, seq: Seq) {
+        // a replica behind this checkpoint has no snapshot of it yet: it will install
+        // one by state transfer
+        if let Err(e) = self.ledger.stable(seq) {
+            tracing::debug!(seq, error = %e, "no local snapshot for this stable checkpoint");
+        }
+        if let Err(e) = self.log.compact(seq) {
+            return self.halt(format!("consensus log compaction failed: {e}"));
+        }
+        if self.view_records_written {
+            // the records of old views (only untagged records can be superseded)
+            match self.log.drop_superseded(true, WalRecord::superseded) {
+                Ok(_) => self.view_records_written = false,
+                Err(e) => self.halt(format!("consensus log pruning failed: {e}")),
+            }
+        }
+    }
+
+    fn install(&mut self, seq: Seq, digest: Digest, now: Instant) {
+        let Some(Offer { chunks, .. }) = self.assembly.take_offer(seq, digest) else {
+            return self.halt(format!(
+                "asked to install checkpoint {seq} with digest {digest}, but no such snapshot was offered"
+            ));
+        };
+        match self.ledger.import(seq, digest, &chunks) {
+            // the installed state's checkpoint digest is the proven one
+            Ok(_) => {
+                let bytes = chunks.iter().map(Vec::len).sum();
+                tracing::info!(
+                    id = self.id,
+                    seq,
+                    bytes,
+                    "installed a snapshot by state transfer"
+                );
+                self.effects.push_back(Effect::Installed { seq, bytes });
+                self.replica.on_state_transferred(seq, digest, now);
+            }
+            Err(e) => self.halt(format!("approved snapshot {seq} failed to install: {e}")),
+        }
+    }
+
+    fn serve(&mut self, to: ReplicaId, seq: Seq, now: Instant) {
+        match self.ledger.export(seq, self.opts.chunk_bytes) {
+            Ok(chunks) => {
+                let total = chunks.len() as u32;
+                for (index, data) in chunks.into_iter().enumerate() {
+                    let msg = Message::StateChunk {
+                        seq,
+                        index: index as u32,
+                        total,
+                        data,
+                    };
+                    self.send(Dest::Replica(to), msg, now);
+                }
+            }
+            Err(e) => tracing::debug!(seq, error = %e, "cannot serve this snapshot"),
+        }
+    }
+
+    fn on_chunk(
+        &mut self,
+        from: ReplicaId,
+        seq: Seq,
+        index: u32,
+        total: u32,
+        data: Vec<u8>,
+        now: Instant,
+    ) {
+        match self.assembly.chunk(from, seq, index, total, data) {
+            Chunk::Partial | Chunk::Duplicate => {}
+            Chunk::Refused(reason) => self.effects.push_back(Effect::Refused { from, reason }),
+            Chunk::Abandoned(reason) => {
+                tracing::warn!(id = self.id, from, seq, reason, "state transfer abandoned");
+                self.effects.push_back(Effect::Refused { from, reason });
+            }
+            Chunk::Complete { peer, seq, chunks } => {
+                // a snapshot that does not even decode gets a digest no proof can match
+                let digest = match inspect_chunks(seq, &chunks) {
+                    Ok(v) => v.checkpoint_digest,
+                    Err(_) => Digest::of_parts(&[b"undecodable snapshot", &seq.to_le_bytes()]),
+                };
+                self.assembly.offer = Some(Offer {
+                    peer,
+                    seq,
+                    digest,
+                    chunks,
+                });
+                self.replica.on_state_offer(peer, seq, digest, now);
+            }
+        }
+    }
+
+    /// Sends a message of the replica through the fault hooks.
+    fn send(&mut self, dest: Dest, msg: Message, now: Instant) {
+        self.phases.sent(&msg, now);
+        let mut out = std::mem::take(&mut self.outgoing);
+        self.faults
+            .outgoing(Outgoing::now(dest, msg), now, &mut out);
+        for o in out.drain(..) {
+            self.release(o, now);
+        }
+        self.outgoing = out;
+    }
+
+    /// Sends now, or holds back until its delay has passed.
+    fn release(&mut self, o: Outgoing, now: Instant) {
+        if o.delay.is_zero() {
+            self.emit(o);
+        } else {
+            self.delay_order += 1;
+            self.delayed.push(Delayed {
+                due: now.plus(o.delay),
+                order: self.delay_order,
+                out: o,
+            });
+        }
+    }
+
+    /// Encodes once and queues the bytes for the embedder to put on the wire.
+    fn emit(&mut self, o: Outgoing) {
+        let bytes = match o.payload {
+            Payload::Message(m) => envelope::encode(&m),
+            Payload::Raw(b) => b,
+        };
+        self.effects.push_back(Effect::Transmit {
+            dest: o.dest,
+            bytes: Bytes::from(bytes),
+        });
+    }
+
+    /// Answers a read-only query from local state (not ordered: the asker compares the
+    /// answers of several validators).
+    pub fn answer(&self, query: Query) -> Result<Answer, ExecError> {
+        let head = self.ledger.head();
+        Ok(match query {
+            Query::Status => Answer::Status(NodeStatus {
+                replica: self.id,
+                view: self.replica.view(),
+                changing_view: self.replica.status() == Status::ViewChange,
+                last_executed: self.replica.last_executed(),
+                stable_checkpoint: self.replica.stable_checkpoint(),
+                head_hash: head.hash,
+                halted: self.halted().map(str::to_string),
+                evidence_against: self.replica.evidence().keys().copied().collect(),
+            }),
+            Query::Account(account) => Answer::Account {
+                account,
+                balance: self.ledger.balance(&account)?,
+                next_request_id: self.ledger.client_window(&account)?.next_request_id(),
+                height: head.height,
+            },
+        })
+    }
+}
+
+impl<E, L, F> std::fmt::Debug for Host<E, L, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("id", &self.id)
+            .field("halted", &self.halted)
+            .field("crashed", &self.crashed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The entries that were first executions (not duplicates or refusals), for checkers.
+pub fn first_executions(entries: &[Entry]) -> impl Iterator<Item = usize> + '_ {
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Entry::Executed(_)))
+        .map(|(i, _)| i)
+}

@@ -1,0 +1,483 @@
+//! The host's decisions, each tested once here: four hosts exchange their effects
+//! through a FIFO loop (no simulator), with in-memory ledgers and logs.
+//!
+//! - a cluster of hosts commits and agrees;
+//! - a batch whose application fails is retried after a backoff and applied once;
+//!   one that keeps failing halts the validator, and the others go on;
+//! - the persists of one `process` pass reach the log in one write;
+//! - a crash point makes the host emit `Crashed` and stop, with the checkpoint on disk;
+//! - a restarted host recovers from its log and ledger and catches up.
+
+use pbft_crypto::{Digest, Keypair, PublicKey};
+use pbft_executor::{
+    Applied, Block, ClientWindow, ExecError, ExecRequest, Executor, Head, MemoryExecutor,
+    MemoryLog, Operation, Record, RecordLog, StoredReceipt, Transfer,
+};
+use pbft_host::{CrashPoint, Effect, Faults, Honest, Host, HostOptions};
+use pbft_protocol::envelope::{self, Limits};
+use pbft_protocol::{
+    Config, Dest, Duration, Instant, Message, ReplicaId, Request, Signed, SignedRequest, Verifier,
+};
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+/// An in-memory ledger whose `apply` fails on demand (the test keeps a handle on the
+/// counters).
+struct Flaky {
+    inner: MemoryExecutor,
+    /// How many of the next applies fail.
+    fail_next: Rc<Cell<u32>>,
+    applies: Rc<Cell<u32>>,
+}
+
+impl Executor for Flaky {
+    fn apply(
+        &mut self,
+        seq: u64,
+        digest: Digest,
+        requests: &[ExecRequest<'_>],
+    ) -> Result<Applied, ExecError> {
+        self.applies.set(self.applies.get() + 1);
+        if self.fail_next.get() > 0 {
+            self.fail_next.set(self.fail_next.get() - 1);
+            return Err(ExecError::Storage("injected write failure".into()));
+        }
+        self.inner.apply(seq, digest, requests)
+    }
+    fn head(&self) -> Head {
+        self.inner.head()
+    }
+    fn checkpoint(&mut self) -> Result<Digest, ExecError> {
+        self.inner.checkpoint()
+    }
+    fn stable(&mut self, seq: u64) -> Result<(), ExecError> {
+        self.inner.stable(seq)
+    }
+    fn stable_seq(&self) -> u64 {
+        self.inner.stable_seq()
+    }
+    fn rollback(&mut self) -> Result<u64, ExecError> {
+        self.inner.rollback()
+    }
+    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
+        self.inner.export(seq, max_chunk)
+    }
+    fn import(&mut self, seq: u64, d: Digest, chunks: &[Vec<u8>]) -> Result<Head, ExecError> {
+        self.inner.import(seq, d, chunks)
+    }
+    fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {
+        self.inner.balance(account)
+    }
+    fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
+        self.inner.client_window(client)
+    }
+    fn receipt(&self, c: &PublicKey, id: u64) -> Result<Option<StoredReceipt>, ExecError> {
+        self.inner.receipt(c, id)
+    }
+    fn block(&self, height: u64) -> Result<Option<Block>, ExecError> {
+        self.inner.block(height)
+    }
+}
+
+/// A log that counts its writes.
+#[derive(Default)]
+struct Counting {
+    inner: MemoryLog,
+    appends: Rc<Cell<u32>>,
+}
+
+impl RecordLog for Counting {
+    fn append(&mut self, records: &[Record]) -> Result<(), ExecError> {
+        self.appends.set(self.appends.get() + 1);
+        self.inner.append(records)
+    }
+    fn load_keyed(&self) -> Result<Vec<(u64, Record)>, ExecError> {
+        self.inner.load_keyed()
+    }
+    fn remove(&mut self, keys: &[u64]) -> Result<(), ExecError> {
+        self.inner.remove(keys)
+    }
+    fn compact(&mut self, stable: u64) -> Result<(), ExecError> {
+        self.inner.compact(stable)
+    }
+}
+
+/// Hooks that crash at one checkpoint.
+struct CrashAt(u64);
+
+impl Faults for CrashAt {
+    fn crash(&mut self, point: CrashPoint) -> bool {
+        point == CrashPoint::CheckpointTaken { seq: self.0 }
+    }
+}
+
+/// Either hook, so one cluster can mix them.
+enum Hooks {
+    Honest,
+    CrashAt(CrashAt),
+}
+
+impl Faults for Hooks {
+    fn crash(&mut self, point: CrashPoint) -> bool {
+        match self {
+            Hooks::Honest => Honest.crash(point),
+            Hooks::CrashAt(c) => c.crash(point),
+        }
+    }
+}
+
+type TestHost = Host<Flaky, Counting, Hooks>;
+
+fn key(tag: &str, i: u64) -> Keypair {
+    let seed = Digest::of_parts(&[tag.as_bytes(), &i.to_le_bytes()]);
+    Keypair::from_seed(&seed.0).expect("a derived key")
+}
+
+struct Cluster {
+    cfg: Config,
+    keys: Vec<Keypair>,
+    client: Keypair,
+    genesis: BTreeMap<PublicKey, u64>,
+    hosts: Vec<Option<TestHost>>,
+    verifier: Verifier,
+    now: Instant,
+    /// (from, dest, frame) in flight, delivered in order.
+    wire: VecDeque<(ReplicaId, Dest, bytes::Bytes)>,
+    /// Replies each validator sent to the client: (validator, request id, result).
+    replies: Vec<(ReplicaId, u64, Vec<u8>)>,
+    executed: Vec<Vec<u64>>,
+    halted: Vec<Option<String>>,
+    crashed: Vec<bool>,
+    next_id: u64,
+    /// Per host: its ledger's failure switch and apply counter, its log's write counter.
+    fail_next: Vec<Rc<Cell<u32>>>,
+    applies: Vec<Rc<Cell<u32>>>,
+    appends: Vec<Rc<Cell<u32>>>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let keys: Vec<Keypair> = (0..4).map(|i| key("host-test validator", i)).collect();
+        let client = key("host-test client", 0);
+        let mut cfg = Config::new(keys.iter().map(|k| k.public()).collect());
+        cfg.checkpoint_interval = 4;
+        cfg.log_window = 8;
+        cfg.max_batch = 2;
+        cfg.pipeline_depth = 1;
+        cfg.view_timeout = Duration::from_millis(1000);
+        cfg.retransmit_interval = Duration::from_millis(100);
+        let genesis = BTreeMap::from([(client.public(), 1_000_000)]);
+        let verifier = Verifier::new(cfg.validators.clone());
+        let mut c = Cluster {
+            cfg,
+            keys,
+            client,
+            genesis,
+            hosts: Vec::new(),
+            verifier,
+            now: Instant::ZERO,
+            wire: VecDeque::new(),
+            replies: Vec::new(),
+            executed: vec![Vec::new(); 4],
+            halted: vec![None; 4],
+            crashed: vec![false; 4],
+            next_id: 1,
+            fail_next: Vec::new(),
+            applies: Vec::new(),
+            appends: Vec::new(),
+        };
+        for i in 0..4 {
+            let ledger = Flaky {
+                inner: MemoryExecutor::genesis(&c.genesis),
+                fail_next: Rc::default(),
+                applies: Rc::default(),
+            };
+            let log = Counting::default();
+            c.fail_next.push(ledger.fail_next.clone());
+            c.applies.push(ledger.applies.clone());
+            c.appends.push(log.appends.clone());
+            let h = c.open(i, ledger, log, Hooks::Honest);
+            c.hosts.push(Some(h));
+        }
+        c
+    }
+
+    /// Stops host `i`'s process; its storage and hooks come back.
+    fn stop(&mut self, i: usize) -> (Flaky, Counting, Hooks) {
+        self.hosts[i].take().expect("the host is up").into_parts()
+    }
+
+    fn open(&self, i: ReplicaId, ledger: Flaky, log: Counting, hooks: Hooks) -> TestHost {
+        Host::open(
+            self.cfg.clone(),
+            i,
+            self.keys[i as usize].clone(),
+            ledger,
+            log,
+            hooks,
+            HostOptions::default(),
+            self.now,
+        )
+        .expect("open a host")
+    }
+
+    fn host(&mut self, i: usize) -> &mut TestHost {
+        self.hosts[i].as_mut().expect("the host is up")
+    }
+
+    fn request(&mut self) -> SignedRequest {
+        let op = Operation {
+            transfers: vec![Transfer {
+                to: self.keys[0].public(),
+                amount: 1,
+            }],
+        }
+        .encode();
+        let body = Request {
+            client: self.client.public(),
+            request_id: self.next_id,
+            op,
+        };
+        self.next_id += 1;
+        Signed::sign(body, &self.client)
+    }
+
+    /// The client sends a request to every validator.
+    fn submit(&mut self) {
+        let req = self.request();
+        for i in 0..4 {
+            let v = self
+                .verifier
+                .verify_request(req.clone())
+                .expect("a valid request");
+            let now = self.now;
+            if let Some(h) = self.hosts[i].as_mut() {
+                h.handle_request(v, now);
+            }
+        }
+        for i in 0..4 {
+            self.pump(i);
+        }
+    }
+
+    /// Host `i` performs its actions; its effects go on the wire or into the record.
+    fn pump(&mut self, i: usize) {
+        let now = self.now;
+        let Some(h) = self.hosts[i].as_mut() else {
+            return;
+        };
+        h.process(now);
+        while let Some(e) = h.poll_effect() {
+            match e {
+                Effect::Transmit { dest, bytes } => self.wire.push_back((i as u32, dest, bytes)),
+                Effect::Executed { seq, .. } => self.executed[i].push(seq),
+                Effect::Halted { reason } => self.halted[i] = Some(reason),
+                Effect::Crashed => self.crashed[i] = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// Delivers everything on the wire (and what it causes) in order.
+    fn settle(&mut self) {
+        while let Some((from, dest, bytes)) = self.wire.pop_front() {
+            let to: Vec<usize> = match dest {
+                Dest::Replica(r) => vec![r as usize],
+                Dest::AllReplicas => (0..4).filter(|r| *r != from as usize).collect(),
+                Dest::Client(_) => {
+                    if let Ok(Message::Reply(r)) = envelope::decode(&bytes, &Limits::default()) {
+                        self.replies
+                            .push((from, r.body.request_id, r.body.result.clone()));
+                    }
+                    continue;
+                }
+            };
+            for r in to {
+                let msg = envelope::decode(&bytes, &Limits::default()).expect("decodes");
+                let v = self.verifier.verify(from, msg).expect("verifies");
+                let now = self.now;
+                if let Some(h) = self.hosts[r].as_mut() {
+                    h.handle_message(v, now);
+                }
+                self.pump(r);
+            }
+        }
+    }
+
+    /// Time passes by `ms`: due timers fire everywhere, then the wire settles.
+    fn advance(&mut self, ms: u64) {
+        self.now = self.now.plus(Duration::from_millis(ms));
+        for i in 0..4 {
+            let now = self.now;
+            if let Some(h) = self.hosts[i].as_mut() {
+                if h.next_timeout().is_some_and(|t| t <= now) {
+                    h.handle_timeout(now);
+                }
+            }
+            self.pump(i);
+        }
+        self.settle();
+    }
+
+    fn heads(&self) -> Vec<Option<Head>> {
+        self.hosts
+            .iter()
+            .map(|h| h.as_ref().map(|h| h.ledger().head()))
+            .collect()
+    }
+}
+
+#[test]
+fn four_hosts_commit_and_agree() {
+    let mut c = Cluster::new();
+    for _ in 0..6 {
+        c.submit();
+        c.settle();
+    }
+    let heads = c.heads();
+    assert!(
+        heads[0].as_ref().is_some_and(|h| h.height >= 3),
+        "{heads:?}"
+    );
+    assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+    // every request got a reply from every validator
+    for id in 1..=6 {
+        let n = c.replies.iter().filter(|(_, rid, _)| *rid == id).count();
+        assert_eq!(n, 4, "request {id}");
+    }
+    assert!(c.halted.iter().all(Option::is_none));
+}
+
+#[test]
+fn a_failed_apply_is_retried_after_a_backoff_and_applied_once() {
+    let mut c = Cluster::new();
+    c.fail_next[1].set(2);
+    c.submit();
+    c.settle();
+    assert!(c.executed[1].is_empty(), "host 1 waits for its retry");
+    assert!(!c.executed[0].is_empty());
+    let due = c.host(1).next_timeout().expect("a retry is due");
+    assert_eq!(
+        due.since(c.now),
+        Duration::from_millis(40),
+        "first retry after 40 ms"
+    );
+    c.advance(40);
+    assert!(c.executed[1].is_empty(), "the second try failed too");
+    c.advance(80);
+    assert_eq!(
+        c.executed[1], c.executed[0],
+        "applied on the third try, once"
+    );
+    assert_eq!(c.applies[1].get(), 3);
+    assert!(c.halted[1].is_none());
+    let heads = c.heads();
+    assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+}
+
+#[test]
+fn a_ledger_that_keeps_failing_halts_its_validator_and_the_others_go_on() {
+    let mut c = Cluster::new();
+    c.fail_next[2].set(u32::MAX);
+    c.submit();
+    c.settle();
+    c.advance(40);
+    c.advance(80);
+    let reason = c.halted[2].clone().expect("host 2 halted");
+    assert!(reason.contains("3 times"), "{reason}");
+    assert_eq!(c.applies[2].get(), 3);
+    assert!(c.host(2).halted().is_some());
+    assert_eq!(
+        c.host(2).next_timeout(),
+        None,
+        "a halted host has no timers"
+    );
+    // the other three still form a quorum
+    for _ in 0..3 {
+        c.submit();
+        c.settle();
+    }
+    assert!(c.executed[0].len() >= 2, "{:?}", c.executed);
+    assert_eq!(c.executed[0], c.executed[1]);
+    assert_eq!(c.executed[0], c.executed[3]);
+}
+
+#[test]
+fn the_persists_of_one_pass_share_one_log_write() {
+    let mut c = Cluster::new();
+    // host 1 takes several pre-prepares and votes before one `process`
+    let req1 = c.request();
+    let req2 = c.request();
+    for req in [req1, req2] {
+        let v = c.verifier.verify_request(req).expect("valid");
+        let now = c.now;
+        c.host(0).handle_request(v, now);
+    }
+    c.pump(0);
+    // deliver host 0's messages to host 1 without letting it process in between
+    let mut fed = 0;
+    while let Some((from, dest, bytes)) = c.wire.pop_front() {
+        if matches!(dest, Dest::Replica(1) | Dest::AllReplicas) {
+            let msg = envelope::decode(&bytes, &Limits::default()).expect("decodes");
+            let v = c.verifier.verify(from, msg).expect("verifies");
+            let now = c.now;
+            c.host(1).handle_message(v, now);
+            fed += 1;
+        }
+    }
+    assert!(fed >= 1);
+    let before = c.appends[1].get();
+    c.pump(1);
+    assert_eq!(
+        c.appends[1].get() - before,
+        1,
+        "one write for everything persisted in the pass"
+    );
+}
+
+#[test]
+fn a_crash_point_stops_the_host_with_the_checkpoint_on_disk() {
+    let mut c = Cluster::new();
+    let (ledger, log, _) = c.stop(3);
+    c.hosts[3] = Some(c.open(3, ledger, log, Hooks::CrashAt(CrashAt(4))));
+    for _ in 0..8 {
+        c.submit();
+        c.settle();
+    }
+    assert!(c.crashed[3], "host 3 crashed at its checkpoint");
+    let h = c.host(3);
+    assert!(h.crashed());
+    assert_eq!(
+        h.ledger().head().height,
+        4,
+        "the batch and the checkpoint are on disk"
+    );
+    assert_eq!(h.next_timeout(), None);
+    assert!(h.poll_effect().is_none(), "nothing after Crashed");
+    // the others went on past the checkpoint
+    assert!(c.executed[0].len() > 4, "{:?}", c.executed[0]);
+}
+
+#[test]
+fn a_restarted_host_recovers_from_its_disk_and_catches_up() {
+    let mut c = Cluster::new();
+    for _ in 0..3 {
+        c.submit();
+        c.settle();
+    }
+    let (ledger, log, hooks) = c.stop(2);
+    let height = ledger.head().height;
+    assert!(!log.inner.is_empty(), "host 2 persisted its promises");
+    for _ in 0..8 {
+        c.submit();
+        c.settle();
+    }
+    c.hosts[2] = Some(c.open(2, ledger, log, hooks));
+    assert_eq!(c.host(2).replica().last_executed(), height);
+    for _ in 0..20 {
+        c.advance(100);
+    }
+    let heads = c.heads();
+    assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+}

@@ -1,0 +1,89 @@
+//! The ledger as the node runs it: every call goes to the RocksDB executor, and the
+//! two that take real time, applying a batch and taking a checkpoint, are timed into
+//! the metrics (the host reads no clock, so the node measures around it).
+
+use crate::metrics::Metrics;
+use pbft_crypto::{Digest, PublicKey};
+use pbft_executor::{
+    Applied, Block, ClientWindow, ExecError, ExecRequest, Executor, Head, StoredReceipt,
+};
+use std::time::Instant;
+
+/// An executor whose batch application and checkpoints are timed.
+pub struct Timed<E> {
+    inner: E,
+    metrics: Metrics,
+}
+
+impl<E> Timed<E> {
+    /// Wraps `inner`.
+    pub fn new(inner: E, metrics: Metrics) -> Timed<E> {
+        Timed { inner, metrics }
+    }
+
+    /// The executor itself (for its memory figures).
+    pub fn inner(&self) -> &E {
+        &self.inner
+    }
+}
+
+impl<E: Executor> Executor for Timed<E> {
+    fn apply(
+        &mut self,
+        seq: u64,
+        batch_digest: Digest,
+        requests: &[ExecRequest<'_>],
+    ) -> Result<Applied, ExecError> {
+        let started = Instant::now();
+        let r = self.inner.apply(seq, batch_digest, requests);
+        self.metrics
+            .phase("execute", started.elapsed().as_secs_f64());
+        r
+    }
+    fn head(&self) -> Head {
+        self.inner.head()
+    }
+    fn checkpoint(&mut self) -> Result<Digest, ExecError> {
+        let started = Instant::now();
+        let r = self.inner.checkpoint();
+        self.metrics
+            .phase("checkpoint", started.elapsed().as_secs_f64());
+        r
+    }
+    fn stable(&mut self, seq: u64) -> Result<(), ExecError> {
+        self.inner.stable(seq)
+    }
+    fn stable_seq(&self) -> u64 {
+        self.inner.stable_seq()
+    }
+    fn rollback(&mut self) -> Result<u64, ExecError> {
+        self.inner.rollback()
+    }
+    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
+        self.inner.export(seq, max_chunk)
+    }
+    fn import(
+        &mut self,
+        seq: u64,
+        expected: Digest,
+        chunks: &[Vec<u8>],
+    ) -> Result<Head, ExecError> {
+        self.inner.import(seq, expected, chunks)
+    }
+    fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {
+        self.inner.balance(account)
+    }
+    fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
+        self.inner.client_window(client)
+    }
+    fn receipt(
+        &self,
+        client: &PublicKey,
+        request_id: u64,
+    ) -> Result<Option<StoredReceipt>, ExecError> {
+        self.inner.receipt(client, request_id)
+    }
+    fn block(&self, height: u64) -> Result<Option<Block>, ExecError> {
+        self.inner.block(height)
+    }
+}
