@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// The catalog of SCENARIOS.md, in its order.
-const CATALOG: [&str; 21] = [
+const CATALOG: [&str; 22] = [
     "baseline",
     "backup-crash",
     "primary-crash",
@@ -29,6 +29,7 @@ const CATALOG: [&str; 21] = [
     "slow-primary",
     "flood",
     "wiped-replica-catches-up",
+    "state-spam",
     "partition-heal",
     "crash-mid-checkpoint",
     "bad-clients",

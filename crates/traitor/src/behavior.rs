@@ -36,11 +36,14 @@ pub enum Behavior {
     Flood,
     /// Serves corrupted snapshot chunks and committed-batch proofs.
     PoisonState,
+    /// Sends unsolicited, large, conflicting snapshot chunks and state requests to
+    /// every peer.
+    StateSpam,
 }
 
 impl Behavior {
     /// Every behaviour, in declaration order.
-    pub const ALL: [Behavior; 14] = [
+    pub const ALL: [Behavior; 15] = [
         Behavior::Silent,
         Behavior::Equivocate,
         Behavior::BadDigest,
@@ -55,6 +58,7 @@ impl Behavior {
         Behavior::Impersonate,
         Behavior::Flood,
         Behavior::PoisonState,
+        Behavior::StateSpam,
     ];
 
     /// The snake_case name used in scenario files and on the command line.
@@ -74,6 +78,7 @@ impl Behavior {
             Behavior::Impersonate => "impersonate",
             Behavior::Flood => "flood",
             Behavior::PoisonState => "poison_state",
+            Behavior::StateSpam => "state_spam",
         }
     }
 
@@ -115,6 +120,9 @@ impl Behavior {
             }
             Behavior::PoisonState => {
                 "corrupts snapshot chunks and the batches of committed-slot proofs it serves"
+            }
+            Behavior::StateSpam => {
+                "with each vote and checkpoint, sends every peer unsolicited 16 KiB snapshot chunks for its latest checkpoint, each announcing a different chunk count, and a request for that snapshot"
             }
         }
     }

@@ -142,7 +142,7 @@ fn assert_unchanged(t: &mut Traitor, dest: Dest, msg: Message) {
 #[test]
 fn names_round_trip_for_all_behaviours() {
     let names: BTreeSet<&str> = Behavior::ALL.iter().map(|b| b.name()).collect();
-    assert_eq!(names.len(), 14);
+    assert_eq!(names.len(), 15);
     for b in Behavior::ALL {
         assert_eq!(b.name().parse::<Behavior>(), Ok(b));
         assert_eq!(b.to_string(), b.name());

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
-use pbft_crypto::{Digest, Keypair, PublicKey};
+use pbft_crypto::{Digest, Keypair};
 use pbft_protocol::envelope::{self, Limits, MAGIC, WIRE_VERSION};
 use pbft_protocol::{
     Batch, Checkpoint, Commit, Config, Dest, Duration, Instant, Message, NewView, Outgoing,
@@ -24,6 +24,10 @@ const FLOOD_FRAMES: usize = 8;
 const MAX_GARBAGE: u64 = 2048;
 /// Bodies of frames with a valid header are `1..=MAX_BAD_BODY` bytes long.
 const MAX_BAD_BODY: u64 = 256;
+/// Unsolicited snapshot chunks `state_spam` sends each peer per trigger.
+const SPAM_CHUNKS: u32 = 4;
+/// Bytes of each of them.
+const SPAM_CHUNK_BYTES: usize = 16 << 10;
 /// Number of variants of [`Message`] (its postcard tags are `0..MESSAGE_TAGS`).
 const MESSAGE_TAGS: u64 = 14;
 
@@ -51,6 +55,9 @@ pub struct Traitor {
     /// As an accomplice: the proposals seen per (view, seq), and the slots voted on.
     seen: BTreeMap<(View, Seq), Vec<Batch>>,
     voted: BTreeSet<(View, Seq)>,
+    /// As `state_spam`: the latest checkpoint it announced, whose snapshot a replica
+    /// that is behind would be fetching.
+    spam_seq: Option<Seq>,
 }
 
 impl fmt::Debug for Traitor {
@@ -100,6 +107,7 @@ impl Traitor {
             alternatives: BTreeMap::new(),
             seen: BTreeMap::new(),
             voted: BTreeSet::new(),
+            spam_seq: None,
         }
     }
 
@@ -225,6 +233,7 @@ impl Traitor {
             Behavior::Impersonate => self.impersonate(dest, msg),
             Behavior::Flood => self.flood(dest, msg),
             Behavior::PoisonState => self.poison_state(dest, msg),
+            Behavior::StateSpam => self.state_spam(dest, msg),
         };
         if out.len() != 1 || out[0] != honest {
             self.altered += 1;
@@ -696,5 +705,43 @@ impl Traitor {
             _ => {}
         }
         vec![Outgoing::now(dest, msg)]
+    }
+
+    /// Sends the message, and with each vote and checkpoint a burst of unsolicited
+    /// chunks of its latest checkpoint's snapshot to every peer: random data, each
+    /// chunk announcing a different total (2, 3, 64 or the largest allowed), so no two
+    /// agree; and a request for that snapshot, so every peer serves it.
+    fn state_spam(&mut self, dest: Dest, msg: Message) -> Vec<Outgoing> {
+        if let Message::Checkpoint(c) = &msg {
+            if c.body.replica == self.id {
+                self.spam_seq = Some(self.spam_seq.map_or(c.body.seq, |s| s.max(c.body.seq)));
+            }
+        }
+        let trigger = matches!(
+            msg,
+            Message::Prepare(_) | Message::Commit(_) | Message::Checkpoint(_)
+        );
+        let mut out = vec![Outgoing::now(dest, msg)];
+        let Some(seq) = self.spam_seq.filter(|_| trigger) else {
+            return out;
+        };
+        const TOTALS: [u32; 4] = [2, 3, 64, 1 << 16];
+        for r in (0..self.n()).filter(|r| *r != self.id) {
+            for i in 0..SPAM_CHUNKS {
+                let total = TOTALS[(i as usize) % TOTALS.len()];
+                let chunk = Message::StateChunk {
+                    seq,
+                    index: (self.rng.below(u64::from(total))) as u32,
+                    total,
+                    data: self.rng.bytes(SPAM_CHUNK_BYTES),
+                };
+                out.push(Outgoing::now(Dest::Replica(r), chunk));
+            }
+            out.push(Outgoing::now(
+                Dest::Replica(r),
+                Message::StateRequest { seq },
+            ));
+        }
+        out
     }
 }
