@@ -7,11 +7,20 @@
 //! executed batch, null batches included, produces a block in a hash chain.
 //!
 //! One trait, [`Executor`], with two implementations that must agree exactly: in memory
-//! ([`memory::MemoryExecutor`], for the simulator) and on RocksDB. Both run the same
-//! pure [`transition::execute_batch`]. A block's state digest chains the batch's exact
-//! state changes onto the previous one ([`types::state_digest_after`]); the digest of the
-//! whole state is an LtHash ([`lthash`]), updated at each checkpoint for the keys changed
-//! since the previous one, so its cost does not grow with the state.
+//! ([`memory::MemoryExecutor`], for the simulator) and on RocksDB (`RocksExecutor`, with
+//! the `rocksdb` feature). Both run the same pure [`transition::execute_batch`]. A
+//! block's state digest chains the batch's exact state changes onto the previous one
+//! ([`types::state_digest_after`]); the digest of the whole state is an LtHash
+//! ([`lthash`]), updated at each checkpoint for the keys changed since the previous
+//! one, so its cost does not grow with the state.
+//!
+//! # Features
+//!
+//! * `rocksdb` (on by default): the RocksDB executor (module `rocks`), the consensus
+//!   log (`wal`) and the ledger check (`verify`). Without it the crate has no native
+//!   dependency and offers the [`Executor`] trait, the types, the transition, the
+//!   in-memory executor, snapshot encoding and checking, and the LtHash: what a sans-IO
+//!   driver or the simulator needs.
 
 // One `unsafe` call in the whole crate: `xof8` runs its AVX2 build after checking for
 // AVX2 at run time.
@@ -21,22 +30,28 @@
 pub mod error;
 pub mod lthash;
 pub mod memory;
+#[cfg(feature = "rocksdb")]
 pub mod rocks;
 pub mod snapshot;
 pub mod transition;
 pub mod types;
+#[cfg(feature = "rocksdb")]
 pub mod verify;
+#[cfg(feature = "rocksdb")]
 pub mod wal;
 mod xof8;
 
 pub use error::ExecError;
 pub use memory::MemoryExecutor;
+#[cfg(feature = "rocksdb")]
 pub use rocks::{CfMemory, FaultPlan, RocksExecutor, RocksOptions};
 pub use types::{
     Applied, Block, ClientWindow, Entry, ExecRequest, FailReason, Head, Operation, Receipt,
     StoredReceipt, Transfer,
 };
+#[cfg(feature = "rocksdb")]
 pub use verify::{show_ledger, verify_ledger, LedgerReport, LedgerShow};
+#[cfg(feature = "rocksdb")]
 pub use wal::ConsensusLog;
 
 use pbft_crypto::{Digest, PublicKey};
