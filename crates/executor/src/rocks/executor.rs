@@ -429,6 +429,10 @@ impl Executor for RocksExecutor {
             write(&mut self.faults, &db, wb, self.sync)?;
         }
         rename(&mut self.faults, &tmp, &self.dir.join(STATE_NEW))?;
+        // the checkpoints above `seq` are of the history being discarded: forgotten
+        // before the commit point, so that whichever later step fails, none of them is
+        // trusted (a checkpoint at such a height later replaces the directory)
+        let discarded = self.checkpoints.split_off(&(seq + 1));
         self.swap_live()?;
         if self.head.height != seq || self.stable != seq {
             return Err(corrupt(format!(
@@ -436,11 +440,9 @@ impl Executor for RocksExecutor {
                 self.head.height
             )));
         }
-        let newer: Vec<u64> = self.checkpoints.range(seq + 1..).copied().collect();
-        for s in newer {
+        for s in discarded {
             let path = self.checkpoint_path(s);
             remove_dir(&mut self.faults, &path)?;
-            self.checkpoints.remove(&s);
         }
         Ok(seq)
     }
@@ -518,6 +520,9 @@ impl Executor for RocksExecutor {
             make_checkpoint(&mut self.faults, &db, &import_ckpt)?;
         }
         rename(&mut self.faults, &tmp, &self.dir.join(STATE_NEW))?;
+        // every kept checkpoint is of the history being replaced: forgotten before the
+        // commit point, as in a rollback; the snapshot's own is kept once it is in place
+        let replaced = std::mem::take(&mut self.checkpoints);
         self.swap_live()?;
         if self.head != v.head {
             return Err(corrupt(format!(
@@ -527,17 +532,11 @@ impl Executor for RocksExecutor {
         let final_ckpt = self.checkpoint_path(seq);
         remove_dir(&mut self.faults, &final_ckpt)?;
         rename(&mut self.faults, &import_ckpt, &final_ckpt)?;
-        let others: Vec<u64> = self
-            .checkpoints
-            .iter()
-            .copied()
-            .filter(|s| *s != seq)
-            .collect();
-        for s in others {
+        self.checkpoints.insert(seq);
+        for s in replaced.into_iter().filter(|s| *s != seq) {
             let path = self.checkpoint_path(s);
             remove_dir(&mut self.faults, &path)?;
         }
-        self.checkpoints = BTreeSet::from([seq]);
         Ok(self.head)
     }
 

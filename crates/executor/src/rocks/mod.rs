@@ -50,6 +50,12 @@
 //! its new state, before the swap, as `dir/checkpoints/<seq>.import`, renamed to
 //! `dir/checkpoints/<seq>` after it.
 //!
+//! Just before the commit point, the executor forgets the kept checkpoints that the new
+//! state disowns (for a rollback those above the stable one, for an import all of
+//! them), and removes their directories only after the swap: whichever step fails, it
+//! never trusts a directory of the discarded history as a checkpoint of the new one (a
+//! later checkpoint at that height replaces the directory; opening removes it).
+//!
 //! [`RocksExecutor::open`] finishes or undoes an interrupted swap and settles the
 //! checkpoint directories against the live state (the rules are in `rocks/layout.rs`).
 //!
