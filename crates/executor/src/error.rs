@@ -41,6 +41,7 @@ pub enum ExecError {
     Injected(u64),
 }
 
+#[cfg(feature = "rocksdb")]
 impl From<rocksdb::Error> for ExecError {
     fn from(e: rocksdb::Error) -> Self {
         ExecError::Storage(e.into_string())

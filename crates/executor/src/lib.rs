@@ -7,11 +7,20 @@
 //! executed batch, null batches included, produces a block in a hash chain.
 //!
 //! One trait, [`Executor`], with two implementations that must agree exactly: in memory
-//! ([`memory::MemoryExecutor`], for the simulator) and on RocksDB. Both run the same
-//! pure [`transition::execute_batch`]. A block's state digest chains the batch's exact
-//! state changes onto the previous one ([`types::state_digest_after`]); the digest of the
-//! whole state is an LtHash ([`lthash`]), updated at each checkpoint for the keys changed
-//! since the previous one, so its cost does not grow with the state.
+//! ([`memory::MemoryExecutor`], for the simulator) and on RocksDB (`RocksExecutor`, with
+//! the `rocksdb` feature). Both run the same pure [`transition::execute_batch`]. A
+//! block's state digest chains the batch's exact state changes onto the previous one
+//! ([`types::state_digest_after`]); the digest of the whole state is an LtHash
+//! ([`lthash`]), updated at each checkpoint for the keys changed since the previous
+//! one, so its cost does not grow with the state.
+//!
+//! # Features
+//!
+//! * `rocksdb` (on by default): the RocksDB executor (module `rocks`), the consensus
+//!   log (`wal`) and the ledger check (`verify`). Without it the crate has no native
+//!   dependency and offers the [`Executor`] trait, the types, the transition, the
+//!   in-memory executor, snapshot encoding and checking, and the LtHash: what a sans-IO
+//!   driver or the simulator needs.
 
 // One `unsafe` call in the whole crate: `xof8` runs its AVX2 build after checking for
 // AVX2 at run time.
@@ -22,23 +31,29 @@ pub mod error;
 pub mod lthash;
 pub mod memory;
 pub mod record_log;
+#[cfg(feature = "rocksdb")]
 pub mod rocks;
 pub mod snapshot;
 pub mod transition;
 pub mod types;
+#[cfg(feature = "rocksdb")]
 pub mod verify;
+#[cfg(feature = "rocksdb")]
 pub mod wal;
 mod xof8;
 
 pub use error::ExecError;
 pub use memory::MemoryExecutor;
 pub use record_log::{MemoryLog, Record, RecordLog};
+#[cfg(feature = "rocksdb")]
 pub use rocks::{CfMemory, FaultPlan, RocksExecutor, RocksOptions};
 pub use types::{
     Applied, Block, ClientWindow, Entry, ExecRequest, FailReason, Head, Operation, Receipt,
     StoredReceipt, Transfer,
 };
+#[cfg(feature = "rocksdb")]
 pub use verify::{show_ledger, verify_ledger, LedgerReport, LedgerShow};
+#[cfg(feature = "rocksdb")]
 pub use wal::ConsensusLog;
 
 use pbft_crypto::{Digest, PublicKey};
@@ -95,6 +110,8 @@ pub trait Executor {
     fn block(&self, height: u64) -> Result<Option<Block>, ExecError>;
 }
 
+/// A boxed executor is an executor: a driver generic over `E: Executor` can own a
+/// `Box<dyn Executor>` chosen at run time (in memory or on RocksDB).
 impl<E: Executor + ?Sized> Executor for Box<E> {
     fn apply(
         &mut self,
@@ -104,24 +121,31 @@ impl<E: Executor + ?Sized> Executor for Box<E> {
     ) -> Result<Applied, ExecError> {
         (**self).apply(seq, batch_digest, requests)
     }
+
     fn head(&self) -> Head {
         (**self).head()
     }
+
     fn checkpoint(&mut self) -> Result<Digest, ExecError> {
         (**self).checkpoint()
     }
+
     fn stable(&mut self, seq: u64) -> Result<(), ExecError> {
         (**self).stable(seq)
     }
+
     fn stable_seq(&self) -> u64 {
         (**self).stable_seq()
     }
+
     fn rollback(&mut self) -> Result<u64, ExecError> {
         (**self).rollback()
     }
+
     fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
         (**self).export(seq, max_chunk)
     }
+
     fn import(
         &mut self,
         seq: u64,
@@ -130,12 +154,15 @@ impl<E: Executor + ?Sized> Executor for Box<E> {
     ) -> Result<Head, ExecError> {
         (**self).import(seq, expected, chunks)
     }
+
     fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {
         (**self).balance(account)
     }
+
     fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
         (**self).client_window(client)
     }
+
     fn receipt(
         &self,
         client: &PublicKey,
@@ -143,7 +170,106 @@ impl<E: Executor + ?Sized> Executor for Box<E> {
     ) -> Result<Option<StoredReceipt>, ExecError> {
         (**self).receipt(client, request_id)
     }
+
     fn block(&self, height: u64) -> Result<Option<Block>, ExecError> {
         (**self).block(height)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pbft_crypto::Keypair;
+    use std::collections::BTreeMap;
+
+    fn key(i: u8) -> PublicKey {
+        Keypair::from_seed(&[i; 32]).expect("test key").public()
+    }
+
+    /// What a driver generic over its executor sees of a short history: three batches
+    /// (one transfer each, client 1 to client 2), checkpoints at 2 and 3, 2 stable, a
+    /// rollback to it, and the snapshot of checkpoint 2.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Seen {
+        applied: Vec<Applied>,
+        checkpoints: Vec<Digest>,
+        head_before_rollback: Head,
+        stable_seq: u64,
+        rolled_back_to: u64,
+        head: Head,
+        balances: Vec<Option<u64>>,
+        window: ClientWindow,
+        receipt: Option<StoredReceipt>,
+        block: Option<Block>,
+        snapshot: Vec<Vec<u8>>,
+    }
+
+    fn drive<E: Executor>(e: &mut E) -> Seen {
+        let client = key(1);
+        let op = Operation {
+            transfers: vec![Transfer {
+                to: key(2),
+                amount: 5,
+            }],
+        }
+        .encode();
+        let mut applied = Vec::new();
+        let mut checkpoints = Vec::new();
+        for seq in 1..=3u64 {
+            let req = [ExecRequest {
+                client: &client,
+                request_id: seq,
+                op: &op,
+            }];
+            applied.push(
+                e.apply(seq, Digest::of(&seq.to_le_bytes()), &req)
+                    .expect("apply"),
+            );
+            if seq >= 2 {
+                checkpoints.push(e.checkpoint().expect("checkpoint"));
+            }
+        }
+        e.stable(2).expect("stable");
+        let head_before_rollback = e.head();
+        let stable_seq = e.stable_seq();
+        let rolled_back_to = e.rollback().expect("rollback");
+        Seen {
+            applied,
+            checkpoints,
+            head_before_rollback,
+            stable_seq,
+            rolled_back_to,
+            head: e.head(),
+            balances: [1, 2, 3]
+                .iter()
+                .map(|i| e.balance(&key(*i)).expect("balance"))
+                .collect(),
+            window: e.client_window(&client).expect("window"),
+            receipt: e.receipt(&client, 2).expect("receipt"),
+            block: e.block(2).expect("block"),
+            snapshot: e.export(2, 64).expect("export"),
+        }
+    }
+
+    #[test]
+    fn a_boxed_executor_forwards_every_call() {
+        let genesis = BTreeMap::from([(key(1), 100), (key(2), 0)]);
+        let direct = drive(&mut MemoryExecutor::genesis(&genesis));
+        let mut boxed: Box<dyn Executor> = Box::new(MemoryExecutor::genesis(&genesis));
+        let through_box = drive(&mut boxed);
+        assert_eq!(through_box, direct);
+        // the history is one in which each call's answer tells it apart
+        assert_eq!(direct.head_before_rollback.height, 3);
+        assert_eq!((direct.stable_seq, direct.rolled_back_to), (2, 2));
+        assert_eq!(direct.head.height, 2);
+        assert_eq!(direct.balances, vec![Some(90), Some(10), None]);
+        assert!(direct.receipt.is_some() && direct.block.is_some());
+
+        // and the snapshot installs through the box
+        let digest = direct.checkpoints[0];
+        let mut fresh: Box<dyn Executor> = Box::new(MemoryExecutor::genesis(&genesis));
+        let head = fresh.import(2, digest, &direct.snapshot).expect("import");
+        assert_eq!(head, direct.head);
+        assert_eq!(fresh.balance(&key(2)).expect("balance"), Some(10));
     }
 }

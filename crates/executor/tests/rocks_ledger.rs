@@ -1,9 +1,11 @@
 //! The RocksDB executor's own behaviour: reopening, the stored genesis, ordering and
-//! snapshot errors, and recovery of interrupted swaps and stray checkpoint directories.
+//! snapshot errors, recovery of interrupted swaps and stray checkpoint directories, and
+//! the kept checkpoints after a step of a rollback or import fails.
 
 mod common;
 
 use common::{observe, People, Workload};
+use pbft_executor::snapshot::verify_chunks;
 use pbft_executor::{
     verify_ledger, ExecError, Executor, MemoryExecutor, RocksExecutor, RocksOptions,
 };
@@ -341,4 +343,205 @@ fn m_before(people: &People, batches: &[common::Batch]) -> MemoryExecutor {
             .expect("apply");
     }
     m
+}
+
+/// Applies `batches` as the heights `from`, `from + 1`, ...
+fn apply_from<E: Executor>(e: &mut E, from: u64, batches: &[common::Batch]) {
+    for (i, b) in batches.iter().enumerate() {
+        let seq = from + i as u64;
+        e.apply(seq, b.digest, &b.requests())
+            .unwrap_or_else(|err| panic!("apply {seq}: {err}"));
+    }
+}
+
+/// Copies a closed ledger directory, file by file.
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create the copy");
+    for entry in fs::read_dir(from).expect("list") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Three runs of batches from one workload: heights 1..=4 (shared), then two
+/// alternative histories for heights 5..=8: `a` (discarded) and `b` (kept).
+struct Histories {
+    shared: Vec<common::Batch>,
+    a: Vec<common::Batch>,
+    b: Vec<common::Batch>,
+    /// A batch for height 9, after history `b`.
+    next: common::Batch,
+    issued: Vec<(pbft_crypto::PublicKey, u64)>,
+}
+
+fn histories(people: &People, seed: u64) -> Histories {
+    let mut w = Workload::new(people, seed);
+    let four = |w: &mut Workload| (0..4).map(|_| w.batch_of(4)).collect::<Vec<_>>();
+    let (shared, a, b) = (four(&mut w), four(&mut w), four(&mut w));
+    let next = w.batch_of(4);
+    Histories {
+        shared,
+        a,
+        b,
+        next,
+        issued: w.issued,
+    }
+}
+
+/// A ledger at height 8 on history `a`, with checkpoints 4 (stable) and 8.
+fn ledger_on_a(dir: &Path, people: &People, h: &Histories) {
+    let mut e = RocksExecutor::open(dir, &people.genesis, RocksOptions::default()).expect("open");
+    apply_from(&mut e, 1, &h.shared);
+    e.checkpoint().expect("checkpoint 4");
+    e.stable(4).expect("stable 4");
+    apply_from(&mut e, 5, &h.a);
+    e.checkpoint().expect("checkpoint 8");
+    assert_eq!(e.checkpoints().collect::<Vec<_>>(), vec![4, 8]);
+}
+
+/// The in-memory ledger at height 8 on history `b`, with checkpoint 4 stable and
+/// checkpoint 8 taken; returns it with checkpoint 8's digest.
+fn memory_on_b(people: &People, h: &Histories) -> (MemoryExecutor, pbft_crypto::Digest) {
+    let mut m = MemoryExecutor::genesis(&people.genesis);
+    apply_from(&mut m, 1, &h.shared);
+    m.checkpoint().expect("checkpoint 4");
+    m.stable(4).expect("stable 4");
+    apply_from(&mut m, 5, &h.b);
+    let digest = m.checkpoint().expect("checkpoint 8");
+    (m, digest)
+}
+
+/// After a rollback or an import that failed once a step past its swap: the ledger on
+/// history `b` at height 8 takes checkpoint 8 afresh (its snapshot is history `b`'s, not
+/// that of the discarded directory), keeps it through `stable`, and rolls back to it.
+/// Returns the in-memory ledger it was compared with.
+fn checkpoint_8_is_history_b(
+    e: &mut RocksExecutor,
+    people: &People,
+    h: &Histories,
+) -> MemoryExecutor {
+    let (mut m, digest) = memory_on_b(people, h);
+    assert_eq!(e.head(), m.head(), "the ledger is not on history b at 8");
+    assert_eq!(e.checkpoint().expect("checkpoint 8"), digest);
+    let chunks = e.export(8, 300).expect("export 8");
+    // (compared whole, not printed: a snapshot is thousands of bytes)
+    assert!(
+        chunks == m.export(8, 300).expect("memory export 8"),
+        "checkpoint 8 holds another history's state"
+    );
+    verify_chunks(8, digest, &chunks).expect("checkpoint 8's snapshot checks out");
+    e.stable(8).expect("stable 8");
+    m.stable(8).expect("memory stable 8");
+    apply_from(e, 9, std::slice::from_ref(&h.next));
+    apply_from(&mut m, 9, std::slice::from_ref(&h.next));
+    assert_eq!(e.rollback().expect("rollback to 8"), 8);
+    assert_eq!(m.rollback().expect("memory rollback to 8"), 8);
+    // the state: receipts and blocks below a snapshot are the ledger's own, not
+    // installed by an import
+    let (got, want) = (
+        observe(&*e, people, &h.issued),
+        observe(&m, people, &h.issued),
+    );
+    assert_eq!(
+        (got.head, got.stable, got.balances),
+        (want.head, want.stable, want.balances)
+    );
+    m
+}
+
+/// A rollback whose last step, the removal of the directory of a checkpoint above the
+/// stable one, fails once: the live state is the stable checkpoint's already, and the
+/// checkpoint of the discarded history is forgotten although its directory is still
+/// there, so that when the next history reaches that height its checkpoint is taken
+/// afresh rather than the stale directory trusted.
+#[test]
+fn a_rollback_failing_after_its_swap_keeps_no_checkpoint_of_the_discarded_history() {
+    let people = People::new(12, 2, 95);
+    let h = histories(&people, 96);
+    let tmp = common::tempdir();
+    let (counted, faulted) = (tmp.path().join("counted"), tmp.path().join("faulted"));
+    ledger_on_a(&counted, &people, &h);
+    copy_dir(&counted, &faulted);
+    // on one of two identical ledgers, the rollback's durable steps: the last removes
+    // checkpoint 8
+    let step = {
+        let mut e =
+            RocksExecutor::open(&counted, &people.genesis, RocksOptions::default()).expect("open");
+        assert_eq!(e.rollback().expect("rollback"), 4);
+        assert!(!counted.join("checkpoints").join("8").exists());
+        e.durable_steps()
+    };
+    let opts = RocksOptions {
+        transient_fault: Some(step),
+        ..RocksOptions::default()
+    };
+    let mut e = RocksExecutor::open(&faulted, &people.genesis, opts).expect("open");
+    match e.rollback() {
+        Err(ExecError::Injected(s)) => assert_eq!(s, step),
+        other => panic!("expected the injected failure at step {step}, got {other:?}"),
+    }
+    assert_eq!(e.head().height, 4, "the swap is not done");
+    assert!(
+        faulted.join("checkpoints").join("8").is_dir(),
+        "the failed step is not the removal of checkpoint 8"
+    );
+    assert_eq!(e.checkpoints().collect::<Vec<_>>(), vec![4]);
+    apply_from(&mut e, 5, &h.b);
+    let m = checkpoint_8_is_history_b(&mut e, &people, &h);
+    // history b was executed here: its receipts and blocks too
+    assert_eq!(
+        observe(&e, &people, &h.issued),
+        observe(&m, &people, &h.issued)
+    );
+    drop(e);
+    verify_ledger(&faulted).expect("verify");
+}
+
+/// An import whose first step after the swap, the removal of the directory of the
+/// replaced history's checkpoint at the snapshot's height, fails once: the live state
+/// is the snapshot's, no checkpoint of the replaced history is kept, and the
+/// checkpoint at the snapshot's height is taken afresh rather than the stale directory
+/// trusted.
+#[test]
+fn an_import_failing_after_its_swap_keeps_no_checkpoint_of_the_replaced_history() {
+    let people = People::new(12, 2, 97);
+    let h = histories(&people, 98);
+    let (m, digest) = memory_on_b(&people, &h);
+    let chunks = m.export(8, 300).expect("memory export 8");
+    let tmp = common::tempdir();
+    let dir = tmp.path();
+    ledger_on_a(dir, &people, &h);
+    let opened = RocksExecutor::open(dir, &people.genesis, RocksOptions::default())
+        .expect("open")
+        .durable_steps();
+    // the import's durable steps: create `state.tmp`, write the snapshot, make
+    // `checkpoints/8.import`, rename `state.tmp` to `state.new`, then the swap (two
+    // renames, opening the new state, removing `state.old`); the ninth removes the
+    // replaced history's `checkpoints/8`
+    let step = opened + 9;
+    let opts = RocksOptions {
+        transient_fault: Some(step),
+        ..RocksOptions::default()
+    };
+    let mut e = RocksExecutor::open(dir, &people.genesis, opts).expect("open");
+    assert_eq!(e.durable_steps(), opened);
+    match e.import(8, digest, &chunks) {
+        Err(ExecError::Injected(s)) => assert_eq!(s, step),
+        other => panic!("expected the injected failure at step {step}, got {other:?}"),
+    }
+    assert_eq!(e.head(), m.head(), "the swap is not done");
+    let ckpts = dir.join("checkpoints");
+    assert!(
+        ckpts.join("8").is_dir() && ckpts.join("8.import").is_dir(),
+        "the failed step is not the removal of the replaced checkpoint 8"
+    );
+    assert_eq!(e.checkpoints().count(), 0);
+    checkpoint_8_is_history_b(&mut e, &people, &h);
+    drop(e);
+    verify_ledger(dir).expect("verify");
 }
