@@ -206,6 +206,10 @@ impl Replica {
         self.status = Status::Normal;
         self.view_change_deadline = None;
         self.request_deadline = None;
+        // A replica that learns the new view while still in normal status in an older
+        // view (a laggard) did not pass through `start_view_change`: what it watched
+        // there is not the new primary's to answer for.
+        self.watch_reset();
         self.persist(WalRecord::View {
             view,
             changing: false,

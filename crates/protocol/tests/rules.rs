@@ -850,3 +850,26 @@ fn a_halted_replica_says_nothing_after_its_halt() {
         .deliver(3, Message::Commit(commit(0, 3, b(5).digest(), 3)))
         .is_empty());
 }
+
+/// A laggard that learns a later view from its new view (it never saw the view change)
+/// times the requests it waits for from when that view started: the new primary is
+/// not blamed for the delay of the old one.
+#[test]
+fn a_laggard_joining_a_later_view_gives_its_primary_the_whole_ordering_deadline() {
+    let mut p = Probe::new(2);
+    p.client(request(0, 1, vec![]));
+    assert_eq!(p.r.order_deadline(), Some(ms(200)));
+    p.now = ms(150);
+    let vcs = [0, 1, 3]
+        .iter()
+        .map(|r| view_change(3, 0, vec![], *r))
+        .collect();
+    p.deliver(3, Message::NewView(Box::new(honest_new_view(3, vcs))));
+    assert_eq!((p.r.view(), p.r.status()), (3, Status::Normal));
+    assert_eq!(p.r.unordered_requests(), 1);
+    assert_eq!(
+        p.r.order_deadline(),
+        Some(ms(350)),
+        "T/2 after view 3 began"
+    );
+}
