@@ -31,10 +31,19 @@ impl Replica {
             ));
             return;
         }
+        if seq < self.stable_seq {
+            // a later checkpoint is stable already (proven while these batches were
+            // with the executor): this one proves nothing, and is collected
+            return;
+        }
         self.persist(WalRecord::Checkpoint(c.clone()));
         self.own_checkpoints.insert(seq, c.clone());
         self.broadcast(Message::Checkpoint(c.clone()));
-        self.add_checkpoint_vote(c);
+        if seq > self.stable_seq {
+            // at `h` the checkpoint is stable already: a vote there would count for
+            // nothing and outlive the collection that dropped the others
+            self.add_checkpoint_vote(c);
+        }
     }
 
     pub(crate) fn on_checkpoint(&mut self, c: Signed<Checkpoint>) {

@@ -873,3 +873,37 @@ fn a_laggard_joining_a_later_view_gives_its_primary_the_whole_ordering_deadline(
         "T/2 after view 3 began"
     );
 }
+
+/// The batches up to 2K are with the executor when checkpoint 2K becomes stable on the
+/// others' votes. The replica's own checkpoint at K, below it, proves nothing any more
+/// and is not announced; the one at 2K is.
+#[test]
+fn an_own_checkpoint_below_the_stable_one_is_not_announced() {
+    let mut p = Probe::new(2);
+    let batches: Vec<Batch> = (1..=2 * K)
+        .map(|seq| Batch {
+            requests: vec![request(1, seq, vec![])],
+        })
+        .collect();
+    for (i, batch) in batches.iter().enumerate() {
+        order_and_commit(&mut p, i as Seq + 1, batch);
+    }
+    for r in [0, 1, 3] {
+        p.deliver(
+            r,
+            Message::Checkpoint(checkpoint(2 * K, state_digest(2 * K), r)),
+        );
+    }
+    assert_eq!(p.r.stable_checkpoint(), 2 * K);
+    let mut announced = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let a = p.execute(i as Seq + 1, batch);
+        for m in broadcasts(&a) {
+            if let Message::Checkpoint(c) = m {
+                announced.push(c.body.seq);
+            }
+        }
+    }
+    assert_eq!(announced, vec![2 * K]);
+    assert_eq!(p.r.halted(), None);
+}
