@@ -114,14 +114,20 @@ impl ClientTable {
     }
 
     /// Remembers a request that waits for execution. Returns false if it was known or
-    /// executed.
+    /// executed, or if its client has `window` requests waiting already: a request a
+    /// pre-prepare carries did not pass `admit`, and without this cap a primary could
+    /// make a backup keep any number of one client's requests. (A request not kept
+    /// still executes with its batch; it is only not watched or re-proposed.)
     pub fn add_waiting(&mut self, req: SignedRequest) -> bool {
         let key = req.key();
         if self.waiting.contains_key(&key) {
             return false;
         }
         let e = self.clients.entry(key.0).or_default();
-        if e.executed.contains(&key.1) || (self.exact && key.1 < e.low) {
+        if e.executed.contains(&key.1)
+            || (self.exact && key.1 < e.low)
+            || e.waiting as u64 >= self.window
+        {
             return false;
         }
         e.waiting += 1;
@@ -253,6 +259,20 @@ mod tests {
         assert_eq!(t.admit(&req(&k, 1)), Admission::TooOld);
         assert!(matches!(t.admit(&req(&k, 6)), Admission::Cached(_)));
         assert_eq!(t.admit(&req(&k, 0)), Admission::TooOld);
+    }
+
+    #[test]
+    fn add_waiting_keeps_at_most_a_window_of_one_clients_requests() {
+        // requests a pre-prepare carries come here without `admit`
+        let k = Keypair::from_seed(&[6; 32]).unwrap();
+        let mut t = ClientTable::new(2);
+        assert!(t.add_waiting(req(&k, 1)));
+        assert!(t.add_waiting(req(&k, 7)));
+        assert!(
+            !t.add_waiting(req(&k, 3)),
+            "a third request for a window of 2"
+        );
+        assert_eq!(t.waiting_len(), 2);
     }
 
     #[test]

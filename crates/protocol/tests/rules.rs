@@ -907,3 +907,25 @@ fn an_own_checkpoint_below_the_stable_one_is_not_announced() {
     assert_eq!(announced, vec![2 * K]);
     assert_eq!(p.r.halted(), None);
 }
+
+/// The requests a pre-prepare carries never passed the client-window check of a
+/// direct request: still, a backup keeps no more of one client's requests waiting
+/// than the window.
+#[test]
+fn pre_prepares_cannot_make_a_backup_keep_more_than_a_client_window_of_requests() {
+    let mut p = Probe::new(2);
+    let window = p.r.config().client_window;
+    let per_batch = p.r.config().max_batch as u64;
+    let mut rid = 1;
+    for seq in 1..=3 {
+        let batch = Batch {
+            requests: (rid..rid + per_batch)
+                .map(|i| request(1, i, vec![]))
+                .collect(),
+        };
+        rid += per_batch;
+        p.deliver(0, pre_prepare_msg(0, seq, batch));
+    }
+    assert!(rid - 1 > window);
+    assert_eq!(p.r.waiting_requests() as u64, window);
+}
