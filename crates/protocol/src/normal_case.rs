@@ -409,15 +409,15 @@ impl Replica {
         if seq <= self.last_executed {
             return; // superseded by a state transfer
         }
-        if seq != self.last_executed + 1 {
+        if seq != self.last_executed + 1 || seq > self.last_dispatched {
             self.halt(format!(
-                "executor reported seq {seq} but {} was expected",
-                self.last_executed + 1
+                "executor reported seq {seq} but {} was expected (dispatched up to {})",
+                self.last_executed + 1,
+                self.last_dispatched
             ));
             return;
         }
         self.last_executed = seq;
-        self.last_dispatched = self.last_dispatched.max(seq);
         let bodies = result
             .replies
             .into_iter()

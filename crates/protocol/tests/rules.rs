@@ -929,3 +929,24 @@ fn pre_prepares_cannot_make_a_backup_keep_more_than_a_client_window_of_requests(
     assert!(rid - 1 > window);
     assert_eq!(p.r.waiting_requests() as u64, window);
 }
+
+/// The executor reports only what it was handed: a result for a sequence number never
+/// dispatched breaks the driver's contract, and halts the replica.
+#[test]
+fn a_result_for_a_batch_never_dispatched_halts_the_replica() {
+    let mut p = Probe::new(2);
+    let batch = Batch {
+        requests: vec![request(1, 1, vec![])],
+    };
+    order_and_commit(&mut p, 1, &batch);
+    p.execute(1, &batch);
+    assert_eq!(p.r.halted(), None);
+    p.execute(2, &batch);
+    assert!(
+        p.r.halted()
+            .is_some_and(|h| h.contains("executor reported seq 2")),
+        "{:?}",
+        p.r.halted()
+    );
+    assert_eq!(p.r.last_executed(), 1);
+}
