@@ -200,6 +200,7 @@ impl Replica {
 
     /// Enters the new view: adopt its checkpoint, process `O` as ordinary pre-prepares.
     pub(crate) fn install_new_view(&mut self, nv: Signed<NewView>, o: OSet) {
+        self.require_new_view(&nv, &o);
         let view = nv.body.view;
         tracing::info!(replica = self.id, view, "new view installed");
         self.view = view;

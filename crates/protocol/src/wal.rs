@@ -129,6 +129,14 @@ impl Replica {
         if r.new_view.as_ref().is_some_and(|nv| nv.body.view != r.view) {
             r.new_view = None;
         }
+        // Own view changes stay in the log until it is pruned; only the one for the
+        // view being changed to is still of use (it is retransmitted), as in a replica
+        // that never restarted.
+        let floor = match r.status {
+            Status::ViewChange => r.view,
+            Status::Normal => r.view + 1,
+        };
+        r.view_changes = r.view_changes.split_off(&floor);
         let h = r.stable_seq;
         r.collect_garbage();
         r.last_executed = last_executed;
@@ -141,6 +149,7 @@ impl Replica {
         }
         // resume: re-send what is unfinished on the first tick
         r.tick_deadline = Some(now.plus(r.cfg.retransmit_interval));
+        r.assert_invariants("restore");
         Ok(r)
     }
 }
