@@ -6,6 +6,7 @@
 //! executed means it is behind, and starts a state transfer.
 
 use crate::action::{Action, WalRecord};
+use crate::invariants::Invariant;
 use crate::message::{Checkpoint, Evidence, Message, ReplicaId, Seq, Signed};
 use crate::replica::Replica;
 use pbft_crypto::Digest;
@@ -31,10 +32,19 @@ impl Replica {
             ));
             return;
         }
+        if seq < self.stable_seq {
+            // a later checkpoint is stable already (proven while these batches were
+            // with the executor): this one proves nothing, and is collected
+            return;
+        }
         self.persist(WalRecord::Checkpoint(c.clone()));
         self.own_checkpoints.insert(seq, c.clone());
         self.broadcast(Message::Checkpoint(c.clone()));
-        self.add_checkpoint_vote(c);
+        if seq > self.stable_seq {
+            // at `h` the checkpoint is stable already: a vote there would count for
+            // nothing and outlive the collection that dropped the others
+            self.add_checkpoint_vote(c);
+        }
     }
 
     pub(crate) fn on_checkpoint(&mut self, c: Signed<Checkpoint>) {
@@ -53,7 +63,7 @@ impl Replica {
     /// Most checkpoint messages kept per sender above `h`: bounds memory against a
     /// sender announcing many sequence numbers, while a lagging replica can still learn
     /// checkpoints far beyond its window.
-    fn checkpoint_budget(&self) -> usize {
+    pub(crate) fn checkpoint_budget(&self) -> usize {
         (self.cfg.log_window / self.cfg.checkpoint_interval) as usize + 2
     }
 
@@ -134,6 +144,18 @@ impl Replica {
         if seq <= self.stable_seq {
             return;
         }
+        self.require(Invariant::StableCheckpoint, Some(seq), || {
+            // every caller checked the proof: from q votes, a view change, a new view
+            // or a catch-up answer
+            match self.valid_checkpoint_proof(seq, &proof) {
+                Some(d) if d == digest => Ok(()),
+                proven => Err(format!(
+                    "becoming stable with digest {digest} on a proof of {} messages that \
+                     proves {proven:?}",
+                    proof.len()
+                )),
+            }
+        });
         if let Some(mine) = self.own_checkpoints.get(&seq) {
             if mine.body.state_digest != digest {
                 self.halt(format!(
@@ -186,6 +208,16 @@ impl Replica {
     /// Discards log entries, votes and checkpoint messages at or below `h`.
     pub(crate) fn collect_garbage(&mut self) {
         let h = self.stable_seq;
+        self.require(Invariant::StableCheckpoint, Some(h), || {
+            // what is dropped below h can be restored only from the proven snapshot
+            match self.valid_checkpoint_proof(h, &self.stable_proof) {
+                Some(d) if d == self.stable_digest => Ok(()),
+                proven => Err(format!(
+                    "collecting the log below h, whose proof proves {proven:?}, not {}",
+                    self.stable_digest
+                )),
+            }
+        });
         self.slots = self.slots.split_off(&(h + 1));
         self.prepares.retain_above(h, self.view.saturating_sub(1));
         self.commits.retain_above(h, self.view.saturating_sub(1));

@@ -114,19 +114,33 @@ impl ClientTable {
     }
 
     /// Remembers a request that waits for execution. Returns false if it was known or
-    /// executed.
+    /// executed, or if its client has `window` requests waiting already: a request a
+    /// pre-prepare carries did not pass `admit`, and without this cap a primary could
+    /// make a backup keep any number of one client's requests. (A request not kept
+    /// still executes with its batch; it is only not watched or re-proposed.)
     pub fn add_waiting(&mut self, req: SignedRequest) -> bool {
         let key = req.key();
         if self.waiting.contains_key(&key) {
             return false;
         }
         let e = self.clients.entry(key.0).or_default();
-        if e.executed.contains(&key.1) || (self.exact && key.1 < e.low) {
+        if e.executed.contains(&key.1)
+            || (self.exact && key.1 < e.low)
+            || e.waiting as u64 >= self.window
+        {
             return false;
         }
         e.waiting += 1;
         self.waiting.insert(key, req);
         true
+    }
+
+    /// `add_waiting` without its checks (for tests of the invariant checks).
+    #[cfg(test)]
+    pub(crate) fn add_waiting_unchecked(&mut self, req: SignedRequest) {
+        let key = req.key();
+        self.clients.entry(key.0).or_default().waiting += 1;
+        self.waiting.insert(key, req);
     }
 
     /// Records an executed request and its reply.
@@ -185,6 +199,84 @@ impl ClientTable {
     /// Number of requests waiting.
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// The first broken rule of the table's own bookkeeping, if any (for the replica's
+    /// invariant checks). One pass over the waiting requests, which are ordered by
+    /// client, and one over the clients.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let mut counted = 0usize;
+        let mut it = self.waiting.iter().peekable();
+        while let Some((key, _)) = it.peek() {
+            let client = key.0;
+            // every waiting request's client has an entry that counts it
+            let Some(e) = self.clients.get(&client) else {
+                return Err(format!(
+                    "request {} waits for a client with no entry",
+                    key.1
+                ));
+            };
+            let mut n = 0usize;
+            while let Some((key, req)) = it.next_if(|(k, _)| k.0 == client) {
+                // a request is filed under its own key, or lookups by key miss it
+                if req.body.request_id != key.1 || req.body.client != key.0 {
+                    return Err(format!(
+                        "request {} of a client is filed under request {}",
+                        req.body.request_id, key.1
+                    ));
+                }
+                // an executed request never waits again: `executed` drops it
+                if e.executed.contains(&key.1) {
+                    return Err(format!("request {} waits but has executed", key.1));
+                }
+                n += 1;
+            }
+            // `admit` caps a client's waiting requests by this count
+            if e.waiting != n {
+                return Err(format!(
+                    "a client's waiting count is {} but {n} of its requests wait",
+                    e.waiting
+                ));
+            }
+            counted += n;
+        }
+        let mut total = 0usize;
+        for e in self.clients.values() {
+            // the per-client cap is what bounds the memory one client can take
+            if e.waiting as u64 > self.window {
+                return Err(format!(
+                    "a client has {} requests waiting, beyond its window of {}",
+                    e.waiting, self.window
+                ));
+            }
+            // the executed set and the reply cache are trimmed to the window
+            if e.executed.len() as u64 > self.window || e.replies.len() as u64 > self.window {
+                return Err(format!(
+                    "a client keeps {} executed ids and {} replies, beyond its window of {}",
+                    e.executed.len(),
+                    e.replies.len(),
+                    self.window
+                ));
+            }
+            // ids below `low` are executed by definition, and `low` itself would have
+            // been absorbed into it: the set holds only ids above `low`
+            if e.low == 0 || e.executed.first().is_some_and(|first| *first <= e.low) {
+                return Err(format!(
+                    "a client's executed ids start at {:?} with low {}",
+                    e.executed.first(),
+                    e.low
+                ));
+            }
+            total += e.waiting;
+        }
+        // with every client that has waiting requests counted right above, the totals
+        // agree only if no other client counts any
+        if total != counted {
+            return Err(format!(
+                "clients count {total} waiting requests, but {counted} wait"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -253,6 +345,21 @@ mod tests {
         assert_eq!(t.admit(&req(&k, 1)), Admission::TooOld);
         assert!(matches!(t.admit(&req(&k, 6)), Admission::Cached(_)));
         assert_eq!(t.admit(&req(&k, 0)), Admission::TooOld);
+    }
+
+    #[test]
+    fn add_waiting_keeps_at_most_a_window_of_one_clients_requests() {
+        // requests a pre-prepare carries come here without `admit`
+        let k = Keypair::from_seed(&[6; 32]).unwrap();
+        let mut t = ClientTable::new(2);
+        assert!(t.add_waiting(req(&k, 1)));
+        assert!(t.add_waiting(req(&k, 7)));
+        assert!(
+            !t.add_waiting(req(&k, 3)),
+            "a third request for a window of 2"
+        );
+        assert_eq!(t.waiting_len(), 2);
+        assert_eq!(t.check(), Ok(()));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - [`client_table`]: exactly-once and cached replies;
 //! - `evidence`: signed proof of misbehaviour;
 //! - `wal`: restart from the write-ahead log;
+//! - [`invariants`]: the replica's structural invariants, checked from inside;
 //! - [`verify`]: the signature-verification stage that runs *before* the core.
 
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod client_table;
 pub mod config;
 pub mod envelope;
 mod evidence;
+pub mod invariants;
 pub mod message;
 pub mod new_view;
 mod normal_case;
@@ -42,6 +44,7 @@ mod wal;
 
 pub use action::{Action, WalRecord};
 pub use config::{Config, ConfigError};
+pub use invariants::{Invariant, InvariantViolation};
 pub use message::*;
 pub use outgoing::{Dest, Outgoing, Payload};
 pub use replica::{ExecutedRequest, ExecutionResult, Replica, Status};

@@ -200,12 +200,17 @@ impl Replica {
 
     /// Enters the new view: adopt its checkpoint, process `O` as ordinary pre-prepares.
     pub(crate) fn install_new_view(&mut self, nv: Signed<NewView>, o: OSet) {
+        self.require_new_view(&nv, &o);
         let view = nv.body.view;
         tracing::info!(replica = self.id, view, "new view installed");
         self.view = view;
         self.status = Status::Normal;
         self.view_change_deadline = None;
         self.request_deadline = None;
+        // A replica that learns the new view while still in normal status in an older
+        // view (a laggard) did not pass through `start_view_change`: what it watched
+        // there is not the new primary's to answer for.
+        self.watch_reset();
         self.persist(WalRecord::View {
             view,
             changing: false,

@@ -4,6 +4,7 @@
 
 use crate::action::{Action, WalRecord};
 use crate::client_table::Admission;
+use crate::invariants::Invariant;
 use crate::message::{
     Batch, Commit, CommittedProof, Evidence, Message, PrePrepare, Prepare, PreparedProof,
     ReplicaId, Reply, Seq, Signed, SignedReply, SignedRequest, View,
@@ -393,6 +394,31 @@ impl Replica {
             let Some(proof) = self.slots.get(&seq).and_then(|s| s.committed.as_ref()) else {
                 return;
             };
+            self.require(Invariant::Execute, Some(seq), || {
+                // the next batch after the last dispatched, which reaches h when no state
+                // transfer runs: so strictly above h, and inside the window like its slot
+                if seq <= self.stable_seq || seq > self.high_watermark() {
+                    return Err(format!(
+                        "outside the watermarks ({}, {}]",
+                        self.stable_seq,
+                        self.high_watermark()
+                    ));
+                }
+                if proof.pre_prepare.body.seq != seq {
+                    return Err(format!(
+                        "the certificate is for seq {}",
+                        proof.pre_prepare.body.seq
+                    ));
+                }
+                // q commits for the pre-prepare, and the batch it names
+                if !self.valid_committed_proof(proof) {
+                    return Err(format!(
+                        "the certificate for {} in view {} does not prove its batch committed",
+                        proof.pre_prepare.body.digest, proof.pre_prepare.body.view
+                    ));
+                }
+                Ok(())
+            });
             let action = Action::Execute {
                 seq,
                 view: proof.pre_prepare.body.view,
@@ -409,15 +435,15 @@ impl Replica {
         if seq <= self.last_executed {
             return; // superseded by a state transfer
         }
-        if seq != self.last_executed + 1 {
+        if seq != self.last_executed + 1 || seq > self.last_dispatched {
             self.halt(format!(
-                "executor reported seq {seq} but {} was expected",
-                self.last_executed + 1
+                "executor reported seq {seq} but {} was expected (dispatched up to {})",
+                self.last_executed + 1,
+                self.last_dispatched
             ));
             return;
         }
         self.last_executed = seq;
-        self.last_dispatched = self.last_dispatched.max(seq);
         let bodies = result
             .replies
             .into_iter()

@@ -54,6 +54,22 @@ impl OrderWatch {
         self.since.len()
     }
 
+    /// The first live entry that `oldest` could not find in the queue, if any (for the
+    /// replica's invariant checks).
+    pub(crate) fn unqueued(&self) -> Option<&Key> {
+        let queued: std::collections::BTreeSet<(Instant, &Key)> =
+            self.queue.iter().map(|(t, k)| (*t, k)).collect();
+        self.since
+            .iter()
+            .find(|(k, t)| !queued.contains(&(**t, *k)))
+            .map(|(k, _)| k)
+    }
+
+    /// The requests watched.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.since.keys()
+    }
+
     fn add(&mut self, key: Key, now: Instant) {
         if let std::collections::btree_map::Entry::Vacant(e) = self.since.entry(key) {
             e.insert(now);

@@ -143,6 +143,54 @@ impl<M> VoteTracker<M> {
         self.slots.retain(|(v, s), _| *s > stable && *v >= min_view);
     }
 
+    /// Calls `each` on every vote held, as `(view, seq, sender, digest)` in key order,
+    /// and checks that each `(view, seq)` counts exactly the senders that voted for each
+    /// digest (for the replica's invariant checks). Stops at the first error: `each`'s,
+    /// or `miscount(view, seq, digest, counted, senders)`.
+    pub(crate) fn check<E>(
+        &self,
+        mut each: impl FnMut(View, Seq, ReplicaId, &Digest) -> Result<(), E>,
+        miscount: impl Fn(View, Seq, Digest, usize, usize) -> E,
+    ) -> Result<(), E> {
+        // a slot holds a few senders and one or two digests: a short list beats a map
+        let mut tally: Vec<(Digest, usize)> = Vec::new();
+        for ((v, s), slot) in &self.slots {
+            tally.clear();
+            for (r, (d, _)) in &slot.by_sender {
+                each(*v, *s, *r, d)?;
+                match tally.iter_mut().find(|(x, _)| x == d) {
+                    Some((_, c)) => *c += 1,
+                    None => tally.push((*d, 1)),
+                }
+            }
+            if let Some((d, n)) = tally
+                .iter()
+                .find(|(d, n)| slot.counts.get(d) != Some(n))
+                .copied()
+            {
+                let counted = slot.counts.get(&d).copied().unwrap_or(0);
+                return Err(miscount(*v, *s, d, counted, n));
+            }
+            // every digest voted for is counted right: any other count is one too many
+            if let Some((d, c)) = slot
+                .counts
+                .iter()
+                .find(|(d, _)| !tally.iter().any(|(x, _)| x == *d))
+            {
+                return Err(miscount(*v, *s, *d, *c, 0));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the count of `digest` at `(view, seq)` (for tests of the invariant checks).
+    #[cfg(test)]
+    pub(crate) fn force_count(&mut self, view: View, seq: Seq, digest: Digest, count: usize) {
+        if let Some(slot) = self.slots.get_mut(&(view, seq)) {
+            slot.counts.insert(digest, count);
+        }
+    }
+
     /// Number of tracked (view, seq) slots, for bounds checks in tests.
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -129,6 +129,8 @@ pub struct Replica {
 
     pub(crate) actions: VecDeque<Action>,
     pub(crate) halted: Option<String>,
+    /// Whether the invariants are checked after every input (see [`crate::invariants`]).
+    pub(crate) invariant_checks: bool,
 }
 
 impl Replica {
@@ -143,7 +145,7 @@ impl Replica {
             });
         }
         let window = cfg.client_window;
-        Ok(Replica {
+        let r = Replica {
             cfg,
             id,
             key,
@@ -179,7 +181,10 @@ impl Replica {
             evidence: BTreeMap::new(),
             actions: VecDeque::new(),
             halted: None,
-        })
+            invariant_checks: cfg!(debug_assertions),
+        };
+        r.assert_invariants("new");
+        Ok(r)
     }
 
     // ------------------------------------------------------------------ accessors
@@ -291,7 +296,7 @@ impl Replica {
             | Message::Query { .. }
             | Message::Answer { .. } => {}
         }
-        self.finish();
+        self.finish("on_message");
     }
 
     /// A verified request straight from a client.
@@ -300,7 +305,7 @@ impl Replica {
             return;
         }
         self.handle_request(req.into_inner(), None);
-        self.finish();
+        self.finish("on_request");
     }
 
     /// Time has reached `now`: fire whatever timers expired.
@@ -330,7 +335,7 @@ impl Replica {
             self.tick_deadline = None;
             self.tick();
         }
-        self.finish();
+        self.finish("on_timeout");
     }
 
     /// The executor finished `seq` (answering [`Action::Execute`], in order).
@@ -339,7 +344,7 @@ impl Replica {
             return;
         }
         self.handle_executed(seq, result);
-        self.finish();
+        self.finish("on_executed");
     }
 
     /// The snapshot fetched for a state transfer from `peer` has `digest`.
@@ -348,7 +353,7 @@ impl Replica {
             return;
         }
         self.handle_state_offer(peer, seq, digest);
-        self.finish();
+        self.finish("on_state_offer");
     }
 
     /// The snapshot approved by [`Action::InstallState`] is installed.
@@ -357,7 +362,7 @@ impl Replica {
             return;
         }
         self.handle_state_transferred(seq, digest);
-        self.finish();
+        self.finish("on_state_transferred");
     }
 
     /// The next action to perform, if any.
@@ -390,8 +395,16 @@ impl Replica {
         self.halted.is_none()
     }
 
-    /// Arms the retransmission tick whenever there is unfinished work.
-    fn finish(&mut self) {
+    /// Ends an input (named `input`): settles what every input ends with, then checks
+    /// the invariants if checks are on.
+    fn finish(&mut self, input: &'static str) {
+        self.settle();
+        self.assert_invariants(input);
+    }
+
+    /// Replaces a provably faulty primary, recomputes the ordering deadline, and arms
+    /// the retransmission tick whenever there is unfinished work.
+    fn settle(&mut self) {
         if self.halted.is_some() {
             return;
         }

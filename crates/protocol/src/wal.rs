@@ -92,11 +92,28 @@ impl Replica {
                     if nv.body.view >= r.view {
                         r.new_view = Some((**nv).clone());
                     }
+                    let vcs: Vec<_> = nv.body.view_changes.iter().map(|v| &v.body).collect();
+                    let o = crate::new_view::compute_o(&vcs);
+                    // Installing the new view made its checkpoint `min_s` stable (proven
+                    // inside V). The new primary logs its new view before that record,
+                    // with a send in between: after a crash there, O's slots would lie
+                    // above the window of an older checkpoint.
+                    if o.min_s > r.stable_seq {
+                        let proof = vcs
+                            .iter()
+                            .find(|vc| vc.stable_seq == o.min_s)
+                            .map(|vc| vc.checkpoint_proof.clone());
+                        if let Some(proof) = proof {
+                            if let Some(d) = r.valid_checkpoint_proof(o.min_s, &proof) {
+                                r.stable_seq = o.min_s;
+                                r.stable_digest = d;
+                                r.stable_proof = proof;
+                            }
+                        }
+                    }
                     // As the new primary, the pre-prepares of O are ours: never propose
                     // another batch at their sequence numbers. (Harmless for backups.)
                     if r.cfg.primary(nv.body.view) == r.id {
-                        let vcs: Vec<_> = nv.body.view_changes.iter().map(|v| &v.body).collect();
-                        let o = crate::new_view::compute_o(&vcs);
                         for (e, pp) in o.entries.into_iter().zip(&nv.body.pre_prepares) {
                             r.next_seq = r.next_seq.max(pp.body.seq + 1);
                             r.slot_mut(pp.body.seq).pre_prepare = Some((pp.clone(), e.batch));
@@ -112,6 +129,14 @@ impl Replica {
         if r.new_view.as_ref().is_some_and(|nv| nv.body.view != r.view) {
             r.new_view = None;
         }
+        // Own view changes stay in the log until it is pruned; only the one for the
+        // view being changed to is still of use (it is retransmitted), as in a replica
+        // that never restarted.
+        let floor = match r.status {
+            Status::ViewChange => r.view,
+            Status::Normal => r.view + 1,
+        };
+        r.view_changes = r.view_changes.split_off(&floor);
         let h = r.stable_seq;
         r.collect_garbage();
         r.last_executed = last_executed;
@@ -124,6 +149,7 @@ impl Replica {
         }
         // resume: re-send what is unfinished on the first tick
         r.tick_deadline = Some(now.plus(r.cfg.retransmit_interval));
+        r.assert_invariants("restore");
         Ok(r)
     }
 }

@@ -2,6 +2,7 @@
 //! contradicts what it sent before the crash.
 
 use pbft_crypto::Keypair;
+use pbft_protocol::new_view::compute_o;
 use pbft_protocol::{
     Action, Batch, Checkpoint, Config, Instant, Message, NewView, PrePrepare, Prepare,
     PreparedProof, Replica, Request, Signed, Status, Verifier, ViewChange, WalRecord,
@@ -269,4 +270,107 @@ fn records_of_old_views_are_superseded_by_later_ones() {
         msg: Message::NewView(Box::new(signed_nv(2))),
     };
     assert!(answers[1].contains(&answer), "{:?}", answers[1]);
+}
+
+/// The new primary logs its new view before the stable checkpoint its V proves, with a
+/// send in between. Restored from a log cut there, it adopts that checkpoint as
+/// installing the new view did, so that O's slots, which reach L beyond it, lie inside
+/// its window.
+#[test]
+fn restored_new_primary_adopts_the_checkpoint_its_new_view_proves() {
+    let keys = keys();
+    let cfg = Config::new(keys.iter().map(|k| k.public()).collect());
+    let (k, l) = (cfg.checkpoint_interval, cfg.log_window);
+    let me = 2u32; // the primary of view 2
+    let state = pbft_crypto::Digest::of(b"state at K");
+    let proof: Vec<Signed<Checkpoint>> = (0..3u32)
+        .map(|r| {
+            let body = Checkpoint {
+                seq: k,
+                state_digest: state,
+                replica: r,
+            };
+            Signed::sign(body, &keys[r as usize])
+        })
+        .collect();
+    // a batch prepared in view 0 at the top of the window of checkpoint K
+    let client = Keypair::from_seed(&[9; 32]).unwrap();
+    let request = Request {
+        client: client.public(),
+        request_id: 1,
+        op: vec![1],
+    };
+    let batch = Batch {
+        requests: vec![Signed::sign(request, &client)],
+    };
+    let (top, digest) = (k + l, batch.digest());
+    let pp = PrePrepare {
+        view: 0,
+        seq: top,
+        digest,
+    };
+    let cert = PreparedProof {
+        pre_prepare: Signed::sign(pp, &keys[0]),
+        prepares: [1u32, 3]
+            .iter()
+            .map(|r| {
+                let body = Prepare {
+                    view: 0,
+                    seq: top,
+                    digest,
+                    replica: *r,
+                };
+                Signed::sign(body, &keys[*r as usize])
+            })
+            .collect(),
+        batch,
+    };
+    let vc = |replica: u32, stable_seq, checkpoint_proof, prepared| {
+        let body = ViewChange {
+            new_view: 2,
+            stable_seq,
+            checkpoint_proof,
+            prepared,
+            replica,
+        };
+        Signed::sign(body, &keys[replica as usize])
+    };
+    let own = vc(me, 0, vec![], vec![]);
+    let vcs = vec![
+        own.clone(),
+        vc(0, k, proof, vec![cert]),
+        vc(3, 0, vec![], vec![]),
+    ];
+    let o = compute_o(&vcs.iter().map(|v| &v.body).collect::<Vec<_>>());
+    assert_eq!((o.min_s, o.max_s), (k, top));
+    let pre_prepares = o
+        .entries
+        .iter()
+        .map(|e| {
+            let body = PrePrepare {
+                view: 2,
+                seq: e.seq,
+                digest: e.digest,
+            };
+            Signed::sign(body, &keys[me as usize])
+        })
+        .collect();
+    let nv = NewView {
+        view: 2,
+        view_changes: vcs,
+        pre_prepares,
+    };
+    let log = vec![
+        WalRecord::View {
+            view: 2,
+            changing: true,
+        },
+        WalRecord::ViewChange(Box::new(own)),
+        WalRecord::NewView(Box::new(Signed::sign(nv, &keys[me as usize]))),
+    ];
+    let r = Replica::restore(cfg, me, keys[me as usize].clone(), &log, 0, Instant::ZERO)
+        .expect("restore");
+    assert_eq!(r.stable_checkpoint(), k);
+    assert!(r.is_fetching_state(), "behind its new checkpoint");
+    assert!(r.log_len() as u64 <= l);
 }

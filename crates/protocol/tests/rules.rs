@@ -850,3 +850,103 @@ fn a_halted_replica_says_nothing_after_its_halt() {
         .deliver(3, Message::Commit(commit(0, 3, b(5).digest(), 3)))
         .is_empty());
 }
+
+/// A laggard that learns a later view from its new view (it never saw the view change)
+/// times the requests it waits for from when that view started: the new primary is
+/// not blamed for the delay of the old one.
+#[test]
+fn a_laggard_joining_a_later_view_gives_its_primary_the_whole_ordering_deadline() {
+    let mut p = Probe::new(2);
+    p.client(request(0, 1, vec![]));
+    assert_eq!(p.r.order_deadline(), Some(ms(200)));
+    p.now = ms(150);
+    let vcs = [0, 1, 3]
+        .iter()
+        .map(|r| view_change(3, 0, vec![], *r))
+        .collect();
+    p.deliver(3, Message::NewView(Box::new(honest_new_view(3, vcs))));
+    assert_eq!((p.r.view(), p.r.status()), (3, Status::Normal));
+    assert_eq!(p.r.unordered_requests(), 1);
+    assert_eq!(
+        p.r.order_deadline(),
+        Some(ms(350)),
+        "T/2 after view 3 began"
+    );
+}
+
+/// The batches up to 2K are with the executor when checkpoint 2K becomes stable on the
+/// others' votes. The replica's own checkpoint at K, below it, proves nothing any more
+/// and is not announced; the one at 2K is.
+#[test]
+fn an_own_checkpoint_below_the_stable_one_is_not_announced() {
+    let mut p = Probe::new(2);
+    let batches: Vec<Batch> = (1..=2 * K)
+        .map(|seq| Batch {
+            requests: vec![request(1, seq, vec![])],
+        })
+        .collect();
+    for (i, batch) in batches.iter().enumerate() {
+        order_and_commit(&mut p, i as Seq + 1, batch);
+    }
+    for r in [0, 1, 3] {
+        p.deliver(
+            r,
+            Message::Checkpoint(checkpoint(2 * K, state_digest(2 * K), r)),
+        );
+    }
+    assert_eq!(p.r.stable_checkpoint(), 2 * K);
+    let mut announced = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let a = p.execute(i as Seq + 1, batch);
+        for m in broadcasts(&a) {
+            if let Message::Checkpoint(c) = m {
+                announced.push(c.body.seq);
+            }
+        }
+    }
+    assert_eq!(announced, vec![2 * K]);
+    assert_eq!(p.r.halted(), None);
+}
+
+/// The requests a pre-prepare carries never passed the client-window check of a
+/// direct request: still, a backup keeps no more of one client's requests waiting
+/// than the window.
+#[test]
+fn pre_prepares_cannot_make_a_backup_keep_more_than_a_client_window_of_requests() {
+    let mut p = Probe::new(2);
+    let window = p.r.config().client_window;
+    let per_batch = p.r.config().max_batch as u64;
+    let mut rid = 1;
+    for seq in 1..=3 {
+        let batch = Batch {
+            requests: (rid..rid + per_batch)
+                .map(|i| request(1, i, vec![]))
+                .collect(),
+        };
+        rid += per_batch;
+        p.deliver(0, pre_prepare_msg(0, seq, batch));
+    }
+    assert!(rid - 1 > window);
+    assert_eq!(p.r.waiting_requests() as u64, window);
+}
+
+/// The executor reports only what it was handed: a result for a sequence number never
+/// dispatched breaks the driver's contract, and halts the replica.
+#[test]
+fn a_result_for_a_batch_never_dispatched_halts_the_replica() {
+    let mut p = Probe::new(2);
+    let batch = Batch {
+        requests: vec![request(1, 1, vec![])],
+    };
+    order_and_commit(&mut p, 1, &batch);
+    p.execute(1, &batch);
+    assert_eq!(p.r.halted(), None);
+    p.execute(2, &batch);
+    assert!(
+        p.r.halted()
+            .is_some_and(|h| h.contains("executor reported seq 2")),
+        "{:?}",
+        p.r.halted()
+    );
+    assert_eq!(p.r.last_executed(), 1);
+}
