@@ -30,6 +30,10 @@ pub struct HostOptions {
     pub apply_attempts: u32,
     /// The wait before the first retry; each further retry waits twice as long.
     pub apply_backoff: Duration,
+    /// Check the replica's invariants after every input, in every build (the
+    /// simulator does). Off leaves the replica's default: on in builds with debug
+    /// assertions, off in release builds.
+    pub check_invariants: bool,
 }
 
 impl Default for HostOptions {
@@ -39,6 +43,7 @@ impl Default for HostOptions {
             max_snapshot_bytes: 1 << 31,
             apply_attempts: 3,
             apply_backoff: Duration::from_millis(40),
+            check_invariants: false,
         }
     }
 }
@@ -162,7 +167,7 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             records.push(rec);
         }
         let executed = ledger.head().height;
-        let replica = if records.is_empty() && executed == 0 {
+        let mut replica = if records.is_empty() && executed == 0 {
             Replica::new(cfg, id, key)?
         } else {
             tracing::info!(
@@ -173,6 +178,9 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             );
             Replica::restore(cfg, id, key, &records, executed, now)?
         };
+        if opts.check_invariants {
+            replica.set_invariant_checks(true);
+        }
         let assembly = Assembly::new(opts.max_snapshot_bytes);
         Ok(Host {
             id,

@@ -147,6 +147,9 @@ pub struct SimConfig {
     pub seed: u64,
     /// Check signatures (turn off only to benchmark the core alone).
     pub verify_signatures: bool,
+    /// Check every replica's invariants after every input, so that a broken one fails
+    /// the run at the step that broke it (turn off only to benchmark the core alone).
+    pub check_invariants: bool,
     /// Stop as soon as every valid request is accepted and the cluster is idle.
     pub stop_when_done: bool,
     /// Ledger and consensus-log storage.
@@ -173,6 +176,7 @@ impl Default for SimConfig {
             deadline_ms: 30_000,
             seed: 1,
             verify_signatures: true,
+            check_invariants: true,
             stop_when_done: true,
             storage: Storage::Memory,
             snapshot_chunk_bytes: 64 << 10,

@@ -105,6 +105,7 @@ impl Simulation {
         let hooks = self.hooks(r);
         let opts = HostOptions {
             chunk_bytes: self.cfg.snapshot_chunk_bytes.max(1),
+            check_invariants: self.cfg.check_invariants,
             ..HostOptions::default()
         };
         let key = self.validators[r as usize].key.clone();
