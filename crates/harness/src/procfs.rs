@@ -1,4 +1,4 @@
-//! What the runner and the benchmark read about their child processes from `/proc`.
+//! What the runner and the benchmark read about their validator processes from `/proc`.
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...), in KiB; `None` if the
 /// process is gone or the field is missing.

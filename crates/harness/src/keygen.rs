@@ -1,0 +1,126 @@
+//! `pbft keygen`: a cluster file and key files (mode 0600) for a new cluster.
+
+use crate::error::{Outcome, Result};
+use pbft_cluster::{keygen, KeygenOutput, KeygenSpec, ProtocolParams};
+use std::path::PathBuf;
+
+/// `pbft keygen`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeygenArgs {
+    /// Number of validators, n = 3f+1 >= 4.
+    #[arg(long)]
+    pub validators: usize,
+    /// Number of client accounts.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Output directory.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Host of every validator address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port of validator 0 (validator i uses base-port + i).
+    #[arg(long, default_value_t = 7100)]
+    pub base_port: u16,
+    /// A checkpoint every K sequence numbers.
+    #[arg(long, default_value_t = 64)]
+    pub checkpoint_interval: u64,
+    /// Most requests per batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Genesis balance of every client account.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    pub balance: u64,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl KeygenArgs {
+    /// What the cluster crate's keygen is asked for: the log window is four checkpoint
+    /// intervals, the other protocol parameters are the defaults.
+    pub fn spec(&self) -> KeygenSpec {
+        KeygenSpec {
+            validators: self.validators,
+            clients: self.clients,
+            host: self.host.clone(),
+            base_port: self.base_port,
+            params: ProtocolParams {
+                checkpoint_interval: self.checkpoint_interval,
+                log_window: self.checkpoint_interval * 4,
+                batch_size: self.batch_size,
+                ..ProtocolParams::default()
+            },
+            balance: self.balance,
+            force: self.force,
+        }
+    }
+}
+
+/// Writes the files and lists them.
+pub fn run(args: &KeygenArgs) -> Result<Outcome> {
+    let o = keygen(&args.out, &args.spec())?;
+    print!("{}", written(&o));
+    Ok(Outcome::Success)
+}
+
+/// The lines that list what keygen wrote.
+pub fn written(o: &KeygenOutput) -> String {
+    let mut s = format!(
+        "wrote {} ({} validators, f = {}, {} clients)\n",
+        o.cluster_file.display(),
+        o.cluster.n(),
+        o.cluster.f(),
+        o.cluster.clients.len()
+    );
+    for p in o.validator_keys.iter().chain(&o.client_keys) {
+        s.push_str(&format!("wrote {} (mode 0600)\n", p.display()));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(out: PathBuf, validators: usize) -> KeygenArgs {
+        KeygenArgs {
+            validators,
+            clients: 2,
+            out,
+            host: "127.0.0.1".into(),
+            base_port: 7100,
+            checkpoint_interval: 8,
+            batch_size: 32,
+            balance: 5,
+            force: false,
+        }
+    }
+
+    #[test]
+    fn writes_a_cluster_and_lists_every_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = args(dir.path().to_path_buf(), 4);
+        assert_eq!(a.spec().params.log_window, 32);
+        let o = keygen(&a.out, &a.spec()).expect("keygen");
+        let text = written(&o);
+        assert!(text.starts_with(&format!(
+            "wrote {} (4 validators, f = 1, 2 clients)\n",
+            dir.path().join("cluster.toml").display()
+        )));
+        assert_eq!(text.matches("(mode 0600)").count(), 6, "{text}");
+        // the same directory again, without --force: the caller's mistake
+        let e = run(&a).expect_err("exists");
+        assert!(
+            e.is_bad_input() && e.to_string().contains("already exists"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fewer_than_four_validators_is_bad_input_explaining_3f_plus_1() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = run(&args(dir.path().join("x"), 3)).expect_err("n = 3");
+        assert!(e.is_bad_input() && e.to_string().contains("3f+1"), "{e}");
+    }
+}
