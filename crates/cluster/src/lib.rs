@@ -77,8 +77,8 @@ impl Default for ProtocolParams {
             // 1: on a CPU-bound cluster (every validator on one 2-core host) a deeper
             // pipeline only splits the load into more, smaller batches, each costing
             // every validator a round of signed messages. Validators on machines of
-            // their own, with network round trips to hide, want 2 or more
-            // (docs/benchmarks.md, "Pipeline depth").
+            // their own, with network round trips to hide, want 2 or more (decision
+            // 0032).
             pipeline_depth: 1,
             view_timeout_ms: 1000,
             retransmit_ms: 200,

@@ -21,9 +21,9 @@ pub const CF_RECORDS: &str = "records";
 const LOG_WRITE_BUFFER: usize = 8 << 20;
 
 /// The block cache of the log, bytes. The log is read only at start and in
-/// [`ConsensusLog::compact`]'s scan, which does not fill the cache; RocksDB's default
-/// (32 MiB per column family) filled from those scans and was most of a validator's
-/// memory growth over a five-minute run (heaptrack, docs/benchmarks.md).
+/// [`ConsensusLog::compact`]'s scan, which does not fill the cache; with RocksDB's
+/// default (32 MiB per column family) those scans would fill it with blocks never read
+/// again, a validator's largest source of memory growth under load (decision 0039).
 const LOG_BLOCK_CACHE: usize = 1 << 20;
 
 /// An append-only log of opaque consensus records on RocksDB.
@@ -81,10 +81,10 @@ impl ConsensusLog {
         opts.set_keep_log_file_num(2);
         opts.set_log_level(rocksdb::LogLevel::Warn);
         // Records are small and deleted soon after they are written (`compact` at each
-        // stable checkpoint), so a big memtable holds mostly dead entries: with
-        // RocksDB's default of 64 MiB it was the largest heap consumer of a validator
-        // (65 of 130 MiB at peak after 3.7 minutes of load, heaptrack), and memory grew
-        // until it filled. 8 MiB flushes every few seconds under load, cheaply.
+        // stable checkpoint), so a big memtable holds mostly dead entries: RocksDB's
+        // default of 64 MiB would be a validator's largest heap consumer, growing for
+        // minutes before its first flush (decision 0029). 8 MiB flushes every few
+        // seconds under load, cheaply.
         let mut records = Options::default();
         records.set_write_buffer_size(LOG_WRITE_BUFFER);
         let mut table = rocksdb::BlockBasedOptions::default();

@@ -4,9 +4,9 @@
 //! [`crate::lthash`]). BLAKE3 produces output in 64-byte blocks, each one compression
 //! of the same root chaining value and block with its own output counter, so the 32
 //! blocks of an element are independent. The `blake3` crate computes them in parallel
-//! only on CPUs with AVX-512; with AVX2 alone (the AMD EPYC this project is measured
-//! on) it runs one SSE4.1 compression per block, 32 in a row per element, and that was
-//! the largest single cost of applying a batch (`docs/benchmarks.md`).
+//! only on CPUs with AVX-512; with AVX2 alone (such as the AMD EPYC host in
+//! docs/performance.md, "The machine") it runs one SSE4.1 compression per block, 32 in
+//! a row per element, the largest part of an element's cost (decisions 0024, 0048).
 //!
 //! This module computes the same bytes with eight compressions side by side, one per
 //! 32-bit lane of a 256-bit AVX2 vector: the message and chaining value are the same in

@@ -176,8 +176,8 @@ fn executor_and_log_are_send() {
 }
 
 /// The ledger's column families share one bounded block cache (RocksDB's default is a
-/// separate 32 MiB cache for each, and a validator's memory grew for minutes as they
-/// filled): every family reports the same capacity and the same usage, and reading
+/// separate 32 MiB cache for each, which fills for as long as the ledger grows; decision
+/// 0039): every family reports the same capacity and the same usage, and reading
 /// stored blocks back fills it.
 #[test]
 fn the_column_families_share_one_bounded_block_cache() {

@@ -145,9 +145,9 @@ impl WalRecord {
     /// - A record about one slot (a proposal, an accepted pre-prepare, a prepared
     ///   certificate, an own checkpoint message): its sequence number.
     /// - A stable-checkpoint proof: the sequence number after it, so that the latest
-    ///   proof stays and each later stable checkpoint drops the one before. (These
-    ///   records had no such number and were kept for ever: one record per K
-    ///   sequence numbers, which a restart had to read and every compaction to scan.)
+    ///   proof stays and each later stable checkpoint drops the one before. (Without
+    ///   it a log would keep one proof per K sequence numbers for as long as the
+    ///   validator runs, each read at restart and scanned at compaction: decision 0046.)
     /// - View and view-change records and evidence: none, they are kept.
     pub fn obsolete_at(&self) -> Option<Seq> {
         match self {
@@ -175,9 +175,9 @@ impl WalRecord {
     ///   its new view when it starts a view change).
     ///
     /// Deciding from the log itself, not from the replica's state, means a record is only
-    /// ever dropped after the record that replaces it is durable. Without this, each view
-    /// change left its records for ever, and a view-change record carries prepared
-    /// certificates with their batches.
+    /// ever dropped after the record that replaces it is durable. Without this, every view
+    /// change would leave its records in the log for good, and a view-change record
+    /// carries prepared certificates with their batches (decision 0047).
     pub fn superseded(records: &[WalRecord]) -> Vec<bool> {
         // the View record restore ends up with: the last one at the highest view
         let mut current: Option<(usize, View, bool)> = None;

@@ -1,4 +1,4 @@
-//! The wire messages of PROTOCOL.md.
+//! The wire messages (docs/protocol.md, "Messages, signatures and decoding").
 //!
 //! Every protocol message is signed by its sender over a domain tag naming its kind plus
 //! the canonical postcard encoding of its body ([`Signed`]). Replies are the exception:
@@ -177,8 +177,9 @@ impl Reply {
 }
 
 /// What a replica signs once for all the replies of one executed batch: the Merkle root
-/// of their [`Reply::leaf`]s. One signature per batch instead of one per request (the
-/// reply signature was ~35 us of each request's cost on a validator's consensus thread).
+/// of their [`Reply::leaf`]s. One signature per batch, not one per request: a signature
+/// per reply would be the largest single cost on a validator's consensus thread
+/// (decision 0031).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyRoot {
     /// The replica that executed the batch.

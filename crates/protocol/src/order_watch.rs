@@ -21,8 +21,8 @@
 //! While the pipeline is full the primary cannot order anything, so the clock only runs
 //! while it has room: an honest primary under load is not blamed for the queue in front
 //! of it. The bound it gives: a primary that keeps its post cannot add more than the
-//! clients' retransmission delay plus `T/2` to any request, instead of just under `T`
-//! per batch for ever.
+//! clients' retransmission delay plus `T/2` to any request, where the request timer
+//! alone would let it add just under `T` to every batch.
 
 use crate::message::{RequestId, Seq};
 use crate::replica::{Replica, Status};

@@ -1,4 +1,4 @@
-//! Proves that `new_view::compute_o` computes the `O` set of PROTOCOL.md ("View change"):
+//! Proves that `new_view::compute_o` computes the `O` set (docs/protocol.md, "New view"):
 //! `min_s` is the largest stable checkpoint in `V`, `max_s` the largest prepared
 //! sequence number (at least `min_s`), and for every `s` in `(min_s, max_s]` the entry
 //! carries the batch prepared in the highest view among `V`'s certificates for `s`, or

@@ -1,6 +1,6 @@
 //! Proves, on a deterministic in-memory cluster of four real replicas (FIFO network,
 //! every message through the full signature-checking `Verifier`, a trivial executor),
-//! PROTOCOL.md's normal case, checkpoints, view change and durability rules end to end:
+//! docs/protocol.md's normal case, checkpoints, view change and durability rules end to end:
 //! - a request sent to the primary commits and executes at seq 1 everywhere, with one
 //!   reply per replica;
 //! - after 3K sequence numbers the stable checkpoint reaches at least 2K and the log is

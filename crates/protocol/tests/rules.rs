@@ -1,5 +1,5 @@
-//! Proves individual PROTOCOL.md rules on one replica, with hand-built signed inputs
-//! passed through the full `Verifier`:
+//! Proves individual rules of docs/protocol.md on one replica, with hand-built signed
+//! inputs passed through the full `Verifier`:
 //! - votes are sets of distinct senders keyed by (view, seq, digest): duplicates, the
 //!   primary's prepare and votes for another digest never count;
 //! - the primary commits on 2f backup prepares (it does not wait for all backups);

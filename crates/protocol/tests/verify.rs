@@ -1,10 +1,11 @@
-//! Proves the verification stage (`verify::Verifier`) enforces PROTOCOL.md's "all
-//! signed by their sender": votes must come from the replica they name and carry its
-//! valid signature; pre-prepares and new views must carry the view primary's signature
-//! (whoever relays them); nested certificates are checked whole, one forged signature
-//! rejects the message; a batch request with a bad client signature does not reject the
-//! pre-prepare but is reported through `bad_requests()` (it is evidence against the
-//! primary); unknown replica ids and replies are refused.
+//! Proves the verification stage (`verify::Verifier`) enforces that every message is
+//! signed by its sender (docs/protocol.md, "Messages, signatures and decoding"): votes
+//! must come from the replica they name and carry its valid signature; pre-prepares and
+//! new views must carry the view primary's signature (whoever relays them); nested
+//! certificates are checked whole, one forged signature rejects the message; a batch
+//! request with a bad client signature does not reject the pre-prepare but is reported
+//! through `bad_requests()` (it is evidence against the primary); unknown replica ids and
+//! replies are refused.
 
 mod common;
 

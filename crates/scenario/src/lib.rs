@@ -1,4 +1,4 @@
-//! Scenario files, format v1 (`shared/design/SCENARIOS.md`, `docs/scenarios.md`).
+//! Scenario files, format v1 (`docs/scenarios.md`).
 //!
 //! - [`load`] / [`parse`] read and validate a file into a mode-independent [`Scenario`];
 //!   an invalid file is a [`ScenarioError`] naming the file, the line and the reason.

@@ -11,7 +11,7 @@ use pbft_traitor::Behavior;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-/// The catalog of SCENARIOS.md, in its order.
+/// The catalog of docs/scenarios.md ("The catalog"), in its order.
 const CATALOG: [&str; 22] = [
     "baseline",
     "backup-crash",

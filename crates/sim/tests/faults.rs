@@ -252,8 +252,8 @@ fn rocksdb_storage_survives_crashes_and_restarts() {
 
 /// The consensus log on RocksDB, compacted at every stable checkpoint the way the node
 /// and the simulator do it (records tagged with `WalRecord::obsolete_at`): after five
-/// stable checkpoints it holds only the latest stable-checkpoint proof (the proofs used
-/// to be kept for ever), and a replica restored from it starts from that checkpoint.
+/// stable checkpoints it holds only the latest stable-checkpoint proof (decision 0046),
+/// and a replica restored from it starts from that checkpoint.
 #[test]
 fn the_compacted_consensus_log_keeps_only_the_latest_stable_checkpoint_proof() {
     use pbft_protocol::{Checkpoint, Config, Instant, Replica, Signed, WalRecord};
