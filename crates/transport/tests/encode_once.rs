@@ -10,13 +10,13 @@
 //!   ([`Bytes::from_owner`]); once the caller has dropped its handle, the allocation
 //!   stays alive exactly as long as a queue holds it (the peers are down, so nothing is
 //!   dequeued), and it is freed when the transport shuts down. A per-peer copy would
-//!   free it as soon as `broadcast` returned. Each peer's queue is checked on its own by
-//!   blocking the others (a blocked peer's frame is dropped before it is queued).
+//!   free it as soon as `broadcast` returned. Each peer's queue is checked on its own
+//!   with `send`, then all three at once with `broadcast`.
 //!
 //! What is not shown: pointer equality of the queued frames with each other (the
 //! queues are not visible from outside, and no test hook was added to production
 //! code), nor that QUIC writes the buffer without copying it; and encoding once in the
-//! node (`core.rs::send_out` encodes before calling `broadcast`) is not tested here.
+//! host (`Host::emit` encodes before the node calls `broadcast`) is not tested here.
 
 mod common;
 

@@ -43,8 +43,7 @@ pub(super) fn db_options(create: bool) -> Options {
     o.create_missing_column_families(create);
     o.set_keep_log_file_num(2);
     o.set_log_level(rocksdb::LogLevel::Warn);
-    // required by the in-place updates of the state column family; the ledger has one
-    // writer, so there are never concurrent memtable writes to allow
+    // the ledger has one writer, so there are never concurrent memtable writes to allow
     o.set_allow_concurrent_memtable_write(false);
     // all memtables of the DB together: from about 7/8 of this on, RocksDB flushes
     // (checkpoints flush them all every K sequence numbers anyway; this keeps memory
@@ -52,16 +51,14 @@ pub(super) fn db_options(create: bool) -> Options {
     o.set_db_write_buffer_size(LEDGER_WRITE_BUFFERS);
     // a checkpoint flushes every column family; flushed together they share one
     // MANIFEST commit and its fsyncs, instead of one round per column family
-    // (docs/benchmarks.md, "Checkpoint stalls")
+    // (decision 0043)
     o.set_atomic_flush(true);
     o
 }
 
 /// The block cache of one ledger DB, shared by its column families, bytes. Without
-/// one, RocksDB gives every column family its own 32 MiB cache: up to 128 MiB for the
-/// four, filling for as long as the ledger grows (the consensus log had the same
-/// problem, and it was most of a validator's memory growth: docs/benchmarks.md,
-/// "Memory flat").
+/// one, RocksDB gives every column family its own 32 MiB cache: up to 160 MiB for the
+/// five, filling for as long as the ledger grows (decision 0039).
 pub const LEDGER_BLOCK_CACHE: usize = 16 << 20;
 
 /// The memtables of one ledger DB together, bytes: a flush trigger (RocksDB's

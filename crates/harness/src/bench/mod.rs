@@ -42,7 +42,7 @@ pub struct BenchArgs {
 /// The benchmarks on real processes.
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
-    /// The standard workload (docs/benchmarks.md): n validator processes over QUIC with
+    /// The standard workload (docs/performance.md): n validator processes over QUIC with
     /// RocksDB, a pre-signed closed-loop load swept over requests in flight; writes a
     /// CSV and an SVG plot to --out and prints a table.
     Cluster(ClusterBenchArgs),
