@@ -1,24 +1,39 @@
 //! The client library.
 //!
-//! - [`Client::submit`] sends signed requests to the primary, keeps many in flight
-//!   (within each client's window), and accepts a result once f+1 distinct validators
-//!   sent the same one; a request not accepted in time is re-sent to every validator.
+//! - [`Client::submit`] keeps many signed requests in flight (within each client key's
+//!   window) and returns them once f+1 distinct validators gave the same answer; a
+//!   request not accepted in time is re-sent to every validator.
 //! - [`Client::account`] and [`Client::status`] ask validators directly (queries are not
 //!   ordered: an account answer is accepted once f+1 validators give the same one).
 //!
+//! Every decision of `submit` (where a request goes, when it is re-sent, when it is
+//! final, when it is given up) is made by the sans-IO [`ClientCore`] of the protocol
+//! crate, the same core the simulator's clients run; this crate adds the QUIC
+//! transport, the clock and the progress reports around it.
+//!
 //! Replies arrive on QUIC connections whose server key is pinned to the validator's
-//! key in the cluster file, so the client knows which validator sent each reply; it
-//! checks that the reply names that validator and does not re-verify its signature.
+//! key in the cluster file, so the client knows which validator sent each reply; the
+//! core checks that the reply names that validator, and the client does not re-verify
+//! its signature.
 
 use bytes::Bytes;
 use pbft_cluster::Cluster;
 use pbft_crypto::{Keypair, PublicKey};
+use pbft_protocol::client::{
+    ClientConfig, ClientConfigError, ClientCore, Expired, Recipients, SubmitError,
+};
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::{Answer, Message, NodeStatus, Query, Request, SignedRequest};
 use pbft_transport::{ClientTransport, PeerInfo, TransportError};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// How often [`Client::submit`] reports progress while it waits.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Most replies taken off the channel before the client sends what they caused.
+const REPLIES_PER_WAKE: usize = 256;
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +48,18 @@ pub enum ClientError {
         needed: usize,
         /// How long it waited.
         waited: Duration,
-        /// What was missing.
+        /// Which request, and what the validators had answered.
         detail: String,
     },
     /// Every validator connection is gone.
     #[error("the connections to the validators closed")]
     Closed,
+    /// The cluster file describes no usable validator set.
+    #[error(transparent)]
+    Config(#[from] ClientConfigError),
+    /// One submission held the same request twice.
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
 }
 
 /// A request whose result f+1 validators agreed on.
@@ -50,7 +71,7 @@ pub struct Accepted {
     pub request_id: u64,
     /// The agreed result (an encoded receipt).
     pub result: Vec<u8>,
-    /// The sequence number that carried it (from the replies).
+    /// The sequence number that carried it, as the f+1 validators reported it.
     pub seq: u64,
     /// From the first send to acceptance.
     pub latency: Duration,
@@ -74,7 +95,7 @@ pub struct Progress {
     pub in_flight: usize,
     /// Re-sent to every validator after a timeout.
     pub retransmitted: usize,
-    /// The view most recently seen in replies.
+    /// The view the client believes the cluster is in (from accepted replies).
     pub view: u64,
 }
 
@@ -110,15 +131,6 @@ impl Signer {
     }
 }
 
-struct InFlight {
-    request: SignedRequest,
-    bytes: Bytes,
-    first_sent: Instant,
-    last_sent: Instant,
-    /// result -> validators that sent it, and the seq they reported
-    votes: HashMap<Vec<u8>, (BTreeSet<u32>, u64)>,
-}
-
 /// A connection to every validator of a cluster.
 pub struct Client {
     transport: ClientTransport,
@@ -126,12 +138,12 @@ pub struct Client {
     limits: Limits,
     n: usize,
     f: usize,
-    /// Most outstanding requests per client.
-    client_window: usize,
-    view: u64,
+    /// The client's decisions; it outlives each `submit`, so what it learnt (the view,
+    /// which validators answer which key) carries over to the next one.
+    core: ClientCore,
+    /// The origin of the core's time.
+    epoch: Instant,
     next_query: u64,
-    /// Per client key, the validators that have replied to it on this connection.
-    repliers: HashMap<PublicKey, BTreeSet<u32>>,
     /// How long before a request is re-sent to every validator. Defaults to a quarter
     /// of the cluster's view timeout T: backups learn of a request the primary sits on
     /// in time for their ordering deadline (T/2 later) to replace that primary before
@@ -159,6 +171,13 @@ impl Client {
                 addr: v.addr,
             })
             .collect();
+        let retransmit = default_retransmit(cluster.params.view_timeout_ms);
+        let deadline = Duration::from_secs(30);
+        let mut config = ClientConfig::new(cluster.n(), retransmit);
+        config.f = cluster.f();
+        config.window = cluster.params.client_window;
+        config.deadline = Some(deadline);
+        let core = ClientCore::new(config)?;
         let limits = Limits::default();
         let (transport, rx) = ClientTransport::connect(peers, limits.max_frame_bytes).await?;
         Ok(Client {
@@ -167,12 +186,11 @@ impl Client {
             limits,
             n: cluster.n(),
             f: cluster.f(),
-            client_window: cluster.params.client_window.max(1) as usize,
-            view: 0,
+            core,
+            epoch: Instant::now(),
             next_query: 1,
-            repliers: HashMap::new(),
-            retransmit: default_retransmit(cluster.params.view_timeout_ms),
-            deadline: Duration::from_secs(30),
+            retransmit,
+            deadline,
         })
     }
 
@@ -181,144 +199,139 @@ impl Client {
         self.f + 1
     }
 
-    fn primary(&self) -> u32 {
-        (self.view % self.n as u64) as u32
-    }
-
     /// Submits signed requests, at most `concurrency` in flight (and at most the
     /// cluster's client window per client), and returns them as they were accepted.
     /// `progress` is called whenever something changes.
+    ///
+    /// Fails with [`ClientError::Timeout`] at the first request not accepted within
+    /// [`Client::deadline`] of its first send, naming it and the answers it got; the
+    /// other requests of this call are then abandoned.
     pub async fn submit(
         &mut self,
         requests: Vec<SignedRequest>,
         concurrency: usize,
         mut progress: impl FnMut(&Progress),
     ) -> Result<Vec<Accepted>, ClientError> {
-        let mut queue: VecDeque<SignedRequest> = requests.into();
-        let mut flight: HashMap<(PublicKey, u64), InFlight> = HashMap::new();
-        let mut per_client: HashMap<PublicKey, usize> = HashMap::new();
+        self.core.set_max_in_flight(concurrency);
+        self.core.set_retransmit(self.retransmit);
+        self.core.set_deadline(Some(self.deadline));
+        let result = self.drive(requests, &mut progress).await;
+        if result.is_err() {
+            self.core.cancel_all();
+        }
+        result
+    }
+
+    async fn drive(
+        &mut self,
+        requests: Vec<SignedRequest>,
+        progress: &mut impl FnMut(&Progress),
+    ) -> Result<Vec<Accepted>, ClientError> {
+        let accepted_before = self.core.accepted_count();
+        let retransmitted_before = self.core.retransmitted();
+        let now = self.now();
+        for request in requests {
+            self.core.submit(request, now)?;
+        }
         let mut done = Vec::new();
-        let mut prog = Progress::default();
-        let mut last_progress_at = Instant::now();
-        // wake up often enough to notice re-send times, the deadline and progress
-        let tick =
-            (self.retransmit / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
+        let mut last_progress = Instant::now();
         loop {
-            // fill the window
-            let mut skipped = VecDeque::new();
-            while flight.len() < concurrency.max(1) {
-                let Some(req) = queue.pop_front() else { break };
-                let c = per_client.entry(req.body.client).or_insert(0);
-                if *c >= self.client_window {
-                    skipped.push_back(req);
-                    if skipped.len() > concurrency {
-                        break;
-                    }
-                    continue;
-                }
-                *c += 1;
-                let bytes = Bytes::from(envelope::encode(&Message::Request(req.clone())));
-                // A validator replies to a client on the connection the client's
-                // requests came in on. Until a validator has replied to this client
-                // key, it gets the requests too (not only the primary), so that it
-                // learns the connection and its reply counts towards the f+1 at once
-                // instead of after a re-send.
-                let primary = self.primary();
-                let heard = self.repliers.get(&req.body.client);
-                for v in 0..self.n as u32 {
-                    if v == primary || !heard.is_some_and(|h| h.contains(&v)) {
-                        self.transport.send(v, bytes.clone());
-                    }
-                }
-                let now = Instant::now();
-                flight.insert(
-                    req.key(),
-                    InFlight {
-                        request: req,
-                        bytes,
-                        first_sent: now,
-                        last_sent: now,
-                        votes: HashMap::new(),
-                    },
-                );
+            self.send_transmits();
+            while let Some(a) = self.core.poll_accepted() {
+                done.push(Accepted {
+                    client: a.client,
+                    request_id: a.request_id,
+                    result: a.result,
+                    seq: a.seq,
+                    latency: a.latency,
+                });
             }
-            while let Some(r) = skipped.pop_back() {
-                queue.push_front(r);
+            if let Some(e) = self.core.poll_expired() {
+                return Err(self.timeout_error(&e));
             }
-            prog.in_flight = flight.len();
-            if flight.is_empty() && queue.is_empty() {
-                progress(&prog);
+            let report = Progress {
+                accepted: (self.core.accepted_count() - accepted_before) as usize,
+                in_flight: self.core.in_flight(),
+                retransmitted: (self.core.retransmitted() - retransmitted_before) as usize,
+                view: self.core.view(),
+            };
+            if self.core.is_idle() {
+                progress(&report);
                 return Ok(done);
             }
-            let got = tokio::time::timeout(tick, self.rx.recv()).await;
-            match got {
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                progress(&report);
+            }
+            // sleep until a reply, the core's next timer or the next progress report
+            let mut wake = last_progress + PROGRESS_EVERY;
+            if let Some(t) = self.core.next_timeout() {
+                wake = wake.min(self.epoch + Duration::from_micros(t.as_micros()));
+            }
+            match tokio::time::timeout_at(wake.into(), self.rx.recv()).await {
                 Ok(None) => return Err(ClientError::Closed),
                 Ok(Some((from, frame))) => {
-                    let Ok(Message::Reply(reply)) = envelope::decode(&frame, &self.limits) else {
-                        continue;
-                    };
-                    let r = &reply.body;
-                    if r.replica != from {
-                        continue;
-                    }
-                    self.repliers.entry(r.client).or_default().insert(from);
-                    let key = (r.client, r.request_id);
-                    let Some(inf) = flight.get_mut(&key) else {
-                        continue;
-                    };
-                    let entry = inf
-                        .votes
-                        .entry(r.result.clone())
-                        .or_insert((BTreeSet::new(), r.seq));
-                    entry.0.insert(from);
-                    if entry.0.len() > self.f {
-                        let seq = entry.1;
-                        let result = r.result.clone();
-                        self.view = self.view.max(r.view);
-                        if let Some(inf) = flight.remove(&key) {
-                            if let Some(c) = per_client.get_mut(&key.0) {
-                                *c = c.saturating_sub(1);
-                            }
-                            done.push(Accepted {
-                                client: key.0,
-                                request_id: key.1,
-                                result,
-                                seq,
-                                latency: inf.first_sent.elapsed(),
-                            });
-                            prog.accepted += 1;
-                            prog.view = self.view;
-                        }
+                    self.on_frame(from, &frame);
+                    for _ in 1..REPLIES_PER_WAKE {
+                        let Ok((from, frame)) = self.rx.try_recv() else {
+                            break;
+                        };
+                        self.on_frame(from, &frame);
                     }
                 }
                 Err(_) => {}
             }
-            // re-send what waited too long, to everyone
-            let now = Instant::now();
-            for inf in flight.values_mut() {
-                if now.duration_since(inf.last_sent) >= self.retransmit {
-                    self.transport.broadcast(inf.bytes.clone());
-                    inf.last_sent = now;
-                    prog.retransmitted += 1;
-                }
-                if now.duration_since(inf.first_sent) > self.deadline {
-                    let votes: Vec<usize> = inf.votes.values().map(|v| v.0.len()).collect();
-                    return Err(ClientError::Timeout {
-                        needed: self.f + 1,
-                        waited: self.deadline,
-                        detail: format!(
-                            "request {} of client {}: matching replies so far {:?}",
-                            inf.request.body.request_id,
-                            inf.request.body.client.short(),
-                            votes
-                        ),
-                    });
+            // a steady stream of replies must not starve the timers
+            let now = self.now();
+            if self.core.next_timeout().is_some_and(|t| t <= now) {
+                self.core.on_timeout(now);
+            }
+        }
+    }
+
+    /// The core's time: microseconds since the client connected.
+    fn now(&self) -> pbft_protocol::Instant {
+        pbft_protocol::Instant(self.epoch.elapsed().as_micros().min(u128::from(u64::MAX)) as u64)
+    }
+
+    fn on_frame(&mut self, from: u32, frame: &[u8]) {
+        if let Ok(Message::Reply(reply)) = envelope::decode(frame, &self.limits) {
+            let now = self.now();
+            self.core.on_reply(from, &reply.body, now);
+        }
+    }
+
+    fn send_transmits(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            let bytes = Bytes::from_owner(t.bytes);
+            match t.to {
+                Recipients::All => self.transport.broadcast(bytes),
+                Recipients::Only(validators) => {
+                    for v in validators {
+                        self.transport.send(v, bytes.clone());
+                    }
                 }
             }
-            if now.duration_since(last_progress_at) >= Duration::from_millis(100) {
-                last_progress_at = now;
-                progress(&prog);
-            }
+        }
+    }
+
+    fn timeout_error(&self, e: &Expired) -> ClientError {
+        let answers: Vec<String> = e
+            .replies
+            .iter()
+            .map(|(v, c)| format!("{v}: seq {} result {}", c.seq, short_hex(&c.result)))
+            .collect();
+        ClientError::Timeout {
+            needed: self.core.needed(),
+            waited: e.waited,
+            detail: format!(
+                "request {} of client {}: {} replies, at most {} with one answer [{}]",
+                e.request_id,
+                e.client.short(),
+                e.replies.len(),
+                e.largest_agreement(),
+                answers.join(", ")
+            ),
         }
     }
 
@@ -471,4 +484,14 @@ pub fn percentiles(accepted: &[Accepted]) -> (f64, f64, f64, f64) {
     ms.sort_by(|a, b| a.total_cmp(b));
     let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
     (at(0.50), at(0.90), at(0.99), ms[ms.len() - 1])
+}
+
+/// The first bytes of a result in hex, for error messages.
+fn short_hex(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    if bytes.len() > 8 {
+        format!("{hex}..")
+    } else {
+        hex
+    }
 }

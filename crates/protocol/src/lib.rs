@@ -14,6 +14,8 @@
 //! - `view_change` and [`new_view`]: view change, the `O` set computation and check;
 //! - `state_transfer`: catching up by snapshot or by committed batches;
 //! - [`client_table`]: exactly-once and cached replies;
+//! - [`client`]: the client's side: where requests go, retransmission, and the f+1
+//!   acceptance rule, as a sans-IO state machine of its own;
 //! - `evidence`: signed proof of misbehaviour;
 //! - `wal`: restart from the write-ahead log;
 //! - [`invariants`]: the replica's structural invariants, checked from inside;
@@ -24,6 +26,7 @@
 
 pub mod action;
 mod checkpoint;
+pub mod client;
 pub mod client_table;
 pub mod config;
 pub mod envelope;
@@ -43,6 +46,7 @@ mod view_change;
 mod wal;
 
 pub use action::{Action, WalRecord};
+pub use client::{ClientConfig, ClientCore};
 pub use config::{Config, ConfigError};
 pub use invariants::{Invariant, InvariantViolation};
 pub use message::*;
