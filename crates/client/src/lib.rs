@@ -57,9 +57,16 @@ pub enum ClientError {
     /// The cluster file describes no usable validator set.
     #[error(transparent)]
     Config(#[from] ClientConfigError),
-    /// One submission held the same request twice.
+    /// One submission held the same request twice (boxed: it names the client key,
+    /// and the error type stays small for the callers that pass it along).
     #[error(transparent)]
-    Submit(#[from] SubmitError),
+    Submit(Box<SubmitError>),
+}
+
+impl From<SubmitError> for ClientError {
+    fn from(e: SubmitError) -> ClientError {
+        ClientError::Submit(Box::new(e))
+    }
 }
 
 /// A request whose result f+1 validators agreed on.

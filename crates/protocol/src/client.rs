@@ -534,6 +534,16 @@ impl ClientCore {
         self.clients.get(client).map_or(0, |c| c.in_flight.len())
     }
 
+    /// The requests in flight, in (client, request id) order, each with the answer of
+    /// every validator that replied so far (for reports on what is stuck).
+    pub fn in_flight_claims(
+        &self,
+    ) -> impl Iterator<Item = (PublicKey, RequestId, &BTreeMap<ReplicaId, Claim>)> {
+        self.flight
+            .iter()
+            .map(|((client, id), inf)| (*client, *id, &inf.claims))
+    }
+
     /// Requests waiting for room.
     pub fn queued(&self) -> usize {
         self.queued.len()

@@ -1,12 +1,11 @@
-//! Simulated clients: they sign transfers, send them to the primary they believe in,
-//! broadcast to every validator on timeout, and accept a result once f+1 validators
-//! sent the same one.
+//! Simulated clients: each signs its plan of transfers and hands them to the client
+//! core every real client runs (`pbft_protocol::ClientCore`), which decides where a
+//! request goes, when it is re-sent to every validator, and when f+1 validators agree
+//! on its result.
 
 use pbft_crypto::{Keypair, PublicKey};
 use pbft_executor::{Operation, Transfer};
-use pbft_protocol::{
-    Instant, ReplicaId, Reply, Request, RequestId, Seq, Signed, SignedRequest, View,
-};
+use pbft_protocol::{ClientCore, Instant, Request, RequestId, Seq, Signed, SignedRequest};
 use std::collections::{BTreeMap, VecDeque};
 
 /// What a planned request is meant to exercise.
@@ -29,19 +28,6 @@ pub struct Planned {
     pub request: SignedRequest,
 }
 
-/// A request in flight.
-#[derive(Clone, Debug)]
-pub struct Outstanding {
-    /// The planned request.
-    pub planned: Planned,
-    /// First send.
-    pub first_sent: Instant,
-    /// Last (re)send.
-    pub last_sent: Instant,
-    /// Result claimed by each validator that replied, with the sequence number.
-    pub replies: BTreeMap<ReplicaId, (Vec<u8>, Seq)>,
-}
-
 /// A request the client accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accepted {
@@ -49,7 +35,7 @@ pub struct Accepted {
     pub kind: Kind,
     /// The result f+1 validators agreed on.
     pub result: Vec<u8>,
-    /// The lowest sequence number among the matching replies.
+    /// The sequence number f+1 validators agreed on with the result.
     pub seq: Seq,
     /// When it was accepted.
     pub at: Instant,
@@ -68,12 +54,12 @@ pub struct SimClient {
     pub key: Keypair,
     /// The plan, in order.
     pub plan: VecDeque<Planned>,
-    /// In flight, by request id.
-    pub outstanding: BTreeMap<RequestId, Outstanding>,
+    /// The client core: in-flight requests, retransmission, the acceptance rule.
+    pub core: ClientCore,
+    /// What each request handed to the core is meant to exercise, until accepted.
+    pub kinds: BTreeMap<RequestId, Kind>,
     /// Accepted, by request id.
     pub accepted: BTreeMap<RequestId, Accepted>,
-    /// The view the client believes the cluster is in.
-    pub view: View,
     /// Replays still to send.
     pub replays_left: usize,
     /// Timer event already scheduled at.
@@ -83,12 +69,13 @@ pub struct SimClient {
 }
 
 impl SimClient {
-    /// Builds a client and its plan: `valid` transfers to `targets`, `overdrafts` and
-    /// `invalid` requests interleaved deterministically.
+    /// Builds a client, with its core, and its plan: `valid` transfers to `targets`,
+    /// `overdrafts` and `invalid` requests interleaved deterministically.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         index: usize,
         key: Keypair,
+        core: ClientCore,
         targets: &[PublicKey],
         valid: usize,
         overdrafts: usize,
@@ -148,9 +135,9 @@ impl SimClient {
             index,
             key,
             plan,
-            outstanding: BTreeMap::new(),
+            core,
+            kinds: BTreeMap::new(),
             accepted: BTreeMap::new(),
-            view: 0,
             replays_left: replays,
             timer_at: None,
             next_send_at: Instant::ZERO,
@@ -164,41 +151,21 @@ impl SimClient {
 
     /// True when nothing is left to send or wait for.
     pub fn done(&self) -> bool {
-        self.plan.is_empty() && self.outstanding.is_empty() && self.replays_left == 0
+        self.plan.is_empty() && self.core.is_idle() && self.replays_left == 0
     }
 
-    /// Records a verified reply; returns the accepted entry if this reply made f+1.
-    pub fn on_reply(
-        &mut self,
-        reply: &Reply,
-        f: usize,
-        now: Instant,
-    ) -> Option<(RequestId, Accepted)> {
-        let out = self.outstanding.get_mut(&reply.request_id)?;
-        out.replies
-            .entry(reply.replica)
-            .or_insert_with(|| (reply.result.clone(), reply.seq));
-        let result = &reply.result;
-        let matching: Vec<Seq> = out
-            .replies
-            .values()
-            .filter(|(r, _)| r == result)
-            .map(|(_, s)| *s)
-            .collect();
-        if matching.len() < f + 1 {
-            return None;
-        }
-        let out = self.outstanding.remove(&reply.request_id)?;
-        self.view = self.view.max(reply.view);
+    /// Records a request the core accepted.
+    pub fn accept(&mut self, a: pbft_protocol::client::Accepted) -> Accepted {
+        let kind = self.kinds.remove(&a.request_id).unwrap_or(Kind::Valid);
         let acc = Accepted {
-            kind: out.planned.kind,
-            result: result.clone(),
-            seq: matching.iter().copied().min().unwrap_or(reply.seq),
-            at: now,
-            latency_us: now.since(out.first_sent).as_micros() as u64,
-            request: out.planned.request.clone(),
+            kind,
+            result: a.result,
+            seq: a.seq,
+            at: a.at,
+            latency_us: a.latency.as_micros() as u64,
+            request: a.request,
         };
-        self.accepted.insert(reply.request_id, acc.clone());
-        Some((reply.request_id, acc))
+        self.accepted.insert(a.request_id, acc.clone());
+        acc
     }
 }

@@ -337,15 +337,16 @@ impl crate::sim::Simulation {
             .clients
             .iter()
             .flat_map(|c| {
-                c.outstanding.iter().map(move |(rid, o)| Stuck {
-                    client: c.index,
-                    request_id: *rid,
-                    replies: o
-                        .replies
-                        .iter()
-                        .map(|(r, (res, _))| (*r, Digest::of(res)))
-                        .collect(),
-                })
+                c.core
+                    .in_flight_claims()
+                    .map(move |(_, request_id, claims)| Stuck {
+                        client: c.index,
+                        request_id,
+                        replies: claims
+                            .iter()
+                            .map(|(r, claim)| (*r, Digest::of(&claim.result)))
+                            .collect(),
+                    })
             })
             .collect();
         let end_probe = self.probe();

@@ -130,6 +130,15 @@ impl Simulation {
         };
         let mut clients = Vec::new();
         for (i, key) in client_keys.into_iter().enumerate() {
+            let core = match Simulation::client_core(&cfg, &pcfg) {
+                Ok(core) => core,
+                Err(e) => {
+                    // only a cluster without validators gets here: no client can run,
+                    // and the report shows nothing committed
+                    tracing::error!(error = %e, "the simulated clients cannot run");
+                    break;
+                }
+            };
             let targets: Vec<PublicKey> = (1..w.clients.max(2))
                 .map(|d| accounts[(i + d) % accounts.len()])
                 .collect();
@@ -137,6 +146,7 @@ impl Simulation {
             clients.push(SimClient::new(
                 i,
                 key,
+                core,
                 &targets,
                 share(w.requests, i),
                 share(w.overdrafts, i),
