@@ -34,7 +34,8 @@ pub enum Effect {
         /// From the first pre-prepare or prepare sent for `seq` to the commit sent
         /// (how long the slot took to prepare), if this host saw both.
         prepare: Option<Duration>,
-        /// From the commit sent to the execution, if this host sent one.
+        /// From the commit sent to the execution, if this host saw both the slot's
+        /// start and its commit (as for `prepare`).
         commit: Option<Duration>,
     },
     /// A snapshot was installed by state transfer: the ledger is now at checkpoint `seq`.

@@ -116,8 +116,8 @@ enum Flow {
 ///
 /// Inputs ([`Host::handle_message`], [`Host::handle_request`], [`Host::handle_timeout`])
 /// feed the replica; [`Host::process`] performs what the replica asked for, grouping
-/// consecutive persists into one log write, and queues [`Effect`]s for
-/// [`Host::poll_effect`]. An embedder may feed several inputs before one `process`
+/// persists into as few log writes as the order of its actions allows, and queues
+/// [`Effect`]s for [`Host::poll_effect`]. An embedder may feed several inputs before one `process`
 /// (the node does, to group their persists); the simulator processes after each input.
 /// [`Host::next_timeout`] says when to call `handle_timeout` next.
 pub struct Host<E, L, F> {
@@ -324,8 +324,13 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         self.effects.pop_front()
     }
 
-    /// Performs every action the replica has queued, in order. Consecutive persists go
-    /// to the log in one write, which is durable before any later action is performed.
+    /// Performs the actions the replica has queued, in order. The persists go to the
+    /// log in as few writes as the order allows: a send waits for the persists queued
+    /// before it (it may promise what they record), so sends are held back while
+    /// persists are pending, and the pending persists are written, then the held sends
+    /// released, before any other action and at the end of the pass. A pass in which
+    /// the replica only persists and sends is one log write. While a failed batch waits
+    /// for its retry, nothing is performed.
     pub fn process(&mut self, now: Instant) {
         if self.inert() {
             return;
@@ -340,27 +345,57 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             }
         }
         let mut pending: Vec<Record> = Vec::new();
+        let mut held: Vec<Action> = Vec::new();
         while let Some(action) = self.replica.poll_action() {
-            if let Action::Persist(rec) = action {
-                // only a new View record can supersede older records
-                if matches!(rec, WalRecord::View { .. }) {
-                    self.view_records_written = true;
+            match action {
+                Action::Persist(rec) => {
+                    // only a new View record can supersede older records
+                    if matches!(rec, WalRecord::View { .. }) {
+                        self.view_records_written = true;
+                    }
+                    match postcard::to_allocvec(&rec) {
+                        Ok(bytes) => pending.push((rec.obsolete_at(), bytes)),
+                        Err(e) => return self.halt(format!("cannot encode a log record: {e}")),
+                    }
                 }
-                match postcard::to_allocvec(&rec) {
-                    Ok(bytes) => pending.push((rec.obsolete_at(), bytes)),
-                    Err(e) => return self.halt(format!("cannot encode a log record: {e}")),
+                Action::Send { .. } | Action::Broadcast { .. } | Action::Reply { .. }
+                    if !pending.is_empty() =>
+                {
+                    held.push(action);
                 }
-                continue;
-            }
-            if !self.flush(&mut pending) || self.perform(action, now) == Flow::Stop {
-                return;
+                action => {
+                    if !self.release_held(&mut pending, &mut held, now)
+                        || self.perform(action, now) == Flow::Stop
+                    {
+                        return;
+                    }
+                }
             }
         }
-        if self.flush(&mut pending) {
+        if self.release_held(&mut pending, &mut held, now) {
             // The replica approves a snapshot in `on_state_offer` by queueing its
             // installation, which this pass performed: an offer still here was refused.
-            self.assembly.offer = None;
+            self.assembly.drop_offer();
         }
+    }
+
+    /// Writes the pending persists, then performs the sends held back behind them.
+    /// False if the validator stopped.
+    fn release_held(
+        &mut self,
+        pending: &mut Vec<Record>,
+        held: &mut Vec<Action>,
+        now: Instant,
+    ) -> bool {
+        if !self.flush(pending) {
+            return false;
+        }
+        for action in held.drain(..) {
+            if self.perform(action, now) == Flow::Stop {
+                return false;
+            }
+        }
+        true
     }
 
     fn flush(&mut self, pending: &mut Vec<Record>) -> bool {
@@ -563,6 +598,7 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
                     bytes,
                     "installed a snapshot by state transfer"
                 );
+                self.assembly.installed(seq);
                 self.effects.push_back(Effect::Installed { seq, bytes });
                 self.replica.on_state_transferred(seq, digest, now);
             }
@@ -603,6 +639,10 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             Chunk::Abandoned(reason) => {
                 tracing::warn!(id = self.id, from, seq, reason, "state transfer abandoned");
                 self.effects.push_back(Effect::Refused { from, reason });
+                // to the replica, a transfer its peer spoiled is a snapshot that does not
+                // match the proof: it marks the peer and asks the next one at once
+                let spoiled = Digest::of_parts(&[b"abandoned snapshot", &seq.to_le_bytes()]);
+                self.replica.on_state_offer(from, seq, spoiled, now);
             }
             Chunk::Complete { peer, seq, chunks } => {
                 // a snapshot that does not even decode gets a digest no proof can match
@@ -610,7 +650,7 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
                     Ok(v) => v.checkpoint_digest,
                     Err(_) => Digest::of_parts(&[b"undecodable snapshot", &seq.to_le_bytes()]),
                 };
-                self.assembly.offer = Some(Offer {
+                self.assembly.set_offer(Offer {
                     peer,
                     seq,
                     digest,

@@ -2,11 +2,11 @@
 //!
 //! The replica (`pbft_protocol::Replica`) decides; the [`Host`] does what it decides:
 //! it applies committed batches to the ledger and takes checkpoints, makes the
-//! replica's promises durable in the consensus log (consecutive persists in one write,
-//! before any later action), compacts and prunes that log at stable checkpoints,
-//! assembles snapshots for state transfer and installs the approved one, serves
-//! snapshots to peers, holds back delayed sends, and encodes every outgoing message
-//! once. Every message in and out passes through the [`Faults`] hooks; a production
+//! replica's promises durable in the consensus log (before the sends that depend on
+//! them, in as few writes as the order of the actions allows), compacts and prunes
+//! that log at stable checkpoints, assembles snapshots for state transfer and installs
+//! the approved one, serves snapshots to peers, holds back delayed sends, and encodes
+//! every outgoing message once. Every message in and out passes through the [`Faults`] hooks; a production
 //! validator runs [`Honest`].
 //!
 //! The host reads no clock and touches no socket: time comes in as `now`, storage

@@ -23,9 +23,10 @@ pub const MAX_CHUNKS: u32 = 1 << 16;
 struct Transfer {
     peer: ReplicaId,
     seq: Seq,
-    /// Set by the first chunk: the number of chunks the peer announced.
+    /// Set by the first chunk, as many slots as the peer announced chunks.
     parts: Option<Vec<Option<Vec<u8>>>>,
-    missing: u32,
+    /// Slots still empty.
+    missing: usize,
     bytes: usize,
 }
 
@@ -70,7 +71,7 @@ pub enum Chunk {
 pub struct Assembly {
     current: Option<Transfer>,
     /// The complete snapshot offered to the replica, if any.
-    pub offer: Option<Offer>,
+    offer: Option<Offer>,
     max_bytes: usize,
 }
 
@@ -85,9 +86,9 @@ impl Assembly {
     }
 
     /// Starts a transfer of checkpoint `seq` from `peer`, abandoning any other transfer
-    /// and any offer not taken.
+    /// in progress. An offer already made stays: the replica may have approved it
+    /// before asking anew, and its installation takes it by checkpoint and digest.
     pub fn begin(&mut self, peer: ReplicaId, seq: Seq) {
-        self.offer = None;
         self.current = Some(Transfer {
             peer,
             seq,
@@ -111,6 +112,23 @@ impl Assembly {
         self.current.is_some()
     }
 
+    /// Makes `offer` the one complete snapshot waiting for the replica's verdict.
+    pub fn set_offer(&mut self, offer: Offer) {
+        self.offer = Some(offer);
+    }
+
+    /// Forgets the offer (the replica refused it, or has no use for it any more).
+    pub fn drop_offer(&mut self) {
+        self.offer = None;
+    }
+
+    /// Checkpoint `seq` was installed: a transfer of it or of an older one is useless.
+    pub fn installed(&mut self, seq: Seq) {
+        if self.current.as_ref().is_some_and(|t| t.seq <= seq) {
+            self.current = None;
+        }
+    }
+
     /// One chunk from `from`.
     pub fn chunk(
         &mut self,
@@ -120,23 +138,22 @@ impl Assembly {
         total: u32,
         data: Vec<u8>,
     ) -> Chunk {
-        let Some(t) = self.current.as_mut() else {
-            return Chunk::Refused("unsolicited snapshot chunk");
+        const UNSOLICITED: Chunk = Chunk::Refused("unsolicited snapshot chunk");
+        let Some(t) = self
+            .current
+            .as_mut()
+            .filter(|t| t.peer == from && t.seq == seq)
+        else {
+            return UNSOLICITED;
         };
-        if t.peer != from || t.seq != seq {
-            return Chunk::Refused("unsolicited snapshot chunk");
-        }
         if total == 0 || total > MAX_CHUNKS || index >= total {
             self.current = None;
             return Chunk::Abandoned("bad snapshot chunk");
         }
         if t.parts.is_none() {
-            t.parts = Some(vec![None; total as usize]);
-            t.missing = total;
+            t.missing = total as usize;
         }
-        let Some(parts) = t.parts.as_mut() else {
-            return Chunk::Refused("unsolicited snapshot chunk");
-        };
+        let parts = t.parts.get_or_insert_with(|| vec![None; total as usize]);
         if parts.len() != total as usize {
             self.current = None;
             return Chunk::Abandoned("conflicting snapshot chunk");
@@ -155,13 +172,18 @@ impl Assembly {
         if t.missing > 0 {
             return Chunk::Partial;
         }
-        let Some(t) = self.current.take() else {
-            return Chunk::Refused("unsolicited snapshot chunk");
-        };
-        Chunk::Complete {
-            peer: t.peer,
-            seq: t.seq,
-            chunks: t.parts.unwrap_or_default().into_iter().flatten().collect(),
+        match self.current.take() {
+            Some(Transfer {
+                peer,
+                seq,
+                parts: Some(parts),
+                ..
+            }) => Chunk::Complete {
+                peer,
+                seq,
+                chunks: parts.into_iter().flatten().collect(),
+            },
+            _ => UNSOLICITED,
         }
     }
 
@@ -256,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn asking_anew_replaces_the_transfer_and_the_offer() {
+    fn asking_anew_replaces_the_transfer_and_keeps_the_offer() {
         let mut a = Assembly::new(1 << 20);
         a.begin(2, 16);
         assert_eq!(a.chunk(2, 16, 0, 2, vec![1]), Chunk::Partial);
@@ -268,7 +290,7 @@ mod tests {
         );
         let chunks = complete(a.chunk(3, 16, 0, 1, vec![7]));
         let digest = Digest::of(&[7]);
-        a.offer = Some(Offer {
+        a.set_offer(Offer {
             peer: 3,
             seq: 16,
             digest,
@@ -279,10 +301,9 @@ mod tests {
             "another digest"
         );
         assert!(a.take_offer(32, digest).is_none(), "another checkpoint");
+        // the replica may have approved the offer before asking anew
         a.begin(1, 32);
-        assert!(
-            a.take_offer(16, digest).is_none(),
-            "a new transfer drops the offer"
-        );
+        assert!(a.take_offer(16, digest).is_some(), "the offer stays");
+        assert_eq!(a.buffered_bytes(), 0);
     }
 }

@@ -4,7 +4,10 @@
 //! - a cluster of hosts commits and agrees;
 //! - a batch whose application fails is retried after a backoff and applied once;
 //!   one that keeps failing halts the validator, and the others go on;
-//! - the persists of one `process` pass reach the log in one write;
+//! - the persists of several inputs fed before one `process` reach the log in one
+//!   write when only sends lie between them;
+//! - a snapshot the replica approved is installed even when the replica asked another
+//!   peer in the same pass (the timer and the last chunk fed before one `process`);
 //! - a crash point makes the host emit `Crashed` and stop, with the checkpoint on disk;
 //! - a restarted host recovers from its log and ledger and catches up.
 
@@ -216,7 +219,11 @@ impl Cluster {
             ledger,
             log,
             hooks,
-            HostOptions::default(),
+            HostOptions {
+                // small chunks: every snapshot spans several
+                chunk_bytes: 48,
+                ..HostOptions::default()
+            },
             self.now,
         )
         .expect("open a host")
@@ -281,7 +288,22 @@ impl Cluster {
 
     /// Delivers everything on the wire (and what it causes) in order.
     fn settle(&mut self) {
+        let held = self.settle_holding(|_, _| false);
+        assert!(held.is_empty());
+    }
+
+    /// Like [`Cluster::settle`], but keeps back the messages `hold` picks, returning
+    /// them with their senders.
+    fn settle_holding(
+        &mut self,
+        hold: impl Fn(&Dest, &bytes::Bytes) -> bool,
+    ) -> Vec<(ReplicaId, bytes::Bytes)> {
+        let mut held = Vec::new();
         while let Some((from, dest, bytes)) = self.wire.pop_front() {
+            if hold(&dest, &bytes) {
+                held.push((from, bytes));
+                continue;
+            }
             let to: Vec<usize> = match dest {
                 Dest::Replica(r) => vec![r as usize],
                 Dest::AllReplicas => (0..4).filter(|r| *r != from as usize).collect(),
@@ -303,6 +325,7 @@ impl Cluster {
                 self.pump(r);
             }
         }
+        held
     }
 
     /// Time passes by `ms`: due timers fire everywhere, then the wire settles.
@@ -404,29 +427,36 @@ fn a_ledger_that_keeps_failing_halts_its_validator_and_the_others_go_on() {
 }
 
 #[test]
-fn the_persists_of_one_pass_share_one_log_write() {
+fn the_persists_of_several_inputs_share_one_log_write() {
     let mut c = Cluster::new();
-    // host 1 takes several pre-prepares and votes before one `process`
-    let req1 = c.request();
-    let req2 = c.request();
-    for req in [req1, req2] {
+    c.cfg.pipeline_depth = 4;
+    for i in 0..4 {
+        let (ledger, log, hooks) = c.stop(i);
+        c.hosts[i] = Some(c.open(i as u32, ledger, log, hooks));
+    }
+    // the primary proposes four batches at once
+    for _ in 0..4 {
+        let req = c.request();
         let v = c.verifier.verify_request(req).expect("valid");
         let now = c.now;
         c.host(0).handle_request(v, now);
     }
     c.pump(0);
-    // deliver host 0's messages to host 1 without letting it process in between
+    // host 1 takes all four pre-prepares before one `process`: each is a persist and a
+    // broadcast of its prepare
     let mut fed = 0;
     while let Some((from, dest, bytes)) = c.wire.pop_front() {
-        if matches!(dest, Dest::Replica(1) | Dest::AllReplicas) {
-            let msg = envelope::decode(&bytes, &Limits::default()).expect("decodes");
+        let msg = envelope::decode(&bytes, &Limits::default()).expect("decodes");
+        if matches!(dest, Dest::Replica(1) | Dest::AllReplicas)
+            && matches!(msg, Message::PrePrepare { .. })
+        {
             let v = c.verifier.verify(from, msg).expect("verifies");
             let now = c.now;
             c.host(1).handle_message(v, now);
             fed += 1;
         }
     }
-    assert!(fed >= 1);
+    assert_eq!(fed, 4, "four pre-prepares");
     let before = c.appends[1].get();
     c.pump(1);
     assert_eq!(
@@ -434,6 +464,110 @@ fn the_persists_of_one_pass_share_one_log_write() {
         1,
         "one write for everything persisted in the pass"
     );
+    let prepares = c
+        .wire
+        .iter()
+        .filter(|(from, _, bytes)| {
+            *from == 1
+                && matches!(
+                    envelope::decode(bytes, &Limits::default()),
+                    Ok(Message::Prepare(_))
+                )
+        })
+        .count();
+    assert_eq!(prepares, 4, "every prepare went out, after the write");
+}
+
+/// Host 3 restarts on an empty disk and fetches a snapshot of several chunks. Its
+/// fetch deadline passes just before the last chunk arrives, and the node feeds both
+/// (the timer that asks another peer, and the last chunk) before one `process`: the
+/// snapshot the replica approved must still be installed.
+#[test]
+fn an_approved_snapshot_is_installed_when_another_peer_was_asked_in_the_same_pass() {
+    for process_between in [false, true] {
+        let mut c = Cluster::new();
+        let _ = c.stop(3);
+        for _ in 0..24 {
+            c.submit();
+            c.settle();
+        }
+        let ledger = Flaky {
+            inner: MemoryExecutor::genesis(&c.genesis),
+            fail_next: c.fail_next[3].clone(),
+            applies: c.applies[3].clone(),
+        };
+        let log = Counting {
+            inner: MemoryLog::new(),
+            appends: c.appends[3].clone(),
+        };
+        c.hosts[3] = Some(c.open(3, ledger, log, Hooks::Honest));
+        c.pump(3);
+        // run until the chunks for host 3 are on the wire, holding them back
+        let is_chunk_to_3 = |dest: &Dest, bytes: &bytes::Bytes| {
+            matches!(dest, Dest::Replica(3))
+                && matches!(
+                    envelope::decode(bytes, &Limits::default()),
+                    Ok(Message::StateChunk { .. })
+                )
+        };
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            // new checkpoints tell host 3 how far behind it is
+            c.submit();
+            c.now = c.now.plus(Duration::from_millis(50));
+            for i in 0..4 {
+                let now = c.now;
+                if let Some(h) = c.hosts[i].as_mut() {
+                    if h.next_timeout().is_some_and(|t| t <= now) {
+                        h.handle_timeout(now);
+                    }
+                }
+                c.pump(i);
+            }
+            held = c.settle_holding(is_chunk_to_3);
+            if !held.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            held.len() >= 2,
+            "a snapshot of several chunks: {}",
+            held.len()
+        );
+        let (last_from, last) = held.pop().expect("the last chunk");
+        for (from, bytes) in held {
+            let msg = envelope::decode(&bytes, &Limits::default()).expect("decodes");
+            let v = c.verifier.verify(from, msg).expect("verifies");
+            let now = c.now;
+            c.host(3).handle_message(v, now);
+            c.pump(3);
+        }
+        // the fetch deadline (4 x 100 ms) passes before the last chunk arrives
+        c.now = c.now.plus(Duration::from_millis(450));
+        let now = c.now;
+        assert!(c.host(3).next_timeout().is_some_and(|t| t <= now));
+        c.host(3).handle_timeout(now);
+        if process_between {
+            c.pump(3);
+        }
+        let msg = envelope::decode(&last, &Limits::default()).expect("decodes");
+        let v = c.verifier.verify(last_from, msg).expect("verifies");
+        c.host(3).handle_message(v, now);
+        c.pump(3);
+        assert_eq!(c.halted[3], None, "process between: {process_between}");
+        if !process_between {
+            // the same pass asked another peer and installed the approved snapshot
+            let h = c.host(3);
+            assert!(h.ledger().head().height > 0, "installed");
+            assert_eq!(h.replica().last_executed(), h.ledger().head().height);
+        }
+        // and the cluster goes on together
+        for _ in 0..20 {
+            c.advance(100);
+        }
+        let heads = c.heads();
+        assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+    }
 }
 
 #[test]

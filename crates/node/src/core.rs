@@ -1,6 +1,6 @@
 //! The consensus thread: a loop around the validator's [`Host`]. It feeds the host the
 //! verified inputs of the workers and the timer, lets it perform the replica's actions
-//! (taking the inputs already waiting first, so that their persists share one write),
+//! (taking the inputs already waiting first, so that their persists share log writes),
 //! and carries the host's effects out: frames to the transport, figures to the metrics.
 
 use crate::metrics::Metrics;

@@ -36,8 +36,10 @@ impl<E: Executor> Executor for Timed<E> {
     ) -> Result<Applied, ExecError> {
         let started = Instant::now();
         let r = self.inner.apply(seq, batch_digest, requests);
-        self.metrics
-            .phase("execute", started.elapsed().as_secs_f64());
+        if r.is_ok() {
+            self.metrics
+                .phase("execute", started.elapsed().as_secs_f64());
+        }
         r
     }
     fn head(&self) -> Head {
@@ -46,8 +48,10 @@ impl<E: Executor> Executor for Timed<E> {
     fn checkpoint(&mut self) -> Result<Digest, ExecError> {
         let started = Instant::now();
         let r = self.inner.checkpoint();
-        self.metrics
-            .phase("checkpoint", started.elapsed().as_secs_f64());
+        if r.is_ok() {
+            self.metrics
+                .phase("checkpoint", started.elapsed().as_secs_f64());
+        }
         r
     }
     fn stable(&mut self, seq: u64) -> Result<(), ExecError> {
