@@ -109,6 +109,16 @@ fn node_options(
         .traitor
         .map(|b| b.parse().map_err(|e| anyhow!("--traitor {b:?}: {e}")))
         .transpose()?;
+    if traitor.is_none() {
+        for (flag, given) in [
+            ("--accomplices", !f.accomplices.is_empty()),
+            ("--traitor-seed", f.traitor_seed.is_some()),
+        ] {
+            if given {
+                return Err(anyhow!("{flag} needs --traitor: it only shapes a traitor"));
+            }
+        }
+    }
     let injected = traitor.is_some() || f.control.is_some() || f.crash_at_checkpoint.is_some();
     let injection = injected.then(|| Injection {
         traitor,

@@ -6,10 +6,10 @@
 //! a line-based TCP connection on loopback, one [`Command`] per line, each answered
 //! with `ok` or `error <reason>`.
 
-use crate::command::Command;
+use crate::command::{Command, MAX_LINE};
 use crate::scripted::Switchboard;
 use std::net::SocketAddr;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// Binds the endpoint (so a port in use is reported before the validator starts).
@@ -30,16 +30,26 @@ pub fn answer(line: &str, n: u32, switches: &Switchboard) -> String {
     }
 }
 
+/// Most bytes one control connection may send: the runner sends a command or two per
+/// connection, and the line reader buffers a line whole before its length is checked.
+const MAX_CONNECTION_BYTES: u64 = 64 * MAX_LINE as u64;
+
 /// Serves control connections until the task is aborted.
 pub async fn serve(listener: TcpListener, switches: Switchboard, n: u32) {
     loop {
-        let Ok((sock, _)) = listener.accept().await else {
-            continue;
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                // out of file descriptors, for one: wait rather than spin
+                tracing::warn!(error = %e, "control endpoint: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let switches = switches.clone();
         tokio::spawn(async move {
             let (read, mut write) = sock.into_split();
-            let mut lines = BufReader::new(read).lines();
+            let mut lines = BufReader::new(read.take(MAX_CONNECTION_BYTES)).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let reply = answer(&line, n, &switches);
                 if write.write_all(reply.as_bytes()).await.is_err() {

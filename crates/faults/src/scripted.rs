@@ -35,6 +35,15 @@ impl TraitorWindow {
     }
 }
 
+/// A well-mixed, non-zero xorshift state from any seed (SplitMix64's finaliser), so
+/// that nearby seeds such as validator ids give unrelated loss streams.
+fn spread(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) | 1
+}
+
 /// What the control commands switch.
 #[derive(Debug)]
 struct Switches {
@@ -146,7 +155,7 @@ impl Scripted {
                 drop: 0.0,
                 duplicate: 0.0,
                 crash_next_checkpoint: false,
-                rng: seed | 1,
+                rng: spread(seed),
             }))),
         }
     }

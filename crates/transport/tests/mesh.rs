@@ -69,13 +69,7 @@ async fn four_validators_exchange_frames_and_broadcast_exactly_once() {
         assert!(rx.try_recv().is_err(), "an extra frame arrived at {me}");
         let s = t.stats();
         assert_eq!(s.frames_received, 6);
-        for reason in [
-            "unpinned_key",
-            "oversize",
-            "queue_full",
-            "blocked",
-            "send_failed",
-        ] {
+        for reason in ["unpinned_key", "oversize", "queue_full", "send_failed"] {
             assert_eq!(s.total(reason), 0, "{reason} at {me}: {:?}", s.rejections);
         }
     }
