@@ -785,6 +785,22 @@ fn bad_input_exits_2_with_a_clear_message() {
         ]),
         "refused",
     );
+    // allowed fault injection, but a flag that only shapes a traitor without one
+    let shaped = Command::new(PBFT)
+        .args([
+            "node",
+            "--cluster",
+            file,
+            "--key",
+            &key("validator-0.key"),
+            "--accomplices",
+            "1",
+        ])
+        .env("PBFT_ALLOW_TRAITOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pbft");
+    expect_bad_input(&shaped, "--accomplices needs --traitor");
 
     // a key file readable by others
     let loose = dir.join("loose.key");
