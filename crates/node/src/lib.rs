@@ -14,8 +14,8 @@
 //! - The consensus thread ([`core`]) feeds the host and carries its effects out; a
 //!   `Persist` is durable before any later action, and timers come from the host's
 //!   `next_timeout`.
-//! - A small thread hands free heap memory back to the system every few seconds, so
-//!   the resident size stays bounded under load (see [`TRIM_INTERVAL`]).
+//! - A small thread ([`threads`]) hands free heap memory back to the system every few seconds, so
+//!   the resident size stays bounded under load (see [`threads::TRIM_INTERVAL`]).
 //! - A restarted validator reloads its log and its ledger: it keeps its view, never
 //!   contradicts what it sent, and catches up by state transfer when behind.
 //!
@@ -26,16 +26,15 @@ pub mod boot;
 pub mod core;
 pub mod metrics;
 pub mod stage;
+pub mod threads;
 pub mod timed;
 
-use crate::core::Core;
 use crate::metrics::Metrics;
-use crate::stage::{Input, SigCache, Stage};
+use crate::threads::{Threads, Wiring};
 use pbft_cluster::Cluster;
 use pbft_crypto::Keypair;
 use pbft_executor::{ExecError, Executor};
 use pbft_host::Faults;
-use pbft_protocol::envelope::Limits;
 use pbft_protocol::Verifier;
 use pbft_transport::{PeerInfo, Transport, TransportConfig, TransportError};
 use std::future::Future;
@@ -43,7 +42,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Signatures the verification stage remembers as checked (see [`SigCache`]).
+/// Signatures the verification stage remembers as checked (see [`stage::SigCache`]).
 pub const SIG_CACHE_CAPACITY: usize = 1 << 16;
 
 /// How a validator is started.
@@ -183,7 +182,7 @@ pub async fn run<F: Faults + Send + 'static>(
         })
         .collect();
     let listen = cluster.validators[id as usize].addr;
-    let (transport, mut inbound) =
+    let (transport, inbound) =
         Transport::start(TransportConfig::new(id, opts.key.clone(), listen, peers)).await?;
 
     let metrics_task = match opts.metrics {
@@ -196,71 +195,29 @@ pub async fn run<F: Faults + Send + 'static>(
         None => None,
     };
 
-    // frames -> workers -> consensus thread
-    let (work_tx, work_rx) = crossbeam_channel::bounded(8192);
-    let (in_tx, in_rx) = crossbeam_channel::bounded::<Input>(8192);
-    let bridge = std::thread::Builder::new()
-        .name(format!("pbft-{id}-inbound"))
-        .spawn(move || {
-            while let Some(frame) = inbound.blocking_recv() {
-                if work_tx.send(frame).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| NodeError::Internal(e.to_string()))?;
-    let stage = Stage {
-        verifier: std::sync::Arc::new(Verifier::new(cfg.validators.clone())),
-        // 65,536 signatures: several seconds of traffic at the highest rates measured,
-        // longer than a request waits for its pre-prepare; an evicted signature is only
-        // checked again (decision 0037)
-        cache: std::sync::Arc::new(SigCache::new(SIG_CACHE_CAPACITY)),
-        limits: Limits::default(),
+    let (view, executed) = (host.replica().view(), host.replica().last_executed());
+    let threads = Threads::spawn(Wiring {
+        id,
+        host,
         transport: transport.clone(),
-        metrics: metrics.clone(),
-        out: in_tx.clone(),
-        clients: std::sync::Arc::new(cluster.clients.iter().map(|c| c.key).collect()),
-    };
-    let mut workers = Vec::new();
-    for w in 0..opts.workers.max(1) {
-        let (stage, rx) = (stage.clone(), work_rx.clone());
-        let h = std::thread::Builder::new()
-            .name(format!("pbft-{id}-verify-{w}"))
-            .spawn(move || stage.run(rx))
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
-        workers.push(h);
-    }
-    drop(stage);
-    drop(work_rx);
-
-    // ends when `trim_stop` is dropped (on return, whichever way)
-    let (trim_stop, trim_rx) = crossbeam_channel::bounded::<()>(0);
-    let trimmer = std::thread::Builder::new()
-        .name(format!("pbft-{id}-trim"))
-        .spawn(move || release_free_memory(trim_rx))
-        .map_err(|e| NodeError::Internal(e.to_string()))?;
-    let core = Core::new(host, transport.clone(), metrics.clone(), start);
+        inbound,
+        verifier: Verifier::new(cfg.validators.clone()),
+        clients: cluster.clients.iter().map(|c| c.key).collect(),
+        workers: opts.workers,
+        metrics,
+        start,
+    })?;
     tracing::info!(
         id,
         %listen,
-        view = core.host.replica().view(),
-        executed = core.host.replica().last_executed(),
+        view,
+        executed,
         "validator started"
     );
-    let consensus = std::thread::Builder::new()
-        .name(format!("pbft-{id}-consensus"))
-        .spawn(move || core.run(in_rx))
-        .map_err(|e| NodeError::Internal(e.to_string()))?;
 
     shutdown.await;
     tracing::info!(id, "stopping");
-    let _ = in_tx.send(Input::Stop);
-    drop(in_tx);
-    let core = tokio::task::spawn_blocking(move || consensus.join())
-        .await
-        .map_err(|e| NodeError::Internal(e.to_string()))?
-        .map_err(|_| NodeError::Internal("the consensus thread panicked".into()))?;
-    let host = core.into_host();
+    let host = threads.stop().await?;
     let summary = NodeSummary {
         id,
         view: host.replica().view(),
@@ -272,34 +229,6 @@ pub async fn run<F: Faults + Send + 'static>(
     if let Some(t) = metrics_task {
         t.abort();
     }
-    // the workers and the bridge end when their channels close
-    drop(workers);
-    drop(bridge);
-    // the trimmer ends at its next wake-up (not joined: that could hold a tokio
-    // worker for one trim)
-    drop(trim_stop);
-    drop(trimmer);
     tracing::info!(id, "stopped");
     Ok(summary)
-}
-
-/// How often [`release_free_memory`] hands free memory back to the system.
-pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Hands memory the allocator holds but nobody uses back to the system, every
-/// [`TRIM_INTERVAL`], until `stop` disconnects. glibc keeps what a thread frees in that
-/// thread's arena, and RocksDB frees megabytes at a time (memtables after a flush,
-/// evicted cache blocks), so without this a validator's resident size creeps up for
-/// minutes under steady load while its heap stays flat (decision 0040). A call takes
-/// 1-20 ms under load (median about 2 ms), so it runs on its own
-/// thread rather than on the consensus thread; glibc locks each arena while trimming
-/// it, so a thread allocating from that arena at that moment still waits.
-fn release_free_memory(stop: crossbeam_channel::Receiver<()>) {
-    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(TRIM_INTERVAL) {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        {
-            // SAFETY: malloc_trim only returns free pages of the allocator's own heaps.
-            unsafe { libc::malloc_trim(0) };
-        }
-    }
 }
