@@ -133,6 +133,11 @@ pub struct Host<E, L, F> {
     retry: Option<Retry>,
     phases: Phases,
     effects: VecDeque<Effect>,
+    /// `Transmit` effects queued and not yet polled.
+    queued_transmits: usize,
+    /// An expensive action that `process` left for its next call, so that the sends
+    /// queued before it go out first (with the time it was due).
+    paused: Option<(Action, Instant)>,
     /// Reused buffer for what the fault hook sends.
     outgoing: Vec<Outgoing>,
     halted: Option<String>,
@@ -195,6 +200,8 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             retry: None,
             phases: Phases::default(),
             effects: VecDeque::new(),
+            queued_transmits: 0,
+            paused: None,
             outgoing: Vec::new(),
             halted: None,
             crashed: false,
@@ -313,6 +320,7 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             self.replica.next_timeout(),
             self.delayed.peek().map(|d| d.due),
             self.retry.as_ref().map(|r| r.due),
+            self.paused.as_ref().map(|p| p.1),
         ]
         .into_iter()
         .flatten()
@@ -321,7 +329,19 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
 
     /// The next effect, in order.
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        let e = self.effects.pop_front();
+        if matches!(e, Some(Effect::Transmit { .. })) {
+            self.queued_transmits -= 1;
+        }
+        e
+    }
+
+    /// True when [`Host::process`] stopped before an expensive action (execution,
+    /// installing or serving state, a stable checkpoint) to let the messages queued
+    /// before it go out first: drain the effects and call `process` again. (The
+    /// paused action is also due at once by [`Host::next_timeout`].)
+    pub fn wants_process(&self) -> bool {
+        self.paused.is_some() && !self.inert()
     }
 
     /// Performs the actions the replica has queued, in order. The persists go to the
@@ -329,8 +349,9 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
     /// before it (it may promise what they record), so sends are held back while
     /// persists are pending, and the pending persists are written, then the held sends
     /// released, before any other action and at the end of the pass. A pass in which
-    /// the replica only persists and sends is one log write. While a failed batch waits
-    /// for its retry, nothing is performed.
+    /// the replica only persists and sends is one log write. Before an expensive
+    /// action with sends already queued, the pass stops (see [`Host::wants_process`]).
+    /// While a failed batch waits for its retry, nothing is performed.
     pub fn process(&mut self, now: Instant) {
         if self.inert() {
             return;
@@ -346,7 +367,8 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         }
         let mut pending: Vec<Record> = Vec::new();
         let mut held: Vec<Action> = Vec::new();
-        while let Some(action) = self.replica.poll_action() {
+        let mut next = self.paused.take().map(|p| p.0);
+        while let Some(action) = next.take().or_else(|| self.replica.poll_action()) {
             match action {
                 Action::Persist(rec) => {
                     // only a new View record can supersede older records
@@ -364,9 +386,15 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
                     held.push(action);
                 }
                 action => {
-                    if !self.release_held(&mut pending, &mut held, now)
-                        || self.perform(action, now) == Flow::Stop
-                    {
+                    if !self.release_held(&mut pending, &mut held, now) {
+                        return;
+                    }
+                    if self.queued_transmits > 0 && is_slow(&action) {
+                        // the peers' next step should not wait for this one
+                        self.paused = Some((action, now));
+                        return;
+                    }
+                    if self.perform(action, now) == Flow::Stop {
                         return;
                     }
                 }
@@ -697,6 +725,7 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             dest: o.dest,
             bytes: Bytes::from(bytes),
         });
+        self.queued_transmits += 1;
     }
 
     /// Answers a read-only query from local state (not ordered: the asker compares the
@@ -741,4 +770,16 @@ pub fn first_executions(entries: &[Entry]) -> impl Iterator<Item = usize> + '_ {
         .enumerate()
         .filter(|(_, e)| matches!(e, Entry::Executed(_)))
         .map(|(i, _)| i)
+}
+
+/// Actions that take long enough (a ledger write, a snapshot, compaction) that the
+/// messages queued before them should be sent first.
+fn is_slow(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::Execute { .. }
+            | Action::InstallState { .. }
+            | Action::ServeState { .. }
+            | Action::StableCheckpoint { .. }
+    )
 }

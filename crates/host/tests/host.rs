@@ -274,14 +274,21 @@ impl Cluster {
         let Some(h) = self.hosts[i].as_mut() else {
             return;
         };
-        h.process(now);
-        while let Some(e) = h.poll_effect() {
-            match e {
-                Effect::Transmit { dest, bytes } => self.wire.push_back((i as u32, dest, bytes)),
-                Effect::Executed { seq, .. } => self.executed[i].push(seq),
-                Effect::Halted { reason } => self.halted[i] = Some(reason),
-                Effect::Crashed => self.crashed[i] = true,
-                _ => {}
+        loop {
+            h.process(now);
+            while let Some(e) = h.poll_effect() {
+                match e {
+                    Effect::Transmit { dest, bytes } => {
+                        self.wire.push_back((i as u32, dest, bytes))
+                    }
+                    Effect::Executed { seq, .. } => self.executed[i].push(seq),
+                    Effect::Halted { reason } => self.halted[i] = Some(reason),
+                    Effect::Crashed => self.crashed[i] = true,
+                    _ => {}
+                }
+            }
+            if !h.wants_process() {
+                break;
             }
         }
     }

@@ -152,9 +152,14 @@ impl<F: Faults> Core<F> {
 
     /// Lets the host perform what its inputs asked for, and carries its effects out.
     fn step(&mut self, now: pbft_protocol::Instant) {
-        self.host.process(now);
-        while let Some(effect) = self.host.poll_effect() {
-            self.effect(effect);
+        loop {
+            self.host.process(now);
+            while let Some(effect) = self.host.poll_effect() {
+                self.effect(effect);
+            }
+            if !self.host.wants_process() {
+                break;
+            }
         }
     }
 

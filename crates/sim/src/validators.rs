@@ -161,23 +161,34 @@ impl Simulation {
     /// effects go out, and its timer is re-armed.
     pub(crate) fn after_input(&mut self, r: ReplicaId) {
         let now = self.now;
-        let Some(host) = self.validators[r as usize].host.as_mut() else {
-            return;
-        };
-        host.process(now);
-        let mut crashed = false;
-        while let Some(effect) = self.validators[r as usize]
-            .host
-            .as_mut()
-            .and_then(|h| h.poll_effect())
-        {
-            crashed |= matches!(effect, Effect::Crashed);
-            self.effect(r, effect);
-        }
-        if crashed {
-            tracing::info!(replica = r, "crash in the middle of a checkpoint");
-            self.crash(r);
-            return;
+        // as the node does: process, send what is queued, and go on while the host
+        // paused before an expensive action
+        loop {
+            let Some(host) = self.validators[r as usize].host.as_mut() else {
+                return;
+            };
+            host.process(now);
+            let mut crashed = false;
+            while let Some(effect) = self.validators[r as usize]
+                .host
+                .as_mut()
+                .and_then(|h| h.poll_effect())
+            {
+                crashed |= matches!(effect, Effect::Crashed);
+                self.effect(r, effect);
+            }
+            if crashed {
+                tracing::info!(replica = r, "crash in the middle of a checkpoint");
+                self.crash(r);
+                return;
+            }
+            if !self.validators[r as usize]
+                .host
+                .as_ref()
+                .is_some_and(|h| h.wants_process())
+            {
+                break;
+            }
         }
         self.arm_replica_timer(r);
         self.sample_memory(r);
