@@ -485,6 +485,62 @@ fn the_persists_of_several_inputs_share_one_log_write() {
     assert_eq!(prepares, 4, "every prepare went out, after the write");
 }
 
+/// Host 1 takes a whole round (the request, the pre-prepare, the prepares and the
+/// commits) before one `process`: the prepare and commit it owes the others go out
+/// before it writes the batch to its ledger.
+#[test]
+fn frames_queued_before_an_execution_are_handed_out_before_it() {
+    let mut c = Cluster::new();
+    let req = c.request();
+    for i in 0..4 {
+        let v = c.verifier.verify_request(req.clone()).expect("valid");
+        let now = c.now;
+        c.host(i).handle_request(v, now);
+        if i != 1 {
+            c.pump(i);
+        }
+    }
+    // everyone but host 1 runs the round; host 1 only takes its inputs
+    while let Some((from, dest, bytes)) = c.wire.pop_front() {
+        let to: Vec<usize> = match dest {
+            Dest::Replica(r) => vec![r as usize],
+            Dest::AllReplicas => (0..4).filter(|r| *r != from as usize).collect(),
+            Dest::Client(_) => continue,
+        };
+        for r in to {
+            let msg = envelope::decode(&bytes, &Limits::default()).expect("decodes");
+            let v = c.verifier.verify(from, msg).expect("verifies");
+            let now = c.now;
+            c.host(r).handle_message(v, now);
+            if r != 1 {
+                c.pump(r);
+            }
+        }
+    }
+    let applied = c.applies[1].get();
+    let now = c.now;
+    let h = c.host(1);
+    h.process(now);
+    assert!(h.wants_process(), "paused before the execution");
+    assert_eq!(c.applies[1].get(), applied, "nothing applied yet");
+    let h = c.host(1);
+    let mut kinds = Vec::new();
+    while let Some(e) = h.poll_effect() {
+        if let Effect::Transmit { bytes, .. } = e {
+            if let Ok(m) = envelope::decode(&bytes, &Limits::default()) {
+                kinds.push(m.kind());
+            }
+        }
+    }
+    assert!(
+        kinds.contains(&"prepare") && kinds.contains(&"commit"),
+        "its prepare and commit are handed out first: {kinds:?}"
+    );
+    h.process(now);
+    assert!(!h.wants_process());
+    assert_eq!(c.applies[1].get(), applied + 1, "then the batch is applied");
+}
+
 /// Host 3 restarts on an empty disk and fetches a snapshot of several chunks. Its
 /// fetch deadline passes just before the last chunk arrives, and the node feeds both
 /// (the timer that asks another peer, and the last chunk) before one `process`: the
