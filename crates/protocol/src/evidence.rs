@@ -16,8 +16,11 @@ impl Replica {
                     && a.body.seq == b.body.seq
                     && a.body.digest != b.body.digest
             }
+            // Self-certifying only if the primary signed this very batch: a batch that
+            // does not match the signed digest was paired with it by someone else.
             Evidence::BadPrePrepare { pre_prepare, batch } => {
-                batch.digest() != pre_prepare.body.digest || !bad_requests.is_empty()
+                batch.digest() == pre_prepare.body.digest
+                    && (!bad_requests.is_empty() || batch.requests.len() > self.cfg.max_batch)
             }
             Evidence::DoublePrepare { a, b } => {
                 a.body.replica == b.body.replica

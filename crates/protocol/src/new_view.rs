@@ -172,6 +172,17 @@ impl Replica {
     }
 
     pub(crate) fn on_new_view(&mut self, nv: Signed<NewView>) {
+        // Headers signed by earlier primaries (in its view changes) and by this view's
+        // primary (its pre-prepares, which a second, different new view for a view we
+        // are in contradicts), before the new view is installed or refused.
+        let headers: Vec<Signed<PrePrepare>> = nv
+            .body
+            .view_changes
+            .iter()
+            .flat_map(|vc| vc.body.prepared.iter().map(|p| p.pre_prepare.clone()))
+            .chain(nv.body.pre_prepares.iter().cloned())
+            .collect();
+        self.check_headers(&headers);
         if nv.body.view < self.view || (nv.body.view == self.view && self.status == Status::Normal)
         {
             return;

@@ -135,7 +135,8 @@ impl Replica {
     ) {
         let PrePrepare { view, seq, digest } = pp.body;
         // A pre-prepare that conflicts with one we hold is proof of equivocation,
-        // whatever view we are in now.
+        // whatever view we are in now: both headers are signed by the primary, so the
+        // batch that came with this one does not matter.
         if let Some((mine, _)) = self.slots.get(&seq).and_then(|s| s.pre_prepare.as_ref()) {
             if mine.body.view == view && mine.body.digest != digest {
                 let ev = Evidence::Equivocation {
@@ -145,6 +146,19 @@ impl Replica {
                 self.record_evidence(ev, true);
                 return;
             }
+        }
+        // The primary signs (view, seq, digest), not the batch: a batch that does not
+        // match the signed digest was paired with the header by whoever sent it, so it
+        // proves nothing against the primary. It is dropped.
+        if batch.digest() != digest {
+            tracing::debug!(
+                replica = self.id,
+                view,
+                seq,
+                from,
+                "pre-prepare with a batch that does not match its digest: dropped"
+            );
+            return;
         }
         if view != self.view || self.status != Status::Normal || self.is_primary() {
             return;
@@ -158,12 +172,10 @@ impl Replica {
             );
             return;
         }
-        // d = H(batch), and every request carries a valid client signature
-        if batch.digest() != digest
-            || !bad_requests.is_empty()
-            || batch.requests.len() > self.cfg.max_batch
-        {
-            let _ = from;
+        // d = H(batch) (checked above), so the primary signed this very batch: a
+        // request without a valid client signature, or more requests than a batch
+        // holds, is its fault
+        if !bad_requests.is_empty() || batch.requests.len() > self.cfg.max_batch {
             self.record_evidence(
                 Evidence::BadPrePrepare {
                     pre_prepare: pp,
@@ -198,8 +210,49 @@ impl Replica {
         self.slot_mut(seq).pre_prepare = Some((pp, batch));
         let prepare = self.sign_prepare(view, seq, digest);
         self.broadcast(Message::Prepare(prepare));
+        // Votes for another digest that came before this pre-prepare: if the primary
+        // equivocated, its voters must see this header too to prove it.
+        let against: Vec<(ReplicaId, Digest)> = self
+            .prepares
+            .votes_against(view, seq, &digest)
+            .chain(self.commits.votes_against(view, seq, &digest))
+            .collect();
+        for (voter, theirs) in against {
+            self.relay_on_conflict(voter, view, seq, theirs);
+        }
         self.arm_request_timer();
         self.check_prepared(seq);
+    }
+
+    /// Compares pre-prepare headers signed by a primary (found in a view change, a new
+    /// view or its view changes) with the ones this replica holds: two digests for one
+    /// (view, seq) prove that primary equivocated, wherever the two met.
+    pub(crate) fn check_headers<'a>(
+        &mut self,
+        headers: impl IntoIterator<Item = &'a Signed<PrePrepare>>,
+    ) {
+        for h in headers {
+            let Some(slot) = self.slots.get(&h.body.seq) else {
+                continue;
+            };
+            let held = [
+                slot.pre_prepare.as_ref().map(|(p, _)| p),
+                slot.prepared.as_ref().map(|p| &p.pre_prepare),
+                slot.committed.as_ref().map(|p| &p.pre_prepare),
+            ];
+            let conflict = held
+                .into_iter()
+                .flatten()
+                .find(|p| p.body.view == h.body.view && p.body.digest != h.body.digest)
+                .cloned();
+            if let Some(mine) = conflict {
+                let ev = Evidence::Equivocation {
+                    a: mine,
+                    b: h.clone(),
+                };
+                self.record_evidence(ev, true);
+            }
+        }
     }
 
     /// The digest we hold a pre-prepare for at `(view, seq)`, if any.

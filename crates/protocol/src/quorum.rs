@@ -119,6 +119,23 @@ impl<M> VoteTracker<M> {
             .map(|(r, (_, m))| (*r, m))
     }
 
+    /// The senders whose vote at `(view, seq)` is for another digest than `digest`,
+    /// with the digest each voted for.
+    pub fn votes_against(
+        &self,
+        view: View,
+        seq: Seq,
+        digest: &Digest,
+    ) -> impl Iterator<Item = (ReplicaId, Digest)> + '_ {
+        let digest = *digest;
+        self.slots
+            .get(&(view, seq))
+            .into_iter()
+            .flat_map(|s| s.by_sender.iter())
+            .filter(move |(_, (d, _))| *d != digest)
+            .map(|(r, (d, _))| (*r, *d))
+    }
+
     /// The digests with at least `threshold` distinct senders at `(view, seq)`.
     pub fn digests_with(&self, view: View, seq: Seq, threshold: usize) -> Vec<Digest> {
         self.slots

@@ -110,6 +110,9 @@ impl Replica {
     pub(crate) fn on_view_change(&mut self, vc: Signed<ViewChange>) {
         let target = vc.body.new_view;
         let sender = vc.body.replica;
+        // its prepared certificates carry headers signed by earlier primaries, however
+        // late or invalid the view change itself
+        self.check_headers(vc.body.prepared.iter().map(|p| &p.pre_prepare));
         if target < self.view {
             return;
         }
