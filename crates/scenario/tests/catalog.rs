@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// The catalog of docs/scenarios.md ("The catalog"), in its order.
-const CATALOG: [&str; 22] = [
+const CATALOG: [&str; 23] = [
     "baseline",
     "backup-crash",
     "primary-crash",
@@ -34,6 +34,7 @@ const CATALOG: [&str; 22] = [
     "crash-mid-checkpoint",
     "bad-clients",
     "seven-validators-two-traitors",
+    "frame",
     "beyond-f",
 ];
 
@@ -131,6 +132,7 @@ catalog_tests! {
     crash_mid_checkpoint => "crash-mid-checkpoint",
     bad_clients => "bad-clients",
     seven_validators_two_traitors => "seven-validators-two-traitors",
+    frame => "frame",
     beyond_f => "beyond-f",
 }
 

@@ -39,11 +39,14 @@ pub enum Behavior {
     /// Sends unsolicited, large, conflicting snapshot chunks and state requests to
     /// every peer.
     StateSpam,
+    /// Pairs each genuine pre-prepare header it receives with another batch, and relays
+    /// the pair and sends it as evidence against the primary.
+    Frame,
 }
 
 impl Behavior {
     /// Every behaviour, in declaration order.
-    pub const ALL: [Behavior; 15] = [
+    pub const ALL: [Behavior; 16] = [
         Behavior::Silent,
         Behavior::Equivocate,
         Behavior::BadDigest,
@@ -59,6 +62,7 @@ impl Behavior {
         Behavior::Flood,
         Behavior::PoisonState,
         Behavior::StateSpam,
+        Behavior::Frame,
     ];
 
     /// The snake_case name used in scenario files and on the command line.
@@ -79,6 +83,7 @@ impl Behavior {
             Behavior::Flood => "flood",
             Behavior::PoisonState => "poison_state",
             Behavior::StateSpam => "state_spam",
+            Behavior::Frame => "frame",
         }
     }
 
@@ -123,6 +128,9 @@ impl Behavior {
             }
             Behavior::StateSpam => {
                 "with each vote and checkpoint, sends every peer unsolicited 16 KiB snapshot chunks for its latest checkpoint, each announcing a different chunk count, and a request for that snapshot"
+            }
+            Behavior::Frame => {
+                "pairs each pre-prepare header it receives with another batch (reordered, null, or with a forged request) and sends the pair to every peer, as a relay and as evidence against the primary"
             }
         }
     }

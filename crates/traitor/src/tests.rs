@@ -142,7 +142,7 @@ fn assert_unchanged(t: &mut Traitor, dest: Dest, msg: Message) {
 #[test]
 fn names_round_trip_for_all_behaviours() {
     let names: BTreeSet<&str> = Behavior::ALL.iter().map(|b| b.name()).collect();
-    assert_eq!(names.len(), 15);
+    assert_eq!(names.len(), Behavior::ALL.len());
     for b in Behavior::ALL {
         assert_eq!(b.name().parse::<Behavior>(), Ok(b));
         assert_eq!(b.to_string(), b.name());
@@ -712,11 +712,68 @@ fn same_seed_same_outputs() {
         for (dest, m) in script() {
             mutate(&mut t, dest, m);
         }
-        if b != Behavior::Replay {
-            // Every behaviour but replay alters something in the script.
+        if b != Behavior::Replay && b != Behavior::Frame {
+            // Every behaviour but replay alters something in the script (frame acts on
+            // what it receives: frame_pairs_each_genuine_header_with_another_batch).
             assert!(t.altered() > 0, "{b} altered nothing");
         }
     }
     assert_ne!(run(Behavior::Flood, 7), run(Behavior::Flood, 8));
     assert_ne!(run(Behavior::Replay, 7), run(Behavior::Replay, 8));
+}
+
+#[test]
+fn frame_pairs_each_genuine_header_with_another_batch() {
+    let mut t = traitor(Behavior::Frame, 2);
+    let mut fakes = Vec::new();
+    for seq in 1..=2 {
+        let genuine = pre_prepare(0, seq, batch(3));
+        let (header_in, batch_in) = header(&genuine);
+        let (out, deliver) = t.observe(0, &genuine, Instant::ZERO);
+        assert!(deliver, "its own replica still gets the genuine proposal");
+        // to every peer but itself, a relay and an evidence message
+        let dests: BTreeSet<ReplicaId> = out
+            .iter()
+            .map(|o| match o.dest {
+                Dest::Replica(r) => r,
+                ref other => panic!("sent to {other:?}"),
+            })
+            .collect();
+        assert_eq!(dests, BTreeSet::from([0, 1, 3]));
+        assert_eq!(out.len(), 6);
+        for o in &out {
+            let (pp, fake) = match msg_of(o) {
+                Message::PrePrepare { pre_prepare, batch } => (pre_prepare, batch),
+                Message::Evidence(e) => match &**e {
+                    pbft_protocol::Evidence::BadPrePrepare { pre_prepare, batch } => {
+                        (pre_prepare, batch)
+                    }
+                    other => panic!("unexpected evidence {}", other.kind()),
+                },
+                other => panic!("unexpected {}", other.kind()),
+            };
+            // the primary's genuine signed header, untouched, with another batch
+            assert_eq!(pp.body, header_in);
+            let v = verifier();
+            assert!(
+                v.verify(2, msg_of(o).clone()).is_ok(),
+                "a genuine signature"
+            );
+            assert_ne!(fake, batch_in);
+            assert_ne!(fake.digest(), pp.body.digest);
+            fakes.push(fake.clone());
+        }
+        // each slot is framed once
+        let (again, _) = t.observe(3, &genuine, Instant::ZERO);
+        assert!(again.is_empty());
+    }
+    // the two slots were framed in the two ways: another valid batch, and one with a
+    // forged request (a request copied from the batch with its operation altered)
+    assert!(fakes.iter().any(|f| f.requests.len() == 3));
+    assert!(fakes.iter().any(|f| f.requests.len() == 4));
+    // what it sends itself, and the primary's own pre-prepares, pass unchanged
+    assert_unchanged(&mut t, Dest::Replica(1), prepare(2, 1, Digest::of(b"x")));
+    let mut own = traitor(Behavior::Frame, 0);
+    let (out, deliver) = own.observe(1, &pre_prepare(0, 1, batch(2)), Instant::ZERO);
+    assert!(out.is_empty() && deliver);
 }

@@ -6,9 +6,9 @@ use std::fmt;
 use pbft_crypto::{Digest, Keypair};
 use pbft_protocol::envelope::{self, Limits, MAGIC, WIRE_VERSION};
 use pbft_protocol::{
-    Batch, Checkpoint, Commit, Config, Dest, Duration, Instant, Message, NewView, Outgoing,
-    Payload, PrePrepare, Prepare, PreparedProof, ReplicaId, Request, Seq, Signable, Signed, View,
-    ViewChange,
+    Batch, Checkpoint, Commit, Config, Dest, Duration, Evidence, Instant, Message, NewView,
+    Outgoing, Payload, PrePrepare, Prepare, PreparedProof, ReplicaId, Request, Seq, Signable,
+    Signed, View, ViewChange,
 };
 
 use crate::behavior::Behavior;
@@ -30,6 +30,8 @@ const SPAM_CHUNKS: u32 = 4;
 const SPAM_CHUNK_BYTES: usize = 16 << 10;
 /// Number of variants of [`Message`] (its postcard tags are `0..MESSAGE_TAGS`).
 const MESSAGE_TAGS: u64 = 14;
+/// Slots `frame` remembers having framed (to frame each once).
+const FRAMED: usize = 1024;
 
 /// A replica's traitor: it sees every message the honest replica code wants to send and
 /// decides what really goes out.
@@ -58,6 +60,8 @@ pub struct Traitor {
     /// As `state_spam`: the latest checkpoint it announced, whose snapshot a replica
     /// that is behind would be fetching.
     spam_seq: Option<Seq>,
+    /// As `frame`: the slots framed so far, most recent last (bounded by [`FRAMED`]).
+    framed: VecDeque<(View, Seq)>,
 }
 
 impl fmt::Debug for Traitor {
@@ -108,6 +112,7 @@ impl Traitor {
             seen: BTreeMap::new(),
             voted: BTreeSet::new(),
             spam_seq: None,
+            framed: VecDeque::new(),
         }
     }
 
@@ -122,16 +127,20 @@ impl Traitor {
     }
 
     /// Sees a verified incoming message before the replica does. Returns what to send,
-    /// and whether the replica should still receive the message. Only an `equivocate`
-    /// accomplice acts here: it votes (prepare and commit) for every proposal of a
-    /// colluding primary, and hides those proposals from its own replica so that the
-    /// honest code does not notice the equivocation.
+    /// and whether the replica should still receive the message. An `equivocate`
+    /// accomplice votes (prepare and commit) for every proposal of a colluding primary,
+    /// and hides those proposals from its own replica so that the honest code does not
+    /// notice the equivocation; `frame` pairs each header it receives with another
+    /// batch.
     pub fn observe(
         &mut self,
         _from: ReplicaId,
         msg: &Message,
         _now: Instant,
     ) -> (Vec<Outgoing>, bool) {
+        if self.behavior == Behavior::Frame {
+            return (self.frame(msg), true);
+        }
         if self.behavior != Behavior::Equivocate || self.accomplices.is_empty() {
             return (Vec::new(), true);
         }
@@ -234,6 +243,8 @@ impl Traitor {
             Behavior::Flood => self.flood(dest, msg),
             Behavior::PoisonState => self.poison_state(dest, msg),
             Behavior::StateSpam => self.state_spam(dest, msg),
+            // it acts on what it receives ([`Traitor::observe`]) and sends honestly
+            Behavior::Frame => vec![Outgoing::now(dest, msg)],
         };
         if out.len() != 1 || out[0] != honest {
             self.altered += 1;
@@ -705,6 +716,65 @@ impl Traitor {
             _ => {}
         }
         vec![Outgoing::now(dest, msg)]
+    }
+
+    /// For a genuine pre-prepare of another primary, seen for the first time: the same
+    /// signed header with another batch (in turn: the batch reordered or the null
+    /// batch, and the batch with a forged request added), sent to every peer both as a
+    /// relayed pre-prepare and as `BadPrePrepare` evidence against the primary.
+    fn frame(&mut self, msg: &Message) -> Vec<Outgoing> {
+        let Message::PrePrepare { pre_prepare, batch } = msg else {
+            return Vec::new();
+        };
+        let PrePrepare { view, seq, .. } = pre_prepare.body;
+        if self.primary(view) == self.id || self.framed.contains(&(view, seq)) {
+            return Vec::new();
+        }
+        if self.framed.len() == FRAMED {
+            self.framed.pop_front();
+        }
+        self.framed.push_back((view, seq));
+        self.alternate = !self.alternate;
+        let fake = if self.alternate {
+            alternative_batch(batch).unwrap_or_else(|| self.forged_into(batch))
+        } else {
+            self.forged_into(batch)
+        };
+        let mut out = Vec::new();
+        for r in (0..self.n()).filter(|r| *r != self.id) {
+            out.push(Outgoing::now(
+                Dest::Replica(r),
+                Message::PrePrepare {
+                    pre_prepare: pre_prepare.clone(),
+                    batch: fake.clone(),
+                },
+            ));
+            out.push(Outgoing::now(
+                Dest::Replica(r),
+                Message::Evidence(Box::new(Evidence::BadPrePrepare {
+                    pre_prepare: pre_prepare.clone(),
+                    batch: fake.clone(),
+                })),
+            ));
+        }
+        out
+    }
+
+    /// `batch` with a request appended whose client signature fails: a copy of its
+    /// first request with the operation altered, or (for the null batch) one this
+    /// traitor signs in its own name and then alters.
+    fn forged_into(&self, batch: &Batch) -> Batch {
+        let mut forged = batch.clone();
+        let mut extra = batch.requests.first().cloned().unwrap_or_else(|| {
+            self.sign(Request {
+                client: self.key.public(),
+                request_id: 1,
+                op: Vec::new(),
+            })
+        });
+        extra.body.op.push(0xff);
+        forged.requests.push(extra);
+        forged
     }
 
     /// Sends the message, and with each vote and checkpoint a burst of unsolicited
