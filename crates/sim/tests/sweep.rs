@@ -1,10 +1,14 @@
-//! Randomized sweep: random crashes, restarts, partitions and lossy links within the
-//! fault model (at most f validators crashed or cut off at once, everything healed well
-//! before the deadline). Zero invariant violations, everything committed, honest ledgers
-//! equal. A failing seed prints itself; `PBFT_SEED=<seed>` reruns just that one, and
+//! Randomized sweep (swarm search): per seed, up to f traitors with random behaviours
+//! from the whole vocabulary and random active windows, on top of random crashes, wiped
+//! restarts, partitions and lossy links. Traitors and crashed validators together stay
+//! within the fault model (at most f at once), and every network fault is healed well
+//! before the deadline. Checked: zero invariant violations, no honest validator accused,
+//! everything committed within a bound after the last fault heals, honest ledgers equal.
+//! A failing seed prints itself; `PBFT_SEED=<seed>` reruns just that one, and
 //! `PBFT_SEEDS=A..B` sweeps another range (a longer sweep outside CI).
 
 use pbft_sim::*;
+use pbft_traitor::Behavior;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -29,13 +33,38 @@ fn random_config(seed: u64) -> SimConfig {
     c.network.max_delay_ms = rng.gen_range(2..30);
     c.network.drop_rate = [0.0, 0.0, 0.01, 0.05][rng.gen_range(0..4)];
     c.network.duplicate_rate = [0.0, 0.02][rng.gen_range(0..2)];
+    // up to f traitors, each with a behaviour and an active window of its own
+    let mut ids: Vec<u32> = (0..n as u32).collect();
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.gen_range(0..=i));
+    }
+    let traitors = rng.gen_range(0..=f);
+    for node in &ids[..traitors] {
+        let from_ms = if rng.gen_bool(0.5) { 0 } else { rng.gen_range(0..3_000) };
+        let until_ms = if rng.gen_bool(0.5) {
+            u64::MAX
+        } else {
+            from_ms + rng.gen_range(200..6_000)
+        };
+        c.traitors.push(TraitorSpec {
+            node: *node,
+            behavior: Behavior::ALL[rng.gen_range(0..Behavior::ALL.len())],
+            from_ms,
+            until_ms,
+        });
+    }
+    // crashes strike honest validators only, as many as the traitors leave room for
+    let honest = ids[traitors..].to_vec();
+    let crashable = f - traitors;
     // episodes one after another, each affecting at most f validators (or a partition)
     let mut t = rng.gen_range(10..300);
     for _ in 0..rng.gen_range(1..4) {
         let len = rng.gen_range(100..3_000);
         match rng.gen_range(0..4) {
             0 | 1 => {
-                let victims: Vec<u32> = (0..f).map(|_| rng.gen_range(0..n as u32)).collect();
+                let victims: Vec<u32> = (0..crashable)
+                    .map(|_| honest[rng.gen_range(0..honest.len())])
+                    .collect();
                 let wipe = rng.gen_bool(0.3);
                 for v in &victims {
                     c.faults.push(Fault {
@@ -96,7 +125,8 @@ fn check_seed(seed: u64) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "seed {seed} failed (rerun: PBFT_SEED={seed} cargo test -p pbft-sim --test sweep)\nfaults: {:?}\n{}",
+            "seed {seed} failed (rerun: PBFT_SEED={seed} cargo test -p pbft-sim --test sweep)\ntraitors: {:?}\nfaults: {:?}\n{}",
+            cfg.traitors,
             cfg.faults,
             r.summary()
         ))
