@@ -40,7 +40,11 @@ fn random_config(seed: u64) -> SimConfig {
     }
     let traitors = rng.gen_range(0..=f);
     for node in &ids[..traitors] {
-        let from_ms = if rng.gen_bool(0.5) { 0 } else { rng.gen_range(0..3_000) };
+        let from_ms = if rng.gen_bool(0.5) {
+            0
+        } else {
+            rng.gen_range(0..3_000)
+        };
         let until_ms = if rng.gen_bool(0.5) {
             u64::MAX
         } else {

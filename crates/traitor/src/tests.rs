@@ -771,6 +771,42 @@ fn frame_pairs_each_genuine_header_with_another_batch() {
     // forged request (a request copied from the batch with its operation altered)
     assert!(fakes.iter().any(|f| f.requests.len() == 3));
     assert!(fakes.iter().any(|f| f.requests.len() == 4));
+    // the pre-prepares inside a new view are framed too, each with another batch
+    let nv_pps: Vec<Signed<PrePrepare>> = [batch(2), Batch::null()]
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            Signed::sign(
+                PrePrepare {
+                    view: 1,
+                    seq: 10 + i as u64,
+                    digest: b.digest(),
+                },
+                &keys()[1],
+            )
+        })
+        .collect();
+    let nv = Message::NewView(Box::new(Signed::sign(
+        NewView {
+            view: 1,
+            view_changes: Vec::new(),
+            pre_prepares: nv_pps.clone(),
+        },
+        &keys()[1],
+    )));
+    let (out, deliver) = t.observe(1, &nv, Instant::ZERO);
+    assert!(deliver);
+    assert_eq!(
+        out.len(),
+        2 * 2 * 3,
+        "two headers, two messages each, three peers"
+    );
+    for o in &out {
+        if let Message::PrePrepare { pre_prepare, batch } = msg_of(o) {
+            assert!(nv_pps.contains(pre_prepare));
+            assert_ne!(batch.digest(), pre_prepare.body.digest);
+        }
+    }
     // what it sends itself, and the primary's own pre-prepares, pass unchanged
     assert_unchanged(&mut t, Dest::Replica(1), prepare(2, 1, Digest::of(b"x")));
     let mut own = traitor(Behavior::Frame, 0);

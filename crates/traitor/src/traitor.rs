@@ -718,15 +718,35 @@ impl Traitor {
         vec![Outgoing::now(dest, msg)]
     }
 
-    /// For a genuine pre-prepare of another primary, seen for the first time: the same
-    /// signed header with another batch (in turn: the batch reordered or the null
-    /// batch, and the batch with a forged request added), sent to every peer both as a
-    /// relayed pre-prepare and as `BadPrePrepare` evidence against the primary.
+    /// For each genuine pre-prepare header of another primary (alone or inside a new
+    /// view), seen for the first time: the same signed header with another batch (in
+    /// turn: the batch reordered or the null batch, and the batch with a forged request
+    /// added), sent to every peer both as a relayed pre-prepare and as `BadPrePrepare`
+    /// evidence against the primary.
     fn frame(&mut self, msg: &Message) -> Vec<Outgoing> {
-        let Message::PrePrepare { pre_prepare, batch } = msg else {
-            return Vec::new();
-        };
-        let PrePrepare { view, seq, .. } = pre_prepare.body;
+        match msg {
+            Message::PrePrepare { pre_prepare, batch } => {
+                self.frame_header(pre_prepare, Some(batch))
+            }
+            // a new view's pre-prepares come without batches: each is paired with the
+            // null batch, or (for a null slot) with a batch holding a forged request
+            Message::NewView(nv) => nv
+                .body
+                .pre_prepares
+                .iter()
+                .flat_map(|pp| self.frame_header(pp, None))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Frames one header of another primary, the first time it is seen.
+    fn frame_header(
+        &mut self,
+        pre_prepare: &Signed<PrePrepare>,
+        batch: Option<&Batch>,
+    ) -> Vec<Outgoing> {
+        let PrePrepare { view, seq, digest } = pre_prepare.body;
         if self.primary(view) == self.id || self.framed.contains(&(view, seq)) {
             return Vec::new();
         }
@@ -735,10 +755,13 @@ impl Traitor {
         }
         self.framed.push_back((view, seq));
         self.alternate = !self.alternate;
-        let fake = if self.alternate {
-            alternative_batch(batch).unwrap_or_else(|| self.forged_into(batch))
-        } else {
-            self.forged_into(batch)
+        let fake = match batch {
+            Some(batch) if self.alternate => {
+                alternative_batch(batch).unwrap_or_else(|| self.forged_into(batch))
+            }
+            Some(batch) => self.forged_into(batch),
+            None if digest == Batch::null_digest() => self.forged_into(&Batch::null()),
+            None => Batch::null(),
         };
         let mut out = Vec::new();
         for r in (0..self.n()).filter(|r| *r != self.id) {
