@@ -128,6 +128,10 @@ pub struct Host<E, L, F> {
     faults: F,
     opts: HostOptions,
     assembly: Assembly,
+    /// The last snapshot exported to serve peers (checkpoint, chunks): every peer that
+    /// asks for that checkpoint is sent these, so one export serves them all. Dropped
+    /// when a later checkpoint becomes stable (none is served below the stable one).
+    exported: Option<(Seq, Vec<Vec<u8>>)>,
     delayed: BinaryHeap<Delayed>,
     delay_order: u64,
     retry: Option<Retry>,
@@ -195,6 +199,7 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             faults,
             opts,
             assembly,
+            exported: None,
             delayed: BinaryHeap::new(),
             delay_order: 0,
             retry: None,
@@ -593,6 +598,9 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
     }
 
     fn stable_checkpoint(&mut self, seq: Seq) {
+        if self.exported.as_ref().is_some_and(|(s, _)| *s < seq) {
+            self.exported = None;
+        }
         // a replica behind this checkpoint has no snapshot of it yet: it will install
         // one by state transfer
         if let Err(e) = self.ledger.stable(seq) {
@@ -634,22 +642,33 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         }
     }
 
+    /// Sends peer `to` the snapshot of checkpoint `seq`, exporting it only if it is not
+    /// the one exported last. (The replica decides who is served how often.)
     fn serve(&mut self, to: ReplicaId, seq: Seq, now: Instant) {
-        match self.ledger.export(seq, self.opts.chunk_bytes) {
-            Ok(chunks) => {
-                let total = chunks.len() as u32;
-                for (index, data) in chunks.into_iter().enumerate() {
-                    let msg = Message::StateChunk {
-                        seq,
-                        index: index as u32,
-                        total,
-                        data,
-                    };
-                    self.send(Dest::Replica(to), msg, now);
+        if self.exported.as_ref().is_none_or(|(s, _)| *s != seq) {
+            match self.ledger.export(seq, self.opts.chunk_bytes) {
+                Ok(chunks) => self.exported = Some((seq, chunks)),
+                Err(e) => {
+                    tracing::debug!(seq, error = %e, "cannot serve this snapshot");
+                    return;
                 }
             }
-            Err(e) => tracing::debug!(seq, error = %e, "cannot serve this snapshot"),
         }
+        // taken out while sending (the send path needs the host), then put back
+        let Some((seq, chunks)) = self.exported.take() else {
+            return;
+        };
+        let total = chunks.len() as u32;
+        for (index, data) in chunks.iter().enumerate() {
+            let msg = Message::StateChunk {
+                seq,
+                index: index as u32,
+                total,
+                data: data.clone(),
+            };
+            self.send(Dest::Replica(to), msg, now);
+        }
+        self.exported = Some((seq, chunks));
     }
 
     fn on_chunk(

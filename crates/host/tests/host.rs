@@ -9,7 +9,9 @@
 //! - a snapshot the replica approved is installed even when the replica asked another
 //!   peer in the same pass (the timer and the last chunk fed before one `process`);
 //! - a crash point makes the host emit `Crashed` and stop, with the checkpoint on disk;
-//! - a restarted host recovers from its log and ledger and catches up.
+//! - a restarted host recovers from its log and ledger and catches up;
+//! - a flood of snapshot requests from every peer costs one export, and each peer gets
+//!   the snapshot once.
 
 use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_executor::{
@@ -32,6 +34,7 @@ struct Flaky {
     /// How many of the next applies fail.
     fail_next: Rc<Cell<u32>>,
     applies: Rc<Cell<u32>>,
+    exports: Rc<Cell<u32>>,
 }
 
 impl Executor for Flaky {
@@ -64,6 +67,7 @@ impl Executor for Flaky {
         self.inner.rollback()
     }
     fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
+        self.exports.set(self.exports.get() + 1);
         self.inner.export(seq, max_chunk)
     }
     fn import(&mut self, seq: u64, d: Digest, chunks: &[Vec<u8>]) -> Result<Head, ExecError> {
@@ -156,6 +160,7 @@ struct Cluster {
     /// Per host: its ledger's failure switch and apply counter, its log's write counter.
     fail_next: Vec<Rc<Cell<u32>>>,
     applies: Vec<Rc<Cell<u32>>>,
+    exports: Vec<Rc<Cell<u32>>>,
     appends: Vec<Rc<Cell<u32>>>,
 }
 
@@ -188,6 +193,7 @@ impl Cluster {
             next_id: 1,
             fail_next: Vec::new(),
             applies: Vec::new(),
+            exports: Vec::new(),
             appends: Vec::new(),
         };
         for i in 0..4 {
@@ -195,10 +201,12 @@ impl Cluster {
                 inner: MemoryExecutor::genesis(&c.genesis),
                 fail_next: Rc::default(),
                 applies: Rc::default(),
+                exports: Rc::default(),
             };
             let log = Counting::default();
             c.fail_next.push(ledger.fail_next.clone());
             c.applies.push(ledger.applies.clone());
+            c.exports.push(ledger.exports.clone());
             c.appends.push(log.appends.clone());
             let h = c.open(i, ledger, log, Hooks::Honest);
             c.hosts.push(Some(h));
@@ -558,6 +566,7 @@ fn an_approved_snapshot_is_installed_when_another_peer_was_asked_in_the_same_pas
             inner: MemoryExecutor::genesis(&c.genesis),
             fail_next: c.fail_next[3].clone(),
             applies: c.applies[3].clone(),
+            exports: c.exports[3].clone(),
         };
         let log = Counting {
             inner: MemoryLog::new(),
@@ -677,4 +686,60 @@ fn a_restarted_host_recovers_from_its_disk_and_catches_up() {
     }
     let heads = c.heads();
     assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+}
+
+/// Every other validator asks host 0 a hundred times for the snapshot of its stable
+/// checkpoint, all at once: the replica serves each of them once (per fetch interval),
+/// and the host exports the snapshot once for all three.
+#[test]
+fn a_flood_of_snapshot_requests_costs_one_export() {
+    let mut c = Cluster::new();
+    for _ in 0..8 {
+        c.submit();
+        c.settle();
+    }
+    let seq = c.host(0).replica().stable_checkpoint();
+    assert!(seq >= 4, "a stable checkpoint to serve: {seq}");
+    let before = c.exports[0].get();
+    for from in 1..4 {
+        for _ in 0..100 {
+            let v = c
+                .verifier
+                .verify(from, Message::StateRequest { seq })
+                .expect("verifies");
+            let now = c.now;
+            c.host(0).handle_message(v, now);
+            c.pump(0);
+        }
+    }
+    let mut chunks = BTreeMap::<ReplicaId, u32>::new();
+    let mut total = 0;
+    for (from, dest, bytes) in &c.wire {
+        if let (0, Dest::Replica(to), Ok(Message::StateChunk { total: t, .. })) =
+            (*from, dest, envelope::decode(bytes, &Limits::default()))
+        {
+            *chunks.entry(*to).or_default() += 1;
+            total = t;
+        }
+    }
+    assert!(total >= 2, "a snapshot of several chunks: {total}");
+    assert_eq!(
+        chunks,
+        BTreeMap::from([(1, total), (2, total), (3, total)]),
+        "each asker got the snapshot once"
+    );
+    assert_eq!(
+        c.exports[0].get() - before,
+        1,
+        "one export served all three askers"
+    );
+    // the unsolicited chunks are refused where they land, and the cluster goes on
+    c.settle();
+    for _ in 0..4 {
+        c.submit();
+        c.settle();
+    }
+    let heads = c.heads();
+    assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+    assert!(c.halted.iter().all(Option::is_none));
 }

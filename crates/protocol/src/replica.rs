@@ -123,6 +123,8 @@ pub struct Replica {
     pub(crate) peer_progress: BTreeMap<ReplicaId, Seq>,
     pub(crate) fetch: Option<Fetch>,
     pub(crate) bad_state_peers: BTreeSet<ReplicaId>,
+    /// When each peer was last answered a costly ask (state_transfer.rs).
+    pub(crate) answered: crate::state_transfer::Answered,
 
     // --- evidence ---
     pub(crate) evidence: BTreeMap<ReplicaId, Evidence>,
@@ -178,6 +180,7 @@ impl Replica {
             peer_progress: BTreeMap::new(),
             fetch: None,
             bad_state_peers: BTreeSet::new(),
+            answered: Default::default(),
             evidence: BTreeMap::new(),
             actions: VecDeque::new(),
             halted: None,

@@ -6,15 +6,95 @@
 //! - Behind by committed batches above the last stable checkpoint: ask a peer for
 //!   them with their commit certificates (q signed commits), which prove them committed
 //!   whatever view they were committed in.
+//! - Answering peers that ask: a snapshot, committed proofs, or (to a peer that names an
+//!   old view) our new view. Each answer costs far more than the few bytes of the ask,
+//!   so each peer gets at most one answer of each kind per interval ([`Answered`]).
 
 use crate::action::Action;
-use crate::message::{Checkpoint, CommittedProof, Message, ReplicaId, Seq, Signed};
+use crate::message::{Checkpoint, CommittedProof, Message, ReplicaId, Seq, Signed, View};
 use crate::replica::{Fetch, Replica};
+use crate::time::{Duration, Instant};
 use pbft_crypto::Digest;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Most committed proofs in one catch-up answer.
 const MAX_PROOFS_PER_ANSWER: u64 = 32;
+
+/// When each peer was last given an answer that costs far more than its ask: a whole
+/// state export, a window of batches with their certificates, or a new view of up to
+/// megabytes. A peer is answered again once the interval has passed since its last
+/// answer of that kind, or at once when it asks for something newer than it was last
+/// given (a later checkpoint, a later new view): an honest asker moves forward, and
+/// there are only so many later ones. One entry per peer and kind, so the limiter is
+/// bounded by n.
+#[derive(Debug, Default)]
+pub(crate) struct Answered {
+    /// The checkpoint whose snapshot each peer was last served, and when.
+    snapshots: BTreeMap<ReplicaId, (Seq, Instant)>,
+    /// The view of the new view last re-sent to each peer, and when.
+    new_views: BTreeMap<ReplicaId, (View, Instant)>,
+    /// When each peer was last sent committed proofs or our stable checkpoint's proof.
+    committed: BTreeMap<ReplicaId, ((), Instant)>,
+}
+
+/// Whether `peer` may be answered now for `key`, recording the answer if so.
+fn allow<K: Ord + Copy>(
+    last: &mut BTreeMap<ReplicaId, (K, Instant)>,
+    peer: ReplicaId,
+    key: K,
+    now: Instant,
+    interval: Duration,
+) -> bool {
+    let ok = match last.get(&peer) {
+        None => true,
+        Some((k, at)) => key > *k || now >= at.plus(interval),
+    };
+    if ok {
+        last.insert(peer, (key, now));
+    }
+    ok
+}
+
+impl Replica {
+    /// How long a peer waits between two snapshots of one checkpoint: the asker's own
+    /// fetch retry interval, after which an honest asker moves on to another peer (it
+    /// comes back to this one only after asking the others).
+    fn snapshot_interval(&self) -> Duration {
+        self.cfg.retransmit_interval * 4
+    }
+
+    /// How long a peer waits between two catch-up answers or new-view resends: half a
+    /// tick. An honest laggard asks once per tick of its own clock, and arrival jitter
+    /// must not cost it a round.
+    fn answer_interval(&self) -> Duration {
+        self.cfg.retransmit_interval / 2
+    }
+
+    /// Sends our new view to a peer that shows it is behind (a status or a view change
+    /// naming an older view), at most once per half tick per peer.
+    pub(crate) fn resend_new_view(&mut self, to: ReplicaId) {
+        let Some(nv) = self.new_view.as_ref() else {
+            return;
+        };
+        let (view, now, interval) = (nv.body.view, self.now, self.answer_interval());
+        if !allow(&mut self.answered.new_views, to, view, now, interval) {
+            tracing::trace!(
+                replica = self.id,
+                to,
+                "new view re-sent recently: not again"
+            );
+            return;
+        }
+        let nv = nv.clone();
+        self.send(to, Message::NewView(Box::new(nv)));
+    }
+
+    /// Whether `to` may be sent committed proofs now (recorded if so).
+    fn may_send_committed(&mut self, to: ReplicaId) -> bool {
+        let (now, interval) = (self.now, self.answer_interval());
+        allow(&mut self.answered.committed, to, (), now, interval)
+    }
+}
 
 impl Replica {
     /// Starts fetching the snapshot of stable checkpoint `seq` (digest proven).
@@ -181,6 +261,9 @@ impl Replica {
         if self.stable_seq < from_seq.saturating_sub(1) && proofs.is_empty() {
             return; // nothing the asker can use
         }
+        if !self.may_send_committed(from) {
+            return;
+        }
         self.send(
             from,
             Message::Committed {
@@ -257,8 +340,11 @@ impl Replica {
         // fetch retry interval.
         let own = seq >= self.stable_seq && self.own_checkpoints.contains_key(&seq);
         if seq > 0 && self.last_executed >= seq && (seq == self.stable_seq || own) {
-            self.push(Action::ServeState { to: from, seq });
-        } else if seq < self.stable_seq {
+            let (now, interval) = (self.now, self.snapshot_interval());
+            if allow(&mut self.answered.snapshots, from, seq, now, interval) {
+                self.push(Action::ServeState { to: from, seq });
+            }
+        } else if seq < self.stable_seq && self.may_send_committed(from) {
             // we no longer keep that snapshot: point the asker at our newer checkpoint
             self.send(
                 from,

@@ -118,10 +118,8 @@ impl Replica {
         }
         if target == self.view && self.status == Status::Normal {
             // a replica still changing to the view we are in: help it with the new view
-            if let Some(nv) = self.new_view.clone() {
-                if self.is_primary() {
-                    self.send(sender, Message::NewView(Box::new(nv)));
-                }
+            if self.is_primary() {
+                self.resend_new_view(sender);
             }
             return;
         }
@@ -197,9 +195,7 @@ impl Replica {
     pub(crate) fn on_status(&mut self, from: ReplicaId, view: View, last_executed: Seq) {
         self.note_progress(from, last_executed);
         if view < self.view && self.status == Status::Normal {
-            if let Some(nv) = self.new_view.clone() {
-                self.send(from, Message::NewView(Box::new(nv)));
-            }
+            self.resend_new_view(from);
         }
     }
 
