@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// The catalog of docs/scenarios.md ("The catalog"), in its order.
-const CATALOG: [&str; 23] = [
+const CATALOG: [&str; 24] = [
     "baseline",
     "backup-crash",
     "primary-crash",
@@ -35,6 +35,7 @@ const CATALOG: [&str; 23] = [
     "bad-clients",
     "seven-validators-two-traitors",
     "frame",
+    "status-spam",
     "beyond-f",
 ];
 
@@ -133,6 +134,7 @@ catalog_tests! {
     bad_clients => "bad-clients",
     seven_validators_two_traitors => "seven-validators-two-traitors",
     frame => "frame",
+    status_spam => "status-spam",
     beyond_f => "beyond-f",
 }
 

@@ -42,11 +42,13 @@ pub enum Behavior {
     /// Pairs each genuine pre-prepare header it receives with another batch, and relays
     /// the pair and sends it as evidence against the primary.
     Frame,
+    /// Sends every peer bursts of status messages naming old views.
+    StatusSpam,
 }
 
 impl Behavior {
     /// Every behaviour, in declaration order.
-    pub const ALL: [Behavior; 16] = [
+    pub const ALL: [Behavior; 17] = [
         Behavior::Silent,
         Behavior::Equivocate,
         Behavior::BadDigest,
@@ -63,6 +65,7 @@ impl Behavior {
         Behavior::PoisonState,
         Behavior::StateSpam,
         Behavior::Frame,
+        Behavior::StatusSpam,
     ];
 
     /// The snake_case name used in scenario files and on the command line.
@@ -84,6 +87,7 @@ impl Behavior {
             Behavior::PoisonState => "poison_state",
             Behavior::StateSpam => "state_spam",
             Behavior::Frame => "frame",
+            Behavior::StatusSpam => "status_spam",
         }
     }
 
@@ -131,6 +135,9 @@ impl Behavior {
             }
             Behavior::Frame => {
                 "pairs each pre-prepare header it receives with another batch (reordered, null, or with a forged request) and sends the pair to every peer, as a relay and as evidence against the primary"
+            }
+            Behavior::StatusSpam => {
+                "with each message it sends, sends every peer 32 status messages naming old views (view 0 and every view below the highest it has seen)"
             }
         }
     }

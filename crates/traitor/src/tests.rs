@@ -186,7 +186,10 @@ fn silent_sends_nothing() {
 #[test]
 fn other_messages_pass_through_unchanged() {
     for b in Behavior::ALL {
-        if matches!(b, Behavior::Silent | Behavior::Replay | Behavior::Flood) {
+        if matches!(
+            b,
+            Behavior::Silent | Behavior::Replay | Behavior::Flood | Behavior::StatusSpam
+        ) {
             continue;
         }
         let mut t = traitor(b, 0);
@@ -812,4 +815,40 @@ fn frame_pairs_each_genuine_header_with_another_batch() {
     let mut own = traitor(Behavior::Frame, 0);
     let (out, deliver) = own.observe(1, &pre_prepare(0, 1, batch(2)), Instant::ZERO);
     assert!(out.is_empty() && deliver);
+}
+
+#[test]
+fn status_spam_sends_every_peer_bursts_of_old_views() {
+    let mut t = traitor(Behavior::StatusSpam, 2);
+    // its own commit in view 3 sets the highest view it has seen
+    let c = Message::Commit(Signed::sign(
+        Commit {
+            view: 3,
+            seq: 1,
+            digest: Digest::of(b"d"),
+            replica: 2,
+        },
+        &keys()[2],
+    ));
+    let out = mutate(&mut t, Dest::AllReplicas, c.clone());
+    assert_eq!(
+        out[0],
+        Outgoing::now(Dest::AllReplicas, c),
+        "the message itself goes out"
+    );
+    let mut per_peer = std::collections::BTreeMap::<ReplicaId, u64>::new();
+    for o in &out[1..] {
+        let Dest::Replica(r) = o.dest else {
+            panic!("sent to {:?}", o.dest)
+        };
+        match msg_of(o) {
+            Message::Status { view, .. } => assert!(*view < 3, "an old view: {view}"),
+            other => panic!("unexpected {}", other.kind()),
+        }
+        *per_peer.entry(r).or_default() += 1;
+    }
+    assert_eq!(
+        per_peer,
+        std::collections::BTreeMap::from([(0, 32), (1, 32), (3, 32)])
+    );
 }

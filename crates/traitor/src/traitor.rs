@@ -30,6 +30,8 @@ const SPAM_CHUNKS: u32 = 4;
 const SPAM_CHUNK_BYTES: usize = 16 << 10;
 /// Number of variants of [`Message`] (its postcard tags are `0..MESSAGE_TAGS`).
 const MESSAGE_TAGS: u64 = 14;
+/// Status messages `status_spam` sends each peer per message of its own.
+const STATUS_BURST: u64 = 32;
 /// Slots `frame` remembers having framed (to frame each once).
 const FRAMED: usize = 1024;
 
@@ -62,6 +64,8 @@ pub struct Traitor {
     spam_seq: Option<Seq>,
     /// As `frame`: the slots framed so far, most recent last (bounded by [`FRAMED`]).
     framed: VecDeque<(View, Seq)>,
+    /// As `status_spam`: the highest view seen in its own messages.
+    high_view: View,
 }
 
 impl fmt::Debug for Traitor {
@@ -113,6 +117,7 @@ impl Traitor {
             voted: BTreeSet::new(),
             spam_seq: None,
             framed: VecDeque::new(),
+            high_view: 0,
         }
     }
 
@@ -245,6 +250,7 @@ impl Traitor {
             Behavior::StateSpam => self.state_spam(dest, msg),
             // it acts on what it receives ([`Traitor::observe`]) and sends honestly
             Behavior::Frame => vec![Outgoing::now(dest, msg)],
+            Behavior::StatusSpam => self.status_spam(dest, msg),
         };
         if out.len() != 1 || out[0] != honest {
             self.altered += 1;
@@ -779,6 +785,34 @@ impl Traitor {
                     batch: fake.clone(),
                 })),
             ));
+        }
+        out
+    }
+
+    /// Sends the message, and with it [`STATUS_BURST`] statuses to every peer, each
+    /// naming a view below the highest this traitor has seen (view 0 while nothing
+    /// is higher): every one of them asks its receiver for the new view it holds.
+    fn status_spam(&mut self, dest: Dest, msg: Message) -> Vec<Outgoing> {
+        let view = match &msg {
+            Message::Prepare(p) => Some(p.body.view),
+            Message::Commit(c) => Some(c.body.view),
+            Message::ViewChange(vc) => Some(vc.body.new_view),
+            Message::NewView(nv) => Some(nv.body.view),
+            Message::PrePrepare { pre_prepare, .. } => Some(pre_prepare.body.view),
+            _ => None,
+        };
+        if let Some(v) = view {
+            self.high_view = self.high_view.max(v);
+        }
+        let mut out = vec![Outgoing::now(dest, msg)];
+        for r in (0..self.n()).filter(|r| *r != self.id) {
+            for i in 0..STATUS_BURST {
+                let status = Message::Status {
+                    view: i % self.high_view.max(1),
+                    last_executed: 0,
+                };
+                out.push(Outgoing::now(Dest::Replica(r), status));
+            }
         }
         out
     }
