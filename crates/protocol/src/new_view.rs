@@ -271,9 +271,11 @@ impl Replica {
         self.view_changes = self.view_changes.split_off(&(view + 1));
         self.prepares.retain_above(self.stable_seq, view);
         self.commits.retain_above(self.stable_seq, view);
-        self.next_seq = self
-            .next_seq
-            .max(o.max_s + 1)
+        // The first free slot of this view is right after O: nothing above it holds a
+        // pre-prepare of this view. Where this replica stopped proposing in an earlier
+        // view of its own does not count: slots there that are in no one's O would be
+        // a gap nobody fills.
+        self.next_seq = (o.max_s + 1)
             .max(self.stable_seq + 1)
             .max(self.last_executed + 1);
         if primary {
