@@ -111,12 +111,24 @@ impl Replica {
                             }
                         }
                     }
-                    // As the new primary, the pre-prepares of O are ours: never propose
-                    // another batch at their sequence numbers. (Harmless for backups.)
-                    if r.cfg.primary(nv.body.view) == r.id {
-                        for (e, pp) in o.entries.into_iter().zip(&nv.body.pre_prepares) {
-                            r.next_seq = r.next_seq.max(pp.body.seq + 1);
-                            r.slot_mut(pp.body.seq).pre_prepare = Some((pp.clone(), e.batch));
+                    // O is rebuilt from the new view itself, whatever of it was logged
+                    // after: the new view's record goes out before its pre-prepares', and
+                    // a crash in between must not leave O's slots empty. As the new
+                    // primary, they are ours: never propose another batch at their
+                    // sequence numbers. As a backup, they were accepted with the new
+                    // view: a different batch offered there later is equivocation, never
+                    // a second prepare. (Later records of the log override these.)
+                    let primary = r.cfg.primary(nv.body.view) == r.id;
+                    for (e, pp) in o.entries.into_iter().zip(&nv.body.pre_prepares) {
+                        let b = pp.body;
+                        if b.seq <= r.stable_seq {
+                            continue;
+                        }
+                        r.slot_mut(b.seq).pre_prepare = Some((pp.clone(), e.batch));
+                        if primary {
+                            r.next_seq = r.next_seq.max(b.seq + 1);
+                        } else {
+                            r.sign_prepare(b.view, b.seq, b.digest);
                         }
                     }
                 }
