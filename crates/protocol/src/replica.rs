@@ -72,6 +72,25 @@ pub(crate) struct Fetch {
     pub deadline: Instant,
 }
 
+/// A batch this replica needs and is fetching by its digest (see
+/// [`crate::state_transfer`]).
+#[derive(Clone, Debug)]
+pub(crate) struct WantedBatch {
+    /// The digest the batch must have.
+    pub digest: Digest,
+    /// The view the batch is wanted for; dropped once the replica is in another.
+    pub view: View,
+    /// The new view's pre-prepare to take once the batch is here; `None` for the new
+    /// primary, which wants it before it sends its new view.
+    pub pre_prepare: Option<Signed<PrePrepare>>,
+    /// Who to ask, in order, round robin.
+    pub peers: Vec<ReplicaId>,
+    /// Index of the next peer to ask.
+    pub next_peer: usize,
+    /// When to ask the next peer if no matching batch came.
+    pub deadline: Instant,
+}
+
 /// The PBFT replica as a pure state machine: feed it inputs, drain [`Action`]s.
 #[derive(Debug)]
 pub struct Replica {
@@ -123,6 +142,13 @@ pub struct Replica {
     pub(crate) peer_progress: BTreeMap<ReplicaId, Seq>,
     pub(crate) fetch: Option<Fetch>,
     pub(crate) bad_state_peers: BTreeSet<ReplicaId>,
+    /// Batches named by digest in a new view (or its view changes) that this replica
+    /// lacks, by sequence number.
+    pub(crate) wanted: BTreeMap<Seq, WantedBatch>,
+    /// Batches known for a sequence number besides the ones its slot holds: fetched
+    /// ones, and ones a new view's pre-prepare replaced. At most
+    /// [`crate::state_transfer::SPARE_BATCHES`] per sequence number, inside the window.
+    pub(crate) spare_batches: BTreeMap<Seq, Vec<(Digest, Batch)>>,
 
     // --- evidence ---
     pub(crate) evidence: BTreeMap<ReplicaId, Evidence>,
@@ -178,6 +204,8 @@ impl Replica {
             peer_progress: BTreeMap::new(),
             fetch: None,
             bad_state_peers: BTreeSet::new(),
+            wanted: BTreeMap::new(),
+            spare_batches: BTreeMap::new(),
             evidence: BTreeMap::new(),
             actions: VecDeque::new(),
             halted: None,
@@ -284,6 +312,8 @@ impl Replica {
                 proofs,
             } => self.on_committed(stable_proof, proofs),
             Message::StateRequest { seq } => self.on_state_request(from, seq),
+            Message::FetchBatch { seq, digest } => self.on_fetch_batch(from, seq, digest),
+            Message::BatchReply { seq, batch } => self.on_batch_reply(from, seq, batch),
             Message::Status {
                 view,
                 last_executed,
@@ -413,6 +443,7 @@ impl Replica {
         let busy = self.status == Status::ViewChange
             || self.clients.waiting_len() > 0
             || self.fetch.is_some()
+            || !self.wanted.is_empty()
             || self.slots.range(self.last_executed + 1..).next().is_some()
             || self.behind_peers().is_some()
             || self
@@ -529,6 +560,7 @@ impl Replica {
             self.catch_up();
         }
         self.retry_fetch();
+        self.retry_batch_fetch();
     }
 
     /// Records how far a peer has got, from its commits and checkpoints.

@@ -6,12 +6,20 @@
 //! - Behind by committed batches above the last stable checkpoint: ask a peer for
 //!   them with their commit certificates (q signed commits), which prove them committed
 //!   whatever view they were committed in.
+//! - Missing a batch that a new view names by its digest: ask the primary, then the
+//!   others in turn, and take the first answer whose digest matches. A peer answering
+//!   with another batch is ignored.
 
 use crate::action::Action;
-use crate::message::{Checkpoint, CommittedProof, Message, ReplicaId, Seq, Signed};
-use crate::replica::{Fetch, Replica};
+use crate::message::{
+    Batch, Checkpoint, CommittedProof, Message, PrePrepare, ReplicaId, Seq, Signed,
+};
+use crate::replica::{Fetch, Replica, Status, WantedBatch};
 use pbft_crypto::Digest;
 use std::collections::BTreeSet;
+
+/// Most batches kept per sequence number besides the ones its slot holds.
+pub(crate) const SPARE_BATCHES: usize = 2;
 
 /// Most committed proofs in one catch-up answer.
 const MAX_PROOFS_PER_ANSWER: u64 = 32;
@@ -267,6 +275,172 @@ impl Replica {
                     proofs: Vec::new(),
                 },
             );
+        }
+    }
+}
+
+/// Fetching batches by digest (a new view names its batches by digest only).
+impl Replica {
+    /// The batch with `digest` at `seq`, if this replica holds it: the null batch, the
+    /// batch of the slot's pre-prepare, prepared or committed certificate, or a spare.
+    pub(crate) fn find_batch(&self, seq: Seq, digest: &Digest) -> Option<Batch> {
+        if *digest == Batch::null_digest() {
+            return Some(Batch::null());
+        }
+        if let Some(slot) = self.slots.get(&seq) {
+            let held = [
+                slot.pre_prepare.as_ref().map(|(p, b)| (p.body.digest, b)),
+                slot.prepared
+                    .as_ref()
+                    .map(|p| (p.pre_prepare.body.digest, &p.batch)),
+                slot.committed
+                    .as_ref()
+                    .map(|p| (p.pre_prepare.body.digest, &p.batch)),
+            ];
+            if let Some((_, b)) = held.into_iter().flatten().find(|(d, _)| d == digest) {
+                return Some(b.clone());
+            }
+        }
+        self.spare_batches
+            .get(&seq)
+            .and_then(|v| v.iter().find(|(d, _)| d == digest))
+            .map(|(_, b)| b.clone())
+    }
+
+    /// Keeps a batch for `seq` that no slot holds (most recent last, at most
+    /// [`SPARE_BATCHES`]), dropping spares at or below the stable checkpoint.
+    pub(crate) fn keep_spare_batch(&mut self, seq: Seq, digest: Digest, batch: Batch) {
+        self.spare_batches = self.spare_batches.split_off(&(self.stable_seq + 1));
+        if seq <= self.stable_seq || digest == Batch::null_digest() {
+            return;
+        }
+        let v = self.spare_batches.entry(seq).or_default();
+        v.retain(|(d, _)| *d != digest);
+        v.push((digest, batch));
+        if v.len() > SPARE_BATCHES {
+            v.remove(0);
+        }
+    }
+
+    /// Starts fetching the batch with `digest` at `seq`, asking `first` before the
+    /// other peers. `pre_prepare` is the new view's header to take once it is here.
+    pub(crate) fn want_batch(
+        &mut self,
+        seq: Seq,
+        digest: Digest,
+        pre_prepare: Option<Signed<PrePrepare>>,
+        first: &[ReplicaId],
+    ) {
+        if let Some(w) = self.wanted.get_mut(&seq) {
+            if w.digest == digest && w.view == self.view {
+                if pre_prepare.is_some() {
+                    w.pre_prepare = pre_prepare;
+                }
+                return;
+            }
+        }
+        let mut peers: Vec<ReplicaId> = Vec::new();
+        for r in first.iter().copied().chain(0..self.cfg.n()) {
+            if r != self.id && !peers.contains(&r) {
+                peers.push(r);
+            }
+        }
+        self.wanted.insert(
+            seq,
+            WantedBatch {
+                digest,
+                view: self.view,
+                pre_prepare,
+                peers,
+                next_peer: 0,
+                deadline: self.now,
+            },
+        );
+        self.ask_for_batch(seq);
+    }
+
+    /// Asks the next peer for a wanted batch.
+    fn ask_for_batch(&mut self, seq: Seq) {
+        let due = self.now.plus(self.cfg.retransmit_interval * 2);
+        let Some(w) = self.wanted.get_mut(&seq) else {
+            return;
+        };
+        if w.peers.is_empty() {
+            return;
+        }
+        let peer = w.peers[w.next_peer % w.peers.len()];
+        w.next_peer += 1;
+        w.deadline = due;
+        let digest = w.digest;
+        self.send(peer, Message::FetchBatch { seq, digest });
+    }
+
+    /// On each tick: forgets wanted batches for another view or below the stable
+    /// checkpoint, and asks the next peer for those not answered in time.
+    pub(crate) fn retry_batch_fetch(&mut self) {
+        let (view, h, now) = (self.view, self.stable_seq, self.now);
+        self.wanted.retain(|s, w| w.view == view && *s > h);
+        self.spare_batches = self.spare_batches.split_off(&(h + 1));
+        let due: Vec<Seq> = self
+            .wanted
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in due {
+            self.ask_for_batch(seq);
+        }
+    }
+
+    /// A peer asks for a batch by digest: answer if we hold it.
+    pub(crate) fn on_fetch_batch(&mut self, from: ReplicaId, seq: Seq, digest: Digest) {
+        if seq <= self.stable_seq || digest == Batch::null_digest() {
+            return;
+        }
+        if let Some(batch) = self.find_batch(seq, &digest) {
+            self.send(from, Message::BatchReply { seq, batch });
+        }
+    }
+
+    /// A batch we may have asked for: used only if its digest is the one wanted.
+    pub(crate) fn on_batch_reply(&mut self, from: ReplicaId, seq: Seq, batch: Batch) {
+        let Some(w) = self.wanted.get(&seq) else {
+            return;
+        };
+        let digest = batch.digest();
+        if digest != w.digest || w.view != self.view {
+            tracing::debug!(
+                replica = self.id,
+                from,
+                seq,
+                "fetched batch does not match the wanted digest"
+            );
+            return;
+        }
+        let Some(w) = self.wanted.remove(&seq) else {
+            return;
+        };
+        self.keep_spare_batch(seq, digest, batch.clone());
+        match w.pre_prepare {
+            Some(pp) if self.status == Status::Normal && pp.body.view == self.view => {
+                let taken = self.slots.get(&seq).is_some_and(|s| {
+                    s.pre_prepare
+                        .as_ref()
+                        .is_some_and(|(p, _)| p.body.view == self.view)
+                });
+                if taken {
+                    return;
+                }
+                if self.is_primary() {
+                    self.slot_mut(seq).pre_prepare = Some((pp, batch));
+                    self.check_prepared(seq);
+                } else {
+                    self.accept_pre_prepare(pp, batch);
+                }
+                self.try_execute();
+            }
+            Some(_) => {}
+            None => self.send_new_view(),
         }
     }
 }

@@ -113,10 +113,14 @@ impl Replica {
                     }
                     // As the new primary, the pre-prepares of O are ours: never propose
                     // another batch at their sequence numbers. (Harmless for backups.)
+                    // Their batches follow in `Proposed` records; one the log lost with
+                    // a crash in between is fetched again from the backups.
                     if r.cfg.primary(nv.body.view) == r.id {
-                        for (e, pp) in o.entries.into_iter().zip(&nv.body.pre_prepares) {
+                        for pp in &nv.body.pre_prepares {
                             r.next_seq = r.next_seq.max(pp.body.seq + 1);
-                            r.slot_mut(pp.body.seq).pre_prepare = Some((pp.clone(), e.batch));
+                            if let Some(batch) = r.find_batch(pp.body.seq, &pp.body.digest) {
+                                r.slot_mut(pp.body.seq).pre_prepare = Some((pp.clone(), batch));
+                            }
                         }
                     }
                 }
@@ -139,6 +143,7 @@ impl Replica {
         r.view_changes = r.view_changes.split_off(&floor);
         let h = r.stable_seq;
         r.collect_garbage();
+        r.want_own_o_batches();
         r.last_executed = last_executed;
         r.last_dispatched = last_executed;
         r.executed_at_last_tick = last_executed;

@@ -285,10 +285,6 @@ fn big_batch(n: usize) -> Batch {
     }
 }
 
-fn prepared_with(batch: Batch) -> PreparedProof {
-    prepared_cert(1, 2, batch, &two_backups(1))
-}
-
 fn vc_with(prepared: Vec<PreparedProof>) -> Signed<ViewChange> {
     view_change(2, 0, prepared, 1)
 }
@@ -304,7 +300,8 @@ fn nv_with(vcs: Vec<Signed<ViewChange>>) -> Signed<NewView> {
     )
 }
 
-/// Every place a batch travels, holding `batch`.
+/// Every place a batch travels, holding `batch` (view changes and new views name batches
+/// by digest only).
 fn batch_carriers(batch: Batch) -> Vec<Message> {
     let d = batch.digest();
     vec![
@@ -312,17 +309,14 @@ fn batch_carriers(batch: Batch) -> Vec<Message> {
             pre_prepare: signed_pp(0, 1, d),
             batch: batch.clone(),
         },
-        Message::ViewChange(Box::new(vc_with(vec![prepared_with(batch.clone())]))),
-        Message::NewView(Box::new(nv_with(vec![vc_with(vec![prepared_with(
-            batch.clone(),
-        )])]))),
+        Message::BatchReply {
+            seq: 1,
+            batch: batch.clone(),
+        },
         Message::Evidence(Box::new(Evidence::BadPrePrepare {
             pre_prepare: signed_pp(0, 1, d),
             batch: batch.clone(),
         })),
-        Message::Evidence(Box::new(Evidence::BadNewView(Box::new(nv_with(vec![
-            vc_with(vec![prepared_with(batch.clone())]),
-        ]))))),
         Message::Committed {
             stable_proof: vec![],
             proofs: vec![CommittedProof {

@@ -5,7 +5,7 @@ use pbft_crypto::Keypair;
 use pbft_protocol::new_view::compute_o;
 use pbft_protocol::{
     Action, Batch, Checkpoint, Config, Instant, Message, NewView, PrePrepare, Prepare,
-    PreparedProof, Replica, Request, Signed, Status, Verifier, ViewChange, WalRecord,
+    PreparedCert, PreparedProof, Replica, Request, Signed, Status, Verifier, ViewChange, WalRecord,
 };
 
 fn keys() -> Vec<Keypair> {
@@ -69,7 +69,7 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
         batch: batch.clone(),
         prepares,
     };
-    let vc = |r: u32, prepared: Vec<PreparedProof>| {
+    let vc = |r: u32, prepared: Vec<PreparedCert>| {
         Message::ViewChange(Box::new(Signed::sign(
             ViewChange {
                 new_view: 1,
@@ -85,7 +85,17 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
     let mut primary = Replica::new(cfg.clone(), 1, keys[1].clone()).unwrap();
     let now = Instant(1_000);
     let mut wal = Vec::new();
-    for (from, msg) in [(2, vc(2, vec![proof.clone()])), (3, vc(3, vec![proof]))] {
+    // the view changes name the batch by digest: the new primary, which lacks it,
+    // fetches it from a sender of one of them before it sends its new view
+    let reply = Message::BatchReply {
+        seq: 1,
+        batch: batch.clone(),
+    };
+    for (from, msg) in [
+        (2, vc(2, vec![proof.cert()])),
+        (3, vc(3, vec![proof.cert()])),
+        (2, reply),
+    ] {
         primary.on_message(verifier.verify(from, msg).unwrap(), now);
         for a in drain(&mut primary) {
             if let Action::Persist(rec) = a {
@@ -338,7 +348,7 @@ fn restored_new_primary_adopts_the_checkpoint_its_new_view_proves() {
     let own = vc(me, 0, vec![], vec![]);
     let vcs = vec![
         own.clone(),
-        vc(0, k, proof, vec![cert]),
+        vc(0, k, proof, vec![cert.cert()]),
         vc(3, 0, vec![], vec![]),
     ];
     let o = compute_o(&vcs.iter().map(|v| &v.body).collect::<Vec<_>>());

@@ -13,8 +13,8 @@ use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_protocol::new_view::compute_o;
 use pbft_protocol::{
     Batch, Checkpoint, Commit, CommittedProof, Evidence, Message, NewView, PrePrepare, Prepare,
-    PreparedProof, ReplicaId, Reply, Request, Seq, Signed, SignedReply, SignedRequest, View,
-    ViewChange,
+    PreparedCert, PreparedProof, ReplicaId, Reply, Request, Seq, Signed, SignedReply,
+    SignedRequest, View, ViewChange,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -181,7 +181,7 @@ pub fn view_change(
             new_view,
             stable_seq,
             checkpoint_proof: checkpoint_proof(stable_seq),
-            prepared,
+            prepared: prepared.iter().map(PreparedProof::cert).collect(),
             replica,
         },
         replica_key(replica),
@@ -544,11 +544,11 @@ pub fn pooled_view_change_for(new_view: View, replica: ReplicaId) -> BoxedStrate
         ),
     )
         .prop_map(move |((stable_seq, checkpoint_proof), certs)| {
-            let mut prepared: Vec<PreparedProof> = Vec::new();
+            let mut prepared: Vec<PreparedCert> = Vec::new();
             for (view_raw, off, batch, mask) in certs {
                 let view = view_raw % new_view.max(1);
                 let seq = stable_seq + 1 + off;
-                prepared.push(prepared_cert(view, seq, batch, &bits(mask, &backups(view))));
+                prepared.push(prepared_cert(view, seq, batch, &bits(mask, &backups(view))).cert());
             }
             ViewChange {
                 new_view,
@@ -577,7 +577,7 @@ pub fn arb_view_change(space: Space) -> BoxedStrategy<Signed<ViewChange>> {
                             new_view,
                             stable_seq,
                             checkpoint_proof,
-                            prepared,
+                            prepared: prepared.iter().map(PreparedProof::cert).collect(),
                             replica,
                         },
                         replica_key(replica),
