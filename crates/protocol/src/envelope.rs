@@ -7,8 +7,9 @@ use thiserror::Error;
 
 /// Magic bytes that start every frame.
 pub const MAGIC: [u8; 4] = *b"PBFT";
-/// The envelope version this build speaks.
-pub const WIRE_VERSION: u8 = 1;
+/// The envelope version this build speaks. Version 2: view changes carry prepared
+/// certificates without batches, and batches are fetched by digest.
+pub const WIRE_VERSION: u8 = 2;
 
 /// Structural limits enforced when decoding.
 #[derive(Clone, Debug, PartialEq, Eq)]

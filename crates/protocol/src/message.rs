@@ -465,22 +465,6 @@ pub enum Message {
         /// The sender's last executed sequence number.
         last_executed: Seq,
     },
-    /// Ask for the batch with `digest` at `seq`: a replica that installs a new view, or
-    /// the new primary about to send one, and lacks a batch `O` names by its digest.
-    FetchBatch {
-        /// The sequence number the batch is proposed at.
-        seq: Seq,
-        /// Its digest, from a signed pre-prepare header.
-        digest: Digest,
-    },
-    /// Answer to [`Message::FetchBatch`]. Unsigned: the asker uses it only if its digest
-    /// is the one it asked for.
-    BatchReply {
-        /// The sequence number asked about.
-        seq: Seq,
-        /// The batch.
-        batch: Batch,
-    },
     /// Ask for the snapshot of the stable checkpoint at `seq`.
     StateRequest {
         /// The checkpoint wanted.
@@ -514,6 +498,22 @@ pub enum Message {
         id: u64,
         /// The answer.
         answer: Answer,
+    },
+    /// Ask for the batch with `digest` at `seq`: a replica that installs a new view, or
+    /// the new primary about to send one, and lacks a batch `O` names by its digest.
+    FetchBatch {
+        /// The sequence number the batch is proposed at.
+        seq: Seq,
+        /// Its digest, from a signed pre-prepare header.
+        digest: Digest,
+    },
+    /// Answer to [`Message::FetchBatch`]. Unsigned: the asker uses it only if its digest
+    /// is the one it asked for.
+    BatchReply {
+        /// The sequence number asked about.
+        seq: Seq,
+        /// The batch.
+        batch: Batch,
     },
 }
 

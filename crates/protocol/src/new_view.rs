@@ -367,17 +367,7 @@ impl Replica {
     /// fetched first, from the primary and then the others.
     fn enter_o_entry(&mut self, pp: &Signed<PrePrepare>, primary: bool) {
         let PrePrepare { seq, digest, .. } = pp.body;
-        // the batch this slot held before is kept, in case an older certificate in a
-        // later view change names it again
-        let replaced = self
-            .slots
-            .get(&seq)
-            .and_then(|s| s.pre_prepare.as_ref())
-            .filter(|(p, _)| p.body.digest != digest)
-            .map(|(p, b)| (p.body.digest, b.clone()));
-        if let Some((d, b)) = replaced {
-            self.keep_spare_batch(seq, d, b);
-        }
+        self.spare_replaced_batch(seq, &digest);
         let Some(batch) = self.find_batch(seq, &digest) else {
             let p = self.primary();
             self.want_batch(seq, digest, Some(pp.clone()), &[p]);

@@ -120,6 +120,7 @@ impl Replica {
                 pre_prepare: pp.clone(),
                 batch: batch.clone(),
             });
+            self.spare_replaced_batch(seq, &pp.body.digest);
             self.slot_mut(seq).pre_prepare = Some((pp, batch));
         }
     }
@@ -195,6 +196,7 @@ impl Replica {
             pre_prepare: pp.clone(),
             batch: batch.clone(),
         });
+        self.spare_replaced_batch(seq, &digest);
         self.slot_mut(seq).pre_prepare = Some((pp, batch));
         let prepare = self.sign_prepare(view, seq, digest);
         self.broadcast(Message::Prepare(prepare));

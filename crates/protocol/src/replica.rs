@@ -4,14 +4,17 @@
 //! [`crate::new_view`], [`crate::state_transfer`], [`crate::evidence`].
 
 use crate::action::{Action, WalRecord};
+use crate::bounds::FrameBounds;
 use crate::client_table::ClientTable;
 use crate::config::{Config, ConfigError};
+use crate::envelope::Limits;
 use crate::message::{
     Batch, Checkpoint, Commit, CommittedProof, Evidence, Message, NewView, PrePrepare, Prepare,
     PreparedProof, ReplicaId, RequestId, Seq, Signed, View, ViewChange,
 };
 use crate::order_watch::OrderWatch;
 use crate::quorum::VoteTracker;
+use crate::state_transfer::MAX_PROOFS_PER_ANSWER;
 use crate::time::{Duration, Instant};
 use crate::verify::{Verified, VerifiedRequest};
 use pbft_crypto::{Digest, Keypair, PublicKey};
@@ -149,6 +152,12 @@ pub struct Replica {
     /// ones, and ones a new view's pre-prepare replaced. At most
     /// [`crate::state_transfer::SPARE_BATCHES`] per sequence number, inside the window.
     pub(crate) spare_batches: BTreeMap<Seq, Vec<(Digest, Batch)>>,
+    /// Batch replies sent to each peer in the current view: at most
+    /// [`crate::state_transfer::BATCHES_SERVED_PER_VIEW`] log windows' worth, so that a
+    /// peer asking again and again costs a bounded amount.
+    pub(crate) batches_served: BTreeMap<ReplicaId, (View, u64)>,
+    /// Most commit certificates in one catch-up answer, so that it fits one frame.
+    pub(crate) proofs_per_answer: u64,
 
     // --- evidence ---
     pub(crate) evidence: BTreeMap<ReplicaId, Evidence>,
@@ -171,6 +180,10 @@ impl Replica {
             });
         }
         let window = cfg.client_window;
+        let limits = Limits::default();
+        let proofs_per_answer = FrameBounds::of(&cfg, &limits)
+            .proofs_per_answer(&limits, MAX_PROOFS_PER_ANSWER as usize)
+            .max(1) as u64;
         let r = Replica {
             cfg,
             id,
@@ -206,6 +219,8 @@ impl Replica {
             bad_state_peers: BTreeSet::new(),
             wanted: BTreeMap::new(),
             spare_batches: BTreeMap::new(),
+            batches_served: BTreeMap::new(),
+            proofs_per_answer,
             evidence: BTreeMap::new(),
             actions: VecDeque::new(),
             halted: None,
@@ -216,6 +231,18 @@ impl Replica {
     }
 
     // ------------------------------------------------------------------ accessors
+
+    /// Batches this replica is fetching by digest (named by a new view it installs or,
+    /// as the new primary, is about to send). At most one per sequence number of `O`.
+    pub fn wanted_batches(&self) -> usize {
+        self.wanted.len()
+    }
+
+    /// Batches kept besides those in the log's slots (fetched ones, and ones a later
+    /// pre-prepare replaced), in all sequence numbers.
+    pub fn spare_batches(&self) -> usize {
+        self.spare_batches.values().map(Vec::len).sum()
+    }
 
     /// This replica's id.
     pub fn id(&self) -> ReplicaId {

@@ -21,8 +21,14 @@ use std::collections::BTreeSet;
 /// Most batches kept per sequence number besides the ones its slot holds.
 pub(crate) const SPARE_BATCHES: usize = 2;
 
-/// Most committed proofs in one catch-up answer.
-const MAX_PROOFS_PER_ANSWER: u64 = 32;
+/// Most batch replies sent to one peer in one view, in log windows: an honest replica
+/// asks for at most the L batches of one new view, and again for those whose answer
+/// was lost.
+pub(crate) const BATCHES_SERVED_PER_VIEW: u64 = 2;
+
+/// Most committed proofs in one catch-up answer (fewer when large batches would not fit
+/// one frame: `Replica::proofs_per_answer`).
+pub(crate) const MAX_PROOFS_PER_ANSWER: u64 = 32;
 
 impl Replica {
     /// Starts fetching the snapshot of stable checkpoint `seq` (digest proven).
@@ -165,17 +171,19 @@ impl Replica {
         }
         let peer = ahead[(self.ticks as usize) % ahead.len()];
         let from_seq = self.last_executed + 1;
-        let to_seq = target.min(from_seq + MAX_PROOFS_PER_ANSWER - 1);
+        let to_seq = target.min(from_seq + self.proofs_per_answer.max(1) - 1);
         self.send(peer, Message::FetchCommitted { from_seq, to_seq });
     }
 
     /// A peer asks for committed batches.
     pub(crate) fn on_fetch_committed(&mut self, from: ReplicaId, from_seq: Seq, to_seq: Seq) {
-        let to_seq = to_seq.min(from_seq.saturating_add(MAX_PROOFS_PER_ANSWER - 1));
+        // as many certificates as fit one frame (docs/protocol.md, "Message sizes")
+        let cap = self.proofs_per_answer.max(1);
+        let to_seq = to_seq.min(from_seq.saturating_add(cap - 1));
         // Always include our stable-checkpoint proof: an asker below it needs state
         // transfer, and an asker that executed up to it still needs to learn it is
         // stable, or its window never moves past it and the proofs below fall outside.
-        let stable_proof = self.stable_proof.clone();
+        let stable_proof = self.wire_checkpoint_proof();
         // the range comes from a peer: clamp it, never trust it to be ordered
         let lo = from_seq.max(self.stable_seq + 1);
         let proofs: Vec<CommittedProof> = if lo <= to_seq {
@@ -217,7 +225,9 @@ impl Replica {
             }
             senders.insert(b.replica);
         }
-        senders.len() >= self.cfg.quorum()
+        // exactly q distinct commits, as an honest replica sends: a certificate we keep
+        // and serve again then has the size the configuration bounds
+        senders.len() == self.cfg.quorum() && p.commits.len() == senders.len()
     }
 
     /// An answer to our catch-up request.
@@ -271,7 +281,7 @@ impl Replica {
             self.send(
                 from,
                 Message::Committed {
-                    stable_proof: self.stable_proof.clone(),
+                    stable_proof: self.wire_checkpoint_proof(),
                     proofs: Vec::new(),
                 },
             );
@@ -319,6 +329,21 @@ impl Replica {
         v.push((digest, batch));
         if v.len() > SPARE_BATCHES {
             v.remove(0);
+        }
+    }
+
+    /// Before the slot at `seq` takes a pre-prepare for `digest`: keeps the batch of the
+    /// pre-prepare it held (from an older view) as a spare, since a later new view may
+    /// name it again by digest and this replica may be one of the few holding it.
+    pub(crate) fn spare_replaced_batch(&mut self, seq: Seq, digest: &Digest) {
+        let replaced = self
+            .slots
+            .get(&seq)
+            .and_then(|s| s.pre_prepare.as_ref())
+            .filter(|(p, _)| p.body.digest != *digest)
+            .map(|(p, b)| (p.body.digest, b.clone()));
+        if let Some((d, b)) = replaced {
+            self.keep_spare_batch(seq, d, b);
         }
     }
 
@@ -397,9 +422,21 @@ impl Replica {
         if seq <= self.stable_seq || digest == Batch::null_digest() {
             return;
         }
-        if let Some(batch) = self.find_batch(seq, &digest) {
-            self.send(from, Message::BatchReply { seq, batch });
+        let Some(batch) = self.find_batch(seq, &digest) else {
+            return;
+        };
+        let budget = BATCHES_SERVED_PER_VIEW * self.cfg.log_window;
+        let view = self.view;
+        let served = self.batches_served.entry(from).or_insert((view, 0));
+        if served.0 != view {
+            *served = (view, 0);
         }
+        if served.1 >= budget {
+            tracing::debug!(replica = self.id, from, seq, "batch requests over budget");
+            return;
+        }
+        served.1 += 1;
+        self.send(from, Message::BatchReply { seq, batch });
     }
 
     /// A batch we may have asked for: used only if its digest is the one wanted.

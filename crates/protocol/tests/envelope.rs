@@ -50,6 +50,8 @@ fn every_variant_is_generated() {
         "status",
         "state_request",
         "state_chunk",
+        "fetch_batch",
+        "batch_reply",
     ];
     assert_eq!(names.len(), MESSAGE_KINDS);
     for (kind, name) in names.iter().enumerate() {
@@ -255,7 +257,7 @@ fn bad_magic_version_and_trailing() {
     for short in [&b""[..], b"P", b"PBF", b"PBFT"] {
         assert_eq!(decode(short, &limits()), Err(DecodeError::BadMagic));
     }
-    for v in [0u8, 2, 0xff] {
+    for v in [0u8, 1, WIRE_VERSION + 1, 0xff] {
         let mut b = good.clone();
         b[4] = v;
         assert_eq!(decode(&b, &limits()), Err(DecodeError::Version(v)));
@@ -268,9 +270,9 @@ fn bad_magic_version_and_trailing() {
         decode(&good[..5], &limits()),
         Err(DecodeError::Malformed(_))
     ));
-    // an unknown variant tag
+    // an unknown variant tag (`Query` and `Answer` are the two variants not counted)
     let mut b = good[..5].to_vec();
-    b.push(MESSAGE_KINDS as u8);
+    b.push(MESSAGE_KINDS as u8 + 2);
     assert!(matches!(
         decode(&b, &limits()),
         Err(DecodeError::Malformed(_))

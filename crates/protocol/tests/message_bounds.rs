@@ -1,16 +1,20 @@
 //! Every protocol message fits the frame limit by design (docs/protocol.md, "Message
 //! sizes"). The view change and the new view are the messages that grow with the log
-//! window: these tests drive replicas of a configuration the cluster file accepts until
-//! their prepared sets are full of batches of padded operations, then measure the view
-//! change and the new view they really send.
+//! window, and a catch-up answer grows with its batches: these tests drive replicas of
+//! the node's default configuration (K = 64, L = 256, 256 requests per batch) until
+//! their logs are full of batches of operations padded to the decoder's limit, then
+//! measure what they really send against the frame limit and against the bound
+//! `FrameBounds` computes; and they check that `Config::validate` (which the cluster
+//! file goes through) refuses configurations whose messages would not fit.
 
 mod common;
 
 use common::*;
 use pbft_crypto::Digest;
+use pbft_protocol::bounds::FrameBounds;
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::verify::{SignatureCache, Verifier};
-use pbft_protocol::{Action, Batch, Config, Instant, Message, Replica, View};
+use pbft_protocol::{Action, Batch, Config, ConfigError, Instant, Message, Replica, View};
 use std::cell::RefCell;
 use std::collections::HashSet;
 
@@ -28,12 +32,14 @@ impl SignatureCache for Cache {
     }
 }
 
-/// The node's checkpoint interval and log window, with batches of `max_batch` requests.
-fn node_config(max_batch: usize) -> Config {
+/// The node's defaults (crates/cluster, `ProtocolParams::default`): K = 64, L = 256,
+/// 256 requests per batch, a pipeline of 1.
+fn node_config() -> Config {
     let mut cfg = Config::new(pubkeys());
     cfg.checkpoint_interval = 64;
     cfg.log_window = 256;
-    cfg.max_batch = max_batch;
+    cfg.max_batch = 256;
+    cfg.pipeline_depth = 1;
     cfg.validate()
         .expect("a configuration the cluster file accepts");
     cfg
@@ -127,14 +133,19 @@ fn assert_fits(what: &str, msg: &Message) -> usize {
     len
 }
 
+/// Before view changes named batches by digest, each backup's view change here held
+/// 256 batches of 16 padded requests (about 17 MiB) and could not be sent.
 #[test]
 fn a_full_view_change_and_its_new_view_fit_the_frame_limit() {
-    let cfg = node_config(16);
-    let batch = padded_batch(cfg.max_batch);
+    let cfg = node_config();
+    let bounds = FrameBounds::of(&cfg, &Limits::default());
+    let batch = padded_batch(16);
     let mut backups = prepared_backups(&cfg, &batch);
     let vcs = view_changes(&mut backups, 1);
     for (i, vc) in vcs.iter().enumerate() {
-        assert_fits(&format!("the view change of replica {}", i + 1), vc);
+        let len = assert_fits(&format!("the view change of replica {}", i + 1), vc);
+        eprintln!("view change of replica {}: {len} bytes", i + 1);
+        assert!(len <= bounds.view_change, "{len} > {}", bounds.view_change);
     }
     // replica 1 is the primary of view 1: it gets the view changes of 2 and 3
     let v = Verifier::new(pubkeys());
@@ -147,5 +158,128 @@ fn a_full_view_change_and_its_new_view_fit_the_frame_limit() {
         .into_iter()
         .find(|m| matches!(m, Message::NewView(_)))
         .expect("the new primary sends its new view");
-    assert_fits("the new view", &nv);
+    let len = assert_fits("the new view", &nv);
+    eprintln!("new view: {len} bytes");
+    assert!(len <= bounds.new_view, "{len} > {}", bounds.new_view);
+}
+
+/// The bounds of the node's defaults fit one frame with room to spare, and the
+/// configuration checks refuse what would not fit.
+#[test]
+fn the_configuration_bounds_every_message_and_refuses_what_does_not_fit() {
+    let limits = Limits::default();
+    let max = limits.max_frame_bytes;
+    let b = FrameBounds::of(&node_config(), &limits);
+    eprintln!("node defaults: {b:?}");
+    for (what, len) in [
+        ("pre-prepare", b.pre_prepare),
+        ("view change", b.view_change),
+        ("new view", b.new_view),
+        (
+            "catch-up answer",
+            b.committed_answer_base + b.committed_proof,
+        ),
+    ] {
+        assert!(len <= max, "{what}: {len} > {max}");
+    }
+    // a view change's bound does not depend on the batches
+    let mut small = node_config();
+    small.max_batch = 1;
+    assert_eq!(FrameBounds::of(&small, &limits).view_change, b.view_change);
+    // a catch-up answer holds as many certificates as fit
+    let per = b.proofs_per_answer(&limits, usize::MAX);
+    assert!(per >= 1 && b.committed_answer_base + per * b.committed_proof <= max);
+
+    let refused = |cfg: &Config, field: &str| match cfg.validate() {
+        Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+        other => panic!("expected {field} refused, got {other:?}"),
+    };
+    // 40 validators with L = 256: a new view of q = 27 view changes, each with 256
+    // certificates of 26 prepares, is far beyond 16 MiB
+    let mut many = node_config();
+    many.validators = (0..40u8)
+        .map(|i| {
+            pbft_crypto::Keypair::from_seed(&[i.wrapping_add(100); 32])
+                .expect("key")
+                .public()
+        })
+        .collect();
+    assert!(FrameBounds::of(&many, &limits).new_view > max);
+    refused(&many, "log_window");
+    // ... and accepted with a window small enough
+    many.checkpoint_interval = 8;
+    many.log_window = 16;
+    many.pipeline_depth = 1;
+    many.validate().expect("40 validators with L = 16 fit");
+    // batches whose padded requests overflow a frame
+    let mut wide = node_config();
+    wide.max_batch = limits.max_batch_requests;
+    refused(&wide, "max_batch");
+    // more slots than the decoder lets a view change carry
+    let mut long = node_config();
+    long.log_window = 2 * limits.max_slots as u64;
+    refused(&long, "log_window");
+}
+
+/// A lagging replica asks for 32 committed batches at once; with 128 padded requests
+/// in each, 32 certificates are about 17 MiB. The answer holds only as many as fit.
+#[test]
+fn a_catch_up_answer_fits_the_frame_limit() {
+    let cfg = node_config();
+    let batch = padded_batch(128);
+    let digest = batch.digest();
+    let v = Verifier::new(pubkeys());
+    let cache = Cache::default();
+    let mut r = Replica::new(cfg, 1, replica_key(1).clone()).expect("replica");
+    for seq in 1..=32 {
+        feed(
+            &mut r,
+            &v,
+            &cache,
+            0,
+            pre_prepare_msg(0, seq, batch.clone()),
+        );
+        for i in [2, 3] {
+            feed(
+                &mut r,
+                &v,
+                &cache,
+                i,
+                Message::Prepare(prepare(0, seq, digest, i)),
+            );
+        }
+        for i in [0, 2, 3] {
+            feed(
+                &mut r,
+                &v,
+                &cache,
+                i,
+                Message::Commit(commit(0, seq, digest, i)),
+            );
+        }
+        sent(&mut r);
+    }
+    feed(
+        &mut r,
+        &v,
+        &cache,
+        2,
+        Message::FetchCommitted {
+            from_seq: 1,
+            to_seq: 32,
+        },
+    );
+    let answer = sent(&mut r)
+        .into_iter()
+        .find(|m| matches!(m, Message::Committed { .. }))
+        .expect("an answer");
+    assert_fits("the catch-up answer", &answer);
+    let Message::Committed { proofs, .. } = &answer else {
+        unreachable!()
+    };
+    assert!(!proofs.is_empty());
+    assert_eq!(
+        envelope::decode(&envelope::encode(&answer), &Limits::default()),
+        Ok(answer.clone())
+    );
 }

@@ -676,10 +676,12 @@ pub fn arb_evidence(space: Space) -> BoxedStrategy<Evidence> {
     .boxed()
 }
 
-/// The number of `Message` variants.
-pub const MESSAGE_KINDS: usize = 14;
+/// The number of `Message` variants replicas exchange (all but the client's `Query` and
+/// `Answer`).
+pub const MESSAGE_KINDS: usize = 16;
 
-/// A message of variant number `kind` (`0..MESSAGE_KINDS`, in declaration order).
+/// A message of kind `kind` (`0..MESSAGE_KINDS`: the variants in declaration order,
+/// skipping `Query` and `Answer`).
 pub fn arb_message_of_kind(kind: usize, space: Space) -> BoxedStrategy<Message> {
     match kind {
         0 => arb_request(space).prop_map(Message::Request).boxed(),
@@ -731,6 +733,12 @@ pub fn arb_message_of_kind(kind: usize, space: Space) -> BoxedStrategy<Message> 
                 total,
                 data,
             })
+            .boxed(),
+        14 => (arb_seq(space), arb_digest(space))
+            .prop_map(|(seq, digest)| Message::FetchBatch { seq, digest })
+            .boxed(),
+        15 => (arb_seq(space), arb_batch(space))
+            .prop_map(|(seq, batch)| Message::BatchReply { seq, batch })
             .boxed(),
         _ => panic!("no message kind {kind}"),
     }
