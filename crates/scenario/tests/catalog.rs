@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// The catalog of docs/scenarios.md ("The catalog"), in its order.
-const CATALOG: [&str; 22] = [
+const CATALOG: [&str; 23] = [
     "baseline",
     "backup-crash",
     "primary-crash",
@@ -35,6 +35,7 @@ const CATALOG: [&str; 22] = [
     "bad-clients",
     "seven-validators-two-traitors",
     "beyond-f",
+    "large-view-change",
 ];
 
 fn dir() -> PathBuf {
@@ -132,6 +133,7 @@ catalog_tests! {
     bad_clients => "bad-clients",
     seven_validators_two_traitors => "seven-validators-two-traitors",
     beyond_f => "beyond-f",
+    large_view_change => "large-view-change",
 }
 
 #[test]
