@@ -211,6 +211,26 @@ fn the_configuration_bounds_every_message_and_refuses_what_does_not_fit() {
     many.log_window = 16;
     many.pipeline_depth = 1;
     many.validate().expect("40 validators with L = 16 fit");
+    // with the node's other defaults, the largest cluster accepted (the benchmarks run
+    // n = 4, 7 and 10)
+    let largest = (4..=64u8)
+        .take_while(|n| {
+            let mut c = node_config();
+            c.validators = (0..*n)
+                .map(|i| {
+                    pbft_crypto::Keypair::from_seed(&[i.wrapping_add(100); 32])
+                        .expect("key")
+                        .public()
+                })
+                .collect();
+            c.validate().is_ok()
+        })
+        .last();
+    eprintln!("largest n accepted with K = 64, L = 256: {largest:?}");
+    assert!(
+        largest.is_some_and(|n| (10..40).contains(&n)),
+        "{largest:?}"
+    );
     // batches whose padded requests overflow a frame
     let mut wide = node_config();
     wide.max_batch = limits.max_batch_requests;
