@@ -182,7 +182,11 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
     };
     restarted.on_message(verifier.verify(asked[0], reply).unwrap(), Instant(2_001));
     drain(&mut restarted);
-    assert_eq!(restarted.wanted_batches(), 0, "the batch is back in its slot");
+    assert_eq!(
+        restarted.wanted_batches(),
+        0,
+        "the batch is back in its slot"
+    );
     let fresh = verifier.verify_request(request(2)).unwrap();
     restarted.on_request(fresh, Instant(2_002));
     let proposals: Vec<u64> = drain(&mut restarted)
