@@ -505,3 +505,61 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ClusterError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster file of `n` validators with the default protocol parameters, changed by
+    /// `params`.
+    fn file(n: u8, params: impl FnOnce(&mut ProtocolParams)) -> String {
+        let mut p = ProtocolParams::default();
+        params(&mut p);
+        let shape = FileShape {
+            protocol: p,
+            validators: (0..n)
+                .map(|i| ValidatorEntry {
+                    id: u32::from(i),
+                    key: Keypair::from_seed(&[i.wrapping_add(1); 32])
+                        .expect("key")
+                        .public()
+                        .to_hex(),
+                    addr: format!("127.0.0.1:{}", 7000 + u16::from(i)),
+                })
+                .collect(),
+            clients: Vec::new(),
+        };
+        toml::to_string(&shape).expect("serialises")
+    }
+
+    fn refused_field(text: &str) -> String {
+        match Cluster::parse(Path::new("cluster.toml"), text) {
+            Err(ClusterError::Invalid { field, .. }) => field,
+            other => panic!("expected a refused field, got {other:?}"),
+        }
+    }
+
+    /// Every message must fit the frame limit (docs/protocol.md, "Message sizes"): a
+    /// cluster file whose view changes, new views or batches could not be sent is
+    /// refused, naming the parameter to change.
+    #[test]
+    fn a_cluster_whose_messages_would_not_fit_a_frame_is_refused() {
+        let path = Path::new("cluster.toml");
+        Cluster::parse(path, &file(4, |_| {})).expect("the defaults are accepted");
+        // 40 validators with L = 256: a new view of 27 view changes of 256 certificates
+        assert_eq!(refused_field(&file(40, |_| {})), "protocol.log_window");
+        Cluster::parse(
+            path,
+            &file(40, |p| {
+                p.checkpoint_interval = 8;
+                p.log_window = 16;
+            }),
+        )
+        .expect("40 validators with L = 16 are accepted");
+        // 4096 requests of 4 KiB in one batch: 17 MiB
+        assert_eq!(
+            refused_field(&file(4, |p| p.batch_size = 4096)),
+            "protocol.batch_size"
+        );
+    }
+}

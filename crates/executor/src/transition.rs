@@ -482,6 +482,28 @@ pub fn lthash_of<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) ->
 mod tests {
     use super::*;
 
+    /// An operation padded with zeros (the scenario workload's `op_bytes`) decodes to
+    /// the same transfers as the unpadded one, so it applies the same way.
+    #[test]
+    fn a_padded_operation_decodes_as_the_unpadded_one() {
+        let to = pbft_crypto::Keypair::from_seed(&[7; 32])
+            .expect("key")
+            .public();
+        let op = crate::types::Operation::transfer(to, 42);
+        let plain = op.encode();
+        for len in [0, plain.len(), plain.len() + 1, 4096] {
+            let padded = op.encode_padded(len);
+            assert_eq!(padded.len(), len.max(plain.len()));
+            assert_eq!(&padded[..plain.len()], &plain[..]);
+            let raw: RawOperation = postcard::from_bytes(&padded).expect("decodes");
+            assert_eq!(raw.transfers.len(), 1);
+            assert_eq!(
+                (raw.transfers[0].to, raw.transfers[0].amount),
+                (*to.as_bytes(), 42)
+            );
+        }
+    }
+
     /// The hand-written encoding of changes is postcard's, byte for byte: lengths of
     /// one and several LEB128 bytes, absent and present values, no changes at all.
     #[test]

@@ -38,6 +38,18 @@ impl Operation {
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
     }
+
+    /// The bytes a request carries, padded with zeros to `len` bytes (no padding if the
+    /// encoding is longer). The executor decodes an operation from its first bytes and
+    /// ignores the rest, so a padded operation applies exactly as the unpadded one;
+    /// workloads pad to run the cluster at its largest messages.
+    pub fn encode_padded(&self, len: usize) -> Vec<u8> {
+        let mut bytes = self.encode();
+        if bytes.len() < len {
+            bytes.resize(len, 0);
+        }
+        bytes
+    }
 }
 
 /// Why a request failed. Nothing of a failed request is applied.

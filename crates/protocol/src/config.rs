@@ -1,6 +1,8 @@
 //! Cluster parameters: n, f, q, the checkpoint interval K, the log window L, batching
 //! and timeouts. Quorum sizes derive from the configured `n`, never from who is alive.
 
+use crate::bounds::FrameBounds;
+use crate::envelope::Limits;
 use crate::message::{ReplicaId, View};
 use crate::time::Duration;
 use pbft_crypto::PublicKey;
@@ -103,6 +105,46 @@ impl Config {
         }
         if self.client_window == 0 {
             return invalid("client_window", "must be at least 1");
+        }
+        self.validate_sizes(&Limits::default())
+    }
+
+    /// Checks that every message a replica of this configuration sends fits the
+    /// decoder's `limits` (docs/protocol.md, "Message sizes"): a message that does not is
+    /// never delivered, and a view change that is never delivered never completes.
+    pub fn validate_sizes(&self, limits: &Limits) -> Result<(), ConfigError> {
+        let invalid = |field, reason| Err(ConfigError::Invalid { field, reason });
+        if self.validators.len() > limits.max_certificate {
+            return invalid(
+                "validators",
+                "more validators than a certificate may hold on the wire",
+            );
+        }
+        if self.log_window > limits.max_slots as u64 {
+            return invalid(
+                "log_window",
+                "larger than the number of slots a view change may carry on the wire",
+            );
+        }
+        if self.max_batch > limits.max_batch_requests {
+            return invalid(
+                "max_batch",
+                "larger than the number of requests a batch may hold on the wire",
+            );
+        }
+        let b = FrameBounds::of(self, limits);
+        let max = limits.max_frame_bytes;
+        if b.pre_prepare > max || b.proofs_per_answer(limits, 1) == 0 {
+            return invalid(
+                "max_batch",
+                "a full batch of requests with operations at the size limit would exceed the frame limit",
+            );
+        }
+        if b.view_change > max || b.new_view > max {
+            return invalid(
+                "log_window",
+                "a new view of q view changes, each with a certificate for every slot of the window, would exceed the frame limit with this many validators",
+            );
         }
         Ok(())
     }

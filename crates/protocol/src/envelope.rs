@@ -2,13 +2,14 @@
 //! a [`Message`]. Decoding checks the frame size first, rejects trailing bytes and then
 //! structural limits (batch sizes, certificate sizes), and never panics.
 
-use crate::message::{Batch, Message, PreparedProof};
+use crate::message::{Batch, Message, PreparedCert};
 use thiserror::Error;
 
 /// Magic bytes that start every frame.
 pub const MAGIC: [u8; 4] = *b"PBFT";
-/// The envelope version this build speaks.
-pub const WIRE_VERSION: u8 = 1;
+/// The envelope version this build speaks. Version 2: view changes carry prepared
+/// certificates without batches, and batches are fetched by digest.
+pub const WIRE_VERSION: u8 = 2;
 
 /// Structural limits enforced when decoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,8 +142,7 @@ fn check_batch(batch: &Batch, limits: &Limits) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn check_prepared(p: &PreparedProof, limits: &Limits) -> Result<(), DecodeError> {
-    check_batch(&p.batch, limits)?;
+fn check_prepared(p: &PreparedCert, limits: &Limits) -> Result<(), DecodeError> {
     if p.prepares.len() > limits.max_certificate {
         return Err(DecodeError::Limit("too many prepares in a certificate"));
     }
@@ -181,7 +181,9 @@ pub fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
                 return Err(DecodeError::Limit("operation too large"));
             }
         }
-        Message::PrePrepare { batch, .. } => check_batch(batch, limits)?,
+        Message::PrePrepare { batch, .. } | Message::BatchReply { batch, .. } => {
+            check_batch(batch, limits)?
+        }
         Message::Reply(r) => {
             if r.body.result.len() > limits.max_op_bytes {
                 return Err(DecodeError::Limit("reply too large"));
@@ -239,6 +241,7 @@ pub fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
         | Message::Commit(_)
         | Message::Checkpoint(_)
         | Message::FetchCommitted { .. }
+        | Message::FetchBatch { .. }
         | Message::Status { .. }
         | Message::StateRequest { .. }
         | Message::Query { .. }

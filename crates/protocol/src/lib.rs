@@ -19,12 +19,14 @@
 //! - `evidence`: signed proof of misbehaviour;
 //! - `wal`: restart from the write-ahead log;
 //! - [`invariants`]: the replica's structural invariants, checked from inside;
-//! - [`verify`]: the signature-verification stage that runs *before* the core.
+//! - [`verify`]: the signature-verification stage that runs *before* the core;
+//! - [`bounds`]: the largest frame each message can take in a configuration.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod action;
+pub mod bounds;
 mod checkpoint;
 pub mod client;
 pub mod client_table;

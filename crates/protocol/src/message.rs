@@ -291,8 +291,9 @@ impl Signable for Checkpoint {
     const DOMAIN: Domain = Domain::Checkpoint;
 }
 
-/// Proof that a slot prepared: the primary's pre-prepare, the batch, and 2f matching
-/// prepares from distinct backups.
+/// Proof that a slot prepared, as a replica keeps it: the primary's pre-prepare, the
+/// batch, and 2f matching prepares from distinct backups. On the wire (in a view change)
+/// it travels without its batch, as a [`PreparedCert`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedProof {
     /// The pre-prepare, signed by `primary(view)`.
@@ -300,6 +301,29 @@ pub struct PreparedProof {
     /// The batch whose digest the pre-prepare names.
     pub batch: Batch,
     /// 2f prepares for the same (view, seq, digest) from distinct backups.
+    pub prepares: Vec<Signed<Prepare>>,
+}
+
+impl PreparedProof {
+    /// The certificate without its batch, as a view change carries it.
+    pub fn cert(&self) -> PreparedCert {
+        PreparedCert {
+            pre_prepare: self.pre_prepare.clone(),
+            prepares: self.prepares.clone(),
+        }
+    }
+}
+
+/// Proof that a slot prepared, without the batch: the primary's signed pre-prepare
+/// (which names the batch by its digest) and 2f matching prepares from distinct backups.
+/// A view change carries these, so that its size does not depend on the batches; a
+/// replica that needs a batch named here fetches it ([`Message::FetchBatch`]) and checks
+/// it against the digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedCert {
+    /// The pre-prepare, signed by `primary(view)`.
+    pub pre_prepare: Signed<PrePrepare>,
+    /// Exactly 2f prepares for the same (view, seq, digest) from distinct backups.
     pub prepares: Vec<Signed<Prepare>>,
 }
 
@@ -323,8 +347,9 @@ pub struct ViewChange {
     pub stable_seq: Seq,
     /// `C`: q matching checkpoint messages for `stable_seq` (empty for genesis).
     pub checkpoint_proof: Vec<Signed<Checkpoint>>,
-    /// `P`: for every prepared slot above `h`, the certificate from the highest view.
-    pub prepared: Vec<PreparedProof>,
+    /// `P`: for every prepared slot above `h`, the certificate from the highest view
+    /// (headers and votes only: batches are fetched by digest when needed).
+    pub prepared: Vec<PreparedCert>,
     /// The sender.
     pub replica: ReplicaId,
 }
@@ -474,6 +499,22 @@ pub enum Message {
         /// The answer.
         answer: Answer,
     },
+    /// Ask for the batch with `digest` at `seq`: a replica that installs a new view, or
+    /// the new primary about to send one, and lacks a batch `O` names by its digest.
+    FetchBatch {
+        /// The sequence number the batch is proposed at.
+        seq: Seq,
+        /// Its digest, from a signed pre-prepare header.
+        digest: Digest,
+    },
+    /// Answer to [`Message::FetchBatch`]. Unsigned: the asker uses it only if its digest
+    /// is the one it asked for.
+    BatchReply {
+        /// The sequence number asked about.
+        seq: Seq,
+        /// The batch.
+        batch: Batch,
+    },
 }
 
 /// A read-only question to one validator.
@@ -543,6 +584,8 @@ impl Message {
             Message::FetchCommitted { .. } => "fetch_committed",
             Message::Committed { .. } => "committed",
             Message::Status { .. } => "status",
+            Message::FetchBatch { .. } => "fetch_batch",
+            Message::BatchReply { .. } => "batch_reply",
             Message::StateRequest { .. } => "state_request",
             Message::StateChunk { .. } => "state_chunk",
             Message::Query { .. } => "query",

@@ -3,23 +3,22 @@
 
 use crate::action::WalRecord;
 use crate::message::{
-    Batch, Checkpoint, Evidence, Message, NewView, PrePrepare, PreparedProof, Seq, Signed,
-    ViewChange,
+    Batch, Checkpoint, Evidence, Message, NewView, PrePrepare, PreparedCert, ReplicaId, Seq,
+    Signed, ViewChange,
 };
 use crate::replica::{Replica, Status};
 use crate::view_change::Invalid;
 use pbft_crypto::Digest;
 use std::collections::BTreeSet;
 
-/// One entry of `O`: the batch to re-propose at `seq` in the new view.
+/// One entry of `O`: the batch to re-propose at `seq` in the new view, named by its
+/// digest (view changes carry no batches; a replica that lacks the batch fetches it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OEntry {
     /// Sequence number.
     pub seq: Seq,
     /// Digest of the batch: prepared in the highest view, or the null batch.
     pub digest: Digest,
-    /// The batch.
-    pub batch: Batch,
 }
 
 /// `O` as computed from a set of view changes.
@@ -52,7 +51,7 @@ pub fn compute_o(view_changes: &[&ViewChange]) -> OSet {
         .max(min_s);
     let mut entries = Vec::new();
     for seq in min_s + 1..=max_s {
-        let mut best: Option<&PreparedProof> = None;
+        let mut best: Option<&PreparedCert> = None;
         for p in view_changes
             .iter()
             .flat_map(|vc| vc.prepared.iter())
@@ -69,17 +68,9 @@ pub fn compute_o(view_changes: &[&ViewChange]) -> OSet {
                 best = Some(p);
             }
         }
-        entries.push(match best {
-            Some(p) => OEntry {
-                seq,
-                digest: p.pre_prepare.body.digest,
-                batch: p.batch.clone(),
-            },
-            None => OEntry {
-                seq,
-                digest: Batch::null_digest(),
-                batch: Batch::null(),
-            },
+        entries.push(OEntry {
+            seq,
+            digest: best.map_or_else(Batch::null_digest, |p| p.pre_prepare.body.digest),
         });
     }
     OSet {
@@ -91,6 +82,9 @@ pub fn compute_o(view_changes: &[&ViewChange]) -> OSet {
 
 impl Replica {
     /// As the primary of the new view with q view changes: broadcast `NewView(v, V, O)`.
+    /// The primary sends it only once it holds every batch `O` names above its stable
+    /// checkpoint, fetching the ones it lacks first, so that it can always supply them
+    /// to the backups.
     pub(crate) fn send_new_view(&mut self) {
         if self.new_view.is_some() || self.status != Status::ViewChange || !self.is_primary() {
             return;
@@ -110,7 +104,35 @@ impl Replica {
             return;
         }
         let o = compute_o(&v.iter().map(|s| &s.body).collect::<Vec<_>>());
-        let pre_prepares = o
+        let lacking: Vec<(Seq, Digest)> = o
+            .entries
+            .iter()
+            .filter(|e| e.seq > self.stable_seq && self.find_batch(e.seq, &e.digest).is_none())
+            .map(|e| (e.seq, e.digest))
+            .collect();
+        if !lacking.is_empty() {
+            for (seq, digest) in lacking {
+                // first ask the senders of V whose certificate names this batch
+                let holders: Vec<ReplicaId> = v
+                    .iter()
+                    .filter(|vc| {
+                        vc.body.prepared.iter().any(|c| {
+                            c.pre_prepare.body.seq == seq && c.pre_prepare.body.digest == digest
+                        })
+                    })
+                    .map(|vc| vc.body.replica)
+                    .collect();
+                self.want_batch(seq, digest, None, &holders);
+            }
+            tracing::info!(
+                replica = self.id,
+                view = self.view,
+                missing = self.wanted.len(),
+                "new view waits for batches"
+            );
+            return;
+        }
+        let pre_prepares: Vec<Signed<PrePrepare>> = o
             .entries
             .iter()
             .map(|e| {
@@ -139,6 +161,19 @@ impl Replica {
             "sending new view"
         );
         self.persist(WalRecord::NewView(Box::new(nv.clone())));
+        // The new view names its batches by digest only: log the batches with their
+        // pre-prepares, so that a restarted primary still holds what it proposed.
+        for pp in &nv.body.pre_prepares {
+            if pp.body.seq <= self.stable_seq {
+                continue;
+            }
+            if let Some(batch) = self.find_batch(pp.body.seq, &pp.body.digest) {
+                self.persist(WalRecord::Proposed {
+                    pre_prepare: pp.clone(),
+                    batch,
+                });
+            }
+        }
         self.broadcast(Message::NewView(Box::new(nv.clone())));
         self.install_new_view(nv, o);
     }
@@ -158,6 +193,10 @@ impl Replica {
         }
         if senders.len() < self.cfg.quorum() {
             return Err("fewer than q view changes");
+        }
+        if nv.view_changes.len() > self.cfg.quorum() {
+            // exactly q, so that the new view's size is bounded by the configuration
+            return Err("more than q view changes");
         }
         let o = compute_o(&nv.view_changes.iter().map(|s| &s.body).collect::<Vec<_>>());
         if o.entries.len() != nv.pre_prepares.len() {
@@ -244,6 +283,10 @@ impl Replica {
             }
         }
         let primary = self.is_primary();
+        // batches still wanted for an older view, or by the primary before it sent
+        // this new view, are of no more use
+        self.wanted
+            .retain(|_, w| w.view == view && w.pre_prepare.is_some());
         for (e, pp) in o.entries.into_iter().zip(nv.body.pre_prepares.iter()) {
             if e.seq <= self.stable_seq {
                 continue;
@@ -258,14 +301,7 @@ impl Replica {
                     return;
                 }
             }
-            for r in &e.batch.requests {
-                self.proposed.insert(r.key());
-            }
-            if primary {
-                self.slot_mut(e.seq).pre_prepare = Some((pp.clone(), e.batch));
-            } else {
-                self.accept_pre_prepare(pp.clone(), e.batch);
-            }
+            self.enter_o_entry(pp, primary);
         }
         self.new_view = Some(nv);
         self.view_changes = self.view_changes.split_off(&(view + 1));
@@ -334,5 +370,53 @@ impl Replica {
         }
         self.try_execute();
         self.try_propose();
+    }
+}
+
+impl Replica {
+    /// Takes the pre-prepare of one `O` entry (above the stable checkpoint, consistent
+    /// with what committed here): as the primary, as its own proposal; as a backup,
+    /// accepted like any pre-prepare. If the batch it names is not at hand, it is
+    /// fetched first, from the primary and then the others.
+    fn enter_o_entry(&mut self, pp: &Signed<PrePrepare>, primary: bool) {
+        let PrePrepare { seq, digest, .. } = pp.body;
+        self.spare_replaced_batch(seq, &digest);
+        let Some(batch) = self.find_batch(seq, &digest) else {
+            let p = self.primary();
+            self.want_batch(seq, digest, Some(pp.clone()), &[p]);
+            return;
+        };
+        for r in &batch.requests {
+            self.proposed.insert(r.key());
+        }
+        if primary {
+            self.slot_mut(seq).pre_prepare = Some((pp.clone(), batch));
+        } else {
+            self.accept_pre_prepare(pp.clone(), batch);
+        }
+    }
+}
+
+impl Replica {
+    /// After a restart in an installed view: fetches the batches of `O` that the log
+    /// lost (their `Proposed` or `Accepted` records follow the new view's record).
+    pub(crate) fn want_lost_o_batches(&mut self) {
+        if self.status != Status::Normal {
+            return;
+        }
+        let Some(nv) = self.new_view.clone() else {
+            return;
+        };
+        for pp in &nv.body.pre_prepares {
+            let seq = pp.body.seq;
+            let held = self.slots.get(&seq).is_some_and(|s| {
+                s.pre_prepare
+                    .as_ref()
+                    .is_some_and(|(p, _)| p.body.view == self.view)
+            });
+            if seq > self.stable_seq && !held {
+                self.want_batch(seq, pp.body.digest, Some(pp.clone()), &[]);
+            }
+        }
     }
 }

@@ -120,6 +120,7 @@ impl Replica {
                 pre_prepare: pp.clone(),
                 batch: batch.clone(),
             });
+            self.spare_replaced_batch(seq, &pp.body.digest);
             self.slot_mut(seq).pre_prepare = Some((pp, batch));
         }
     }
@@ -137,7 +138,13 @@ impl Replica {
         // A pre-prepare that conflicts with one we hold is proof of equivocation,
         // whatever view we are in now: both headers are signed by the primary, so the
         // batch that came with this one does not matter.
-        if let Some((mine, _)) = self.slots.get(&seq).and_then(|s| s.pre_prepare.as_ref()) {
+        // A new view's pre-prepare whose batch is still being fetched counts as held.
+        let held = self
+            .slots
+            .get(&seq)
+            .and_then(|s| s.pre_prepare.as_ref().map(|(p, _)| p))
+            .or_else(|| self.wanted.get(&seq).and_then(|w| w.pre_prepare.as_ref()));
+        if let Some(mine) = held {
             if mine.body.view == view && mine.body.digest != digest {
                 let ev = Evidence::Equivocation {
                     a: mine.clone(),
@@ -207,6 +214,7 @@ impl Replica {
             pre_prepare: pp.clone(),
             batch: batch.clone(),
         });
+        self.spare_replaced_batch(seq, &digest);
         self.slot_mut(seq).pre_prepare = Some((pp, batch));
         let prepare = self.sign_prepare(view, seq, digest);
         self.broadcast(Message::Prepare(prepare));

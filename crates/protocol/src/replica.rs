@@ -4,14 +4,17 @@
 //! [`crate::new_view`], [`crate::state_transfer`], [`crate::evidence`].
 
 use crate::action::{Action, WalRecord};
+use crate::bounds::FrameBounds;
 use crate::client_table::ClientTable;
 use crate::config::{Config, ConfigError};
+use crate::envelope::Limits;
 use crate::message::{
     Batch, Checkpoint, Commit, CommittedProof, Evidence, Message, NewView, PrePrepare, Prepare,
     PreparedProof, ReplicaId, RequestId, Seq, Signed, View, ViewChange,
 };
 use crate::order_watch::OrderWatch;
 use crate::quorum::VoteTracker;
+use crate::state_transfer::MAX_PROOFS_PER_ANSWER;
 use crate::time::{Duration, Instant};
 use crate::verify::{Verified, VerifiedRequest};
 use pbft_crypto::{Digest, Keypair, PublicKey};
@@ -72,6 +75,25 @@ pub(crate) struct Fetch {
     pub deadline: Instant,
 }
 
+/// A batch this replica needs and is fetching by its digest (see
+/// [`crate::state_transfer`]).
+#[derive(Clone, Debug)]
+pub(crate) struct WantedBatch {
+    /// The digest the batch must have.
+    pub digest: Digest,
+    /// The view the batch is wanted for; dropped once the replica is in another.
+    pub view: View,
+    /// The new view's pre-prepare to take once the batch is here; `None` for the new
+    /// primary, which wants it before it sends its new view.
+    pub pre_prepare: Option<Signed<PrePrepare>>,
+    /// Who to ask, in order, round robin.
+    pub peers: Vec<ReplicaId>,
+    /// Index of the next peer to ask.
+    pub next_peer: usize,
+    /// When to ask the next peer if no matching batch came.
+    pub deadline: Instant,
+}
+
 /// The PBFT replica as a pure state machine: feed it inputs, drain [`Action`]s.
 #[derive(Debug)]
 pub struct Replica {
@@ -125,6 +147,19 @@ pub struct Replica {
     pub(crate) bad_state_peers: BTreeSet<ReplicaId>,
     /// When each peer was last answered a costly ask (state_transfer.rs).
     pub(crate) answered: crate::state_transfer::Answered,
+    /// Batches named by digest in a new view (or its view changes) that this replica
+    /// lacks, by sequence number.
+    pub(crate) wanted: BTreeMap<Seq, WantedBatch>,
+    /// Batches known for a sequence number besides the ones its slot holds: fetched
+    /// ones, and ones a new view's pre-prepare replaced. At most
+    /// [`crate::state_transfer::SPARE_BATCHES`] per sequence number, inside the window.
+    pub(crate) spare_batches: BTreeMap<Seq, Vec<(Digest, Batch)>>,
+    /// Batch replies sent to each peer in the current view: at most
+    /// [`crate::state_transfer::BATCHES_SERVED_PER_VIEW`] log windows' worth, so that a
+    /// peer asking again and again costs a bounded amount.
+    pub(crate) batches_served: BTreeMap<ReplicaId, (View, u64)>,
+    /// Most commit certificates in one catch-up answer, so that it fits one frame.
+    pub(crate) proofs_per_answer: u64,
 
     // --- evidence ---
     pub(crate) evidence: BTreeMap<ReplicaId, Evidence>,
@@ -147,6 +182,10 @@ impl Replica {
             });
         }
         let window = cfg.client_window;
+        let limits = Limits::default();
+        let proofs_per_answer = FrameBounds::of(&cfg, &limits)
+            .proofs_per_answer(&limits, MAX_PROOFS_PER_ANSWER as usize)
+            .max(1) as u64;
         let r = Replica {
             cfg,
             id,
@@ -181,6 +220,10 @@ impl Replica {
             fetch: None,
             bad_state_peers: BTreeSet::new(),
             answered: Default::default(),
+            wanted: BTreeMap::new(),
+            spare_batches: BTreeMap::new(),
+            batches_served: BTreeMap::new(),
+            proofs_per_answer,
             evidence: BTreeMap::new(),
             actions: VecDeque::new(),
             halted: None,
@@ -191,6 +234,18 @@ impl Replica {
     }
 
     // ------------------------------------------------------------------ accessors
+
+    /// Batches this replica is fetching by digest (named by a new view it installs or,
+    /// as the new primary, is about to send). At most one per sequence number of `O`.
+    pub fn wanted_batches(&self) -> usize {
+        self.wanted.len()
+    }
+
+    /// Batches kept besides those in the log's slots (fetched ones, and ones a later
+    /// pre-prepare replaced), in all sequence numbers.
+    pub fn spare_batches(&self) -> usize {
+        self.spare_batches.values().map(Vec::len).sum()
+    }
 
     /// This replica's id.
     pub fn id(&self) -> ReplicaId {
@@ -287,6 +342,8 @@ impl Replica {
                 proofs,
             } => self.on_committed(stable_proof, proofs),
             Message::StateRequest { seq } => self.on_state_request(from, seq),
+            Message::FetchBatch { seq, digest } => self.on_fetch_batch(from, seq, digest),
+            Message::BatchReply { seq, batch } => self.on_batch_reply(from, seq, batch),
             Message::Status {
                 view,
                 last_executed,
@@ -416,6 +473,7 @@ impl Replica {
         let busy = self.status == Status::ViewChange
             || self.clients.waiting_len() > 0
             || self.fetch.is_some()
+            || !self.wanted.is_empty()
             || self.slots.range(self.last_executed + 1..).next().is_some()
             || self.behind_peers().is_some()
             || self
@@ -532,6 +590,7 @@ impl Replica {
             self.catch_up();
         }
         self.retry_fetch();
+        self.retry_batch_fetch();
     }
 
     /// Records how far a peer has got, from its commits and checkpoints.

@@ -9,20 +9,34 @@
 //! - Answering peers that ask: a snapshot, committed proofs, or (to a peer that names an
 //!   old view) our new view. Each answer costs far more than the few bytes of the ask,
 //!   so each peer gets at most one answer of each kind per interval ([`Answered`]).
+//! - Missing a batch that a new view names by its digest: ask the primary, then the
+//!   others in turn, and take the first answer whose digest matches. A peer answering
+//!   with another batch is ignored.
 
 use crate::action::Action;
-use crate::message::{Checkpoint, CommittedProof, Message, ReplicaId, Seq, Signed, View};
-use crate::replica::{Fetch, Replica};
+use crate::message::{
+    Batch, Checkpoint, CommittedProof, Message, PrePrepare, ReplicaId, Seq, Signed, View,
+};
+use crate::replica::{Fetch, Replica, Status, WantedBatch};
 use crate::time::{Duration, Instant};
 use pbft_crypto::Digest;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Most committed proofs in one catch-up answer.
-const MAX_PROOFS_PER_ANSWER: u64 = 32;
+/// Most batches kept per sequence number besides the ones its slot holds.
+pub(crate) const SPARE_BATCHES: usize = 2;
+
+/// Most batch replies sent to one peer in one view, in log windows: an honest replica
+/// asks for at most the L batches of one new view, and again for those whose answer
+/// was lost.
+pub(crate) const BATCHES_SERVED_PER_VIEW: u64 = 2;
+
+/// Most committed proofs in one catch-up answer (fewer when large batches would not fit
+/// one frame: `Replica::proofs_per_answer`).
+pub(crate) const MAX_PROOFS_PER_ANSWER: u64 = 32;
 
 /// When each peer was last given an answer that costs far more than its ask: a whole
-/// state export, a window of batches with their certificates, or a new view of up to
-/// megabytes. A peer is answered again once the interval has passed since its last
+/// state export, a frame of batches with their certificates, or a new view (q view
+/// changes). A peer is answered again once the interval has passed since its last
 /// answer of that kind, or at once when it asks for something newer than it was last
 /// given (a later checkpoint, a later new view): an honest asker moves forward, and
 /// there are only so many later ones. One entry per peer and kind, so the limiter is
@@ -237,17 +251,19 @@ impl Replica {
         }
         let peer = ahead[(self.ticks as usize) % ahead.len()];
         let from_seq = self.last_executed + 1;
-        let to_seq = target.min(from_seq + MAX_PROOFS_PER_ANSWER - 1);
+        let to_seq = target.min(from_seq + self.proofs_per_answer.max(1) - 1);
         self.send(peer, Message::FetchCommitted { from_seq, to_seq });
     }
 
     /// A peer asks for committed batches.
     pub(crate) fn on_fetch_committed(&mut self, from: ReplicaId, from_seq: Seq, to_seq: Seq) {
-        let to_seq = to_seq.min(from_seq.saturating_add(MAX_PROOFS_PER_ANSWER - 1));
+        // as many certificates as fit one frame (docs/protocol.md, "Message sizes")
+        let cap = self.proofs_per_answer.max(1);
+        let to_seq = to_seq.min(from_seq.saturating_add(cap - 1));
         // Always include our stable-checkpoint proof: an asker below it needs state
         // transfer, and an asker that executed up to it still needs to learn it is
         // stable, or its window never moves past it and the proofs below fall outside.
-        let stable_proof = self.stable_proof.clone();
+        let stable_proof = self.wire_checkpoint_proof();
         // the range comes from a peer: clamp it, never trust it to be ordered
         let lo = from_seq.max(self.stable_seq + 1);
         let proofs: Vec<CommittedProof> = if lo <= to_seq {
@@ -292,7 +308,9 @@ impl Replica {
             }
             senders.insert(b.replica);
         }
-        senders.len() >= self.cfg.quorum()
+        // exactly q distinct commits, as an honest replica sends: a certificate we keep
+        // and serve again then has the size the configuration bounds
+        senders.len() == self.cfg.quorum() && p.commits.len() == senders.len()
     }
 
     /// An answer to our catch-up request.
@@ -349,10 +367,203 @@ impl Replica {
             self.send(
                 from,
                 Message::Committed {
-                    stable_proof: self.stable_proof.clone(),
+                    stable_proof: self.wire_checkpoint_proof(),
                     proofs: Vec::new(),
                 },
             );
+        }
+    }
+}
+
+/// Fetching batches by digest (a new view names its batches by digest only).
+impl Replica {
+    /// The batch with `digest` at `seq`, if this replica holds it: the null batch, the
+    /// batch of the slot's pre-prepare, prepared or committed certificate, or a spare.
+    pub(crate) fn find_batch(&self, seq: Seq, digest: &Digest) -> Option<Batch> {
+        if *digest == Batch::null_digest() {
+            return Some(Batch::null());
+        }
+        if let Some(slot) = self.slots.get(&seq) {
+            let held = [
+                slot.pre_prepare.as_ref().map(|(p, b)| (p.body.digest, b)),
+                slot.prepared
+                    .as_ref()
+                    .map(|p| (p.pre_prepare.body.digest, &p.batch)),
+                slot.committed
+                    .as_ref()
+                    .map(|p| (p.pre_prepare.body.digest, &p.batch)),
+            ];
+            if let Some((_, b)) = held.into_iter().flatten().find(|(d, _)| d == digest) {
+                return Some(b.clone());
+            }
+        }
+        self.spare_batches
+            .get(&seq)
+            .and_then(|v| v.iter().find(|(d, _)| d == digest))
+            .map(|(_, b)| b.clone())
+    }
+
+    /// Keeps a batch for `seq` that no slot holds (most recent last, at most
+    /// [`SPARE_BATCHES`]), dropping spares at or below the stable checkpoint.
+    pub(crate) fn keep_spare_batch(&mut self, seq: Seq, digest: Digest, batch: Batch) {
+        self.spare_batches = self.spare_batches.split_off(&(self.stable_seq + 1));
+        if seq <= self.stable_seq || digest == Batch::null_digest() {
+            return;
+        }
+        let v = self.spare_batches.entry(seq).or_default();
+        v.retain(|(d, _)| *d != digest);
+        v.push((digest, batch));
+        if v.len() > SPARE_BATCHES {
+            v.remove(0);
+        }
+    }
+
+    /// Before the slot at `seq` takes a pre-prepare for `digest`: keeps the batch of the
+    /// pre-prepare it held (from an older view) as a spare, since a later new view may
+    /// name it again by digest and this replica may be one of the few holding it.
+    pub(crate) fn spare_replaced_batch(&mut self, seq: Seq, digest: &Digest) {
+        let replaced = self
+            .slots
+            .get(&seq)
+            .and_then(|s| s.pre_prepare.as_ref())
+            .filter(|(p, _)| p.body.digest != *digest)
+            .map(|(p, b)| (p.body.digest, b.clone()));
+        if let Some((d, b)) = replaced {
+            self.keep_spare_batch(seq, d, b);
+        }
+    }
+
+    /// Starts fetching the batch with `digest` at `seq`, asking `first` before the
+    /// other peers. `pre_prepare` is the new view's header to take once it is here.
+    pub(crate) fn want_batch(
+        &mut self,
+        seq: Seq,
+        digest: Digest,
+        pre_prepare: Option<Signed<PrePrepare>>,
+        first: &[ReplicaId],
+    ) {
+        if let Some(w) = self.wanted.get_mut(&seq) {
+            if w.digest == digest && w.view == self.view {
+                if pre_prepare.is_some() {
+                    w.pre_prepare = pre_prepare;
+                }
+                return;
+            }
+        }
+        let mut peers: Vec<ReplicaId> = Vec::new();
+        for r in first.iter().copied().chain(0..self.cfg.n()) {
+            if r != self.id && !peers.contains(&r) {
+                peers.push(r);
+            }
+        }
+        self.wanted.insert(
+            seq,
+            WantedBatch {
+                digest,
+                view: self.view,
+                pre_prepare,
+                peers,
+                next_peer: 0,
+                deadline: self.now,
+            },
+        );
+        self.ask_for_batch(seq);
+    }
+
+    /// Asks the next peer for a wanted batch.
+    fn ask_for_batch(&mut self, seq: Seq) {
+        let due = self.now.plus(self.cfg.retransmit_interval * 2);
+        let Some(w) = self.wanted.get_mut(&seq) else {
+            return;
+        };
+        if w.peers.is_empty() {
+            return;
+        }
+        let peer = w.peers[w.next_peer % w.peers.len()];
+        w.next_peer += 1;
+        w.deadline = due;
+        let digest = w.digest;
+        self.send(peer, Message::FetchBatch { seq, digest });
+    }
+
+    /// On each tick: forgets wanted batches for another view or below the stable
+    /// checkpoint, and asks the next peer for those not answered in time.
+    pub(crate) fn retry_batch_fetch(&mut self) {
+        let (view, h, now) = (self.view, self.stable_seq, self.now);
+        self.wanted.retain(|s, w| w.view == view && *s > h);
+        self.spare_batches = self.spare_batches.split_off(&(h + 1));
+        let due: Vec<Seq> = self
+            .wanted
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in due {
+            self.ask_for_batch(seq);
+        }
+    }
+
+    /// A peer asks for a batch by digest: answer if we hold it.
+    pub(crate) fn on_fetch_batch(&mut self, from: ReplicaId, seq: Seq, digest: Digest) {
+        if seq <= self.stable_seq || digest == Batch::null_digest() {
+            return;
+        }
+        let Some(batch) = self.find_batch(seq, &digest) else {
+            return;
+        };
+        let budget = BATCHES_SERVED_PER_VIEW * self.cfg.log_window;
+        let view = self.view;
+        let served = self.batches_served.entry(from).or_insert((view, 0));
+        if served.0 != view {
+            *served = (view, 0);
+        }
+        if served.1 >= budget {
+            tracing::debug!(replica = self.id, from, seq, "batch requests over budget");
+            return;
+        }
+        served.1 += 1;
+        self.send(from, Message::BatchReply { seq, batch });
+    }
+
+    /// A batch we may have asked for: used only if its digest is the one wanted.
+    pub(crate) fn on_batch_reply(&mut self, from: ReplicaId, seq: Seq, batch: Batch) {
+        let Some(w) = self.wanted.get(&seq) else {
+            return;
+        };
+        let digest = batch.digest();
+        if digest != w.digest || w.view != self.view {
+            tracing::debug!(
+                replica = self.id,
+                from,
+                seq,
+                "fetched batch does not match the wanted digest"
+            );
+            return;
+        }
+        let Some(w) = self.wanted.remove(&seq) else {
+            return;
+        };
+        self.keep_spare_batch(seq, digest, batch.clone());
+        match w.pre_prepare {
+            Some(pp) if self.status == Status::Normal && pp.body.view == self.view => {
+                let taken = self.slots.get(&seq).is_some_and(|s| {
+                    s.pre_prepare
+                        .as_ref()
+                        .is_some_and(|(p, _)| p.body.view == self.view)
+                });
+                if taken {
+                    return;
+                }
+                if self.is_primary() {
+                    self.slot_mut(seq).pre_prepare = Some((pp, batch));
+                    self.check_prepared(seq);
+                } else {
+                    self.accept_pre_prepare(pp, batch);
+                }
+                self.try_execute();
+            }
+            Some(_) => {}
+            None => self.send_new_view(),
         }
     }
 }

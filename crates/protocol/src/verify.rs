@@ -12,7 +12,7 @@
 //! rejects the batch.
 
 use crate::message::{
-    Batch, Checkpoint, Commit, Evidence, Message, NewView, PrePrepare, Prepare, PreparedProof,
+    Batch, Checkpoint, Commit, Evidence, Message, NewView, PrePrepare, Prepare, PreparedCert,
     ReplicaId, Signable, Signed, SignedRequest, View, ViewChange,
 };
 use pbft_crypto::{verify_each, Digest, Domain, PublicKey, Signature, VerifyItem};
@@ -206,9 +206,8 @@ impl<'a> Collector<'a> {
         self.by_replica(c.body.replica, c, "checkpoint")
     }
 
-    fn prepared(&mut self, p: &PreparedProof) -> Result<(), Rejection> {
+    fn prepared(&mut self, p: &PreparedCert) -> Result<(), Rejection> {
         self.pre_prepare(&p.pre_prepare)?;
-        self.batch(&p.batch, true);
         for pr in &p.prepares {
             self.by_replica(pr.body.replica, pr, "prepare in a certificate")?;
         }
@@ -368,10 +367,14 @@ impl Verifier {
                     }
                 }
             }
+            // A fetched batch is used only if it has the digest of a signed header, and
+            // then every request in it must carry its client's signature.
+            Message::BatchReply { batch, .. } => c.batch(batch, true),
             Message::Reply(_) => return Err(Rejection::Unexpected("reply")),
             Message::Query { .. } => return Err(Rejection::Unexpected("query")),
             Message::Answer { .. } => return Err(Rejection::Unexpected("answer")),
             Message::FetchCommitted { .. }
+            | Message::FetchBatch { .. }
             | Message::Status { .. }
             | Message::StateRequest { .. }
             | Message::StateChunk { .. } => {}

@@ -2,7 +2,7 @@
 //! sets, joining on f+1, and the timeout back-off.
 
 use crate::action::WalRecord;
-use crate::message::{Message, PreparedProof, ReplicaId, Seq, Signed, View, ViewChange};
+use crate::message::{Checkpoint, Message, PreparedCert, ReplicaId, Seq, Signed, View, ViewChange};
 use crate::replica::{Replica, Status};
 use std::collections::BTreeSet;
 
@@ -31,16 +31,19 @@ impl Replica {
         self.watch_reset();
         self.pending.clear();
         self.proposed.clear();
-        let prepared: Vec<PreparedProof> = self
+        self.wanted.clear();
+        // certificates without their batches: the view change's size depends on n and
+        // L only (docs/protocol.md, "Message sizes")
+        let prepared: Vec<PreparedCert> = self
             .slots
             .range(self.stable_seq + 1..)
-            .filter_map(|(_, s)| s.prepared.clone())
+            .filter_map(|(_, s)| s.prepared.as_ref().map(|p| p.cert()))
             .collect();
         let vc = Signed::sign(
             ViewChange {
                 new_view: target,
                 stable_seq: self.stable_seq,
-                checkpoint_proof: self.stable_proof.clone(),
+                checkpoint_proof: self.wire_checkpoint_proof(),
                 prepared,
                 replica: self.id,
             },
@@ -60,11 +63,29 @@ impl Replica {
         self.progress_view_change();
     }
 
+    /// Our stable-checkpoint proof as a view change carries it: q checkpoints from
+    /// distinct replicas (a proof adopted from a peer may hold more, or repeats).
+    pub(crate) fn wire_checkpoint_proof(&self) -> Vec<Signed<Checkpoint>> {
+        let mut seen = BTreeSet::new();
+        self.stable_proof
+            .iter()
+            .filter(|c| seen.insert(c.body.replica))
+            .take(self.cfg.quorum())
+            .cloned()
+            .collect()
+    }
+
     /// Checks a view change for `target`: its checkpoint proof and every prepared
-    /// certificate (signatures were checked by the verification stage).
+    /// certificate (signatures were checked by the verification stage). The counts are
+    /// exact (q checkpoints, at most L certificates of exactly 2f prepares), so that a
+    /// valid view change, and a new view made of q of them, has a size bounded by the
+    /// configuration (docs/protocol.md, "Message sizes").
     pub(crate) fn validate_view_change(&self, vc: &ViewChange) -> Result<(), Invalid> {
         if vc.replica >= self.cfg.n() {
             return Err("unknown replica");
+        }
+        if vc.checkpoint_proof.len() > self.cfg.quorum() {
+            return Err("checkpoint proof with more than q checkpoints");
         }
         if self
             .valid_checkpoint_proof(vc.stable_seq, &vc.checkpoint_proof)
@@ -85,9 +106,6 @@ impl Replica {
             if !seqs.insert(pp.seq) {
                 return Err("two prepared certificates for one sequence number");
             }
-            if p.batch.digest() != pp.digest {
-                return Err("prepared certificate whose batch does not match its digest");
-            }
             let primary = self.cfg.primary(pp.view);
             let mut senders = BTreeSet::new();
             for pr in &p.prepares {
@@ -100,8 +118,8 @@ impl Replica {
                 }
                 senders.insert(b.replica);
             }
-            if senders.len() < self.cfg.quorum() - 1 {
-                return Err("prepared certificate without 2f distinct prepares");
+            if senders.len() != self.cfg.quorum() - 1 || p.prepares.len() != senders.len() {
+                return Err("prepared certificate without exactly 2f distinct prepares");
             }
         }
         Ok(())

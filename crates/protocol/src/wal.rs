@@ -117,18 +117,22 @@ impl Replica {
                     // primary, they are ours: never propose another batch at their
                     // sequence numbers. As a backup, they were accepted with the new
                     // view: a different batch offered there later is equivocation, never
-                    // a second prepare. (Later records of the log override these.)
+                    // a second prepare. Batches follow in `Proposed` and `Accepted`
+                    // records (which override these); one the log lost with a crash in
+                    // between is fetched again after the restore (`want_lost_o_batches`).
                     let primary = r.cfg.primary(nv.body.view) == r.id;
-                    for (e, pp) in o.entries.into_iter().zip(&nv.body.pre_prepares) {
+                    for pp in &nv.body.pre_prepares {
                         let b = pp.body;
                         if b.seq <= r.stable_seq {
                             continue;
                         }
-                        r.slot_mut(b.seq).pre_prepare = Some((pp.clone(), e.batch));
                         if primary {
                             r.next_seq = r.next_seq.max(b.seq + 1);
                         } else {
                             r.sign_prepare(b.view, b.seq, b.digest);
+                        }
+                        if let Some(batch) = r.find_batch(b.seq, &b.digest) {
+                            r.slot_mut(b.seq).pre_prepare = Some((pp.clone(), batch));
                         }
                     }
                 }
@@ -151,6 +155,7 @@ impl Replica {
         r.view_changes = r.view_changes.split_off(&floor);
         let h = r.stable_seq;
         r.collect_garbage();
+        r.want_lost_o_batches();
         r.last_executed = last_executed;
         r.last_dispatched = last_executed;
         r.executed_at_last_tick = last_executed;

@@ -249,7 +249,7 @@ fn a_flood_of_statuses_naming_an_old_view_gets_the_new_view_once_per_half_tick()
 fn a_flood_of_view_changes_for_the_current_view_gets_the_new_view_once_per_half_tick() {
     // replica 1 is the primary of view 1
     let mut p = Probe::new(1);
-    let vcs = vec![
+    let vcs = [
         view_change(1, 0, vec![], 0),
         view_change(1, 0, vec![], 2),
         view_change(1, 0, vec![], 3),

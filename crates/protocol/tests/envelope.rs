@@ -50,6 +50,8 @@ fn every_variant_is_generated() {
         "status",
         "state_request",
         "state_chunk",
+        "fetch_batch",
+        "batch_reply",
     ];
     assert_eq!(names.len(), MESSAGE_KINDS);
     for (kind, name) in names.iter().enumerate() {
@@ -255,7 +257,7 @@ fn bad_magic_version_and_trailing() {
     for short in [&b""[..], b"P", b"PBF", b"PBFT"] {
         assert_eq!(decode(short, &limits()), Err(DecodeError::BadMagic));
     }
-    for v in [0u8, 2, 0xff] {
+    for v in [0u8, 1, WIRE_VERSION + 1, 0xff] {
         let mut b = good.clone();
         b[4] = v;
         assert_eq!(decode(&b, &limits()), Err(DecodeError::Version(v)));
@@ -268,9 +270,9 @@ fn bad_magic_version_and_trailing() {
         decode(&good[..5], &limits()),
         Err(DecodeError::Malformed(_))
     ));
-    // an unknown variant tag
+    // an unknown variant tag (`Query` and `Answer` are the two variants not counted)
     let mut b = good[..5].to_vec();
-    b.push(MESSAGE_KINDS as u8);
+    b.push(MESSAGE_KINDS as u8 + 2);
     assert!(matches!(
         decode(&b, &limits()),
         Err(DecodeError::Malformed(_))
@@ -283,10 +285,6 @@ fn big_batch(n: usize) -> Batch {
             .map(|i| request((i % 4) as u8, i as u64 + 1, vec![i as u8]))
             .collect(),
     }
-}
-
-fn prepared_with(batch: Batch) -> PreparedProof {
-    prepared_cert(1, 2, batch, &two_backups(1))
 }
 
 fn vc_with(prepared: Vec<PreparedProof>) -> Signed<ViewChange> {
@@ -304,7 +302,8 @@ fn nv_with(vcs: Vec<Signed<ViewChange>>) -> Signed<NewView> {
     )
 }
 
-/// Every place a batch travels, holding `batch`.
+/// Every place a batch travels, holding `batch` (view changes and new views name batches
+/// by digest only).
 fn batch_carriers(batch: Batch) -> Vec<Message> {
     let d = batch.digest();
     vec![
@@ -312,17 +311,14 @@ fn batch_carriers(batch: Batch) -> Vec<Message> {
             pre_prepare: signed_pp(0, 1, d),
             batch: batch.clone(),
         },
-        Message::ViewChange(Box::new(vc_with(vec![prepared_with(batch.clone())]))),
-        Message::NewView(Box::new(nv_with(vec![vc_with(vec![prepared_with(
-            batch.clone(),
-        )])]))),
+        Message::BatchReply {
+            seq: 1,
+            batch: batch.clone(),
+        },
         Message::Evidence(Box::new(Evidence::BadPrePrepare {
             pre_prepare: signed_pp(0, 1, d),
             batch: batch.clone(),
         })),
-        Message::Evidence(Box::new(Evidence::BadNewView(Box::new(nv_with(vec![
-            vc_with(vec![prepared_with(batch.clone())]),
-        ]))))),
         Message::Committed {
             stable_proof: vec![],
             proofs: vec![CommittedProof {

@@ -246,6 +246,8 @@ fn equivocation_inside_a_new_view_is_proof_before_it_is_installed() {
 #[test]
 fn two_new_views_with_different_proposals_are_proof_against_their_primary() {
     let mut p = Probe::new(2);
+    // it holds b(1) (new views name batches by digest only)
+    assert!(sent_prepare(&p.deliver(0, pre_prepare_msg(0, 1, b(1)))));
     let with_seq_1 = vec![
         view_change(1, 0, vec![prepared_cert(0, 1, b(1), &[2, 3])], 0),
         view_change(1, 0, vec![], 1),

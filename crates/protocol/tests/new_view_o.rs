@@ -1,7 +1,7 @@
 //! Proves that `new_view::compute_o` computes the `O` set (docs/protocol.md, "New view"):
 //! `min_s` is the largest stable checkpoint in `V`, `max_s` the largest prepared
 //! sequence number (at least `min_s`), and for every `s` in `(min_s, max_s]` the entry
-//! carries the batch prepared in the highest view among `V`'s certificates for `s`, or
+//! names (by digest) the batch prepared in the highest view among `V`'s certificates for `s`, or
 //! the null batch if there is none. Certificates at or below `min_s` are ignored, and
 //! the result does not depend on the order of `V`.
 
@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use pbft_crypto::Digest;
 use pbft_protocol::new_view::{compute_o, OEntry, OSet};
-use pbft_protocol::{Batch, PreparedProof, Seq, View, ViewChange};
+use pbft_protocol::{Batch, PreparedCert, PreparedProof, Seq, View, ViewChange};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
@@ -36,7 +36,6 @@ fn null_entry(seq: Seq) -> OEntry {
     OEntry {
         seq,
         digest: Batch::null_digest(),
-        batch: Batch::null(),
     }
 }
 
@@ -44,7 +43,6 @@ fn entry(seq: Seq, batch: &Batch) -> OEntry {
     OEntry {
         seq,
         digest: batch.digest(),
-        batch: batch.clone(),
     }
 }
 
@@ -190,13 +188,12 @@ fn certificates_at_or_below_min_s_are_ignored() {
 }
 
 #[test]
-fn entries_carry_the_winning_certificates_batch() {
+fn entries_name_the_winning_certificates_batch() {
     let a = batch_of(3);
     let vcs = vec![vc(2, 0, vec![cert(1, 2, &a)], 0), vc(2, 0, vec![], 1)];
     let o = o_of(&vcs);
     assert_eq!(o.entries.len(), 2);
     assert_eq!(o.entries[0], null_entry(1));
-    assert_eq!(o.entries[1].batch, a);
     assert_eq!(o.entries[1].digest, a.digest());
 }
 
@@ -224,10 +221,8 @@ fn build(spec: &[(Seq, Vec<CertSpec>)]) -> Vec<ViewChange> {
                 .iter()
                 .map(|(v, s, t)| {
                     // batches from a small pool so that digests collide across views
-                    let b = batch_of(*t);
-                    PreparedProof {
-                        pre_prepare: signed_pp(*v, *s, b.digest()),
-                        batch: b,
+                    PreparedCert {
+                        pre_prepare: signed_pp(*v, *s, batch_of(*t).digest()),
                         prepares: Vec::new(),
                     }
                 })
@@ -261,11 +256,9 @@ fn random_v_matches_the_specification() {
                     .flat_map(|(_, c)| c.iter())
                     .filter(|(_, s, _)| *s == e.seq)
                     .collect();
-                prop_assert_eq!(e.batch.digest(), e.digest);
                 match certs.iter().map(|(v, _, _)| *v).max() {
                     None => {
                         prop_assert_eq!(e.digest, Batch::null_digest());
-                        prop_assert_eq!(&e.batch, &Batch::null());
                     }
                     Some(top) => {
                         let allowed: Vec<Digest> = certs

@@ -5,7 +5,7 @@ use pbft_crypto::Keypair;
 use pbft_protocol::new_view::compute_o;
 use pbft_protocol::{
     Action, Batch, Checkpoint, Config, Instant, Message, NewView, PrePrepare, Prepare,
-    PreparedProof, Replica, Request, Signed, Status, Verifier, ViewChange, WalRecord,
+    PreparedCert, PreparedProof, Replica, Request, Signed, Status, Verifier, ViewChange, WalRecord,
 };
 
 fn keys() -> Vec<Keypair> {
@@ -69,7 +69,7 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
         batch: batch.clone(),
         prepares,
     };
-    let vc = |r: u32, prepared: Vec<PreparedProof>| {
+    let vc = |r: u32, prepared: Vec<PreparedCert>| {
         Message::ViewChange(Box::new(Signed::sign(
             ViewChange {
                 new_view: 1,
@@ -85,7 +85,17 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
     let mut primary = Replica::new(cfg.clone(), 1, keys[1].clone()).unwrap();
     let now = Instant(1_000);
     let mut wal = Vec::new();
-    for (from, msg) in [(2, vc(2, vec![proof.clone()])), (3, vc(3, vec![proof]))] {
+    // the view changes name the batch by digest: the new primary, which lacks it,
+    // fetches it from a sender of one of them before it sends its new view
+    let reply = Message::BatchReply {
+        seq: 1,
+        batch: batch.clone(),
+    };
+    for (from, msg) in [
+        (2, vc(2, vec![proof.cert()])),
+        (3, vc(3, vec![proof.cert()])),
+        (2, reply),
+    ] {
         primary.on_message(verifier.verify(from, msg).unwrap(), now);
         for a in drain(&mut primary) {
             if let Action::Persist(rec) = a {
@@ -117,6 +127,7 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
     assert!(wal.iter().any(|r| matches!(r, WalRecord::NewView(_))));
 
     // crash, restart from the log, and receive a fresh request
+    let cfg_for_restart = cfg.clone();
     let mut restarted = Replica::restore(cfg, 1, keys[1].clone(), &wal, 0, Instant(2_000)).unwrap();
     assert_eq!(restarted.view(), 1);
     let fresh = verifier.verify_request(request(2)).unwrap();
@@ -134,6 +145,63 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
         proposals,
         vec![2],
         "the fresh request must take seq 2, never seq 1 again"
+    );
+
+    // a crash between the new view's record and the record of its batch: the restarted
+    // primary still never proposes at seq 1, and fetches the batch its new view names
+    let lost: Vec<WalRecord> = wal
+        .iter()
+        .filter(|r| !matches!(r, WalRecord::Proposed { .. }))
+        .cloned()
+        .collect();
+    assert!(lost.len() < wal.len(), "the batch was logged: {wal:?}");
+    let mut restarted = Replica::restore(
+        cfg_for_restart,
+        1,
+        keys[1].clone(),
+        &lost,
+        0,
+        Instant(2_000),
+    )
+    .unwrap();
+    let asked: Vec<u32> = drain(&mut restarted)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                to,
+                msg: Message::FetchBatch { seq: 1, digest: d },
+            } if d == digest => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "the lost batch is fetched");
+    assert_eq!(restarted.wanted_batches(), 1);
+    let reply = Message::BatchReply {
+        seq: 1,
+        batch: batch.clone(),
+    };
+    restarted.on_message(verifier.verify(asked[0], reply).unwrap(), Instant(2_001));
+    drain(&mut restarted);
+    assert_eq!(
+        restarted.wanted_batches(),
+        0,
+        "the batch is back in its slot"
+    );
+    let fresh = verifier.verify_request(request(2)).unwrap();
+    restarted.on_request(fresh, Instant(2_002));
+    let proposals: Vec<u64> = drain(&mut restarted)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Broadcast {
+                msg: Message::PrePrepare { pre_prepare, .. },
+            } => Some(pre_prepare.body.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        proposals,
+        vec![2],
+        "seq 1 is the new view's, fetched or not"
     );
 }
 
@@ -338,7 +406,7 @@ fn restored_new_primary_adopts_the_checkpoint_its_new_view_proves() {
     let own = vc(me, 0, vec![], vec![]);
     let vcs = vec![
         own.clone(),
-        vc(0, k, proof, vec![cert]),
+        vc(0, k, proof, vec![cert.cert()]),
         vc(3, 0, vec![], vec![]),
     ];
     let o = compute_o(&vcs.iter().map(|v| &v.body).collect::<Vec<_>>());

@@ -407,6 +407,20 @@ fn invalid_new_view_moves_on_to_the_next_view() {
     p.at(400);
     let a = p.deliver(1, Message::NewView(Box::new(honest_new_view(1, vcs))));
     assert_eq!((p.r.view(), p.r.status()), (1, Status::Normal));
+    // O names b(1) by its digest and this backup never saw it: it asks the primary
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::Send { to: 1, msg: Message::FetchBatch { seq: 1, digest } }
+            if *digest == b(1).digest()
+    )));
+    assert_eq!(sent_prepare(&a), None);
+    let a = p.deliver(
+        1,
+        Message::BatchReply {
+            seq: 1,
+            batch: b(1),
+        },
+    );
     assert_eq!(sent_prepare(&a), Some((1, 1, b(1).digest())));
 }
 
@@ -532,6 +546,25 @@ fn new_primary_with_o() -> (Probe, Vec<pbft_protocol::WalRecord>, Vec<(Seq, Dige
     a.extend(p.deliver(
         3,
         Message::ViewChange(Box::new(view_change(1, 0, vec![cert], 3))),
+    ));
+    // the view changes name b(1) by digest: the new primary fetches it from one of
+    // their senders before it sends its new view
+    assert_eq!((p.r.view(), p.r.status()), (1, Status::ViewChange));
+    let asked = a.iter().find_map(|x| match x {
+        Action::Send {
+            to,
+            msg: Message::FetchBatch { seq: 1, digest },
+        } if *digest == b(1).digest() => Some(*to),
+        _ => None,
+    });
+    let asked = asked.expect("the new primary asks for the batch");
+    assert!([2, 3].contains(&asked), "asked {asked}");
+    a.extend(p.deliver(
+        asked,
+        Message::BatchReply {
+            seq: 1,
+            batch: b(1),
+        },
     ));
     assert_eq!((p.r.view(), p.r.status()), (1, Status::Normal));
     assert!(p.r.is_primary());

@@ -152,15 +152,19 @@ fn bad_client_signature_is_reported_in_bad_pre_prepare_evidence_too() {
 }
 
 #[test]
-fn bad_client_signature_inside_a_certificate_rejects_the_message() {
+fn bad_client_signature_inside_a_fetched_batch_or_certificate_rejects_the_message() {
     let mut broken = request(1, 1, b"b".to_vec());
     broken.body.op.push(0);
     let batch = Batch {
         requests: vec![broken],
     };
-    let vc = view_change(1, 0, vec![prepared_cert(0, 1, batch.clone(), &[1, 2])], 3);
+    // a fetched batch (view changes name batches by digest only)
+    let reply = Message::BatchReply {
+        seq: 1,
+        batch: batch.clone(),
+    };
     assert!(matches!(
-        verifier().verify(3, Message::ViewChange(Box::new(vc))),
+        verifier().verify(3, reply),
         Err(Rejection::BadSignature(_))
     ));
     let d = batch.digest();

@@ -125,6 +125,10 @@ pub struct Workload {
     pub think_ms: u64,
     /// `balance` (extension): genesis balance of every client. Default 1000000.
     pub balance: u64,
+    /// `op_bytes`: each valid request's operation is padded to this many bytes (at
+    /// most the decoder's limit, 4096), so that batches, and the messages that carry
+    /// them, reach their largest size. Default 0: no padding.
+    pub op_bytes: usize,
 }
 
 impl Default for Workload {
@@ -138,6 +142,7 @@ impl Default for Workload {
             concurrency: 4,
             think_ms: 0,
             balance: 1_000_000,
+            op_bytes: 0,
         }
     }
 }

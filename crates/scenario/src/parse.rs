@@ -3,6 +3,7 @@
 
 use crate::error::ScenarioError;
 use crate::model::*;
+use pbft_protocol::envelope::Limits;
 use pbft_traitor::Behavior;
 use serde::Deserialize;
 use std::path::Path;
@@ -61,6 +62,7 @@ struct RawWorkload {
     concurrency: S<u64>,
     think_ms: S<u64>,
     balance: S<u64>,
+    op_bytes: S<u64>,
 }
 
 #[derive(Deserialize)]
@@ -272,7 +274,18 @@ impl Checker<'_> {
             concurrency: self.at_least(&w.concurrency, "concurrency", 1, 4)? as usize,
             think_ms: Self::or(&w.think_ms, 0),
             balance: self.at_least(&w.balance, "balance", 1, 1_000_000)?,
+            op_bytes: Self::or(&w.op_bytes, 0) as usize,
         };
+        let max_op = Limits::default().max_op_bytes;
+        if workload.op_bytes > max_op {
+            return self.err(
+                Self::pos(&w.op_bytes),
+                format!(
+                    "op_bytes = {}: at most {max_op}, the largest operation a validator decodes",
+                    workload.op_bytes
+                ),
+            );
+        }
 
         let e = &raw.expect;
         let violation = Self::or(&e.violation, false);

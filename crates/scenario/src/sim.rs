@@ -53,6 +53,7 @@ pub fn sim_config(sc: &Scenario, seed: u64) -> SimConfig {
             concurrency: w.concurrency,
             balance: w.balance,
             think_ms: w.think_ms,
+            op_bytes: w.op_bytes,
         },
         traitors: sc
             .traitors

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// The catalog of docs/scenarios.md ("The catalog"), in its order.
-const CATALOG: [&str; 24] = [
+const CATALOG: [&str; 25] = [
     "baseline",
     "backup-crash",
     "primary-crash",
@@ -36,6 +36,7 @@ const CATALOG: [&str; 24] = [
     "seven-validators-two-traitors",
     "frame",
     "status-spam",
+    "large-view-change",
     "beyond-f",
 ];
 
@@ -136,6 +137,7 @@ catalog_tests! {
     frame => "frame",
     status_spam => "status-spam",
     beyond_f => "beyond-f",
+    large_view_change => "large-view-change",
 }
 
 #[test]

@@ -203,6 +203,20 @@ fn type_errors_and_syntax_errors_name_the_line() {
 }
 
 #[test]
+fn op_bytes_pads_up_to_the_decoders_limit() {
+    let sc = parse(Path::new("x.toml"), OK).unwrap();
+    assert_eq!(sc.workload.op_bytes, 0);
+    let src = with("requests = 10", "requests = 10\nop_bytes = 4096");
+    let sc = parse(Path::new("x.toml"), &src).unwrap();
+    assert_eq!(sc.workload.op_bytes, 4096);
+    rejects(
+        &with("requests = 10", "requests = 10\nop_bytes = 4097"),
+        13,
+        "op_bytes = 4097: at most 4096",
+    );
+}
+
+#[test]
 fn a_missing_file_is_an_error_naming_it() {
     let e = pbft_scenario::load(Path::new("/nonexistent/x.toml")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");

@@ -70,7 +70,8 @@ pub struct SimClient {
 
 impl SimClient {
     /// Builds a client, with its core, and its plan: `valid` transfers to `targets`,
-    /// `overdrafts` and `invalid` requests interleaved deterministically.
+    /// `overdrafts` and `invalid` requests interleaved deterministically, each operation
+    /// padded to `op_bytes`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         index: usize,
@@ -82,6 +83,7 @@ impl SimClient {
         invalid: usize,
         replays: usize,
         balance: u64,
+        op_bytes: usize,
         mut amount: impl FnMut() -> u64,
     ) -> SimClient {
         let me = key.public();
@@ -119,7 +121,7 @@ impl SimClient {
             let op = Operation {
                 transfers: vec![Transfer { to, amount }],
             }
-            .encode();
+            .encode_padded(op_bytes);
             let body = Request {
                 client: me,
                 request_id,

@@ -46,6 +46,9 @@ pub struct Workload {
     pub balance: u64,
     /// Pause between a client's new requests, ms (0: as fast as its concurrency allows).
     pub think_ms: u64,
+    /// Operations of valid requests and overdrafts are padded to this many bytes
+    /// (0: not padded).
+    pub op_bytes: usize,
 }
 
 impl Default for Workload {
@@ -59,6 +62,7 @@ impl Default for Workload {
             concurrency: 4,
             balance: 1_000_000,
             think_ms: 0,
+            op_bytes: 0,
         }
     }
 }

@@ -153,6 +153,7 @@ impl Simulation {
                 share(w.invalid_signatures, i),
                 share(w.replays, i),
                 w.balance,
+                w.op_bytes,
                 move || amount_rng.gen_range(1..=100),
             ));
         }

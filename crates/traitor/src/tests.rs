@@ -6,8 +6,8 @@ use pbft_crypto::{Digest, Keypair};
 use pbft_protocol::envelope::{decode, DecodeError, Limits, MAGIC};
 use pbft_protocol::{
     Batch, Checkpoint, Commit, CommittedProof, Config, Duration, Instant, Message, NewView,
-    PrePrepare, Prepare, PreparedProof, Rejection, ReplicaId, Reply, Request, Signed, SignedReply,
-    SignedRequest, Verifier, ViewChange,
+    PrePrepare, Prepare, PreparedCert, PreparedProof, Rejection, ReplicaId, Reply, Request, Signed,
+    SignedReply, SignedRequest, Verifier, ViewChange,
 };
 
 use crate::{Behavior, Dest, Outgoing, Payload, Traitor};
@@ -377,7 +377,7 @@ fn checkpoint_lie_signs_a_false_state_digest() {
 }
 
 /// A real prepared certificate for `seq` in view 0.
-fn prepared_proof(seq: u64) -> PreparedProof {
+fn prepared_proof(seq: u64) -> PreparedCert {
     let b = batch(1);
     let digest = b.digest();
     let Message::PrePrepare { pre_prepare, batch } = pre_prepare(0, seq, b) else {
@@ -395,13 +395,14 @@ fn prepared_proof(seq: u64) -> PreparedProof {
         batch,
         prepares,
     }
+    .cert()
 }
 
 fn view_change(
     replica: ReplicaId,
     new_view: u64,
     stable_seq: u64,
-    prepared: Vec<PreparedProof>,
+    prepared: Vec<PreparedCert>,
 ) -> Message {
     Message::ViewChange(Box::new(Signed::sign(
         ViewChange {
@@ -443,7 +444,7 @@ fn forge_view_change_hides_then_invents_certificates() {
     let fake = &vc.body.prepared[0];
     assert_eq!(fake.pre_prepare.body.seq, 1);
     assert_eq!(fake.pre_prepare.body.view, 1);
-    assert_eq!(fake.batch, Batch::null());
+    assert_eq!(fake.pre_prepare.body.digest, Batch::null_digest());
     assert_eq!(fake.prepares.len(), 2);
     let claimed: BTreeSet<ReplicaId> = fake.prepares.iter().map(|p| p.body.replica).collect();
     assert_eq!(claimed, BTreeSet::from([0, 3]));

@@ -7,7 +7,7 @@ use pbft_crypto::{Digest, Keypair};
 use pbft_protocol::envelope::{self, Limits, MAGIC, WIRE_VERSION};
 use pbft_protocol::{
     Batch, Checkpoint, Commit, Config, Dest, Duration, Evidence, Instant, Message, NewView,
-    Outgoing, Payload, PrePrepare, Prepare, PreparedProof, ReplicaId, Request, Seq, Signable,
+    Outgoing, Payload, PrePrepare, Prepare, PreparedCert, ReplicaId, Request, Seq, Signable,
     Signed, View, ViewChange,
 };
 
@@ -506,10 +506,11 @@ impl Traitor {
     }
 
     /// A prepared certificate the traitor does not have: the first uncovered slot above
-    /// the stable checkpoint, the null batch, a pre-prepare for an earlier view signed by
-    /// this traitor (not that view's primary) and 2f prepares claiming other replicas,
-    /// all signed with this traitor's key. `None` if no such view or slot exists.
-    fn fake_prepared_proof(&self, vc: &ViewChange) -> Option<PreparedProof> {
+    /// the stable checkpoint, the null batch's digest, a pre-prepare for an earlier view
+    /// signed by this traitor (not that view's primary) and 2f prepares claiming other
+    /// replicas, all signed with this traitor's key. `None` if no such view or slot
+    /// exists.
+    fn fake_prepared_proof(&self, vc: &ViewChange) -> Option<PreparedCert> {
         let view = [1u64, 2]
             .into_iter()
             .filter_map(|back| vc.new_view.checked_sub(back))
@@ -517,8 +518,7 @@ impl Traitor {
         let top = vc.stable_seq.saturating_add(self.cfg.log_window.max(1));
         let seq = (vc.stable_seq.saturating_add(1)..=top)
             .find(|s| !vc.prepared.iter().any(|p| p.pre_prepare.body.seq == *s))?;
-        let batch = Batch::null();
-        let digest = batch.digest();
+        let digest = Batch::null_digest();
         let primary = self.primary(view);
         let prepares = (0..self.n())
             .filter(|r| *r != self.id && *r != primary)
@@ -532,9 +532,8 @@ impl Traitor {
                 })
             })
             .collect();
-        Some(PreparedProof {
+        Some(PreparedCert {
             pre_prepare: self.sign(PrePrepare { view, seq, digest }),
-            batch,
             prepares,
         })
     }

@@ -57,7 +57,8 @@ pub(crate) fn plan(sc: &Scenario, keys: &[Keypair], seed: u64) -> Plan {
             } else {
                 1 + rnd() % 100
             };
-            mine.push(signer.sign(Operation::transfer(to, amount).encode()));
+            let op = Operation::transfer(to, amount).encode_padded(w.op_bytes);
+            mine.push(signer.sign(op));
         }
         for j in 0..share(w.invalid_signatures, i, k) {
             let body = match mine.get(j % mine.len().max(1)) {
@@ -150,6 +151,20 @@ mod tests {
                 "a forged request reuses a real body"
             );
         }
+    }
+
+    #[test]
+    fn operations_are_padded_to_op_bytes() {
+        let sc = scenario("[workload]\nrequests = 6\nop_bytes = 4096\n");
+        let p = plan(&sc, &keys(2), 5);
+        assert_eq!(p.valid.len(), 6);
+        assert!(p.valid.iter().all(|r| r.body.op.len() == 4096));
+        assert!(p.valid.iter().all(|r| (1..=100).contains(&amount(r))));
+        let sc = scenario("[workload]\nrequests = 6\n");
+        assert!(plan(&sc, &keys(2), 5)
+            .valid
+            .iter()
+            .all(|r| r.body.op.len() < 100));
     }
 
     #[test]

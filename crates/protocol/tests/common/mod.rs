@@ -13,8 +13,8 @@ use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_protocol::new_view::compute_o;
 use pbft_protocol::{
     Batch, Checkpoint, Commit, CommittedProof, Evidence, Message, NewView, PrePrepare, Prepare,
-    PreparedProof, ReplicaId, Reply, Request, Seq, Signed, SignedReply, SignedRequest, View,
-    ViewChange,
+    PreparedCert, PreparedProof, ReplicaId, Reply, Request, Seq, Signed, SignedReply,
+    SignedRequest, View, ViewChange,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -181,7 +181,7 @@ pub fn view_change(
             new_view,
             stable_seq,
             checkpoint_proof: checkpoint_proof(stable_seq),
-            prepared,
+            prepared: prepared.iter().map(PreparedProof::cert).collect(),
             replica,
         },
         replica_key(replica),
@@ -544,11 +544,11 @@ pub fn pooled_view_change_for(new_view: View, replica: ReplicaId) -> BoxedStrate
         ),
     )
         .prop_map(move |((stable_seq, checkpoint_proof), certs)| {
-            let mut prepared: Vec<PreparedProof> = Vec::new();
+            let mut prepared: Vec<PreparedCert> = Vec::new();
             for (view_raw, off, batch, mask) in certs {
                 let view = view_raw % new_view.max(1);
                 let seq = stable_seq + 1 + off;
-                prepared.push(prepared_cert(view, seq, batch, &bits(mask, &backups(view))));
+                prepared.push(prepared_cert(view, seq, batch, &bits(mask, &backups(view))).cert());
             }
             ViewChange {
                 new_view,
@@ -577,7 +577,7 @@ pub fn arb_view_change(space: Space) -> BoxedStrategy<Signed<ViewChange>> {
                             new_view,
                             stable_seq,
                             checkpoint_proof,
-                            prepared,
+                            prepared: prepared.iter().map(PreparedProof::cert).collect(),
                             replica,
                         },
                         replica_key(replica),
@@ -676,10 +676,12 @@ pub fn arb_evidence(space: Space) -> BoxedStrategy<Evidence> {
     .boxed()
 }
 
-/// The number of `Message` variants.
-pub const MESSAGE_KINDS: usize = 14;
+/// The number of `Message` variants replicas exchange (all but the client's `Query` and
+/// `Answer`).
+pub const MESSAGE_KINDS: usize = 16;
 
-/// A message of variant number `kind` (`0..MESSAGE_KINDS`, in declaration order).
+/// A message of kind `kind` (`0..MESSAGE_KINDS`: the variants in declaration order,
+/// skipping `Query` and `Answer`).
 pub fn arb_message_of_kind(kind: usize, space: Space) -> BoxedStrategy<Message> {
     match kind {
         0 => arb_request(space).prop_map(Message::Request).boxed(),
@@ -731,6 +733,12 @@ pub fn arb_message_of_kind(kind: usize, space: Space) -> BoxedStrategy<Message> 
                 total,
                 data,
             })
+            .boxed(),
+        14 => (arb_seq(space), arb_digest(space))
+            .prop_map(|(seq, digest)| Message::FetchBatch { seq, digest })
+            .boxed(),
+        15 => (arb_seq(space), arb_batch(space))
+            .prop_map(|(seq, batch)| Message::BatchReply { seq, batch })
             .boxed(),
         _ => panic!("no message kind {kind}"),
     }
