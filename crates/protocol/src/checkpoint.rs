@@ -219,6 +219,7 @@ impl Replica {
             }
         });
         self.slots = self.slots.split_off(&(h + 1));
+        self.wanted = self.wanted.split_off(&(h + 1));
         self.prepares.retain_above(h, self.view.saturating_sub(1));
         self.commits.retain_above(h, self.view.saturating_sub(1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(h + 1));

@@ -527,6 +527,11 @@ impl Replica {
 
     /// A batch we may have asked for: used only if its digest is the one wanted.
     pub(crate) fn on_batch_reply(&mut self, from: ReplicaId, seq: Seq, batch: Batch) {
+        if seq <= self.stable_seq {
+            // the slot is behind the stable checkpoint now: nothing to take there
+            self.wanted.remove(&seq);
+            return;
+        }
         let Some(w) = self.wanted.get(&seq) else {
             return;
         };
