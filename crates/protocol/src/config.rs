@@ -4,7 +4,47 @@
 use crate::message::{ReplicaId, View};
 use crate::time::Duration;
 use pbft_crypto::PublicKey;
+use std::sync::Arc;
 use thiserror::Error;
+
+/// Which keys may submit requests: the one rule every path applies, whether a request
+/// comes from a client connection, is relayed by a validator, or sits in a primary's
+/// batch (see [`crate::Verifier`], which applies it before any signature is checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientKeys {
+    /// Any key: for tests and benchmarks of the protocol alone, with no ledger whose
+    /// accounts would decide.
+    Any,
+    /// Only these keys (the cluster's client accounts), sorted and without duplicates.
+    Listed(Arc<[PublicKey]>),
+}
+
+impl ClientKeys {
+    /// Only `keys` may submit.
+    pub fn listed(keys: impl IntoIterator<Item = PublicKey>) -> ClientKeys {
+        let mut v: Vec<PublicKey> = keys.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        ClientKeys::Listed(v.into())
+    }
+
+    /// True if `client` may submit requests. A binary search: cheap enough to run on
+    /// every request before its signature is checked.
+    pub fn admits(&self, client: &PublicKey) -> bool {
+        match self {
+            ClientKeys::Any => true,
+            ClientKeys::Listed(keys) => keys.binary_search(client).is_ok(),
+        }
+    }
+
+    /// The listed keys, lowest first (empty for [`ClientKeys::Any`]).
+    pub fn keys(&self) -> &[PublicKey] {
+        match self {
+            ClientKeys::Any => &[],
+            ClientKeys::Listed(keys) => keys,
+        }
+    }
+}
 
 /// Everything a replica needs to know about its cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +66,8 @@ pub struct Config {
     pub retransmit_interval: Duration,
     /// Most requests a client may have outstanding beyond its highest executed one.
     pub client_window: u64,
+    /// The keys that may submit requests (the cluster file's client accounts).
+    pub clients: ClientKeys,
 }
 
 /// Why a configuration is unusable.
@@ -64,6 +106,7 @@ impl Config {
             view_timeout: Duration::from_millis(400),
             retransmit_interval: Duration::from_millis(100),
             client_window: 64,
+            clients: ClientKeys::Any,
         }
     }
 

@@ -415,3 +415,82 @@ fn signers_only_mode_still_checks_who_claims_what() {
     );
     assert_eq!(v.validators(), &pubkeys()[..]);
 }
+
+// ------------------------------------------------------------ who may submit
+
+/// A verifier for a cluster whose client accounts are clients 0 and 1 only.
+fn two_clients() -> Verifier {
+    Verifier::new(pubkeys()).with_clients(pbft_protocol::ClientKeys::listed([
+        client_key(0).public(),
+        client_key(1).public(),
+    ]))
+}
+
+/// A request of client 2 (not a client of the cluster) whose signature does not
+/// verify: if the verifier checked the signature first, it would report a bad one.
+fn unknown_with_bad_signature() -> pbft_protocol::SignedRequest {
+    forged(request(2, 1, b"op".to_vec()))
+}
+
+#[test]
+fn a_relayed_request_from_an_unknown_key_is_refused_before_its_signature_is_checked() {
+    let e = two_clients()
+        .verify(3, Message::Request(unknown_with_bad_signature()))
+        .expect_err("unknown key");
+    assert!(matches!(e, Rejection::UnknownClient(_)), "{e:?}");
+    assert_eq!(e.reason(), "unknown_client");
+    // a listed client's request is checked as before
+    assert!(two_clients()
+        .verify(3, Message::Request(request(1, 1, vec![])))
+        .is_ok());
+    assert!(matches!(
+        two_clients().verify(3, Message::Request(forged(request(1, 1, vec![])))),
+        Err(Rejection::BadSignature(_))
+    ));
+}
+
+#[test]
+fn a_client_request_from_an_unknown_key_is_refused_before_its_signature_is_checked() {
+    let results = two_clients().verify_requests(vec![
+        request(0, 1, vec![]),
+        unknown_with_bad_signature(),
+        request(2, 2, vec![]),
+    ]);
+    assert!(results[0].is_ok());
+    for r in &results[1..] {
+        assert!(
+            matches!(r, Err(Rejection::UnknownClient(_))),
+            "{:?}",
+            r.as_ref().err()
+        );
+    }
+}
+
+#[test]
+fn a_batch_request_from_an_unknown_key_is_reported_like_a_bad_signature() {
+    let batch = Batch {
+        requests: vec![
+            request(0, 1, vec![]),
+            unknown_with_bad_signature(),
+            request(1, 1, vec![]),
+            request(3, 1, vec![]),
+        ],
+    };
+    let v = two_clients()
+        .verify(1, pre_prepare_msg(0, 1, batch))
+        .expect("the primary's header is valid");
+    assert_eq!(v.bad_requests(), &[1, 3]);
+}
+
+#[test]
+fn a_certificate_holding_an_unknown_keys_request_is_refused() {
+    let batch = Batch {
+        requests: vec![request(2, 1, vec![])],
+    };
+    let cert = prepared_cert(0, 1, batch, &[1, 2]);
+    let vc = view_change(1, 0, vec![cert], 3);
+    let e = two_clients()
+        .verify(3, Message::ViewChange(Box::new(vc)))
+        .expect_err("no honest replica prepares such a batch");
+    assert!(matches!(e, Rejection::UnknownClient(_)), "{e:?}");
+}
