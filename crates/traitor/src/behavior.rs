@@ -39,11 +39,17 @@ pub enum Behavior {
     /// Sends unsolicited, large, conflicting snapshot chunks and state requests to
     /// every peer.
     StateSpam,
+    /// As primary, never orders the requests of one client and keeps its pipeline
+    /// full with null batches; as a backup, honest.
+    Censor,
+    /// Sends requests of made-up keys, and replays of requests it has seen, to the
+    /// backups only.
+    Inject,
 }
 
 impl Behavior {
     /// Every behaviour, in declaration order.
-    pub const ALL: [Behavior; 15] = [
+    pub const ALL: [Behavior; 17] = [
         Behavior::Silent,
         Behavior::Equivocate,
         Behavior::BadDigest,
@@ -59,6 +65,8 @@ impl Behavior {
         Behavior::Flood,
         Behavior::PoisonState,
         Behavior::StateSpam,
+        Behavior::Censor,
+        Behavior::Inject,
     ];
 
     /// The snake_case name used in scenario files and on the command line.
@@ -79,6 +87,8 @@ impl Behavior {
             Behavior::Flood => "flood",
             Behavior::PoisonState => "poison_state",
             Behavior::StateSpam => "state_spam",
+            Behavior::Censor => "censor",
+            Behavior::Inject => "inject",
         }
     }
 
@@ -123,6 +133,12 @@ impl Behavior {
             }
             Behavior::StateSpam => {
                 "with each vote and checkpoint, sends every peer unsolicited 16 KiB snapshot chunks for its latest checkpoint, each announcing a different chunk count, and a request for that snapshot"
+            }
+            Behavior::Censor => {
+                "as primary, never orders the requests of the client with the lowest key, orders the others' in batches of its own, and fills every free slot of its pipeline with a null batch; as a backup, honest"
+            }
+            Behavior::Inject => {
+                "with each vote and status it sends, sends the backups (never the primary) a request signed by a made-up key and a replay of a request it has seen"
             }
         }
     }
