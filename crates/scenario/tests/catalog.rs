@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// The catalog of docs/scenarios.md ("The catalog"), in its order.
-const CATALOG: [&str; 22] = [
+const CATALOG: [&str; 24] = [
     "baseline",
     "backup-crash",
     "primary-crash",
@@ -34,6 +34,8 @@ const CATALOG: [&str; 22] = [
     "crash-mid-checkpoint",
     "bad-clients",
     "seven-validators-two-traitors",
+    "censor",
+    "inject",
     "beyond-f",
 ];
 
@@ -131,6 +133,8 @@ catalog_tests! {
     crash_mid_checkpoint => "crash-mid-checkpoint",
     bad_clients => "bad-clients",
     seven_validators_two_traitors => "seven-validators-two-traitors",
+    censor => "censor",
+    inject => "inject",
     beyond_f => "beyond-f",
 }
 
