@@ -676,17 +676,27 @@ fn three_clients() -> Config {
 }
 
 /// The pre-prepares in `out`, as (seq, batch), checking that each goes to every
-/// replica and verifies as the view-0 primary's.
+/// replica, verifies as the view-0 primary's, and is followed by the primary's commit
+/// for it.
 fn proposals(out: &[Outgoing]) -> Vec<(u64, Batch)> {
-    out.iter()
-        .map(|o| {
-            assert_eq!(o.dest, Dest::AllReplicas);
-            let v = verifier()
-                .verify(0, msg_of(o).clone())
-                .expect("signed by the primary");
-            assert!(v.bad_requests().is_empty());
-            let (h, b) = header(msg_of(o));
+    assert_eq!(out.len() % 2, 0, "{out:?}");
+    out.chunks(2)
+        .map(|pair| {
+            for o in pair {
+                assert_eq!(o.dest, Dest::AllReplicas);
+                verifier()
+                    .verify(0, msg_of(o).clone())
+                    .expect("signed by the primary");
+            }
+            let (h, b) = header(msg_of(&pair[0]));
             assert_eq!((h.view, h.digest), (0, b.digest()));
+            let Message::Commit(c) = msg_of(&pair[1]) else {
+                panic!("expected its commit, got {}", msg_of(&pair[1]).kind());
+            };
+            assert_eq!(
+                (c.body.view, c.body.seq, c.body.digest, c.body.replica),
+                (0, h.seq, h.digest, 0)
+            );
             (h.seq, b.clone())
         })
         .collect()
@@ -748,6 +758,11 @@ fn censor_leaves_one_client_out_and_fills_its_pipeline_with_null_batches() {
         proofs: vec![],
     };
     assert!(!t.observe(1, &committed, Instant::ZERO).1);
+    // two peers announce one checkpoint: it adds its own, matching theirs
+    let cp = |r: ReplicaId| checkpoint(r, 16);
+    assert!(t.observe(1, &cp(1), Instant::ZERO).0.is_empty());
+    let (out, _) = t.observe(2, &cp(2), Instant::ZERO);
+    assert_eq!(out, vec![Outgoing::now(Dest::AllReplicas, cp(0))]);
     // a retransmission interval later, what is in flight goes out again
     let later = Instant::ZERO.plus(t_retransmit());
     let out = t.mutate(Dest::AllReplicas, checkpoint(0, 16), later);

@@ -81,7 +81,7 @@ struct Censorship {
     view: Option<View>,
     /// The next sequence number it proposes.
     next: Seq,
-    /// The highest sequence number q-1 peers committed in `view`.
+    /// The sequence number up to which q-1 peers committed every slot of `view`.
     committed: Seq,
     /// The highest checkpoint q-1 peers announced.
     stable: Seq,
@@ -89,14 +89,15 @@ struct Censorship {
     queue: VecDeque<SignedRequest>,
     /// Every request queued in this view (a proposal seen twice is queued once).
     queued: BTreeSet<(PublicKey, RequestId)>,
-    /// Its pre-prepares not yet committed, by sequence number, for retransmission.
-    in_flight: BTreeMap<Seq, Message>,
+    /// Its pre-prepares not yet committed, with its commits for them, by sequence
+    /// number, for retransmission.
+    in_flight: BTreeMap<Seq, [Message; 2]>,
     /// When it last sent pre-prepares.
     last_sent: Option<Instant>,
     /// Committers of each sequence number above `committed`, and announcers of each
-    /// checkpoint above `stable`.
+    /// checkpoint above `stable`, by state digest.
     commits: BTreeMap<Seq, BTreeSet<ReplicaId>>,
-    checkpoints: BTreeMap<Seq, BTreeSet<ReplicaId>>,
+    checkpoints: BTreeMap<Seq, BTreeMap<Digest, BTreeSet<ReplicaId>>>,
 }
 
 impl fmt::Debug for Traitor {
@@ -886,7 +887,8 @@ impl Traitor {
     }
 
     /// As the censoring primary: counts the peers' commits and checkpoints (how far
-    /// its pipeline and window reach), and hides from its replica what would show it
+    /// its pipeline and window reach; it adds its own checkpoint to the q-1 matching
+    /// ones, as its replica, which executes nothing of its ordering, cannot), and hides from its replica what would show it
     /// its own double signing (its pre-prepares relayed back, committed-slot proofs),
     /// so that the replica goes on proposing and catches up by snapshots.
     fn censor_observe(
@@ -901,22 +903,42 @@ impl Traitor {
         let need = self.cfg.quorum().saturating_sub(1).max(1);
         let c = &mut self.censor;
         let mut deliver = true;
+        let mut own_checkpoint = None;
         match msg {
             Message::Commit(cm) if Some(cm.body.view) == c.view && cm.body.seq > c.committed => {
-                let voters = c.commits.entry(cm.body.seq).or_default();
-                voters.insert(from);
-                if voters.len() >= need {
-                    c.committed = cm.body.seq;
-                    c.commits = c.commits.split_off(&(cm.body.seq + 1));
-                    c.in_flight = c.in_flight.split_off(&(cm.body.seq + 1));
+                c.commits.entry(cm.body.seq).or_default().insert(from);
+                // in order: a slot left behind must stay in flight until it commits
+                while c
+                    .commits
+                    .get(&(c.committed + 1))
+                    .is_some_and(|v| v.len() >= need)
+                {
+                    c.committed += 1;
+                    c.commits.remove(&c.committed);
+                    c.in_flight.remove(&c.committed);
                 }
             }
             Message::Checkpoint(cp) if cp.body.seq > c.stable => {
-                let voters = c.checkpoints.entry(cp.body.seq).or_default();
+                let Checkpoint {
+                    seq, state_digest, ..
+                } = cp.body;
+                let voters = c
+                    .checkpoints
+                    .entry(seq)
+                    .or_default()
+                    .entry(state_digest)
+                    .or_default();
                 voters.insert(from);
                 if voters.len() >= need {
-                    c.stable = cp.body.seq;
-                    c.checkpoints = c.checkpoints.split_off(&(cp.body.seq + 1));
+                    c.stable = seq;
+                    c.checkpoints = c.checkpoints.split_off(&(seq + 1));
+                    // its own checkpoint, matching theirs, makes it stable with q-1
+                    // backups, so a lagging backup does not hold the window back
+                    own_checkpoint = Some(Checkpoint {
+                        seq,
+                        state_digest,
+                        replica: self.id,
+                    });
                 }
             }
             Message::PrePrepare { pre_prepare, .. } if Some(pre_prepare.body.view) == c.view => {
@@ -925,7 +947,12 @@ impl Traitor {
             Message::Committed { .. } => deliver = false,
             _ => {}
         }
-        (self.censor_fill(now), deliver)
+        let mut out: Vec<Outgoing> = own_checkpoint
+            .map(|cp| Outgoing::now(Dest::AllReplicas, Message::Checkpoint(self.sign(cp))))
+            .into_iter()
+            .collect();
+        out.extend(self.censor_fill(now));
+        (out, deliver)
     }
 
     /// Proposes, at its own next sequence numbers, batches of the queued requests, or
@@ -957,9 +984,19 @@ impl Traitor {
                 seq,
                 digest: batch.digest(),
             });
+            let digest = batch.digest();
             let m = Message::PrePrepare { pre_prepare, batch };
-            self.censor.in_flight.insert(seq, m.clone());
-            out.push(Outgoing::now(Dest::AllReplicas, m));
+            // its commit goes with it: with it, q-1 backups commit the slot, so a
+            // backup that missed the pre-prepare does not hold the pipeline back
+            let commit = Message::Commit(self.sign(Commit {
+                view,
+                seq,
+                digest,
+                replica: self.id,
+            }));
+            out.push(Outgoing::now(Dest::AllReplicas, m.clone()));
+            out.push(Outgoing::now(Dest::AllReplicas, commit.clone()));
+            self.censor.in_flight.insert(seq, [m, commit]);
             self.censor.next += 1;
         }
         let quiet = self
@@ -971,6 +1008,7 @@ impl Traitor {
                 self.censor
                     .in_flight
                     .values()
+                    .flatten()
                     .map(|m| Outgoing::now(Dest::AllReplicas, m.clone())),
             );
         }
@@ -1000,7 +1038,8 @@ impl Traitor {
         if let Ok(key) = Keypair::from_seed(&self.rng.array32()) {
             let body = Request {
                 client: key.public(),
-                request_id: 1 + self.rng.below(1 << 20),
+                // the first id of a client's window: a new key's request is admitted
+                request_id: 1,
                 op: self.rng.bytes(INJECTED_OP_BYTES),
             };
             requests.push(Signed::sign(body, &key));
