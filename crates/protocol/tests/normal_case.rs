@@ -8,6 +8,8 @@
 //! - a silent primary is replaced: the backups' timers fire, they reach view 1 and the
 //!   request executes in view 1;
 //! - a replayed request is answered from the reply cache and never executes again;
+//! - requests a traitor sends to the backups only reach the primary through them, and
+//!   never get the honest primary replaced;
 //! - a replica rebuilt from its write-ahead log mid-run keeps up with the cluster and
 //!   never sends a prepare that contradicts one it sent before the crash.
 

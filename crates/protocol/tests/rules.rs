@@ -11,9 +11,14 @@
 //! - the f+1 join rule goes to the smallest higher view; an invalid new view moves on
 //!   to the next view; the new-view timer doubles on each failed attempt;
 //! - a new view never re-executes an executed sequence number;
-//! - requests are forwarded to the primary and bounded by the client window;
-//! - a request the primary leaves unordered for T/2 while its pipeline has room
-//!   replaces it, whatever else executes meanwhile.
+//! - requests are forwarded to the primary (relayed ones too, once) and bounded by the
+//!   client window;
+//! - the request timer waits for one request and stops only when that one executes;
+//! - a request the primary leaves unordered for T/2 of time with room in its pipeline
+//!   replaces it, whatever else executes meanwhile; only full batches and the new
+//!   view's O take room, and a full pipeline pauses that clock without resetting it;
+//! - a batch holding a request of a key that is not a client is evidence against the
+//!   primary.
 
 mod common;
 
