@@ -15,17 +15,30 @@ pub enum ClientKeys {
     /// Any key: for tests and benchmarks of the protocol alone, with no ledger whose
     /// accounts would decide.
     Any,
-    /// Only these keys (the cluster's client accounts), sorted and without duplicates.
-    Listed(Arc<[PublicKey]>),
+    /// Only these keys (the cluster's client accounts).
+    Listed {
+        /// The keys, sorted and without duplicates (for lookups).
+        sorted: Arc<[PublicKey]>,
+        /// Where in `sorted` the first key as listed is (client 0 of the cluster
+        /// file).
+        first: usize,
+    },
 }
 
 impl ClientKeys {
-    /// Only `keys` may submit.
+    /// Only `keys` may submit, in the order the cluster lists them.
     pub fn listed(keys: impl IntoIterator<Item = PublicKey>) -> ClientKeys {
         let mut v: Vec<PublicKey> = keys.into_iter().collect();
+        let listed_first = v.first().copied();
         v.sort_unstable();
         v.dedup();
-        ClientKeys::Listed(v.into())
+        let first = listed_first
+            .and_then(|k| v.binary_search(&k).ok())
+            .unwrap_or(0);
+        ClientKeys::Listed {
+            sorted: v.into(),
+            first,
+        }
     }
 
     /// True if `client` may submit requests. A binary search: cheap enough to run on
@@ -33,15 +46,15 @@ impl ClientKeys {
     pub fn admits(&self, client: &PublicKey) -> bool {
         match self {
             ClientKeys::Any => true,
-            ClientKeys::Listed(keys) => keys.binary_search(client).is_ok(),
+            ClientKeys::Listed { sorted, .. } => sorted.binary_search(client).is_ok(),
         }
     }
 
-    /// The listed keys, lowest first (empty for [`ClientKeys::Any`]).
-    pub fn keys(&self) -> &[PublicKey] {
+    /// The client with the lowest index (the first listed), if the keys are listed.
+    pub fn first(&self) -> Option<PublicKey> {
         match self {
-            ClientKeys::Any => &[],
-            ClientKeys::Listed(keys) => keys,
+            ClientKeys::Any => None,
+            ClientKeys::Listed { sorted, first } => sorted.get(*first).copied(),
         }
     }
 }

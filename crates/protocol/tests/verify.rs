@@ -494,3 +494,19 @@ fn a_certificate_holding_an_unknown_keys_request_is_refused() {
         .expect_err("no honest replica prepares such a batch");
     assert!(matches!(e, Rejection::UnknownClient(_)), "{e:?}");
 }
+
+/// The rule admits exactly the listed keys, whatever their order, and remembers which
+/// was listed first (client 0 of the cluster file).
+#[test]
+fn client_keys_admit_the_listed_keys_and_remember_the_first() {
+    let (a, b, c) = (
+        client_key(0).public(),
+        client_key(1).public(),
+        client_key(2).public(),
+    );
+    let keys = pbft_protocol::ClientKeys::listed([b, a, b]);
+    assert!(keys.admits(&a) && keys.admits(&b) && !keys.admits(&c));
+    assert_eq!(keys.first(), Some(b));
+    assert!(pbft_protocol::ClientKeys::Any.admits(&c));
+    assert_eq!(pbft_protocol::ClientKeys::Any.first(), None);
+}

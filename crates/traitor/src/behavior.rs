@@ -135,7 +135,7 @@ impl Behavior {
                 "with each vote and checkpoint, sends every peer unsolicited 16 KiB snapshot chunks for its latest checkpoint, each announcing a different chunk count, and a request for that snapshot"
             }
             Behavior::Censor => {
-                "as primary, never orders the requests of the client with the lowest key, orders the others' in batches of its own, and fills every free slot of its pipeline with a null batch; as a backup, honest"
+                "as primary, never orders the requests of the client with the lowest index, orders the others' in batches of its own, and fills every free slot of its pipeline with a null batch; as a backup, honest"
             }
             Behavior::Inject => {
                 "with each vote and status it sends, sends the backups (never the primary) a request signed by a made-up key and a replay of a request it has seen"

@@ -668,7 +668,7 @@ fn poison_state_corrupts_chunks_and_proofs() {
     assert_unchanged(&mut t, Dest::AllReplicas, checkpoint(0, 16));
 }
 
-/// A cluster whose client accounts are clients 0, 1 and 2 of [`request`].
+/// A cluster whose client accounts are clients 0, 1 and 2 of [`request`], in order.
 fn three_clients() -> Config {
     let mut cfg = config();
     cfg.clients = ClientKeys::listed((0..3).map(|c| request(c, 1).body.client));
@@ -705,7 +705,8 @@ fn proposals(out: &[Outgoing]) -> Vec<(u64, Batch)> {
 #[test]
 fn censor_leaves_one_client_out_and_fills_its_pipeline_with_null_batches() {
     let cfg = three_clients();
-    let censored = cfg.clients.keys()[0];
+    let censored = request(0, 1).body.client;
+    assert_eq!(cfg.clients.first(), Some(censored));
     let depth = cfg.pipeline_depth;
     let mut t = Traitor::new(Behavior::Censor, 0, keys()[0].clone(), cfg, 42);
     let all: Vec<SignedRequest> = (0..3).map(|c| request(c, 1)).collect();

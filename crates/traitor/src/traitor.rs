@@ -822,10 +822,10 @@ impl Traitor {
         }
     }
 
-    /// The client whose requests `censor` never orders: the lowest client key of the
-    /// cluster (none if the configuration admits any key).
+    /// The client whose requests `censor` never orders: the one with the lowest index
+    /// in the cluster's list (none if the configuration admits any key).
     fn censored(&self) -> Option<PublicKey> {
-        self.cfg.clients.keys().first().copied()
+        self.cfg.clients.first()
     }
 
     /// Whether `censor` orders the current view, starting its ordering of view 0 (as
