@@ -6,8 +6,8 @@
 //! copy, extra messages, raw garbage, or a delayed message. Like the protocol core it is
 //! pure: no clock, no I/O, and randomness only from the seed given to [`Traitor::new`].
 //!
-//! The scenario vocabulary is [`Behavior`]; [`Behavior::ALL`] lists the fifteen
-//! behaviours and [`Behavior::name`] their snake_case names.
+//! The scenario vocabulary is [`Behavior`]; [`Behavior::ALL`] lists every
+//! behaviour and [`Behavior::name`] their snake_case names.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
