@@ -272,6 +272,7 @@ impl Cluster {
             view_timeout: Duration::from_millis(p.view_timeout_ms),
             retransmit_interval: Duration::from_millis(p.retransmit_ms),
             client_window: p.client_window,
+            clients: pbft_protocol::ClientKeys::listed(self.clients.iter().map(|c| c.key)),
         }
     }
 

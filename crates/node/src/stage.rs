@@ -99,11 +99,6 @@ pub struct Stage {
     pub metrics: Metrics,
     /// The consensus thread.
     pub out: Sender<Input>,
-    /// The client accounts of the cluster file. Accounts exist only from genesis, so
-    /// a request from any other key can never execute: it is dropped here, before its
-    /// signature is checked and before the consensus thread keeps state for it, so
-    /// made-up client keys cost neither CPU nor memory.
-    pub clients: Arc<HashSet<pbft_crypto::PublicKey>>,
 }
 
 /// Most frames a worker takes at once (client signatures among them are checked as one
@@ -150,9 +145,6 @@ impl Stage {
                     }
                     Inbound::Client { conn, frame } => {
                         match envelope::decode(&frame, &self.limits) {
-                            Ok(Message::Request(r)) if !self.clients.contains(&r.body.client) => {
-                                self.reject(Origin::Client(conn), "unknown client");
-                            }
                             Ok(Message::Request(r)) => {
                                 requests.push(r);
                                 conns.push(conn);

@@ -48,10 +48,9 @@ pub struct Wiring<F: Faults> {
     pub transport: Transport,
     /// The transport's inbound frames.
     pub inbound: mpsc::Receiver<Inbound>,
-    /// Verifies validators' signatures.
+    /// Verifies signatures, and refuses requests from keys that are not the
+    /// cluster's clients.
     pub verifier: Verifier,
-    /// The clients' public keys (requests from other keys are refused).
-    pub clients: Vec<pbft_crypto::PublicKey>,
     /// Verification worker threads (at least one runs).
     pub workers: usize,
     /// The node's metrics.
@@ -69,7 +68,6 @@ impl<F: Faults + Send + 'static> Threads<F> {
             transport,
             mut inbound,
             verifier,
-            clients,
             workers,
             metrics,
             start,
@@ -93,7 +91,6 @@ impl<F: Faults + Send + 'static> Threads<F> {
             transport: transport.clone(),
             metrics: metrics.clone(),
             out: in_tx.clone(),
-            clients: Arc::new(clients.into_iter().collect()),
         };
         let mut handles = Vec::new();
         for w in 0..workers.max(1) {

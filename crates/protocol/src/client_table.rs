@@ -64,8 +64,14 @@ pub struct ClientTable {
     window: u64,
     exact: bool,
     clients: BTreeMap<PublicKey, Entry>,
-    /// Requests seen but not executed, in a deterministic order.
-    waiting: BTreeMap<(PublicKey, RequestId), SignedRequest>,
+    /// Requests seen but not executed, in a deterministic order, with when each
+    /// started waiting (a counter: `arrivals` orders them).
+    waiting: BTreeMap<(PublicKey, RequestId), (SignedRequest, u64)>,
+    /// The waiting requests by arrival, oldest first (the request timer follows the
+    /// oldest).
+    arrivals: BTreeMap<u64, (PublicKey, RequestId)>,
+    /// The next arrival number.
+    next_arrival: u64,
 }
 
 impl ClientTable {
@@ -77,6 +83,8 @@ impl ClientTable {
             exact: true,
             clients: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            arrivals: BTreeMap::new(),
+            next_arrival: 0,
         }
     }
 
@@ -131,8 +139,15 @@ impl ClientTable {
             return false;
         }
         e.waiting += 1;
-        self.waiting.insert(key, req);
+        self.insert_waiting(key, req);
         true
+    }
+
+    fn insert_waiting(&mut self, key: (PublicKey, RequestId), req: SignedRequest) {
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.waiting.insert(key, (req, arrival));
+        self.arrivals.insert(arrival, key);
     }
 
     /// `add_waiting` without its checks (for tests of the invariant checks).
@@ -140,14 +155,15 @@ impl ClientTable {
     pub(crate) fn add_waiting_unchecked(&mut self, req: SignedRequest) {
         let key = req.key();
         self.clients.entry(key.0).or_default().waiting += 1;
-        self.waiting.insert(key, req);
+        self.insert_waiting(key, req);
     }
 
     /// Records an executed request and its reply.
     pub fn executed(&mut self, reply: SignedReply) {
         let key = (reply.body.client, reply.body.request_id);
         let e = self.clients.entry(key.0).or_default();
-        if self.waiting.remove(&key).is_some() {
+        if let Some((_, arrival)) = self.waiting.remove(&key) {
+            self.arrivals.remove(&arrival);
             e.waiting = e.waiting.saturating_sub(1);
         }
         if key.1 >= e.low {
@@ -176,6 +192,7 @@ impl ClientTable {
     /// any of them; clients retransmit whatever is still open).
     pub fn clear_waiting(&mut self) {
         self.waiting.clear();
+        self.arrivals.clear();
         for e in self.clients.values_mut() {
             e.waiting = 0;
         }
@@ -183,7 +200,12 @@ impl ClientTable {
 
     /// Requests waiting to execute, in a deterministic order.
     pub fn waiting(&self) -> impl Iterator<Item = &SignedRequest> {
-        self.waiting.values()
+        self.waiting.values().map(|(r, _)| r)
+    }
+
+    /// The request that has waited longest, if any.
+    pub fn oldest_waiting(&self) -> Option<(PublicKey, RequestId)> {
+        self.arrivals.first_key_value().map(|(_, k)| *k)
     }
 
     /// True if the request waits to execute.
@@ -193,7 +215,7 @@ impl ClientTable {
 
     /// A waiting request by key.
     pub fn get_waiting(&self, key: &(PublicKey, RequestId)) -> Option<&SignedRequest> {
-        self.waiting.get(key)
+        self.waiting.get(key).map(|(r, _)| r)
     }
 
     /// Number of requests waiting.
@@ -217,7 +239,12 @@ impl ClientTable {
                 ));
             };
             let mut n = 0usize;
-            while let Some((key, req)) = it.next_if(|(k, _)| k.0 == client) {
+            while let Some((key, (req, arrival))) = it.next_if(|(k, _)| k.0 == client) {
+                // the timer follows the oldest by arrival: every waiting request is
+                // listed there under its own arrival
+                if self.arrivals.get(arrival) != Some(key) {
+                    return Err(format!("request {} is not listed by arrival", key.1));
+                }
                 // a request is filed under its own key, or lookups by key miss it
                 if req.body.request_id != key.1 || req.body.client != key.0 {
                     return Err(format!(
@@ -268,6 +295,13 @@ impl ClientTable {
                 ));
             }
             total += e.waiting;
+        }
+        if self.arrivals.len() != self.waiting.len() {
+            return Err(format!(
+                "{} requests listed by arrival, but {} wait",
+                self.arrivals.len(),
+                self.waiting.len()
+            ));
         }
         // with every client that has waiting requests counted right above, the totals
         // agree only if no other client counts any

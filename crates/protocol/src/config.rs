@@ -6,7 +6,60 @@ use crate::envelope::Limits;
 use crate::message::{ReplicaId, View};
 use crate::time::Duration;
 use pbft_crypto::PublicKey;
+use std::sync::Arc;
 use thiserror::Error;
+
+/// Which keys may submit requests: the one rule every path applies, whether a request
+/// comes from a client connection, is relayed by a validator, or sits in a primary's
+/// batch (see [`crate::Verifier`], which applies it before any signature is checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientKeys {
+    /// Any key: for tests and benchmarks of the protocol alone, with no ledger whose
+    /// accounts would decide.
+    Any,
+    /// Only these keys (the cluster's client accounts).
+    Listed {
+        /// The keys, sorted and without duplicates (for lookups).
+        sorted: Arc<[PublicKey]>,
+        /// Where in `sorted` the first key as listed is (client 0 of the cluster
+        /// file).
+        first: usize,
+    },
+}
+
+impl ClientKeys {
+    /// Only `keys` may submit, in the order the cluster lists them.
+    pub fn listed(keys: impl IntoIterator<Item = PublicKey>) -> ClientKeys {
+        let mut v: Vec<PublicKey> = keys.into_iter().collect();
+        let listed_first = v.first().copied();
+        v.sort_unstable();
+        v.dedup();
+        let first = listed_first
+            .and_then(|k| v.binary_search(&k).ok())
+            .unwrap_or(0);
+        ClientKeys::Listed {
+            sorted: v.into(),
+            first,
+        }
+    }
+
+    /// True if `client` may submit requests. A binary search: cheap enough to run on
+    /// every request before its signature is checked.
+    pub fn admits(&self, client: &PublicKey) -> bool {
+        match self {
+            ClientKeys::Any => true,
+            ClientKeys::Listed { sorted, .. } => sorted.binary_search(client).is_ok(),
+        }
+    }
+
+    /// The client with the lowest index (the first listed), if the keys are listed.
+    pub fn first(&self) -> Option<PublicKey> {
+        match self {
+            ClientKeys::Any => None,
+            ClientKeys::Listed { sorted, first } => sorted.get(*first).copied(),
+        }
+    }
+}
 
 /// Everything a replica needs to know about its cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +81,8 @@ pub struct Config {
     pub retransmit_interval: Duration,
     /// Most requests a client may have outstanding beyond its highest executed one.
     pub client_window: u64,
+    /// The keys that may submit requests (the cluster file's client accounts).
+    pub clients: ClientKeys,
 }
 
 /// Why a configuration is unusable.
@@ -66,6 +121,7 @@ impl Config {
             view_timeout: Duration::from_millis(400),
             retransmit_interval: Duration::from_millis(100),
             client_window: 64,
+            clients: ClientKeys::Any,
         }
     }
 

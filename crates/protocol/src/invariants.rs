@@ -737,6 +737,14 @@ impl Replica {
                 "request timer armed outside a backup in normal status".to_string(),
             ));
         }
+        // the request timer waits for one request, named while it runs
+        if self.request_deadline.is_some() != self.timed_request.is_some() {
+            return Err(self.broken(
+                Invariant::Timers,
+                None,
+                "request timer and the request it waits for disagree".to_string(),
+            ));
+        }
         // the new-view timer bounds one view-change attempt
         if self.view_change_deadline.is_some() && self.status != Status::ViewChange {
             return Err(self.broken(

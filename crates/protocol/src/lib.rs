@@ -49,7 +49,7 @@ mod wal;
 
 pub use action::{Action, WalRecord};
 pub use client::{ClientConfig, ClientCore};
-pub use config::{Config, ConfigError};
+pub use config::{ClientKeys, Config, ConfigError};
 pub use invariants::{Invariant, InvariantViolation};
 pub use message::*;
 pub use outgoing::{Dest, Outgoing, Payload};

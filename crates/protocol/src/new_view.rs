@@ -256,7 +256,7 @@ impl Replica {
         self.view = view;
         self.status = Status::Normal;
         self.view_change_deadline = None;
-        self.request_deadline = None;
+        self.stop_request_timer();
         // A replica that learns the new view while still in normal status in an older
         // view (a laggard) did not pass through `start_view_change`: what it watched
         // there is not the new primary's to answer for.

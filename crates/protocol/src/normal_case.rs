@@ -14,7 +14,13 @@ use crate::replica::{ExecutionResult, Replica, Status};
 use pbft_crypto::Digest;
 
 impl Replica {
-    /// A client request, sent directly (`via = None`) or forwarded by a backup.
+    /// A client request, sent directly (`via = None`) or relayed by a validator.
+    ///
+    /// A backup that learns a new request forwards it to the primary at once, however
+    /// it learnt it (unless from the primary itself): its timers will blame the
+    /// primary for leaving the request out, so the primary must have it. A request is
+    /// new only once, so it is forwarded once; a client's retransmission of a known
+    /// request is forwarded again, since the client saw no reply.
     pub(crate) fn handle_request(&mut self, req: SignedRequest, via: Option<ReplicaId>) {
         match self.clients.admit(&req) {
             Admission::Cached(reply) => {
@@ -43,8 +49,8 @@ impl Replica {
                     self.pending.push_back(key);
                     self.try_propose();
                 } else {
-                    if via.is_none() && self.status == Status::Normal {
-                        let p = self.primary();
+                    let p = self.primary();
+                    if via != Some(p) && self.status == Status::Normal {
                         self.send(p, Message::Request(req));
                     }
                     self.watch_unordered(key);
@@ -526,12 +532,11 @@ impl Replica {
             self.watch_ordered(&key);
             self.push(Action::Reply { client, reply });
         }
-        // progress: the request timer restarts for what still waits
-        self.request_deadline = None;
+        // the request timer stops only if the request it waits for executed
         if self.status == Status::Normal {
             self.backoff = 0;
         }
-        self.arm_request_timer();
+        self.rearm_request_timer();
         if seq.is_multiple_of(self.cfg.checkpoint_interval) {
             match result.state_digest {
                 Some(d) => self.make_checkpoint(seq, d),

@@ -1,32 +1,33 @@
 //! The ordering deadline: a backup's defence against a primary that orders requests
-//! late on purpose.
+//! late on purpose, or leaves some out.
 //!
-//! PBFT's request timer restarts whenever anything executes (PBFT §4.4), so a primary
-//! that delays every pre-prepare to just under the view timeout keeps making progress,
-//! is never replaced, and throughput collapses (Aardvark: Clement et al., "Making
-//! Byzantine Fault Tolerant Systems Tolerate Byzantine Faults", NSDI 2009, §3). The
-//! request timer stays as it is; this rule adds a second, stricter one that progress
-//! does not reset:
+//! The request timer (PBFT §4.4) waits for one request at a time and gives the primary
+//! a whole timeout `T` for it, so a primary that delays every pre-prepare to just under
+//! `T` keeps its post while throughput collapses (Aardvark: Clement et al., "Making
+//! Byzantine Fault Tolerant Systems Tolerate Byzantine Faults", NSDI 2009, §3). This rule
+//! adds a second, stricter clock:
 //!
-//! - A backup remembers when it first learnt each request that it has not yet seen in
-//!   a pre-prepare of the current view (clients send to the primary, and to everyone
-//!   when they retransmit; backups also learn requests when a new view starts).
-//! - An honest primary orders a request it holds as soon as its pipeline has room. The
-//!   backup sees the pipeline too: the sequence numbers it accepted in this view above
-//!   what it executed, against `pipeline_depth` and the watermark.
-//! - If the oldest such request has waited `T/2` (half the current view-change
-//!   timeout, doubling with it) and the pipeline had room for all of that time, the
-//!   backup starts a view change.
+//! - A backup remembers each request that it knows and has not yet seen in a
+//!   pre-prepare of the current view (clients send to the primary, and to everyone
+//!   when they retransmit; backups forward what they learn to the primary at once;
+//!   backups also learn requests when a new view starts).
+//! - An honest primary orders a request it holds as soon as its pipeline has room, and
+//!   proposes a batch with room to spare only when nothing else waits. So the only
+//!   excuse for leaving a request out is a pipeline full of *full* batches (at
+//!   `pipeline_depth` of them, or at the log window's end): a pipeline kept busy with
+//!   null or half-empty batches is no excuse, since the request would have fitted.
+//! - The backup's clock runs while the primary has no excuse, and adds up: a full
+//!   pipeline pauses it, never resets it. When the oldest such request has had `T/2`
+//!   of it (half the current view-change timeout, doubling with it), the backup starts
+//!   a view change.
 //!
-//! While the pipeline is full the primary cannot order anything, so the clock only runs
-//! while it has room: an honest primary under load is not blamed for the queue in front
-//! of it. The bound it gives: a primary that keeps its post cannot add more than the
-//! clients' retransmission delay plus `T/2` to any request, where the request timer
-//! alone would let it add just under `T` to every batch.
+//! The bound it gives: a primary that keeps its post cannot add more than the
+//! forwarding delay plus `T/2` of time with room to any request, whatever else it
+//! orders meanwhile.
 
-use crate::message::{RequestId, Seq};
+use crate::message::RequestId;
 use crate::replica::{Replica, Status};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use pbft_crypto::PublicKey;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -35,14 +36,16 @@ type Key = (PublicKey, RequestId);
 /// A backup's record of requests the primary has not ordered yet.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OrderWatch {
-    /// Requests known and not seen in a pre-prepare of this view, with when they were
-    /// first known (or when the view started).
-    since: BTreeMap<Key, Instant>,
-    /// The same entries in the order they were added (times never decrease); stale
+    /// Requests known and not seen in a pre-prepare of this view, with the reading of
+    /// the room clock when they were first known (or when the view started).
+    since: BTreeMap<Key, Duration>,
+    /// The same entries in the order they were added (readings never decrease); stale
     /// entries are skipped when they reach the front.
-    queue: VecDeque<(Instant, Key)>,
-    /// Since when the pipeline has had room without interruption, as this backup sees
-    /// it.
+    queue: VecDeque<(Duration, Key)>,
+    /// The room clock: time the primary's pipeline had room in this view, up to
+    /// `room_since` (or up to now, if it has no room now).
+    room_total: Duration,
+    /// Since when the pipeline has had room, if it has now.
     room_since: Option<Instant>,
     /// When the primary will be considered too slow, if nothing changes.
     pub(crate) deadline: Option<Instant>,
@@ -57,7 +60,7 @@ impl OrderWatch {
     /// The first live entry that `oldest` could not find in the queue, if any (for the
     /// replica's invariant checks).
     pub(crate) fn unqueued(&self) -> Option<&Key> {
-        let queued: std::collections::BTreeSet<(Instant, &Key)> =
+        let queued: std::collections::BTreeSet<(Duration, &Key)> =
             self.queue.iter().map(|(t, k)| (*t, k)).collect();
         self.since
             .iter()
@@ -70,10 +73,28 @@ impl OrderWatch {
         self.since.keys()
     }
 
+    /// The room clock's reading at `now`.
+    fn clock(&self, now: Instant) -> Duration {
+        self.room_total + self.room_since.map_or(Duration::ZERO, |s| now.since(s))
+    }
+
+    /// The pipeline has room from `now` on, or not.
+    fn set_room(&mut self, room: bool, now: Instant) {
+        match (room, self.room_since) {
+            (true, None) => self.room_since = Some(now),
+            (false, Some(s)) => {
+                self.room_total += now.since(s);
+                self.room_since = None;
+            }
+            _ => {}
+        }
+    }
+
     fn add(&mut self, key: Key, now: Instant) {
+        let reading = self.clock(now);
         if let std::collections::btree_map::Entry::Vacant(e) = self.since.entry(key) {
-            e.insert(now);
-            self.queue.push_back((now, key));
+            e.insert(reading);
+            self.queue.push_back((reading, key));
         }
     }
 
@@ -87,12 +108,14 @@ impl OrderWatch {
     fn clear(&mut self) {
         self.since.clear();
         self.queue.clear();
+        self.room_total = Duration::ZERO;
         self.room_since = None;
         self.deadline = None;
     }
 
-    /// The time the oldest live entry was added, dropping stale ones from the front.
-    fn oldest(&mut self) -> Option<Instant> {
+    /// The room clock's reading when the oldest live entry was added, dropping stale
+    /// ones from the front.
+    fn oldest(&mut self) -> Option<Duration> {
         while let Some((t, k)) = self.queue.front() {
             if self.since.get(k) == Some(t) {
                 return Some(*t);
@@ -122,41 +145,51 @@ impl Replica {
         self.order_watch.clear();
     }
 
-    /// True if, as far as this backup can tell, the primary may propose now: its
-    /// pipeline and the log window have room.
+    /// True if, as far as this backup can tell, the primary has no excuse for
+    /// leaving a request out: fewer slots are taken (accepted in this view, not
+    /// executed) than the pipeline holds, or than the log window leaves room for. A
+    /// slot is taken by a full batch, or by the new view's `O` (which the primary had
+    /// to re-propose). A null or under-full batch the primary chose does not take a
+    /// slot: an honest primary proposes one only when nothing else waits, so a request
+    /// it held would have been in it.
     fn pipeline_has_room(&self) -> bool {
-        let highest = self
-            .slots
-            .range(self.last_executed + 1..)
-            .rev()
-            .find(|(_, s)| {
-                s.pre_prepare
-                    .as_ref()
-                    .is_some_and(|(p, _)| p.body.view == self.view)
-            })
-            .map_or(self.last_executed, |(seq, _)| *seq);
-        let next: Seq = highest.max(self.last_executed) + 1;
-        next - 1 - self.last_executed < self.cfg.pipeline_depth && next <= self.high_watermark()
+        let o_max = self
+            .new_view
+            .as_ref()
+            .filter(|nv| nv.body.view == self.view)
+            .and_then(|nv| nv.body.pre_prepares.last())
+            .map_or(0, |pp| pp.body.seq);
+        // O's slots not yet executed (whether or not their batches are here yet: a
+        // new view names them by digest), and full batches of this view above them
+        let o_left = o_max.saturating_sub(self.last_executed);
+        let full = o_left
+            + self
+                .slots
+                .range(self.last_executed.max(o_max) + 1..)
+                .filter(|(_, s)| {
+                    s.pre_prepare.as_ref().is_some_and(|(p, b)| {
+                        p.body.view == self.view && b.requests.len() >= self.cfg.max_batch
+                    })
+                })
+                .count() as u64;
+        let window_left = self.high_watermark().saturating_sub(self.last_executed);
+        full < self.cfg.pipeline_depth.min(window_left)
     }
 
     /// Recomputes the ordering deadline after an input (called from `finish`).
     pub(crate) fn update_order_deadline(&mut self) {
         let watching = self.status == Status::Normal && !self.is_primary() && self.fetch.is_none();
-        if !watching {
-            self.order_watch.room_since = None;
-            self.order_watch.deadline = None;
-            return;
-        }
-        if self.pipeline_has_room() {
-            if self.order_watch.room_since.is_none() {
-                self.order_watch.room_since = Some(self.now);
-            }
-        } else {
-            self.order_watch.room_since = None;
-        }
+        let room = watching && self.pipeline_has_room();
+        let now = self.now;
+        self.order_watch.set_room(room, now);
         let half = self.current_timeout() / 2;
-        self.order_watch.deadline = match (self.order_watch.oldest(), self.order_watch.room_since) {
-            (Some(oldest), Some(room)) => Some(oldest.max(room).plus(half)),
+        let w = &mut self.order_watch;
+        w.deadline = match (w.oldest(), w.room_since) {
+            // the clock reads `room_total + (t - since)` at t: due when it reaches
+            // the oldest entry's reading plus T/2
+            (Some(oldest), Some(since)) => {
+                Some(since.plus((oldest + half).saturating_sub(w.room_total)))
+            }
             _ => None,
         };
     }

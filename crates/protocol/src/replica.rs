@@ -135,6 +135,9 @@ pub struct Replica {
     pub(crate) backoff: u32,
     pub(crate) view_change_deadline: Option<Instant>,
     pub(crate) request_deadline: Option<Instant>,
+    /// The request the request timer waits for (PBFT §4.4: it stops when that request
+    /// executes, and restarts for another waiting one).
+    pub(crate) timed_request: Option<(PublicKey, RequestId)>,
     /// Requests the primary has not ordered yet, and the ordering deadline.
     pub(crate) order_watch: OrderWatch,
 
@@ -212,6 +215,7 @@ impl Replica {
             backoff: 0,
             view_change_deadline: None,
             request_deadline: None,
+            timed_request: None,
             order_watch: OrderWatch::default(),
             tick_deadline: None,
             executed_at_last_tick: 0,
@@ -383,11 +387,16 @@ impl Replica {
             }
         }
         if self.request_deadline.is_some_and(|d| d <= now) {
-            self.request_deadline = None;
-            if self.status == Status::Normal && !self.is_primary() && self.clients.waiting_len() > 0
+            let waited_for = self.timed_request;
+            self.stop_request_timer();
+            if self.status == Status::Normal
+                && !self.is_primary()
+                && waited_for.is_some_and(|k| self.clients.is_waiting(&k))
             {
                 tracing::info!(replica = self.id, view = self.view, "request timer expired");
                 self.start_view_change(self.view + 1);
+            } else {
+                self.arm_request_timer();
             }
         }
         self.check_order_deadline(now);
@@ -543,15 +552,35 @@ impl Replica {
         self.push(Action::Halt { reason });
     }
 
-    /// Starts (or restarts) the request timer if requests wait and none is running.
+    /// Starts the request timer if requests wait and none is running. It waits for
+    /// the request that has waited longest, and only that request's execution stops it
+    /// (PBFT §4.4): executing anything else, null batches included, does not.
     pub(crate) fn arm_request_timer(&mut self) {
-        if self.status == Status::Normal
-            && !self.is_primary()
-            && self.clients.waiting_len() > 0
-            && self.request_deadline.is_none()
-        {
-            self.request_deadline = Some(self.now.plus(self.current_timeout()));
+        if self.status == Status::Normal && !self.is_primary() && self.request_deadline.is_none() {
+            if let Some(oldest) = self.clients.oldest_waiting() {
+                self.timed_request = Some(oldest);
+                self.request_deadline = Some(self.now.plus(self.current_timeout()));
+            }
         }
+    }
+
+    /// Stops the request timer if the request it waits for no longer waits (it
+    /// executed), and starts it again for the next waiting request.
+    pub(crate) fn rearm_request_timer(&mut self) {
+        if self
+            .timed_request
+            .is_some_and(|k| !self.clients.is_waiting(&k))
+        {
+            self.stop_request_timer();
+        }
+        self.arm_request_timer();
+    }
+
+    /// Stops the request timer (a view change began or ended, or a state transfer
+    /// replaced what the replica knew about waiting requests).
+    pub(crate) fn stop_request_timer(&mut self) {
+        self.timed_request = None;
+        self.request_deadline = None;
     }
 
     /// Periodic retransmission and catch-up, while work is unfinished.

@@ -222,7 +222,7 @@ impl Replica {
         self.watch_reset();
         self.pending.clear();
         self.proposed.clear();
-        self.request_deadline = None;
+        self.stop_request_timer();
         self.last_executed = self.last_executed.max(seq);
         self.last_dispatched = self.last_dispatched.max(seq);
         self.executed_at_last_tick = self.last_executed;

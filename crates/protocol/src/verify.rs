@@ -10,7 +10,14 @@
 //! valid but whose batch holds a request with a bad client signature is *evidence*
 //! against the primary, so it is passed on with the bad indices listed, and the core
 //! rejects the batch.
+//!
+//! Which keys may submit requests is one rule, [`ClientKeys`], applied here to every
+//! request wherever it comes from: a client connection, a validator relaying it, a
+//! primary's batch, a certificate. A key it does not admit is refused before any
+//! signature is checked, so made-up keys cost neither a signature check nor a place in
+//! the client table or the replicated state.
 
+use crate::config::{ClientKeys, Config};
 use crate::message::{
     Batch, Checkpoint, Commit, Evidence, Message, NewView, PrePrepare, Prepare, PreparedCert,
     ReplicaId, Signable, Signed, SignedRequest, View, ViewChange,
@@ -34,6 +41,9 @@ pub enum Rejection {
     /// A message kind replicas do not accept (a reply).
     #[error("unexpected {0} message")]
     Unexpected(&'static str),
+    /// A request (or a certificate holding one) from a key that may not submit.
+    #[error("{0} from a key that is not a client of the cluster")]
+    UnknownClient(&'static str),
 }
 
 impl Rejection {
@@ -44,6 +54,7 @@ impl Rejection {
             Rejection::UnknownReplica(_) => "unknown_replica",
             Rejection::WrongSender(_) => "wrong_sender",
             Rejection::Unexpected(_) => "unexpected",
+            Rejection::UnknownClient(_) => "unknown_client",
         }
     }
 }
@@ -67,8 +78,9 @@ impl Verified {
         &self.msg
     }
 
-    /// Indices of requests with an invalid client signature in the message's batch
-    /// (a pre-prepare, or bad-pre-prepare evidence). Empty for every other message.
+    /// Indices of requests with an invalid client signature, or from a key that may
+    /// not submit, in the message's batch (a pre-prepare, or bad-pre-prepare
+    /// evidence), in increasing order. Empty for every other message.
     pub fn bad_requests(&self) -> &[u32] {
         &self.bad_requests
     }
@@ -141,6 +153,7 @@ pub fn signature_id(key: &PublicKey, domain: Domain, msg: &[u8], sig: &Signature
 #[derive(Clone, Debug)]
 pub struct Verifier {
     validators: Vec<PublicKey>,
+    clients: ClientKeys,
     mode: Mode,
 }
 
@@ -155,7 +168,11 @@ enum Role {
 
 struct Collector<'a> {
     validators: &'a [PublicKey],
+    clients: &'a ClientKeys,
     items: Vec<(PublicKey, Domain, Vec<u8>, Signature, Role)>,
+    /// Indices of requests in the message's own batch from keys that may not submit
+    /// (refused without a signature check).
+    unknown: Vec<u32>,
 }
 
 impl<'a> Collector<'a> {
@@ -191,8 +208,29 @@ impl<'a> Collector<'a> {
         self.by_replica(p, pp, "pre-prepare")
     }
 
-    fn batch(&mut self, batch: &Batch, strict: bool) {
+    /// A client request on its own: refused outright if its key may not submit.
+    fn request(&mut self, r: &SignedRequest) -> Result<(), Rejection> {
+        if !self.clients.admits(&r.body.client) {
+            return Err(Rejection::UnknownClient("client request"));
+        }
+        self.signed(r.body.client, r, Role::Strict("client request"));
+        Ok(())
+    }
+
+    /// The requests of a batch. In a certificate (`strict`) every request must be
+    /// admitted and validly signed, since honest replicas prepared it. In a message's
+    /// own batch a request that is not is reported by index, as evidence against the
+    /// primary that signed the batch's digest; a key that may not submit is reported
+    /// without checking its signature.
+    fn batch(&mut self, batch: &Batch, strict: bool) -> Result<(), Rejection> {
         for (i, r) in batch.requests.iter().enumerate() {
+            if !self.clients.admits(&r.body.client) {
+                if strict {
+                    return Err(Rejection::UnknownClient("client request in a certificate"));
+                }
+                self.unknown.push(i as u32);
+                continue;
+            }
             let role = if strict {
                 Role::Strict("client request in a certificate")
             } else {
@@ -200,6 +238,7 @@ impl<'a> Collector<'a> {
             };
             self.signed(r.body.client, r, role);
         }
+        Ok(())
     }
 
     fn checkpoint(&mut self, c: &Signed<Checkpoint>) -> Result<(), Rejection> {
@@ -258,8 +297,7 @@ impl<'a> Collector<'a> {
             }
             Evidence::BadPrePrepare { pre_prepare, batch } => {
                 self.pre_prepare(pre_prepare)?;
-                self.batch(batch, false);
-                Ok(())
+                self.batch(batch, false)
             }
             Evidence::DoublePrepare { a, b } => self.prepare_pair(a, b),
             Evidence::DoubleCommit { a, b } => self.commit_pair(a, b),
@@ -277,6 +315,7 @@ impl Verifier {
     pub fn new(validators: Vec<PublicKey>) -> Verifier {
         Verifier {
             validators,
+            clients: ClientKeys::Any,
             mode: Mode::Full,
         }
     }
@@ -286,8 +325,22 @@ impl Verifier {
     pub fn signers_only_for_benchmarks(validators: Vec<PublicKey>) -> Verifier {
         Verifier {
             validators,
+            clients: ClientKeys::Any,
             mode: Mode::SignersOnly,
         }
+    }
+
+    /// The verifier for replicas configured as `cfg`: its validators, and the
+    /// client keys it admits. Every node and the simulator build theirs this way, so
+    /// that the replicas and the stage in front of them apply the same rule.
+    pub fn for_config(cfg: &Config) -> Verifier {
+        Verifier::new(cfg.validators.clone()).with_clients(cfg.clients.clone())
+    }
+
+    /// This verifier, refusing requests from keys that `clients` does not admit.
+    pub fn with_clients(mut self, clients: ClientKeys) -> Verifier {
+        self.clients = clients;
+        self
     }
 
     /// The validator keys this verifier checks against.
@@ -316,7 +369,9 @@ impl Verifier {
         }
         let mut c = Collector {
             validators: &self.validators,
+            clients: &self.clients,
             items: Vec::new(),
+            unknown: Vec::new(),
         };
         let claims = |claimed: ReplicaId, what| {
             if claimed == from {
@@ -326,13 +381,13 @@ impl Verifier {
             }
         };
         match &msg {
-            Message::Request(r) => c.signed(r.body.client, r, Role::Strict("client request")),
+            Message::Request(r) => c.request(r)?,
             // Pre-prepares and new views may be relayed by any validator (that is how
             // equivocation is proven and how a lagging replica learns a new view): the
             // primary's signature, not the sender, proves where they come from.
             Message::PrePrepare { pre_prepare, batch } => {
                 c.pre_prepare(pre_prepare)?;
-                c.batch(batch, false);
+                c.batch(batch, false)?;
             }
             Message::Prepare(p) => {
                 claims(p.body.replica, "prepare")?;
@@ -361,7 +416,7 @@ impl Verifier {
                 }
                 for p in proofs {
                     c.pre_prepare(&p.pre_prepare)?;
-                    c.batch(&p.batch, true);
+                    c.batch(&p.batch, true)?;
                     for cm in &p.commits {
                         c.by_replica(cm.body.replica, cm, "commit in a certificate")?;
                     }
@@ -369,7 +424,7 @@ impl Verifier {
             }
             // A fetched batch is used only if it has the digest of a signed header, and
             // then every request in it must carry its client's signature.
-            Message::BatchReply { batch, .. } => c.batch(batch, true),
+            Message::BatchReply { batch, .. } => c.batch(batch, true)?,
             Message::Reply(_) => return Err(Rejection::Unexpected("reply")),
             Message::Query { .. } => return Err(Rejection::Unexpected("query")),
             Message::Answer { .. } => return Err(Rejection::Unexpected("answer")),
@@ -379,7 +434,11 @@ impl Verifier {
             | Message::StateRequest { .. }
             | Message::StateChunk { .. } => {}
         }
-        let bad_requests = self.check(&c.items, cache)?;
+        let mut bad_requests = self.check(&c.items, cache)?;
+        if !c.unknown.is_empty() {
+            bad_requests.extend(c.unknown);
+            bad_requests.sort_unstable();
+        }
         Ok(Verified {
             from,
             msg,
@@ -453,9 +512,11 @@ impl Verifier {
         requests: Vec<SignedRequest>,
         cache: &dyn SignatureCache,
     ) -> Vec<Result<VerifiedRequest, Rejection>> {
+        // a key that may not submit is refused before any signature is checked
         let items: Vec<(PublicKey, Domain, Vec<u8>, Signature, Role)> = requests
             .iter()
             .enumerate()
+            .filter(|(_, r)| self.clients.admits(&r.body.client))
             .map(|(i, r)| {
                 (
                     r.body.client,
@@ -471,7 +532,9 @@ impl Verifier {
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
-                if bad.contains(&(i as u32)) {
+                if !self.clients.admits(&r.body.client) {
+                    Err(Rejection::UnknownClient("client request"))
+                } else if bad.contains(&(i as u32)) {
                     Err(Rejection::BadSignature("client request"))
                 } else {
                     Ok(VerifiedRequest(r))

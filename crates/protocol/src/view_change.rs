@@ -26,7 +26,7 @@ impl Replica {
         self.view = target;
         self.status = Status::ViewChange;
         self.new_view = None;
-        self.request_deadline = None;
+        self.stop_request_timer();
         self.view_change_deadline = None;
         self.watch_reset();
         self.pending.clear();

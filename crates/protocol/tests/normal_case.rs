@@ -8,6 +8,8 @@
 //! - a silent primary is replaced: the backups' timers fire, they reach view 1 and the
 //!   request executes in view 1;
 //! - a replayed request is answered from the reply cache and never executes again;
+//! - requests a traitor sends to the backups only reach the primary through them, and
+//!   never get the honest primary replaced;
 //! - a replica rebuilt from its write-ahead log mid-run keeps up with the cluster and
 //!   never sends a prepare that contradicts one it sent before the crash.
 
@@ -406,6 +408,56 @@ fn silent_primary_is_replaced_and_the_request_executes_in_view_1() {
         .map(|(i, _)| *i)
         .collect();
     assert!(good.len() >= 2, "{good:?}");
+}
+
+/// Requests a traitor (replica 3) injects to the backups only, never to the primary,
+/// while a client keeps the primary busy: the backups forward each to the primary at
+/// once, so the primary orders it in time and no replica ever starts a view change
+/// against it. (Were the backups to wait for a stalled tick to forward, none would
+/// come while batches execute, and their timers would blame the primary for requests
+/// it never saw.)
+#[test]
+fn requests_injected_to_the_backups_only_do_not_replace_an_honest_primary() {
+    let mut c = Cluster::default_cluster();
+    let step = std::time::Duration::from_millis(25);
+    let rounds = 80u64; // 2 s: five view timeouts
+    for i in 1..=rounds {
+        // the client sends to the primary; the traitor sends a fresh request of
+        // another client to backups 1 and 2 only
+        c.submit_to(0, &req(i));
+        let injected = request(1, i, format!("injected {i}").into_bytes());
+        for to in [1, 2] {
+            c.net.push_back((3, to, Message::Request(injected.clone())));
+        }
+        let until = c.now.plus(step);
+        c.run_until(1_000, |c| c.net.is_empty());
+        while c
+            .replicas
+            .iter()
+            .filter_map(|r| r.next_timeout())
+            .min()
+            .is_some_and(|t| t <= until)
+        {
+            c.advance();
+            c.run_until(1_000, |c| c.net.is_empty());
+        }
+        c.now = until;
+    }
+    c.run_until(1_000, |c| c.net.is_empty());
+    for i in 0..N as usize {
+        assert_eq!(c.replicas[i].view(), 0, "replica {i}");
+        assert_eq!(c.replicas[i].status(), Status::Normal, "replica {i}");
+        assert!(
+            !c.wal[i]
+                .iter()
+                .any(|w| matches!(w, WalRecord::ViewChange(_))),
+            "replica {i} started a view change"
+        );
+        // every request, the client's and the injected ones, executed
+        let executed: usize = c.executed[i].iter().map(|e| e.batch.requests.len()).sum();
+        assert_eq!(executed as u64, 2 * rounds, "replica {i}");
+    }
+    c.assert_agreement();
 }
 
 #[test]

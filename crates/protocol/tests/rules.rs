@@ -11,9 +11,14 @@
 //! - the f+1 join rule goes to the smallest higher view; an invalid new view moves on
 //!   to the next view; the new-view timer doubles on each failed attempt;
 //! - a new view never re-executes an executed sequence number;
-//! - requests are forwarded to the primary and bounded by the client window;
-//! - a request the primary leaves unordered for T/2 while its pipeline has room
-//!   replaces it, whatever else executes meanwhile.
+//! - requests are forwarded to the primary (relayed ones too, once) and bounded by the
+//!   client window;
+//! - the request timer waits for one request and stops only when that one executes;
+//! - a request the primary leaves unordered for T/2 of time with room in its pipeline
+//!   replaces it, whatever else executes meanwhile; only full batches and the new
+//!   view's O take room, and a full pipeline pauses that clock without resetting it;
+//! - a batch holding a request of a key that is not a client is evidence against the
+//!   primary.
 
 mod common;
 
@@ -34,10 +39,15 @@ struct Probe {
 
 impl Probe {
     fn new(id: ReplicaId) -> Probe {
-        let cfg = Config::new(pubkeys());
+        Probe::with_config(id, Config::new(pubkeys()))
+    }
+
+    /// A probe for replica `id` of a cluster configured as `cfg`, whose verifier
+    /// admits the clients `cfg` admits.
+    fn with_config(id: ReplicaId, cfg: Config) -> Probe {
         Probe {
+            verifier: Verifier::for_config(&cfg),
             r: Replica::new(cfg, id, replica_key(id).clone()).unwrap(),
-            verifier: Verifier::new(pubkeys()),
             now: Instant::ZERO,
         }
     }
@@ -719,7 +729,10 @@ fn progress_on_other_requests_does_not_reset_the_ordering_deadline() {
 /// have proposed.
 #[test]
 fn the_ordering_deadline_does_not_run_while_the_pipeline_is_full() {
-    let mut p = Probe::new(2);
+    // full batches of one request each
+    let mut cfg = Config::new(pubkeys());
+    cfg.max_batch = 1;
+    let mut p = Probe::with_config(2, cfg);
     let depth = p.r.config().pipeline_depth;
     let batches: Vec<Batch> = (1..=depth)
         .map(|i| Batch {
@@ -984,4 +997,221 @@ fn a_result_for_a_batch_never_dispatched_halts_the_replica() {
         p.r.halted()
     );
     assert_eq!(p.r.last_executed(), 1);
+}
+
+// ------------------------------------------------------------ timers follow requests
+
+/// Keeps `depth` pre-prepares of `make(seq)` in flight at backup 2 from t = 0: every
+/// 50 ms the lowest one commits and executes and the primary proposes the next, until
+/// `until_ms` or until the backup leaves view 0 (the others' checkpoints move the
+/// window along). Returns when it left, if it did.
+fn busy_pipeline(p: &mut Probe, until_ms: u64, make: impl Fn(Seq) -> Batch) -> Option<u64> {
+    let depth = p.r.config().pipeline_depth;
+    for seq in 1..=depth {
+        p.deliver(0, pre_prepare_msg(0, seq, make(seq)));
+    }
+    let mut next = depth + 1;
+    let mut executed_up_to = 0;
+    let mut t = 0;
+    while t + 50 <= until_ms {
+        t += 50;
+        if view_change_to(&p.at(t)).is_some() || p.r.status() != Status::Normal {
+            return Some(t);
+        }
+        executed_up_to += 1;
+        let batch = make(executed_up_to);
+        order_and_commit(p, executed_up_to, &batch);
+        let a = p.execute(executed_up_to, &batch);
+        if view_change_to(&a).is_some() || p.r.status() != Status::Normal {
+            return Some(t);
+        }
+        if executed_up_to.is_multiple_of(K) {
+            for r in [0, 3] {
+                let d = state_digest(executed_up_to);
+                p.deliver(r, Message::Checkpoint(checkpoint(executed_up_to, d, r)));
+            }
+        }
+        p.deliver(0, pre_prepare_msg(0, next, make(next)));
+        next += 1;
+    }
+    None
+}
+
+/// A full batch of client 1's requests for `seq` (`max_batch` of them).
+fn full_batch(max_batch: usize, seq: Seq) -> Batch {
+    let first = (seq - 1) * max_batch as u64 + 1;
+    Batch {
+        requests: (first..first + max_batch as u64)
+            .map(|rid| request(1, rid, vec![]))
+            .collect(),
+    }
+}
+
+/// PBFT §4.4: the request timer stops when the request it waits for executes, not when
+/// anything executes. The primary keeps its pipeline full of full batches of other
+/// requests (so the ordering deadline, which excuses a primary busy with full batches,
+/// never runs) and leaves out the one request this backup has had from the start: the
+/// timer started for it fires T later, however much executes meanwhile.
+#[test]
+fn the_request_timer_waits_for_its_own_request_not_for_progress() {
+    let mut cfg = Config::new(pubkeys());
+    cfg.max_batch = 2;
+    let mut p = Probe::with_config(2, cfg);
+    p.client(request(0, 1, vec![]));
+    let left = busy_pipeline(&mut p, 2000, |seq| full_batch(2, seq));
+    assert_eq!(left, Some(400), "T after the request arrived");
+    assert_eq!((p.r.view(), p.r.status()), (1, Status::ViewChange));
+}
+
+/// The timer restarts for the next waiting request when its own executes.
+#[test]
+fn the_request_timer_restarts_for_the_next_request_when_its_own_executes() {
+    let mut p = Probe::new(2);
+    let (x, y) = (request(0, 1, vec![]), request(1, 1, vec![]));
+    p.client(x.clone());
+    p.at(100);
+    p.client(y.clone());
+    // both ordered (so no ordering deadline runs), y behind x
+    let (bx, by) = (Batch { requests: vec![x] }, Batch { requests: vec![y] });
+    p.deliver(0, pre_prepare_msg(0, 1, bx.clone()));
+    p.deliver(0, pre_prepare_msg(0, 2, by));
+    p.at(300);
+    order_and_commit(&mut p, 1, &bx);
+    p.execute(1, &bx);
+    // y waits from 100, but the timer for it starts when x executes, at 300
+    assert_eq!(view_change_to(&p.at(699)), None);
+    assert_eq!(view_change_to(&p.at(700)), Some(1));
+}
+
+/// The censor: a primary that keeps its pipeline full with null batches while leaving
+/// out a request the backup has had for T/2. Null batches are no excuse: the backup
+/// changes view T/2 after it learnt the request.
+#[test]
+fn a_pipeline_full_of_null_batches_does_not_excuse_leaving_a_request_out() {
+    let mut p = Probe::new(2);
+    p.client(request(0, 1, vec![]));
+    let left = busy_pipeline(&mut p, 2000, |_| Batch::null());
+    assert_eq!(left, Some(200), "T/2 after the request arrived");
+}
+
+/// Under-full batches of other requests are no excuse either: an honest primary
+/// proposes a batch with room to spare only when it has nothing else waiting.
+#[test]
+fn a_pipeline_full_of_under_full_batches_does_not_excuse_leaving_a_request_out() {
+    let mut p = Probe::new(2);
+    p.client(request(0, 1, vec![]));
+    let left = busy_pipeline(&mut p, 2000, |seq| Batch {
+        requests: vec![request(1, seq, vec![])],
+    });
+    assert_eq!(left, Some(200), "T/2 after the request arrived");
+}
+
+/// The ordering clock adds up the time the primary had room, even when a full
+/// pipeline interrupts it: a primary cannot reset it by filling its pipeline now and
+/// then.
+#[test]
+fn the_ordering_clock_is_not_reset_by_a_full_pipeline_now_and_then() {
+    let mut cfg = Config::new(pubkeys());
+    cfg.max_batch = 1;
+    let mut p = Probe::with_config(2, cfg);
+    p.client(request(0, 1, vec![]));
+    // room from 0 to 150: 150 ms of the 200 used up
+    p.at(150);
+    // then a pipeline full of full batches (one request each) for 100 ms
+    let depth = p.r.config().pipeline_depth;
+    let batches: Vec<Batch> = (1..=depth).map(|s| full_batch(1, s)).collect();
+    for (i, batch) in batches.iter().enumerate() {
+        p.deliver(0, pre_prepare_msg(0, i as Seq + 1, batch.clone()));
+    }
+    assert_eq!(
+        p.r.order_deadline(),
+        None,
+        "paused while the pipeline is full"
+    );
+    assert_eq!(view_change_to(&p.at(250)), None);
+    // seq 1 executes at 250: room again, 50 ms left
+    order_and_commit(&mut p, 1, &batches[0]);
+    p.execute(1, &batches[0]);
+    assert_eq!(p.r.order_deadline(), Some(ms(300)));
+    assert_eq!(view_change_to(&p.at(299)), None);
+    assert_eq!(view_change_to(&p.at(300)), Some(1));
+}
+
+// ------------------------------------------------------------ requests reach the primary
+
+/// A request another validator relays to a backup is forwarded to the primary at once
+/// (once), or the backup would blame the primary for a request it never had.
+#[test]
+fn a_relayed_request_is_forwarded_to_the_primary_once() {
+    let mut p = Probe::new(2);
+    let x = request(0, 1, vec![]);
+    let forwarded = |a: &[Action]| {
+        a.iter()
+            .filter(|x| {
+                matches!(
+                    x,
+                    Action::Send {
+                        to: 0,
+                        msg: Message::Request(_)
+                    }
+                )
+            })
+            .count()
+    };
+    let a = p.deliver(3, Message::Request(x.clone()));
+    assert_eq!(forwarded(&a), 1, "forwarded to the primary");
+    assert_eq!(p.r.waiting_requests(), 1);
+    let a = p.deliver(3, Message::Request(x.clone()));
+    assert_eq!(forwarded(&a), 0, "once per request");
+    let a = p.deliver(1, Message::Request(x));
+    assert_eq!(forwarded(&a), 0, "once per request, whoever relays it");
+    // a request the primary itself sent is not sent back to it
+    let a = p.deliver(0, Message::Request(request(1, 1, vec![])));
+    assert_eq!(forwarded(&a), 0);
+}
+
+// ------------------------------------------------------------ who may submit
+
+fn two_clients_config() -> Config {
+    let mut cfg = Config::new(pubkeys());
+    cfg.clients =
+        pbft_protocol::ClientKeys::listed([client_key(0).public(), client_key(1).public()]);
+    cfg
+}
+
+/// A batch holding a request from a key the cluster does not know is invalid, like
+/// one holding a request with a bad signature: the backup does not prepare it, and
+/// the primary's signed header over that very batch is evidence against it.
+#[test]
+fn a_batch_holding_an_unknown_keys_request_is_evidence_against_the_primary() {
+    let mut p = Probe::with_config(2, two_clients_config());
+    let batch = Batch {
+        requests: vec![request(1, 1, vec![]), request(2, 1, vec![])],
+    };
+    let a = p.deliver(0, pre_prepare_msg(0, 1, batch));
+    assert_eq!(sent_prepare(&a), None);
+    assert_eq!(evidence(&a), vec!["bad_pre_prepare"]);
+    assert_eq!(view_change_to(&a), Some(1));
+}
+
+/// The new view's `O` takes pipeline slots whatever its batches hold: the new primary
+/// had to re-propose them, and cannot propose more until they execute. A backup does
+/// not blame it for a request that waits behind them, though they are null or
+/// under-full.
+#[test]
+fn a_pipeline_taken_by_the_new_views_o_excuses_the_primary() {
+    let mut p = Probe::new(2);
+    let depth = p.r.config().pipeline_depth;
+    // a certificate at seq `depth`: O is `depth - 1` null batches and one of a request
+    let cert = prepared_cert(0, depth, b(1), &[2, 3]);
+    let vcs = [0, 1, 3]
+        .into_iter()
+        .map(|r| view_change(1, 0, vec![cert.clone()], r))
+        .collect();
+    p.deliver(1, Message::NewView(Box::new(honest_new_view(1, vcs))));
+    assert_eq!((p.r.view(), p.r.status()), (1, Status::Normal));
+    p.client(request(1, 10, vec![]));
+    assert_eq!(p.r.unordered_requests(), 1);
+    assert_eq!(p.r.order_deadline(), None, "O fills the pipeline");
+    assert_eq!(view_change_to(&p.at(300)), None);
 }

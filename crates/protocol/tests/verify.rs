@@ -419,3 +419,97 @@ fn signers_only_mode_still_checks_who_claims_what() {
     );
     assert_eq!(v.validators(), &pubkeys()[..]);
 }
+
+// ------------------------------------------------------------ who may submit
+
+/// A verifier for a cluster whose client accounts are clients 0 and 1 only.
+fn two_clients() -> Verifier {
+    Verifier::new(pubkeys()).with_clients(pbft_protocol::ClientKeys::listed([
+        client_key(0).public(),
+        client_key(1).public(),
+    ]))
+}
+
+/// A request of client 2 (not a client of the cluster) whose signature does not
+/// verify: if the verifier checked the signature first, it would report a bad one.
+fn unknown_with_bad_signature() -> pbft_protocol::SignedRequest {
+    forged(request(2, 1, b"op".to_vec()))
+}
+
+#[test]
+fn a_relayed_request_from_an_unknown_key_is_refused_before_its_signature_is_checked() {
+    let e = two_clients()
+        .verify(3, Message::Request(unknown_with_bad_signature()))
+        .expect_err("unknown key");
+    assert!(matches!(e, Rejection::UnknownClient(_)), "{e:?}");
+    assert_eq!(e.reason(), "unknown_client");
+    // a listed client's request is checked as before
+    assert!(two_clients()
+        .verify(3, Message::Request(request(1, 1, vec![])))
+        .is_ok());
+    assert!(matches!(
+        two_clients().verify(3, Message::Request(forged(request(1, 1, vec![])))),
+        Err(Rejection::BadSignature(_))
+    ));
+}
+
+#[test]
+fn a_client_request_from_an_unknown_key_is_refused_before_its_signature_is_checked() {
+    let results = two_clients().verify_requests(vec![
+        request(0, 1, vec![]),
+        unknown_with_bad_signature(),
+        request(2, 2, vec![]),
+    ]);
+    assert!(results[0].is_ok());
+    for r in &results[1..] {
+        assert!(
+            matches!(r, Err(Rejection::UnknownClient(_))),
+            "{:?}",
+            r.as_ref().err()
+        );
+    }
+}
+
+#[test]
+fn a_batch_request_from_an_unknown_key_is_reported_like_a_bad_signature() {
+    let batch = Batch {
+        requests: vec![
+            request(0, 1, vec![]),
+            unknown_with_bad_signature(),
+            request(1, 1, vec![]),
+            request(3, 1, vec![]),
+        ],
+    };
+    let v = two_clients()
+        .verify(1, pre_prepare_msg(0, 1, batch))
+        .expect("the primary's header is valid");
+    assert_eq!(v.bad_requests(), &[1, 3]);
+}
+
+#[test]
+fn a_fetched_batch_holding_an_unknown_keys_request_is_refused() {
+    // view changes name batches by digest; a batch fetched for one must be valid
+    let batch = Batch {
+        requests: vec![request(2, 1, vec![])],
+    };
+    let e = two_clients()
+        .verify(3, Message::BatchReply { seq: 1, batch })
+        .expect_err("no honest replica prepares such a batch");
+    assert!(matches!(e, Rejection::UnknownClient(_)), "{e:?}");
+}
+
+/// The rule admits exactly the listed keys, whatever their order, and remembers which
+/// was listed first (client 0 of the cluster file).
+#[test]
+fn client_keys_admit_the_listed_keys_and_remember_the_first() {
+    let (a, b, c) = (
+        client_key(0).public(),
+        client_key(1).public(),
+        client_key(2).public(),
+    );
+    let keys = pbft_protocol::ClientKeys::listed([b, a, b]);
+    assert!(keys.admits(&a) && keys.admits(&b) && !keys.admits(&c));
+    assert_eq!(keys.first(), Some(b));
+    assert!(pbft_protocol::ClientKeys::Any.admits(&c));
+    assert_eq!(pbft_protocol::ClientKeys::Any.first(), None);
+}

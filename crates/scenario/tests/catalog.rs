@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// The catalog of docs/scenarios.md ("The catalog"), in its order.
-const CATALOG: [&str; 25] = [
+const CATALOG: [&str; 27] = [
     "baseline",
     "backup-crash",
     "primary-crash",
@@ -37,6 +37,8 @@ const CATALOG: [&str; 25] = [
     "frame",
     "status-spam",
     "large-view-change",
+    "censor",
+    "inject",
     "beyond-f",
 ];
 
@@ -130,12 +132,15 @@ catalog_tests! {
     slow_primary => "slow-primary",
     flood => "flood",
     wiped_replica_catches_up => "wiped-replica-catches-up",
+    state_spam => "state-spam",
     partition_heal => "partition-heal",
     crash_mid_checkpoint => "crash-mid-checkpoint",
     bad_clients => "bad-clients",
     seven_validators_two_traitors => "seven-validators-two-traitors",
     frame => "frame",
     status_spam => "status-spam",
+    censor => "censor",
+    inject => "inject",
     beyond_f => "beyond-f",
     large_view_change => "large-view-change",
 }

@@ -17,7 +17,7 @@ use crate::validators::Validator;
 use bytes::Bytes;
 use pbft_crypto::{Digest, Hasher, Keypair, PublicKey};
 use pbft_protocol::envelope::Limits;
-use pbft_protocol::{Config, Duration, Instant, ReplicaId, Verifier};
+use pbft_protocol::{ClientKeys, Config, Duration, Instant, ReplicaId, Verifier};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::collections::BTreeMap;
@@ -125,6 +125,8 @@ impl Simulation {
         let client_keys: Vec<Keypair> = (0..w.clients).map(client_key).collect();
         let accounts: Vec<PublicKey> = client_keys.iter().map(|k| k.public()).collect();
         let genesis: BTreeMap<PublicKey, u64> = accounts.iter().map(|a| (*a, w.balance)).collect();
+        // only the accounts may submit, as in a cluster file
+        pcfg.clients = ClientKeys::listed(accounts.iter().copied());
         let share = |total: usize, i: usize| {
             total / w.clients.max(1) + usize::from(i < total % w.clients.max(1))
         };
@@ -188,9 +190,9 @@ impl Simulation {
             .collect();
         let honest = (0..n).map(|i| !cfg.is_traitor(i as ReplicaId)).collect();
         let verifier = if cfg.verify_signatures {
-            Verifier::new(publics)
+            Verifier::for_config(&pcfg)
         } else {
-            Verifier::signers_only_for_benchmarks(publics)
+            Verifier::signers_only_for_benchmarks(publics).with_clients(pcfg.clients.clone())
         };
         let checker = Checker::new(honest, cfg.verify_signatures);
         let mut sim = Simulation {

@@ -239,6 +239,27 @@ fn poisoned_state_is_refused_and_the_wiped_replica_catches_up() {
 }
 
 #[test]
+fn censoring_primary_is_replaced_and_the_censored_client_commits() {
+    let r = run(with_traitor(26, 0, Behavior::Censor));
+    assert_correct(&r);
+    assert_view_changed(&r);
+    assert!(r.falsely_accused().is_empty(), "{}", r.summary());
+}
+
+#[test]
+fn requests_injected_to_the_backups_do_not_replace_an_honest_primary() {
+    let r = run(with_traitor(27, 3, Behavior::Inject));
+    assert_correct(&r);
+    assert_eq!(r.max_honest_view(), 0, "{}", r.summary());
+    // the made-up keys were refused by the verifier
+    assert!(
+        r.stats.rejected.get("unknown_client").copied().unwrap_or(0) > 0,
+        "{:?}",
+        r.stats.rejected
+    );
+}
+
+#[test]
 fn seven_validators_two_traitors() {
     let mut c = with_traitor(26, 0, Behavior::Equivocate);
     c.validators = 7;

@@ -44,11 +44,17 @@ pub enum Behavior {
     Frame,
     /// Sends every peer bursts of status messages naming old views.
     StatusSpam,
+    /// As primary, never orders the requests of one client and keeps its pipeline
+    /// full with null batches; as a backup, honest.
+    Censor,
+    /// Sends requests of made-up keys, and replays of requests it has seen, to the
+    /// backups only.
+    Inject,
 }
 
 impl Behavior {
     /// Every behaviour, in declaration order.
-    pub const ALL: [Behavior; 17] = [
+    pub const ALL: [Behavior; 19] = [
         Behavior::Silent,
         Behavior::Equivocate,
         Behavior::BadDigest,
@@ -66,6 +72,8 @@ impl Behavior {
         Behavior::StateSpam,
         Behavior::Frame,
         Behavior::StatusSpam,
+        Behavior::Censor,
+        Behavior::Inject,
     ];
 
     /// The snake_case name used in scenario files and on the command line.
@@ -88,6 +96,8 @@ impl Behavior {
             Behavior::StateSpam => "state_spam",
             Behavior::Frame => "frame",
             Behavior::StatusSpam => "status_spam",
+            Behavior::Censor => "censor",
+            Behavior::Inject => "inject",
         }
     }
 
@@ -138,6 +148,12 @@ impl Behavior {
             }
             Behavior::StatusSpam => {
                 "with each message it sends, sends every peer 32 status messages naming old views (view 0 and every view below the highest it has seen)"
+            }
+            Behavior::Censor => {
+                "as primary, never orders the requests of the client with the lowest index, orders the others' in batches of its own, and fills every free slot of its pipeline with a null batch; as a backup, honest"
+            }
+            Behavior::Inject => {
+                "with each vote and status it sends, sends the backups (never the primary) a request signed by a made-up key and a replay of a request it has seen"
             }
         }
     }

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use pbft_crypto::{Digest, Keypair};
 use pbft_protocol::envelope::{decode, DecodeError, Limits, MAGIC};
 use pbft_protocol::{
-    Batch, Checkpoint, Commit, CommittedProof, Config, Duration, Instant, Message, NewView,
-    PrePrepare, Prepare, PreparedCert, PreparedProof, Rejection, ReplicaId, Reply, Request, Signed,
-    SignedReply, SignedRequest, Verifier, ViewChange,
+    Batch, Checkpoint, ClientKeys, Commit, CommittedProof, Config, Duration, Instant, Message,
+    NewView, PrePrepare, Prepare, PreparedCert, PreparedProof, Rejection, ReplicaId, Reply,
+    Request, Signed, SignedReply, SignedRequest, Verifier, ViewChange,
 };
 
 use crate::{Behavior, Dest, Outgoing, Payload, Traitor};
@@ -186,9 +186,14 @@ fn silent_sends_nothing() {
 #[test]
 fn other_messages_pass_through_unchanged() {
     for b in Behavior::ALL {
+        // (a censoring primary adds its own pre-prepares to whatever goes out)
         if matches!(
             b,
-            Behavior::Silent | Behavior::Replay | Behavior::Flood | Behavior::StatusSpam
+            Behavior::Silent
+                | Behavior::Replay
+                | Behavior::Flood
+                | Behavior::StatusSpam
+                | Behavior::Censor
         ) {
             continue;
         }
@@ -666,6 +671,212 @@ fn poison_state_corrupts_chunks_and_proofs() {
         assert_ne!(p.pre_prepare.body.digest, p.batch.digest());
     }
     assert_unchanged(&mut t, Dest::AllReplicas, checkpoint(0, 16));
+}
+
+/// A cluster whose client accounts are clients 0, 1 and 2 of [`request`], in order.
+fn three_clients() -> Config {
+    let mut cfg = config();
+    cfg.clients = ClientKeys::listed((0..3).map(|c| request(c, 1).body.client));
+    cfg
+}
+
+/// The pre-prepares in `out`, as (seq, batch), checking that each goes to every
+/// replica, verifies as the view-0 primary's, and is followed by the primary's commit
+/// for it.
+fn proposals(out: &[Outgoing]) -> Vec<(u64, Batch)> {
+    assert_eq!(out.len() % 2, 0, "{out:?}");
+    out.chunks(2)
+        .map(|pair| {
+            for o in pair {
+                assert_eq!(o.dest, Dest::AllReplicas);
+                verifier()
+                    .verify(0, msg_of(o).clone())
+                    .expect("signed by the primary");
+            }
+            let (h, b) = header(msg_of(&pair[0]));
+            assert_eq!((h.view, h.digest), (0, b.digest()));
+            let Message::Commit(c) = msg_of(&pair[1]) else {
+                panic!("expected its commit, got {}", msg_of(&pair[1]).kind());
+            };
+            assert_eq!(
+                (c.body.view, c.body.seq, c.body.digest, c.body.replica),
+                (0, h.seq, h.digest, 0)
+            );
+            (h.seq, b.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn censor_leaves_one_client_out_and_fills_its_pipeline_with_null_batches() {
+    let cfg = three_clients();
+    let censored = request(0, 1).body.client;
+    assert_eq!(cfg.clients.first(), Some(censored));
+    let depth = cfg.pipeline_depth;
+    let mut t = Traitor::new(Behavior::Censor, 0, keys()[0].clone(), cfg, 42);
+    let all: Vec<SignedRequest> = (0..3).map(|c| request(c, 1)).collect();
+    let others: Vec<SignedRequest> = all
+        .iter()
+        .filter(|r| r.body.client != censored)
+        .cloned()
+        .collect();
+    assert_eq!(others.len(), 2);
+    // its replica proposes all three at seq 1: that proposal is not sent; the other
+    // two clients' requests go out at seq 1, and null batches fill the pipeline
+    let out = mutate(
+        &mut t,
+        Dest::AllReplicas,
+        pre_prepare(0, 1, Batch { requests: all }),
+    );
+    let sent = proposals(&out);
+    assert_eq!(sent.len() as u64, depth);
+    assert_eq!(sent[0], (1, Batch { requests: others }));
+    for (i, (seq, b)) in sent.iter().enumerate().skip(1) {
+        assert_eq!((*seq, b), (i as u64 + 1, &Batch::null()));
+    }
+    // the same proposal again (a retransmission) adds nothing, and nothing is
+    // re-sent before a retransmission interval passes
+    let out = mutate(
+        &mut t,
+        Dest::AllReplicas,
+        pre_prepare(
+            0,
+            1,
+            Batch {
+                requests: vec![request(1, 1)],
+            },
+        ),
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // two peers commit seq 1 (q-1): one more slot, filled with a null batch
+    let d = sent[0].1.digest();
+    let (out, deliver) = t.observe(1, &commit(1, 1, d), Instant::ZERO);
+    assert!(out.is_empty() && deliver);
+    let (out, deliver) = t.observe(2, &commit(2, 1, d), Instant::ZERO);
+    assert!(deliver);
+    assert_eq!(proposals(&out), vec![(depth + 1, Batch::null())]);
+    // its replica never sees its pre-prepares relayed back, nor committed proofs
+    // (either would show it its own double signing)
+    let relayed = pre_prepare(0, 2, Batch::null());
+    assert!(!t.observe(1, &relayed, Instant::ZERO).1);
+    let committed = Message::Committed {
+        stable_proof: vec![],
+        proofs: vec![],
+    };
+    assert!(!t.observe(1, &committed, Instant::ZERO).1);
+    // two peers announce one checkpoint: it adds its own, matching theirs
+    let cp = |r: ReplicaId| checkpoint(r, 16);
+    assert!(t.observe(1, &cp(1), Instant::ZERO).0.is_empty());
+    let (out, _) = t.observe(2, &cp(2), Instant::ZERO);
+    assert_eq!(out, vec![Outgoing::now(Dest::AllReplicas, cp(0))]);
+    // a retransmission interval later, what is in flight goes out again
+    let later = Instant::ZERO.plus(t_retransmit());
+    let out = t.mutate(Dest::AllReplicas, checkpoint(0, 16), later);
+    assert_eq!(msg_of(&out[0]), &checkpoint(0, 16));
+    let again: Vec<u64> = proposals(&out[1..]).iter().map(|(s, _)| *s).collect();
+    assert_eq!(again, (2..=depth + 1).collect::<Vec<_>>());
+    // once its replica moves to view 1 it is an honest backup
+    let vc = view_change(0, 1, 0, vec![]);
+    assert_eq!(mutate(&mut t, Dest::AllReplicas, vc.clone()).len(), 1);
+    let d = batch(2).digest();
+    assert_unchanged(&mut t, Dest::AllReplicas, commit(0, 1, d));
+    assert_eq!(
+        t.observe(1, &pre_prepare(1, 1, batch(2)), Instant::ZERO),
+        (vec![], true)
+    );
+}
+
+fn t_retransmit() -> Duration {
+    config().retransmit_interval
+}
+
+#[test]
+fn censor_as_backup_is_honest() {
+    let mut t = Traitor::new(Behavior::Censor, 1, keys()[1].clone(), three_clients(), 42);
+    let d = batch(3).digest();
+    assert_eq!(
+        t.observe(0, &pre_prepare(0, 1, batch(3)), Instant::ZERO),
+        (vec![], true)
+    );
+    assert_unchanged(&mut t, Dest::AllReplicas, prepare(1, 1, d));
+    assert_unchanged(&mut t, Dest::AllReplicas, commit(1, 1, d));
+    assert_eq!(t.altered(), 0);
+}
+
+#[test]
+fn inject_sends_made_up_and_replayed_requests_to_the_backups_only() {
+    let mut t = Traitor::new(Behavior::Inject, 3, keys()[3].clone(), three_clients(), 42);
+    let strict = Verifier::new(config().validators).with_clients(three_clients().clients);
+    // it has seen two requests in a pre-prepare
+    let seen = batch(2).requests;
+    assert_eq!(
+        t.observe(0, &pre_prepare(0, 1, batch(2)), Instant::ZERO),
+        (vec![], true)
+    );
+    let d = batch(2).digest();
+    let out = mutate(&mut t, Dest::AllReplicas, prepare(3, 1, d));
+    assert_eq!(msg_of(&out[0]), &prepare(3, 1, d));
+    let extra = &out[1..];
+    assert_eq!(extra.len(), 4, "two requests to each of two backups");
+    let to: Vec<Dest> = extra.iter().map(|o| o.dest.clone()).collect();
+    assert_eq!(
+        to,
+        vec![
+            Dest::Replica(1),
+            Dest::Replica(2),
+            Dest::Replica(1),
+            Dest::Replica(2)
+        ],
+        "never the primary (0)"
+    );
+    let requests: Vec<SignedRequest> = extra
+        .iter()
+        .map(|o| match msg_of(o) {
+            Message::Request(r) => r.clone(),
+            other => panic!("expected a request, got {}", other.kind()),
+        })
+        .collect();
+    // the first is freshly signed by a key that is no client: its signature holds,
+    // and the cluster's rule refuses it before checking it
+    let fresh = &requests[0];
+    assert!(verifier()
+        .verify(3, Message::Request(fresh.clone()))
+        .is_ok());
+    assert_eq!(
+        strict
+            .verify(3, Message::Request(fresh.clone()))
+            .expect_err("not a client")
+            .reason(),
+        "unknown_client"
+    );
+    // the second replays a request it saw
+    assert!(seen.contains(&requests[2]), "{:?}", requests[2]);
+    // each vote brings a new made-up key
+    let out = mutate(&mut t, Dest::AllReplicas, commit(3, 1, d));
+    match msg_of(&out[1]) {
+        Message::Request(r) => assert_ne!(r.body.client, fresh.body.client),
+        other => panic!("expected a request, got {}", other.kind()),
+    }
+    // a checkpoint is not a trigger
+    assert_unchanged(&mut t, Dest::AllReplicas, checkpoint(3, 16));
+    // in view 1 the primary is 1: the backups are 0 and 2
+    mutate(&mut t, Dest::AllReplicas, view_change(3, 1, 0, vec![]));
+    let out = mutate(
+        &mut t,
+        Dest::AllReplicas,
+        Message::Status {
+            view: 1,
+            last_executed: 0,
+        },
+    );
+    let to: BTreeSet<ReplicaId> = out[1..]
+        .iter()
+        .map(|o| match o.dest {
+            Dest::Replica(r) => r,
+            ref d => panic!("{d:?}"),
+        })
+        .collect();
+    assert_eq!(to, BTreeSet::from([0, 2]));
 }
 
 /// A mixed script of honest messages exercising every behaviour.

@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
-use pbft_crypto::{Digest, Keypair};
+use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_protocol::envelope::{self, Limits, MAGIC, WIRE_VERSION};
 use pbft_protocol::{
     Batch, Checkpoint, Commit, Config, Dest, Duration, Evidence, Instant, Message, NewView,
-    Outgoing, Payload, PrePrepare, Prepare, PreparedCert, ReplicaId, Request, Seq, Signable,
-    Signed, View, ViewChange,
+    Outgoing, Payload, PrePrepare, Prepare, PreparedCert, ReplicaId, Request, RequestId, Seq,
+    Signable, Signed, SignedRequest, View, ViewChange,
 };
 
 use crate::behavior::Behavior;
@@ -28,6 +28,10 @@ const MAX_BAD_BODY: u64 = 256;
 const SPAM_CHUNKS: u32 = 4;
 /// Bytes of each of them.
 const SPAM_CHUNK_BYTES: usize = 16 << 10;
+/// How many requests seen `inject` remembers for replaying.
+const SEEN_REQUESTS: usize = 64;
+/// Bytes of the operation of each request `inject` makes up.
+const INJECTED_OP_BYTES: usize = 16;
 /// Number of variants of [`Message`] (its postcard tags are `0..MESSAGE_TAGS`).
 const MESSAGE_TAGS: u64 = 14;
 /// Status messages `status_spam` sends each peer per message of its own.
@@ -66,6 +70,42 @@ pub struct Traitor {
     framed: VecDeque<(View, Seq)>,
     /// As `status_spam`: the highest view seen in its own messages.
     high_view: View,
+    /// The highest view it has seen its replica or a peer's pre-prepare or new view in
+    /// (`censor` and `inject` act on who is primary there).
+    view: View,
+    /// As `censor`: its own ordering while it is primary.
+    censor: Censorship,
+    /// As `inject`: the latest requests it has seen, to replay.
+    seen_requests: VecDeque<SignedRequest>,
+}
+
+/// A censoring primary's own ordering of its view: its replica's proposals are not
+/// sent but taken apart, and the requests of every client but the censored one go out
+/// in batches of the traitor's, at sequence numbers of its own, with every free slot of
+/// the pipeline filled by a null batch.
+#[derive(Clone, Debug, Default)]
+struct Censorship {
+    /// The view it orders (none while it is not primary).
+    view: Option<View>,
+    /// The next sequence number it proposes.
+    next: Seq,
+    /// The sequence number up to which q-1 peers committed every slot of `view`.
+    committed: Seq,
+    /// The highest checkpoint q-1 peers announced.
+    stable: Seq,
+    /// Requests to order, oldest first.
+    queue: VecDeque<SignedRequest>,
+    /// Every request queued in this view (a proposal seen twice is queued once).
+    queued: BTreeSet<(PublicKey, RequestId)>,
+    /// Its pre-prepares not yet committed, with its commits for them, by sequence
+    /// number, for retransmission.
+    in_flight: BTreeMap<Seq, [Message; 2]>,
+    /// When it last sent pre-prepares.
+    last_sent: Option<Instant>,
+    /// Committers of each sequence number above `committed`, and announcers of each
+    /// checkpoint above `stable`, by state digest.
+    commits: BTreeMap<Seq, BTreeSet<ReplicaId>>,
+    checkpoints: BTreeMap<Seq, BTreeMap<Digest, BTreeSet<ReplicaId>>>,
 }
 
 impl fmt::Debug for Traitor {
@@ -118,6 +158,9 @@ impl Traitor {
             spam_seq: None,
             framed: VecDeque::new(),
             high_view: 0,
+            view: 0,
+            censor: Censorship::default(),
+            seen_requests: VecDeque::new(),
         }
     }
 
@@ -136,15 +179,26 @@ impl Traitor {
     /// accomplice votes (prepare and commit) for every proposal of a colluding primary,
     /// and hides those proposals from its own replica so that the honest code does not
     /// notice the equivocation; `frame` pairs each header it receives with another
-    /// batch.
+    /// batch; `censor` and `inject` watch here too (see [`Behavior::Censor`] and
+    /// [`Behavior::Inject`]).
     pub fn observe(
         &mut self,
-        _from: ReplicaId,
+        from: ReplicaId,
         msg: &Message,
-        _now: Instant,
+        now: Instant,
     ) -> (Vec<Outgoing>, bool) {
-        if self.behavior == Behavior::Frame {
-            return (self.frame(msg), true);
+        match self.behavior {
+            Behavior::Frame => return (self.frame(msg), true),
+            Behavior::Censor => {
+                self.note_view(msg, false);
+                return self.censor_observe(from, msg, now);
+            }
+            Behavior::Inject => {
+                self.note_view(msg, false);
+                self.inject_observe(msg);
+                return (Vec::new(), true);
+            }
+            _ => {}
         }
         if self.behavior != Behavior::Equivocate || self.accomplices.is_empty() {
             return (Vec::new(), true);
@@ -229,8 +283,9 @@ impl Traitor {
 
     /// Mutates one outgoing message. Returns what is actually sent (possibly nothing,
     /// possibly many).
-    pub fn mutate(&mut self, dest: Dest, msg: Message, _now: Instant) -> Vec<Outgoing> {
+    pub fn mutate(&mut self, dest: Dest, msg: Message, now: Instant) -> Vec<Outgoing> {
         self.calls += 1;
+        self.note_view(&msg, true);
         let honest = Outgoing::now(dest.clone(), msg.clone());
         let out = match self.behavior {
             Behavior::Silent => Vec::new(),
@@ -251,6 +306,8 @@ impl Traitor {
             // it acts on what it receives ([`Traitor::observe`]) and sends honestly
             Behavior::Frame => vec![Outgoing::now(dest, msg)],
             Behavior::StatusSpam => self.status_spam(dest, msg),
+            Behavior::Censor => self.censor(dest, msg, now),
+            Behavior::Inject => self.inject(dest, msg),
         };
         if out.len() != 1 || out[0] != honest {
             self.altered += 1;
@@ -869,5 +926,275 @@ impl Traitor {
             ));
         }
         out
+    }
+
+    /// Follows the view: its own votes, view changes, new views and pre-prepares, and
+    /// the peers' pre-prepares and new views (`own` says whose message it is).
+    fn note_view(&mut self, msg: &Message, own: bool) {
+        let view = match msg {
+            Message::PrePrepare { pre_prepare, .. } => Some(pre_prepare.body.view),
+            Message::NewView(nv) => Some(nv.body.view),
+            Message::Prepare(p) if own => Some(p.body.view),
+            Message::Commit(c) if own => Some(c.body.view),
+            Message::ViewChange(vc) if own => Some(vc.body.new_view),
+            _ => None,
+        };
+        if let Some(v) = view {
+            self.view = self.view.max(v);
+        }
+    }
+
+    /// The client whose requests `censor` never orders: the one with the lowest index
+    /// in the cluster's list (none if the configuration admits any key).
+    fn censored(&self) -> Option<PublicKey> {
+        self.cfg.clients.first()
+    }
+
+    /// Whether `censor` orders the current view, starting its ordering of view 0 (as
+    /// its primary) the first time it is asked.
+    fn censoring(&mut self) -> bool {
+        if self.censor.view.is_some_and(|v| v != self.view) {
+            self.censor = Censorship::default();
+        }
+        if self.censor.view.is_none() && self.view == 0 && self.primary(0) == self.id {
+            self.censor = Censorship {
+                view: Some(0),
+                next: 1,
+                ..Censorship::default()
+            };
+        }
+        self.censor.view == Some(self.view)
+    }
+
+    /// As primary, its replica's pre-prepares are taken apart and not sent; its own
+    /// new view goes out as it is and starts its ordering after `O`. Every call also
+    /// fills the pipeline. As a backup it is honest.
+    fn censor(&mut self, dest: Dest, msg: Message, now: Instant) -> Vec<Outgoing> {
+        if let Message::NewView(nv) = &msg {
+            if self.primary(nv.body.view) == self.id && nv.body.view == self.view {
+                let stable = nv
+                    .body
+                    .view_changes
+                    .iter()
+                    .map(|vc| vc.body.stable_seq)
+                    .max()
+                    .unwrap_or(0);
+                let top = nv.body.pre_prepares.last().map_or(stable, |pp| pp.body.seq);
+                self.censor = Censorship {
+                    view: Some(nv.body.view),
+                    next: top.max(stable) + 1,
+                    committed: stable,
+                    stable,
+                    ..Censorship::default()
+                };
+            }
+        }
+        if !self.censoring() {
+            return vec![Outgoing::now(dest, msg)];
+        }
+        let mut out = Vec::new();
+        match &msg {
+            Message::PrePrepare { pre_prepare, batch } if self.mine(pre_prepare) => {
+                let censored = self.censored();
+                for r in &batch.requests {
+                    if Some(r.body.client) != censored && self.censor.queued.insert(r.key()) {
+                        self.censor.queue.push_back(r.clone());
+                    }
+                }
+            }
+            _ => out.push(Outgoing::now(dest, msg)),
+        }
+        out.extend(self.censor_fill(now));
+        out
+    }
+
+    /// As the censoring primary: counts the peers' commits and checkpoints (how far
+    /// its pipeline and window reach; it adds its own checkpoint to the q-1 matching
+    /// ones, as its replica, which executes nothing of its ordering, cannot), and hides from its replica what would show it
+    /// its own double signing (its pre-prepares relayed back, committed-slot proofs),
+    /// so that the replica goes on proposing and catches up by snapshots.
+    fn censor_observe(
+        &mut self,
+        from: ReplicaId,
+        msg: &Message,
+        now: Instant,
+    ) -> (Vec<Outgoing>, bool) {
+        if !self.censoring() {
+            return (Vec::new(), true);
+        }
+        let need = self.cfg.quorum().saturating_sub(1).max(1);
+        let c = &mut self.censor;
+        let mut deliver = true;
+        let mut own_checkpoint = None;
+        match msg {
+            Message::Commit(cm) if Some(cm.body.view) == c.view && cm.body.seq > c.committed => {
+                c.commits.entry(cm.body.seq).or_default().insert(from);
+                // in order: a slot left behind must stay in flight until it commits
+                while c
+                    .commits
+                    .get(&(c.committed + 1))
+                    .is_some_and(|v| v.len() >= need)
+                {
+                    c.committed += 1;
+                    c.commits.remove(&c.committed);
+                    c.in_flight.remove(&c.committed);
+                }
+            }
+            Message::Checkpoint(cp) if cp.body.seq > c.stable => {
+                let Checkpoint {
+                    seq, state_digest, ..
+                } = cp.body;
+                let voters = c
+                    .checkpoints
+                    .entry(seq)
+                    .or_default()
+                    .entry(state_digest)
+                    .or_default();
+                voters.insert(from);
+                if voters.len() >= need {
+                    c.stable = seq;
+                    c.checkpoints = c.checkpoints.split_off(&(seq + 1));
+                    // its own checkpoint, matching theirs, makes it stable with q-1
+                    // backups, so a lagging backup does not hold the window back
+                    own_checkpoint = Some(Checkpoint {
+                        seq,
+                        state_digest,
+                        replica: self.id,
+                    });
+                }
+            }
+            Message::PrePrepare { pre_prepare, .. } if Some(pre_prepare.body.view) == c.view => {
+                deliver = false;
+            }
+            Message::Committed { .. } => deliver = false,
+            _ => {}
+        }
+        let mut out: Vec<Outgoing> = own_checkpoint
+            .map(|cp| Outgoing::now(Dest::AllReplicas, Message::Checkpoint(self.sign(cp))))
+            .into_iter()
+            .collect();
+        out.extend(self.censor_fill(now));
+        (out, deliver)
+    }
+
+    /// Proposes, at its own next sequence numbers, batches of the queued requests, or
+    /// null batches when none are queued, until the pipeline is full (`pipeline_depth`
+    /// above what the peers committed) or the window ends; re-sends what is in flight
+    /// when it has sent nothing for a retransmission interval.
+    fn censor_fill(&mut self, now: Instant) -> Vec<Outgoing> {
+        let Some(view) = self.censor.view else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let c = &self.censor;
+        let limit = c
+            .committed
+            .saturating_add(self.cfg.pipeline_depth)
+            .min(c.stable.saturating_add(self.cfg.log_window));
+        while self.censor.next <= limit {
+            let mut requests = Vec::new();
+            while requests.len() < self.cfg.max_batch {
+                match self.censor.queue.pop_front() {
+                    Some(r) => requests.push(r),
+                    None => break,
+                }
+            }
+            let batch = Batch { requests };
+            let seq = self.censor.next;
+            let pre_prepare = self.sign(PrePrepare {
+                view,
+                seq,
+                digest: batch.digest(),
+            });
+            let digest = batch.digest();
+            let m = Message::PrePrepare { pre_prepare, batch };
+            // its commit goes with it: with it, q-1 backups commit the slot, so a
+            // backup that missed the pre-prepare does not hold the pipeline back
+            let commit = Message::Commit(self.sign(Commit {
+                view,
+                seq,
+                digest,
+                replica: self.id,
+            }));
+            out.push(Outgoing::now(Dest::AllReplicas, m.clone()));
+            out.push(Outgoing::now(Dest::AllReplicas, commit.clone()));
+            self.censor.in_flight.insert(seq, [m, commit]);
+            self.censor.next += 1;
+        }
+        let quiet = self
+            .censor
+            .last_sent
+            .is_none_or(|t| now >= t.plus(self.cfg.retransmit_interval));
+        if out.is_empty() && quiet {
+            out.extend(
+                self.censor
+                    .in_flight
+                    .values()
+                    .flatten()
+                    .map(|m| Outgoing::now(Dest::AllReplicas, m.clone())),
+            );
+        }
+        if !out.is_empty() {
+            self.censor.last_sent = Some(now);
+        }
+        out
+    }
+
+    /// Sends the message, and with each of its votes and status messages, a request
+    /// signed by a freshly made-up key and a replay of a request it has seen, to every
+    /// backup of the current view and never to its primary.
+    fn inject(&mut self, dest: Dest, msg: Message) -> Vec<Outgoing> {
+        let trigger = matches!(
+            msg,
+            Message::Prepare(_) | Message::Commit(_) | Message::Status { .. }
+        );
+        let mut out = vec![Outgoing::now(dest, msg)];
+        if !trigger {
+            return out;
+        }
+        let primary = self.primary(self.view);
+        let backups: Vec<ReplicaId> = (0..self.n())
+            .filter(|r| *r != self.id && *r != primary)
+            .collect();
+        let mut requests = Vec::with_capacity(2);
+        if let Ok(key) = Keypair::from_seed(&self.rng.array32()) {
+            let body = Request {
+                client: key.public(),
+                // the first id of a client's window: a new key's request is admitted
+                request_id: 1,
+                op: self.rng.bytes(INJECTED_OP_BYTES),
+            };
+            requests.push(Signed::sign(body, &key));
+        }
+        let seen = self.seen_requests.len() as u64;
+        if seen > 0 {
+            let i = self.rng.below(seen) as usize;
+            requests.extend(self.seen_requests.get(i).cloned());
+        }
+        for r in requests {
+            for b in &backups {
+                out.push(Outgoing::now(
+                    Dest::Replica(*b),
+                    Message::Request(r.clone()),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Remembers the requests it sees (relayed, or in a pre-prepare's batch), for
+    /// `inject` to replay.
+    fn inject_observe(&mut self, msg: &Message) {
+        let requests: Vec<&SignedRequest> = match msg {
+            Message::Request(r) => vec![r],
+            Message::PrePrepare { batch, .. } => batch.requests.iter().collect(),
+            _ => Vec::new(),
+        };
+        for r in requests {
+            if self.seen_requests.len() >= SEEN_REQUESTS {
+                self.seen_requests.pop_front();
+            }
+            self.seen_requests.push_back(r.clone());
+        }
     }
 }

@@ -603,7 +603,7 @@ fn next_seq() {
     nv.view = 2;
     p.r.view = 2; // this replica is the primary of view 2
     p.r.new_view = Some(Signed::sign(nv, &key(ME)));
-    p.r.request_deadline = None;
+    p.r.stop_request_timer();
     p.r.watch_reset();
     assert_eq!(p.r.check_invariants(), Ok(()));
     let b = batch(30);
@@ -636,6 +636,10 @@ fn timers() {
     let mut p = running();
     p.r.view_change_deadline = Some(p.now);
     assert_eq!(p.broken(), Invariant::Timers);
+    // a request timer that names no request
+    let mut p = running();
+    p.r.timed_request = None;
+    assert_eq!(p.broken(), Invariant::Timers);
 }
 
 #[test]
@@ -647,7 +651,7 @@ fn order_watch() {
     // watched while changing views
     let mut p = running();
     p.r.status = Status::ViewChange;
-    p.r.request_deadline = None;
+    p.r.stop_request_timer();
     let own = p.view_change(0, ME);
     p.r.view_changes.entry(0).or_default().insert(ME, own);
     assert_eq!(p.broken(), Invariant::OrderWatch);
