@@ -8,32 +8,10 @@
 mod common;
 
 use common::*;
-use pbft_protocol::verify::Verifier;
-use pbft_protocol::{Action, Batch, Config, Instant, Message, Replica, ReplicaId, Seq, Status};
+use pbft_protocol::{Action, Batch, Message, ReplicaId, Seq, Status};
 use std::time::Duration;
 
-struct Probe {
-    r: Replica,
-    verifier: Verifier,
-    now: Instant,
-}
-
 impl Probe {
-    fn new(id: ReplicaId) -> Probe {
-        let cfg = Config::new(pubkeys());
-        Probe {
-            r: Replica::new(cfg, id, replica_key(id).clone()).expect("a replica"),
-            verifier: Verifier::new(pubkeys()),
-            now: Instant::ZERO,
-        }
-    }
-
-    fn deliver(&mut self, from: ReplicaId, msg: Message) -> Vec<Action> {
-        let v = self.verifier.verify(from, msg).expect("verifies");
-        self.r.on_message(v, self.now);
-        std::iter::from_fn(|| self.r.poll_action()).collect()
-    }
-
     /// Time passes by `ms` (no timer is fired: only the clock the inputs carry moves).
     fn wait(&mut self, ms: u64) {
         self.now = self.now.plus(Duration::from_millis(ms));

@@ -11,43 +11,7 @@ mod common;
 
 use common::*;
 use pbft_protocol::verify::Verifier;
-use pbft_protocol::{
-    Action, Batch, Config, Instant, Message, Replica, ReplicaId, Seq, Signed, Status,
-};
-use std::time::Duration;
-
-struct Probe {
-    r: Replica,
-    verifier: Verifier,
-    now: Instant,
-}
-
-impl Probe {
-    fn new(id: ReplicaId) -> Probe {
-        let cfg = Config::new(pubkeys());
-        Probe {
-            r: Replica::new(cfg, id, replica_key(id).clone()).expect("valid configuration"),
-            verifier: Verifier::new(pubkeys()),
-            now: Instant::ZERO,
-        }
-    }
-
-    fn actions(&mut self) -> Vec<Action> {
-        std::iter::from_fn(|| self.r.poll_action()).collect()
-    }
-
-    fn deliver(&mut self, from: ReplicaId, msg: Message) -> Vec<Action> {
-        let v = self.verifier.verify(from, msg).expect("verifies");
-        self.r.on_message(v, self.now);
-        self.actions()
-    }
-
-    fn at(&mut self, ms: u64) -> Vec<Action> {
-        self.now = Instant::ZERO.plus(Duration::from_millis(ms));
-        self.r.on_timeout(self.now);
-        self.actions()
-    }
-}
+use pbft_protocol::{Action, Batch, Config, Message, ReplicaId, Seq, Signed, Status};
 
 fn b(i: usize) -> Batch {
     batch_pool()[i].clone()

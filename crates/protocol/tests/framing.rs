@@ -13,33 +13,9 @@
 mod common;
 
 use common::*;
-use pbft_protocol::verify::Verifier;
 use pbft_protocol::{
-    Action, Batch, Config, Evidence, Instant, Message, PrePrepare, Replica, ReplicaId, Signed,
-    SignedRequest, Status,
+    Action, Batch, Config, Evidence, Message, PrePrepare, ReplicaId, Signed, SignedRequest, Status,
 };
-
-struct Probe {
-    r: Replica,
-    verifier: Verifier,
-    now: Instant,
-}
-
-impl Probe {
-    fn new(id: ReplicaId) -> Probe {
-        Probe {
-            r: Replica::new(Config::new(pubkeys()), id, replica_key(id).clone()).unwrap(),
-            verifier: Verifier::new(pubkeys()),
-            now: Instant::ZERO,
-        }
-    }
-
-    fn deliver(&mut self, from: ReplicaId, msg: Message) -> Vec<Action> {
-        let v = self.verifier.verify(from, msg).expect("verifies");
-        self.r.on_message(v, self.now);
-        std::iter::from_fn(|| self.r.poll_action()).collect()
-    }
-}
 
 fn b(i: usize) -> Batch {
     batch_pool()[i].clone()

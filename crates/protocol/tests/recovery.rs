@@ -6,41 +6,7 @@ mod common;
 
 use common::*;
 use pbft_protocol::verify::Verifier;
-use pbft_protocol::{
-    Action, Config, Instant, Message, Replica, ReplicaId, Seq, SignedRequest, Status, WalRecord,
-};
-
-struct Probe {
-    r: Replica,
-    verifier: Verifier,
-    now: Instant,
-}
-
-impl Probe {
-    fn new(id: ReplicaId) -> Probe {
-        Probe {
-            r: Replica::new(Config::new(pubkeys()), id, replica_key(id).clone()).expect("replica"),
-            verifier: Verifier::new(pubkeys()),
-            now: Instant::ZERO,
-        }
-    }
-
-    fn actions(&mut self) -> Vec<Action> {
-        std::iter::from_fn(|| self.r.poll_action()).collect()
-    }
-
-    fn deliver(&mut self, from: ReplicaId, msg: Message) -> Vec<Action> {
-        let v = self.verifier.verify(from, msg).expect("verifies");
-        self.r.on_message(v, self.now);
-        self.actions()
-    }
-
-    fn client(&mut self, req: SignedRequest) -> Vec<Action> {
-        let v = self.verifier.verify_request(req).expect("client signature");
-        self.r.on_request(v, self.now);
-        self.actions()
-    }
-}
+use pbft_protocol::{Action, Config, Instant, Message, Replica, Seq, Status, WalRecord};
 
 /// The (view, seq) of every pre-prepare broadcast in `actions`.
 fn proposals(actions: &[Action]) -> Vec<(u64, Seq)> {

@@ -24,88 +24,10 @@ mod common;
 
 use common::*;
 use pbft_crypto::Digest;
-use pbft_protocol::verify::Verifier;
 use pbft_protocol::{
-    Action, Batch, Config, Evidence, ExecutedRequest, ExecutionResult, Instant, Message, Replica,
-    ReplicaId, Seq, Signed, SignedRequest, Status,
+    Action, Batch, Config, Evidence, Instant, Message, Replica, ReplicaId, Seq, Signed, Status,
 };
 use std::time::Duration;
-
-struct Probe {
-    r: Replica,
-    verifier: Verifier,
-    now: Instant,
-}
-
-impl Probe {
-    fn new(id: ReplicaId) -> Probe {
-        Probe::with_config(id, Config::new(pubkeys()))
-    }
-
-    /// A probe for replica `id` of a cluster configured as `cfg`, whose verifier
-    /// admits the clients `cfg` admits.
-    fn with_config(id: ReplicaId, cfg: Config) -> Probe {
-        Probe {
-            verifier: Verifier::for_config(&cfg),
-            r: Replica::new(cfg, id, replica_key(id).clone()).unwrap(),
-            now: Instant::ZERO,
-        }
-    }
-
-    fn actions(&mut self) -> Vec<Action> {
-        std::iter::from_fn(|| self.r.poll_action()).collect()
-    }
-
-    fn deliver(&mut self, from: ReplicaId, msg: Message) -> Vec<Action> {
-        let v = self.verifier.verify(from, msg).expect("verifies");
-        self.r.on_message(v, self.now);
-        self.actions()
-    }
-
-    fn client(&mut self, req: SignedRequest) -> Vec<Action> {
-        let v = self.verifier.verify_request(req).expect("client signature");
-        self.r.on_request(v, self.now);
-        self.actions()
-    }
-
-    fn at(&mut self, ms: u64) -> Vec<Action> {
-        self.now = Instant::ZERO.plus(Duration::from_millis(ms));
-        self.r.on_timeout(self.now);
-        self.actions()
-    }
-
-    fn execute(&mut self, seq: Seq, batch: &Batch) -> Vec<Action> {
-        let digest = seq.is_multiple_of(K).then(|| state_digest(seq));
-        self.execute_with_digest(seq, batch, digest)
-    }
-
-    /// Reports `batch` executed at `seq` with the given state digest.
-    fn execute_with_digest(
-        &mut self,
-        seq: Seq,
-        batch: &Batch,
-        state_digest: Option<Digest>,
-    ) -> Vec<Action> {
-        let replies = batch
-            .requests
-            .iter()
-            .map(|r| ExecutedRequest {
-                client: r.body.client,
-                request_id: r.body.request_id,
-                result: vec![1],
-            })
-            .collect();
-        self.r.on_executed(
-            seq,
-            ExecutionResult {
-                replies,
-                state_digest,
-            },
-            self.now,
-        );
-        self.actions()
-    }
-}
 
 fn broadcasts(actions: &[Action]) -> Vec<&Message> {
     actions

@@ -21,6 +21,10 @@ use proptest::sample::select;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, RngSeed};
 use std::sync::OnceLock;
 
+mod probe;
+#[allow(unused_imports)] // not every test file drives a probe
+pub use probe::Probe;
+
 /// Cluster size used by every test.
 pub const N: u32 = 4;
 /// Checkpoint interval K of `Config::new`.
