@@ -239,6 +239,12 @@ impl Replica {
 
     // ------------------------------------------------------------------ accessors
 
+    /// How many views this replica holds view changes for: at most two per sender,
+    /// whatever targets a traitor names.
+    pub fn view_change_views(&self) -> usize {
+        self.view_changes.len()
+    }
+
     /// Batches this replica is fetching by digest (named by a new view it installs or,
     /// as the new primary, is about to send). At most one per sequence number of `O`.
     pub fn wanted_batches(&self) -> usize {

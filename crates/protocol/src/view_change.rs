@@ -170,6 +170,9 @@ impl Replica {
                 }
             }
         }
+        // and a view nobody holds a view change for any more is dropped with it, so the
+        // map stays within two views per sender
+        self.view_changes.retain(|_, m| !m.is_empty());
         self.progress_view_change();
     }
 

@@ -255,3 +255,22 @@ fn a_flood_of_view_changes_for_the_current_view_gets_the_new_view_once_per_half_
     let a = p.deliver(3, Message::ViewChange(Box::new(vcs[2].clone())));
     assert_eq!(sent_to(&a, "new_view"), vec![3]);
 }
+
+/// A traitor sends valid view changes for ever higher views (each only one signature):
+/// the replica keeps at most two views per sender, not one entry per message.
+#[test]
+fn view_changes_for_ever_higher_views_keep_two_views_per_sender() {
+    let mut p = Probe::new(2);
+    for target in 1..=200 {
+        p.deliver(
+            3,
+            Message::ViewChange(Box::new(view_change(target, 0, vec![], 3))),
+        );
+    }
+    assert_eq!(p.r.view(), 0, "one sender alone moves no one");
+    assert!(
+        p.r.view_change_views() <= 2,
+        "{} views",
+        p.r.view_change_views()
+    );
+}
