@@ -56,16 +56,6 @@ fn prepared_sent(actions: &[Action]) -> bool {
     })
 }
 
-fn executed(actions: &[Action]) -> Vec<Seq> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Execute { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Replica 2 in view 0 joins the view change to view 1 of replicas 0 and 3 and
 /// receives an honest new view whose `O` re-proposes `b(1)` at seq 1, a batch prepared
 /// in view 0 that replica 2 never saw. Returns the probe and its actions on the new

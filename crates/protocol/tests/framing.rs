@@ -35,16 +35,6 @@ fn tainted(batch: &Batch) -> Batch {
     t
 }
 
-fn evidence_kinds(actions: &[Action]) -> Vec<&'static str> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Evidence { evidence, .. } => Some(evidence.kind()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn broadcasts(actions: &[Action]) -> impl Iterator<Item = &Message> {
     actions.iter().filter_map(|a| match a {
         Action::Broadcast { msg } => Some(msg),

@@ -59,26 +59,6 @@ fn view_change_to(actions: &[Action]) -> Option<u64> {
     })
 }
 
-fn executed(actions: &[Action]) -> Vec<Seq> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Execute { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .collect()
-}
-
-fn evidence(actions: &[Action]) -> Vec<&'static str> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Evidence { evidence, .. } => Some(evidence.kind()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn b(i: usize) -> Batch {
     batch_pool()[i].clone()
 }
@@ -197,7 +177,7 @@ fn pre_prepares_for_another_view_are_ignored() {
     // view 4's primary is 0 too, but we are in view 0
     let a = p.deliver(0, pre_prepare_msg(4, 1, b(1)));
     assert_eq!(sent_prepare(&a), None);
-    assert!(evidence(&a).is_empty());
+    assert!(evidence_kinds(&a).is_empty());
     assert_eq!(p.r.view(), 0);
 }
 
@@ -212,7 +192,7 @@ fn pre_prepare_with_a_wrong_digest_is_dropped_and_proves_nothing() {
     };
     let a = p.deliver(0, msg);
     assert_eq!(sent_prepare(&a), None);
-    assert!(evidence(&a).is_empty());
+    assert!(evidence_kinds(&a).is_empty());
     assert_eq!(view_change_to(&a), None);
     assert_eq!((p.r.view(), p.r.status()), (0, Status::Normal));
 }
@@ -227,7 +207,7 @@ fn pre_prepare_with_a_bad_client_signature_is_evidence_and_replaces_the_primary(
     };
     let a = p.deliver(0, pre_prepare_msg(0, 1, batch));
     assert_eq!(sent_prepare(&a), None);
-    assert_eq!(evidence(&a), vec!["bad_pre_prepare"]);
+    assert_eq!(evidence_kinds(&a), vec!["bad_pre_prepare"]);
     assert_eq!(view_change_to(&a), Some(1));
 }
 
@@ -238,7 +218,7 @@ fn equivocation_is_evidence_and_replaces_the_primary() {
     // the second proposal, relayed by replica 3
     let a = p.deliver(3, pre_prepare_msg(0, 1, b(2)));
     assert_eq!(sent_prepare(&a), None);
-    assert_eq!(evidence(&a), vec!["equivocation"]);
+    assert_eq!(evidence_kinds(&a), vec!["equivocation"]);
     assert_eq!(view_change_to(&a), Some(1));
     assert!(matches!(
         p.r.evidence().get(&0),
@@ -329,7 +309,7 @@ fn invalid_new_view_moves_on_to_the_next_view() {
     nv.pre_prepares[0] = signed_pp(1, 1, Batch::null_digest());
     let nv = Signed::sign(nv, replica_key(1));
     let a = p.deliver(1, Message::NewView(Box::new(nv)));
-    assert_eq!(evidence(&a), vec!["bad_new_view"]);
+    assert_eq!(evidence_kinds(&a), vec!["bad_new_view"]);
     assert_eq!(view_change_to(&a), Some(2));
     assert_eq!((p.r.view(), p.r.status()), (2, Status::ViewChange));
 
@@ -1112,7 +1092,7 @@ fn a_batch_holding_an_unknown_keys_request_is_evidence_against_the_primary() {
     };
     let a = p.deliver(0, pre_prepare_msg(0, 1, batch));
     assert_eq!(sent_prepare(&a), None);
-    assert_eq!(evidence(&a), vec!["bad_pre_prepare"]);
+    assert_eq!(evidence_kinds(&a), vec!["bad_pre_prepare"]);
     assert_eq!(view_change_to(&a), Some(1));
 }
 

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 
 mod probe;
 #[allow(unused_imports)] // not every test file drives a probe
-pub use probe::Probe;
+pub use probe::{evidence_kinds, executed, Probe};
 
 /// Cluster size used by every test.
 pub const N: u32 = 4;

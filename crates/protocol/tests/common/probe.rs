@@ -92,3 +92,25 @@ impl Probe {
         self.actions()
     }
 }
+
+/// The sequence numbers handed out for execution in `actions`.
+pub fn executed(actions: &[Action]) -> Vec<Seq> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Execute { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The kinds of evidence recorded in `actions`.
+pub fn evidence_kinds(actions: &[Action]) -> Vec<&'static str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Evidence { evidence, .. } => Some(evidence.kind()),
+            _ => None,
+        })
+        .collect()
+}
