@@ -32,6 +32,11 @@ pub struct NodeArgs {
     /// Fsync every ledger and log write.
     #[arg(long)]
     sync: bool,
+    /// The cluster's first start: without a consensus log in the data directory, start
+    /// at genesis. Leave it out on every later start: a validator whose log was lost
+    /// (a wiped or replaced disk) then recovers before it votes again.
+    #[arg(long)]
+    genesis: bool,
     /// Fault injection (scenario runner and demo only; hidden).
     #[command(flatten)]
     faults: FaultFlags,
@@ -130,6 +135,7 @@ fn node_options(
     let mut opts = NodeOptions::new(cluster, keypair, data);
     opts.metrics = args.metrics;
     opts.sync = args.sync;
+    opts.genesis = args.genesis;
     Ok((opts, injection))
 }
 

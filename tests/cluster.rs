@@ -609,7 +609,9 @@ fn foreign_key_cannot_join_and_is_counted() {
     let ports: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
     for (i, port) in ports.iter().enumerate() {
         let (file, key) = (c.file(), c.key(&format!("validator-{i}.key")));
-        c.start_with(i, &file, &key, &["--metrics", &format!("127.0.0.1:{port}")]);
+        // a new cluster started without one of its validators: the operator says so
+        let metrics = format!("127.0.0.1:{port}");
+        c.start_with(i, &file, &key, &["--metrics", &metrics, "--genesis"]);
     }
     // an intruder at validator 3's address, holding a key of another cluster and a
     // cluster file edited to list that key

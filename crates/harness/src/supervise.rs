@@ -90,6 +90,9 @@ pub struct NodeSpec {
     pub control: Option<u16>,
     /// Its traitor behaviour, if it has one.
     pub traitor: Option<TraitorFlags>,
+    /// The cluster's first start (`pbft node --genesis`): false once its disk was
+    /// wiped, so that it recovers instead.
+    pub genesis: bool,
 }
 
 /// Starts `pbft node` processes from one binary.
@@ -118,6 +121,9 @@ impl Launcher {
             .arg(&spec.data)
             .arg("--log-format")
             .arg("json");
+        if spec.genesis {
+            cmd.arg("--genesis");
+        }
         if let Some(port) = spec.control {
             cmd.arg("--control").arg(format!("127.0.0.1:{port}"));
         }
@@ -169,6 +175,7 @@ impl Launcher {
                 data: data.join(format!("validator-{}", v.id)),
                 log: data.join(format!("validator-{}.log", v.id)),
                 control: None,
+                genesis: true,
                 traitor: traitors
                     .iter()
                     .find(|(id, _)| *id == v.id)
@@ -244,6 +251,7 @@ mod tests {
             log: "d/validator-1.log".into(),
             control: None,
             traitor: None,
+            genesis: false,
         }
     }
 

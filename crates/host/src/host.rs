@@ -34,6 +34,15 @@ pub struct HostOptions {
     /// simulator does). Off leaves the replica's default: on in builds with debug
     /// assertions, off in release builds.
     pub check_invariants: bool,
+    /// The cluster starts for the first time: an empty consensus log on an empty
+    /// ledger is a replica that never signed anything, and it starts at genesis (and
+    /// writes a first record, so that a restart of it is never taken for a lost log).
+    /// Without it an empty log is a lost one, and the replica recovers before it votes
+    /// (`pbft_protocol::recovery`).
+    pub genesis: bool,
+    /// The nonce of the recovery question if the replica recovers: fresh for every
+    /// start (the node draws it at random).
+    pub recovery_nonce: u64,
 }
 
 impl Default for HostOptions {
@@ -44,6 +53,8 @@ impl Default for HostOptions {
             apply_attempts: 3,
             apply_backoff: Duration::from_millis(40),
             check_invariants: false,
+            genesis: false,
+            recovery_nonce: 0,
         }
     }
 }
@@ -54,6 +65,17 @@ pub enum HostError {
     /// The ledger or the consensus log failed.
     #[error(transparent)]
     Storage(#[from] ExecError),
+    /// The consensus log is empty but the ledger is not: the log was lost, and the
+    /// validator must not vote without it.
+    #[error(
+        "the consensus log is empty but the ledger holds {executed} executed batches: the log \
+         was lost, and a validator must not vote without it; move the data directory away \
+         and start again, and the validator recovers from the others"
+    )]
+    LostLog {
+        /// The ledger's height.
+        executed: u64,
+    },
     /// The consensus log holds a record this version cannot read.
     #[error("consensus log record {index} is unreadable ({reason})")]
     CorruptLog {
@@ -160,7 +182,7 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         id: ReplicaId,
         key: Keypair,
         ledger: E,
-        log: L,
+        mut log: L,
         faults: F,
         opts: HostOptions,
         now: Instant,
@@ -176,8 +198,24 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             records.push(rec);
         }
         let executed = ledger.head().height;
-        let mut replica = if records.is_empty() && executed == 0 {
+        let mut replica = if records.is_empty() && executed > 0 {
+            return Err(HostError::LostLog { executed });
+        } else if records.is_empty() && opts.genesis {
+            let first = WalRecord::View {
+                view: 0,
+                changing: false,
+            };
+            let bytes = postcard::to_allocvec(&first)
+                .map_err(|e| ExecError::Storage(format!("encoding the first log record: {e}")))?;
+            log.append(&[(None, bytes)])?;
             Replica::new(cfg, id, key)?
+        } else if records.is_empty() {
+            tracing::warn!(
+                id,
+                "the consensus log is empty and this is not the cluster's first start: \
+                 recovering (no votes until caught up past what it may have signed)"
+            );
+            Replica::recover(cfg, id, key, opts.recovery_nonce, now)?
         } else {
             tracing::info!(
                 id,

@@ -230,6 +230,8 @@ impl Cluster {
             HostOptions {
                 // small chunks: every snapshot spans several
                 chunk_bytes: 48,
+                // an empty log here is the cluster's first start
+                genesis: true,
                 ..HostOptions::default()
             },
             self.now,

@@ -59,6 +59,12 @@ pub fn open<F: Faults>(
     .map_err(storage(&ledger_dir))?;
     let log = ConsensusLog::open(&wal_dir, opts.sync).map_err(storage(&wal_dir))?;
     let now = pbft_protocol::Instant(start.elapsed().as_micros() as u64);
+    let host_opts = HostOptions {
+        genesis: opts.genesis,
+        // fresh at every start, so that an answer to an earlier recovery never counts
+        recovery_nonce: rand::random(),
+        ..HostOptions::default()
+    };
     Host::open(
         cfg,
         id,
@@ -66,10 +72,14 @@ pub fn open<F: Faults>(
         Timed::new(ledger, metrics),
         log,
         faults,
-        HostOptions::default(),
+        host_opts,
         now,
     )
     .map_err(|e| match e {
+        e @ HostError::LostLog { .. } => NodeError::LostLog {
+            dir: wal_dir,
+            source: e,
+        },
         HostError::Storage(source) => NodeError::Storage {
             dir: opts.data.clone(),
             source,

@@ -61,6 +61,11 @@ pub struct NodeOptions {
     pub sync: bool,
     /// Verification worker threads.
     pub workers: usize,
+    /// The cluster's first start: a data directory without a consensus log starts at
+    /// genesis. Without it, a missing log is a lost one (a wiped or replaced disk) and
+    /// the validator recovers: it signs no vote until it has caught up past anything
+    /// it may have signed before.
+    pub genesis: bool,
 }
 
 impl NodeOptions {
@@ -73,6 +78,7 @@ impl NodeOptions {
             metrics: None,
             sync: false,
             workers: 2,
+            genesis: false,
         }
     }
 }
@@ -103,6 +109,14 @@ pub enum NodeError {
         dir: PathBuf,
         /// The error.
         source: ExecError,
+    },
+    /// The consensus log is empty but the ledger is not.
+    #[error("consensus log in {}: {source}", dir.display())]
+    LostLog {
+        /// The directory.
+        dir: PathBuf,
+        /// What the host found.
+        source: pbft_host::HostError,
     },
     /// The consensus log holds a record this version cannot read.
     #[error("consensus log in {}: record {index} is unreadable ({reason})", dir.display())]
@@ -137,6 +151,7 @@ impl NodeError {
             self,
             NodeError::NotAValidator { .. }
                 | NodeError::Config { .. }
+                | NodeError::LostLog { .. }
                 | NodeError::Transport(TransportError::Bind { .. })
                 | NodeError::Metrics { .. }
         )

@@ -135,6 +135,16 @@ pub enum WalRecord {
     NewView(Box<Signed<NewView>>),
     /// Evidence held against a validator.
     Evidence(Box<Evidence>),
+    /// The replica started without its log and recovers (see [`crate::recovery`]):
+    /// with the nonce of its question and, once learnt, the bound it must catch up to.
+    Recovering {
+        /// The nonce its recovery question carries.
+        nonce: u64,
+        /// The bound `H`, once q others answered.
+        bound: Option<Seq>,
+    },
+    /// Recovery ended: the replica votes again.
+    Recovered,
 }
 
 impl WalRecord {
@@ -148,7 +158,8 @@ impl WalRecord {
     ///   proof stays and each later stable checkpoint drops the one before. (Without
     ///   it a log would keep one proof per K sequence numbers for as long as the
     ///   validator runs, each read at restart and scanned at compaction: decision 0046.)
-    /// - View and view-change records and evidence: none, they are kept.
+    /// - View and view-change records, evidence and recovery records: none, they are
+    ///   kept.
     pub fn obsolete_at(&self) -> Option<Seq> {
         match self {
             WalRecord::Proposed { pre_prepare, .. } | WalRecord::Accepted { pre_prepare, .. } => {

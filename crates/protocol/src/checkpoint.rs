@@ -194,6 +194,7 @@ impl Replica {
             };
             self.record_evidence(ev, false);
         }
+        self.check_recovered();
         self.collect_garbage();
         // Batches already handed to the executor up to `seq` will bring the state
         // there; a snapshot installed after them would move the ledger back under them.

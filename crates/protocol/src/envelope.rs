@@ -9,7 +9,7 @@ use thiserror::Error;
 pub const MAGIC: [u8; 4] = *b"PBFT";
 /// The envelope version this build speaks. Version 2: view changes carry prepared
 /// certificates without batches, and batches are fetched by digest.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// Structural limits enforced when decoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,6 +221,11 @@ pub fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
                 }
             }
         }
+        Message::RecoveryReply { stable_proof, .. } => {
+            if stable_proof.len() > limits.max_certificate {
+                return Err(DecodeError::Limit("checkpoint proof too large"));
+            }
+        }
         Message::StateChunk { data, .. } => {
             if data.len() > limits.max_chunk_bytes {
                 return Err(DecodeError::Limit("snapshot chunk too large"));
@@ -243,6 +248,7 @@ pub fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
         | Message::FetchCommitted { .. }
         | Message::FetchBatch { .. }
         | Message::Status { .. }
+        | Message::RecoveryQuery { .. }
         | Message::StateRequest { .. }
         | Message::Query { .. }
         | Message::Answer { .. } => {}

@@ -40,6 +40,7 @@ mod normal_case;
 mod order_watch;
 pub mod outgoing;
 pub mod quorum;
+pub mod recovery;
 pub mod replica;
 mod state_transfer;
 pub mod time;

@@ -515,6 +515,26 @@ pub enum Message {
         /// The batch.
         batch: Batch,
     },
+    /// A validator that started without its consensus log (a wiped disk) asks how far
+    /// the others got, to learn below which sequence number it may have voted before
+    /// (see [`crate::recovery`]).
+    RecoveryQuery {
+        /// Chosen afresh at each recovering start, echoed in the answers: an answer
+        /// to an earlier start's question does not count.
+        nonce: u64,
+    },
+    /// Answer to [`Message::RecoveryQuery`]: the sender's stable checkpoint with its
+    /// proof (empty at genesis). Unsigned: the transport authenticates the sender, and
+    /// the proof carries its own signatures.
+    RecoveryReply {
+        /// The query's nonce.
+        nonce: u64,
+        /// q checkpoint messages proving the sender's stable checkpoint.
+        stable_proof: Vec<Signed<Checkpoint>>,
+        /// The sender has signed nothing yet and executed nothing: it is at genesis
+        /// (started on an empty disk, or the cluster's first start).
+        blank: bool,
+    },
 }
 
 /// A read-only question to one validator.
@@ -586,6 +606,8 @@ impl Message {
             Message::Status { .. } => "status",
             Message::FetchBatch { .. } => "fetch_batch",
             Message::BatchReply { .. } => "batch_reply",
+            Message::RecoveryQuery { .. } => "recovery_query",
+            Message::RecoveryReply { .. } => "recovery_reply",
             Message::StateRequest { .. } => "state_request",
             Message::StateChunk { .. } => "state_chunk",
             Message::Query { .. } => "query",

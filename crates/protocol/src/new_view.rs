@@ -86,6 +86,10 @@ impl Replica {
     /// checkpoint, fetching the ones it lacks first, so that it can always supply them
     /// to the backups.
     pub(crate) fn send_new_view(&mut self) {
+        if self.recovery.is_some() {
+            return;
+        }
+        self.signed = true;
         if self.new_view.is_some() || self.status != Status::ViewChange || !self.is_primary() {
             return;
         }

@@ -64,7 +64,11 @@ impl Replica {
     /// window have room. No timer: under load requests accumulate while the pipeline is
     /// full, so batches grow by themselves; when idle a lone request goes out at once.
     pub(crate) fn try_propose(&mut self) {
-        if !self.is_primary() || self.status != Status::Normal || self.fetch.is_some() {
+        if !self.is_primary()
+            || self.status != Status::Normal
+            || self.fetch.is_some()
+            || self.recovery.is_some()
+        {
             return;
         }
         self.next_seq = self.next_seq.max(self.last_executed + 1);
@@ -103,6 +107,7 @@ impl Replica {
                 "replica {} would propose twice at view {} seq {seq}",
                 self.id, self.view
             );
+            self.signed = true;
             let pp = Signed::sign(
                 PrePrepare {
                     view: self.view,
@@ -212,6 +217,16 @@ impl Replica {
     pub(crate) fn accept_pre_prepare(&mut self, pp: Signed<PrePrepare>, batch: Batch) {
         let PrePrepare { view, seq, digest } = pp.body;
         debug_assert_eq!(view, self.view);
+        if self.recovery.is_some() {
+            // it may have prepared another batch here before its log was lost
+            tracing::debug!(
+                replica = self.id,
+                view,
+                seq,
+                "recovering: pre-prepare not accepted"
+            );
+            return;
+        }
         for r in &batch.requests {
             self.watch_ordered(&r.key());
             self.clients.add_waiting(r.clone());

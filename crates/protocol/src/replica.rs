@@ -167,6 +167,15 @@ pub struct Replica {
     // --- evidence ---
     pub(crate) evidence: BTreeMap<ReplicaId, Evidence>,
 
+    /// Set while the replica recovers from a lost log and signs no votes.
+    pub(crate) recovery: Option<crate::recovery::Recovery>,
+    /// True once this replica signed a pre-prepare, prepare, commit, checkpoint, view
+    /// change or new view (in this run or, after a restart, before it).
+    pub(crate) signed: bool,
+    /// Per recovering peer: the nonce of its question, and whether this replica had
+    /// signed nothing when that question first arrived (what it answers it).
+    pub(crate) blank_for: BTreeMap<ReplicaId, (u64, bool)>,
+
     pub(crate) actions: VecDeque<Action>,
     pub(crate) halted: Option<String>,
     /// Whether the invariants are checked after every input (see [`crate::invariants`]).
@@ -229,6 +238,9 @@ impl Replica {
             batches_served: BTreeMap::new(),
             proofs_per_answer,
             evidence: BTreeMap::new(),
+            recovery: None,
+            signed: false,
+            blank_for: BTreeMap::new(),
             actions: VecDeque::new(),
             halted: None,
             invariant_checks: cfg!(debug_assertions),
@@ -358,6 +370,12 @@ impl Replica {
                 view,
                 last_executed,
             } => self.on_status(from, view, last_executed),
+            Message::RecoveryQuery { nonce } => self.on_recovery_query(from, nonce),
+            Message::RecoveryReply {
+                nonce,
+                stable_proof,
+                blank,
+            } => self.on_recovery_reply(from, nonce, stable_proof, blank),
             // Snapshot chunks are assembled by the driver, which reports the digest
             // through `on_state_offer`; replies are for clients.
             // Queries are answered by the node, never by the core.
@@ -486,6 +504,7 @@ impl Replica {
         self.replace_faulty_primary();
         self.update_order_deadline();
         let busy = self.status == Status::ViewChange
+            || self.recovery.as_ref().is_some_and(|r| r.bound.is_none())
             || self.clients.waiting_len() > 0
             || self.fetch.is_some()
             || !self.wanted.is_empty()
@@ -562,7 +581,11 @@ impl Replica {
     /// the request that has waited longest, and only that request's execution stops it
     /// (PBFT §4.4): executing anything else, null batches included, does not.
     pub(crate) fn arm_request_timer(&mut self) {
-        if self.status == Status::Normal && !self.is_primary() && self.request_deadline.is_none() {
+        if self.status == Status::Normal
+            && !self.is_primary()
+            && self.request_deadline.is_none()
+            && self.recovery.is_none()
+        {
             if let Some(oldest) = self.clients.oldest_waiting() {
                 self.timed_request = Some(oldest);
                 self.request_deadline = Some(self.now.plus(self.current_timeout()));
@@ -626,6 +649,7 @@ impl Replica {
         }
         self.retry_fetch();
         self.retry_batch_fetch();
+        self.retry_recovery_query();
     }
 
     /// Records how far a peer has got, from its commits and checkpoints.
@@ -658,6 +682,7 @@ impl Replica {
 
     /// Adds our own prepare for a slot, asserting we never vote twice differently.
     pub(crate) fn sign_prepare(&mut self, view: View, seq: Seq, digest: Digest) -> Signed<Prepare> {
+        self.signed = true;
         let p = Signed::sign(
             Prepare {
                 view,
@@ -678,6 +703,7 @@ impl Replica {
 
     /// Adds our own commit for a slot, asserting we never vote twice differently.
     pub(crate) fn sign_commit(&mut self, view: View, seq: Seq, digest: Digest) -> Signed<Commit> {
+        self.signed = true;
         let c = Signed::sign(
             Commit {
                 view,

@@ -49,6 +49,20 @@ pub(crate) struct Answered {
     new_views: BTreeMap<ReplicaId, (View, Instant)>,
     /// When each peer was last sent committed proofs or our stable checkpoint's proof.
     committed: BTreeMap<ReplicaId, ((), Instant)>,
+    /// When each recovering peer was last answered.
+    recovery: BTreeMap<ReplicaId, ((), Instant)>,
+}
+
+impl Answered {
+    /// Whether a recovering `peer` may be answered now, recording the answer if so.
+    pub(crate) fn allow_recovery(
+        &mut self,
+        peer: ReplicaId,
+        now: Instant,
+        interval: Duration,
+    ) -> bool {
+        allow(&mut self.recovery, peer, (), now, interval)
+    }
 }
 
 /// Whether `peer` may be answered now for `key`, recording the answer if so.

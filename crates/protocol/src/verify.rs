@@ -422,6 +422,11 @@ impl Verifier {
                     }
                 }
             }
+            Message::RecoveryReply { stable_proof, .. } => {
+                for cp in stable_proof {
+                    c.checkpoint(cp)?;
+                }
+            }
             // A fetched batch is used only if it has the digest of a signed header, and
             // then every request in it must carry its client's signature.
             Message::BatchReply { batch, .. } => c.batch(batch, true)?,
@@ -431,6 +436,7 @@ impl Verifier {
             Message::FetchCommitted { .. }
             | Message::FetchBatch { .. }
             | Message::Status { .. }
+            | Message::RecoveryQuery { .. }
             | Message::StateRequest { .. }
             | Message::StateChunk { .. } => {}
         }

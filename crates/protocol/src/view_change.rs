@@ -17,6 +17,16 @@ impl Replica {
             target > self.view,
             "a view change must move to a higher view"
         );
+        if self.recovery.is_some() {
+            // it forgot what it prepared: a view change from it could drop a committed
+            // request from the new view. It follows the others' new view instead, and
+            // the timers that brought it here stop (they would fire again at once).
+            self.stop_request_timer();
+            self.watch_reset();
+            self.view_change_deadline = None;
+            return;
+        }
+        self.signed = true;
         tracing::info!(
             replica = self.id,
             from = self.view,

@@ -128,7 +128,7 @@ impl Replica {
                         }
                         if primary {
                             r.next_seq = r.next_seq.max(b.seq + 1);
-                        } else {
+                        } else if r.recovery.is_none() {
                             r.sign_prepare(b.view, b.seq, b.digest);
                         }
                         if let Some(batch) = r.find_batch(b.seq, &b.digest) {
@@ -140,6 +140,10 @@ impl Replica {
                     let accused = e.accused(r.cfg.n());
                     r.evidence.entry(accused).or_insert_with(|| (**e).clone());
                 }
+                WalRecord::Recovering { nonce, bound } => {
+                    r.recovery = Some(crate::recovery::Recovery::new(*nonce, *bound));
+                }
+                WalRecord::Recovered => r.recovery = None,
             }
         }
         if r.new_view.as_ref().is_some_and(|nv| nv.body.view != r.view) {
@@ -153,6 +157,20 @@ impl Replica {
             Status::Normal => r.view + 1,
         };
         r.view_changes = r.view_changes.split_off(&floor);
+        // signed nothing: a log with nothing but the first record, recovery records and
+        // evidence, on a ledger at genesis
+        r.signed = last_executed > 0
+            || records.iter().any(|rec| {
+                !matches!(
+                    rec,
+                    WalRecord::View {
+                        view: 0,
+                        changing: false
+                    } | WalRecord::Recovering { .. }
+                        | WalRecord::Recovered
+                        | WalRecord::Evidence(_)
+                )
+            });
         let h = r.stable_seq;
         r.collect_garbage();
         r.want_lost_o_batches();

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// The catalog of docs/scenarios.md ("The catalog"), in its order.
-const CATALOG: [&str; 27] = [
+const CATALOG: [&str; 28] = [
     "baseline",
     "backup-crash",
     "primary-crash",
@@ -39,6 +39,7 @@ const CATALOG: [&str; 27] = [
     "large-view-change",
     "censor",
     "inject",
+    "exploit-wipe",
     "beyond-f",
 ];
 
@@ -141,6 +142,7 @@ catalog_tests! {
     status_spam => "status-spam",
     censor => "censor",
     inject => "inject",
+    exploit_wipe => "exploit-wipe",
     beyond_f => "beyond-f",
     large_view_change => "large-view-change",
 }

@@ -19,7 +19,7 @@ pub struct ReplicaReport {
     /// How many times its process died during the run.
     pub crashes: u32,
     /// True if it was restarted from an empty disk at some point (it then forgot what
-    /// it had signed, which PBFT counts as a fault).
+    /// it had signed, and recovers before it votes again).
     pub wiped: bool,
     /// Its view.
     pub view: View,
@@ -113,16 +113,16 @@ impl Report {
             && self.falsely_accused().is_empty()
     }
 
-    /// Honest validators that never lost their disk, yet are accused by evidence held
-    /// by an honest validator: a restarted replica contradicted itself, or evidence is
-    /// forged. Either is a bug.
+    /// Honest validators accused by evidence held by an honest validator: a restarted
+    /// replica (on a kept or a wiped disk) contradicted itself, or evidence is forged.
+    /// Either is a bug.
     pub fn falsely_accused(&self) -> Vec<ReplicaId> {
         let mut out: Vec<ReplicaId> = self
             .honest()
             .flat_map(|r| r.evidence_against.iter().copied())
             .filter(|a| {
                 let x = &self.replicas[*a as usize];
-                x.traitor.is_none() && !x.wiped
+                x.traitor.is_none()
             })
             .collect();
         out.sort_unstable();

@@ -186,6 +186,7 @@ impl Simulation {
                 installed_at: 0,
                 crashes: 0,
                 broken: false,
+                lost_log: false,
             })
             .collect();
         let honest = (0..n).map(|i| !cfg.is_traitor(i as ReplicaId)).collect();

@@ -44,6 +44,8 @@ pub(crate) struct Validator {
     pub crashes: u32,
     /// Its storage failed to open: it stays down.
     pub broken: bool,
+    /// Its disk was wiped since it last started: its next start recovers.
+    pub lost_log: bool,
 }
 
 impl Simulation {
@@ -103,9 +105,16 @@ impl Simulation {
             return;
         };
         let hooks = self.hooks(r);
+        let v = &mut self.validators[r as usize];
+        // an empty log that was not wiped never signed anything (every vote is logged
+        // before it is sent); a wiped one recovers, with a nonce of its own per start
+        let genesis = !std::mem::take(&mut v.lost_log);
+        let recovery_nonce = self.cfg.seed ^ (u64::from(v.crashes) << 32) ^ u64::from(r);
         let opts = HostOptions {
             chunk_bytes: self.cfg.snapshot_chunk_bytes.max(1),
             check_invariants: self.cfg.check_invariants,
+            genesis,
+            recovery_nonce,
             ..HostOptions::default()
         };
         let key = self.validators[r as usize].key.clone();
@@ -154,6 +163,7 @@ impl Simulation {
         }
         v.applications.clear();
         v.installed_at = 0;
+        v.lost_log = true;
         self.checker.on_wipe(r);
     }
 

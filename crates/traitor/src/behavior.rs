@@ -50,11 +50,15 @@ pub enum Behavior {
     /// Sends requests of made-up keys, and replays of requests it has seen, to the
     /// backups only.
     Inject,
+    /// As primary, when a validator comes back on a wiped disk, proposes to it alone a
+    /// different batch for every sequence number it proposed before in its view, and
+    /// turns any contradicting vote into evidence against it.
+    ExploitWipe,
 }
 
 impl Behavior {
     /// Every behaviour, in declaration order.
-    pub const ALL: [Behavior; 19] = [
+    pub const ALL: [Behavior; 20] = [
         Behavior::Silent,
         Behavior::Equivocate,
         Behavior::BadDigest,
@@ -74,6 +78,7 @@ impl Behavior {
         Behavior::StatusSpam,
         Behavior::Censor,
         Behavior::Inject,
+        Behavior::ExploitWipe,
     ];
 
     /// The snake_case name used in scenario files and on the command line.
@@ -98,6 +103,7 @@ impl Behavior {
             Behavior::StatusSpam => "status_spam",
             Behavior::Censor => "censor",
             Behavior::Inject => "inject",
+            Behavior::ExploitWipe => "exploit_wipe",
         }
     }
 
@@ -154,6 +160,9 @@ impl Behavior {
             }
             Behavior::Inject => {
                 "with each vote and status it sends, sends the backups (never the primary) a request signed by a made-up key and a replay of a request it has seen"
+            }
+            Behavior::ExploitWipe => {
+                "as primary, when a validator restarts on a wiped disk, re-proposes to it alone a different batch for every sequence number it proposed before in the same view, and sends every peer any two prepares or commits of that validator that contradict each other as evidence"
             }
         }
     }

@@ -927,9 +927,9 @@ fn same_seed_same_outputs() {
         for (dest, m) in script() {
             mutate(&mut t, dest, m);
         }
-        if b != Behavior::Replay && b != Behavior::Frame {
-            // Every behaviour but replay alters something in the script (frame acts on
-            // what it receives: frame_pairs_each_genuine_header_with_another_batch).
+        if b != Behavior::Replay && b != Behavior::Frame && b != Behavior::ExploitWipe {
+            // Every behaviour but replay alters something in the script (frame and
+            // exploit_wipe act on what they receive: see their own tests).
             assert!(t.altered() > 0, "{b} altered nothing");
         }
     }
@@ -1063,4 +1063,74 @@ fn status_spam_sends_every_peer_bursts_of_old_views() {
         per_peer,
         std::collections::BTreeMap::from([(0, 32), (1, 32), (3, 32)])
     );
+}
+
+#[test]
+fn exploit_wipe_reproposes_to_the_wiped_validator_alone_and_exposes_its_contradiction() {
+    let mut t = traitor(Behavior::ExploitWipe, 0);
+    // as primary of view 0 it proposes seqs 1..=3 (honestly)
+    for seq in 1..=3u64 {
+        let pp = pre_prepare(0, seq, batch(2));
+        assert_eq!(
+            mutate(&mut t, Dest::AllReplicas, pp.clone()),
+            vec![Outgoing::now(Dest::AllReplicas, pp)]
+        );
+    }
+    let d = batch(2).digest();
+    // validator 2 votes for them and reports having executed 2
+    for seq in 1..=3u64 {
+        assert_eq!(
+            t.observe(2, &prepare(2, seq, d), Instant::ZERO),
+            (vec![], true)
+        );
+    }
+    let status = |e| Message::Status {
+        view: 0,
+        last_executed: e,
+    };
+    assert_eq!(t.observe(2, &status(2), Instant::ZERO), (vec![], true));
+    // its progress goes back: it lost its disk
+    let (out, deliver) = t.observe(2, &status(0), Instant::ZERO);
+    assert!(deliver);
+    assert_eq!(out.len(), 2, "seqs 1 and 2, where it had executed: {out:?}");
+    let mut offered = Vec::new();
+    for o in &out {
+        assert_eq!(o.dest, Dest::Replica(2), "to the wiped validator alone");
+        match msg_of(o) {
+            Message::PrePrepare { pre_prepare, batch } => {
+                assert_eq!(pre_prepare.body.view, 0, "in the same view");
+                assert_ne!(pre_prepare.body.digest, d, "another batch");
+                assert_eq!(batch.digest(), pre_prepare.body.digest);
+                assert!(verifier().verify(0, msg_of(o).clone()).is_ok());
+                offered.push((pre_prepare.body.seq, pre_prepare.body.digest));
+            }
+            other => panic!("expected a pre-prepare, got {}", other.kind()),
+        }
+    }
+    assert_eq!(
+        offered.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // once only
+    assert_eq!(t.observe(2, &status(0), Instant::ZERO).0, vec![]);
+    // validator 2 prepares the other batch: both its prepares go to every peer
+    let (seq, other) = offered[0];
+    let (out, _) = t.observe(2, &prepare(2, seq, other), Instant::ZERO);
+    let to: Vec<Dest> = out.iter().map(|o| o.dest.clone()).collect();
+    assert_eq!(
+        to,
+        vec![Dest::Replica(1), Dest::Replica(2), Dest::Replica(3)]
+    );
+    match msg_of(&out[0]) {
+        Message::Evidence(e) => {
+            assert_eq!(e.accused(N), 2);
+            assert!(verifier().verify(0, msg_of(&out[0]).clone()).is_ok());
+        }
+        other => panic!("expected evidence, got {}", other.kind()),
+    }
+    // a recovery question is a trigger too (for another validator, here 3)
+    assert_eq!(t.observe(3, &status(3), Instant::ZERO), (vec![], true));
+    let (out, _) = t.observe(3, &Message::RecoveryQuery { nonce: 1 }, Instant::ZERO);
+    assert_eq!(out.len(), 3);
+    assert!(out.iter().all(|o| o.dest == Dest::Replica(3)));
 }

@@ -33,11 +33,13 @@ const SEEN_REQUESTS: usize = 64;
 /// Bytes of the operation of each request `inject` makes up.
 const INJECTED_OP_BYTES: usize = 16;
 /// Number of variants of [`Message`] (its postcard tags are `0..MESSAGE_TAGS`).
-const MESSAGE_TAGS: u64 = 14;
+const MESSAGE_TAGS: u64 = 20;
 /// Status messages `status_spam` sends each peer per message of its own.
 const STATUS_BURST: u64 = 32;
 /// Slots `frame` remembers having framed (to frame each once).
 const FRAMED: usize = 1024;
+/// Own proposals `exploit_wipe` remembers (the most recent ones).
+const PROPOSALS: usize = 1024;
 
 /// A replica's traitor: it sees every message the honest replica code wants to send and
 /// decides what really goes out.
@@ -77,6 +79,26 @@ pub struct Traitor {
     censor: Censorship,
     /// As `inject`: the latest requests it has seen, to replay.
     seen_requests: VecDeque<SignedRequest>,
+    /// As `exploit_wipe`: what it knows to exploit a validator that lost its disk.
+    wipe: WipeExploit,
+}
+
+/// What `exploit_wipe` remembers: its own proposals, the votes peers sent for them, and
+/// how far each peer said it got (a peer whose progress goes back lost its disk).
+#[derive(Clone, Debug, Default)]
+struct WipeExploit {
+    /// Its own proposals by (view, seq), the most recent [`PROPOSALS`].
+    proposals: BTreeMap<(View, Seq), Batch>,
+    /// Each peer's first prepare and commit for each remembered proposal, by (peer,
+    /// view, seq).
+    prepares: BTreeMap<(ReplicaId, View, Seq), Signed<Prepare>>,
+    commits: BTreeMap<(ReplicaId, View, Seq), Signed<Commit>>,
+    /// The highest sequence number each peer said it executed.
+    executed: BTreeMap<ReplicaId, Seq>,
+    /// Slots re-proposed to a peer, by (peer, view, seq), with the batch's digest.
+    reproposed: BTreeMap<(ReplicaId, View, Seq), Digest>,
+    /// Slots a peer was already exposed for (evidence sent once per slot).
+    exposed: BTreeSet<(ReplicaId, View, Seq)>,
 }
 
 /// A censoring primary's own ordering of its view: its replica's proposals are not
@@ -161,6 +183,7 @@ impl Traitor {
             view: 0,
             censor: Censorship::default(),
             seen_requests: VecDeque::new(),
+            wipe: WipeExploit::default(),
         }
     }
 
@@ -197,6 +220,10 @@ impl Traitor {
                 self.note_view(msg, false);
                 self.inject_observe(msg);
                 return (Vec::new(), true);
+            }
+            Behavior::ExploitWipe => {
+                self.note_view(msg, false);
+                return (self.exploit_wipe_observe(from, msg), true);
             }
             _ => {}
         }
@@ -308,6 +335,7 @@ impl Traitor {
             Behavior::StatusSpam => self.status_spam(dest, msg),
             Behavior::Censor => self.censor(dest, msg, now),
             Behavior::Inject => self.inject(dest, msg),
+            Behavior::ExploitWipe => self.exploit_wipe(dest, msg),
         };
         if out.len() != 1 || out[0] != honest {
             self.altered += 1;
@@ -1196,5 +1224,149 @@ impl Traitor {
             }
             self.seen_requests.push_back(r.clone());
         }
+    }
+}
+
+impl Traitor {
+    /// Sends the message as the honest replica would, remembering its own proposals.
+    fn exploit_wipe(&mut self, dest: Dest, msg: Message) -> Vec<Outgoing> {
+        if let Message::PrePrepare { pre_prepare, batch } = &msg {
+            if self.mine(pre_prepare) {
+                let w = &mut self.wipe;
+                let key = (pre_prepare.body.view, pre_prepare.body.seq);
+                w.proposals.insert(key, batch.clone());
+                while w.proposals.len() > PROPOSALS {
+                    if let Some((old, _)) = w.proposals.pop_first() {
+                        w.prepares.retain(|(_, v, s), _| (*v, *s) != old);
+                        w.commits.retain(|(_, v, s), _| (*v, *s) != old);
+                        w.reproposed.retain(|(_, v, s), _| (*v, *s) != old);
+                        w.exposed.retain(|(_, v, s)| (*v, *s) != old);
+                    }
+                }
+            }
+        }
+        vec![Outgoing::now(dest, msg)]
+    }
+
+    /// Watches peers: a peer whose progress goes back (its status, or its recovery
+    /// query) lost its disk, and is sent a different batch for every slot this traitor
+    /// proposed in its current view; votes for its proposals are kept, and a peer that
+    /// votes two digests for one slot is exposed to every peer with its two votes.
+    fn exploit_wipe_observe(&mut self, from: ReplicaId, msg: &Message) -> Vec<Outgoing> {
+        match msg {
+            Message::Status { last_executed, .. } => {
+                let before = self.wipe.executed.get(&from).copied();
+                let e = self.wipe.executed.entry(from).or_insert(0);
+                *e = (*e).max(*last_executed);
+                match before {
+                    Some(b) if *last_executed < b => self.repropose_to(from, b),
+                    _ => Vec::new(),
+                }
+            }
+            Message::RecoveryQuery { .. } => {
+                let upto = self.wipe.executed.get(&from).copied().unwrap_or(0);
+                self.repropose_to(from, upto)
+            }
+            Message::Prepare(p) => {
+                let b = p.body;
+                let key = (b.replica, b.view, b.seq);
+                if !self.wipe.proposals.contains_key(&(b.view, b.seq)) {
+                    return Vec::new();
+                }
+                match self.wipe.prepares.get(&key) {
+                    None => {
+                        self.wipe.prepares.insert(key, p.clone());
+                        Vec::new()
+                    }
+                    Some(first) if first.body.digest != b.digest => {
+                        let ev = Evidence::DoublePrepare {
+                            a: first.clone(),
+                            b: p.clone(),
+                        };
+                        self.expose(key, ev)
+                    }
+                    Some(_) => Vec::new(),
+                }
+            }
+            Message::Commit(c) => {
+                let b = c.body;
+                let key = (b.replica, b.view, b.seq);
+                if !self.wipe.proposals.contains_key(&(b.view, b.seq)) {
+                    return Vec::new();
+                }
+                match self.wipe.commits.get(&key) {
+                    None => {
+                        self.wipe.commits.insert(key, c.clone());
+                        Vec::new()
+                    }
+                    Some(first) if first.body.digest != b.digest => {
+                        let ev = Evidence::DoubleCommit {
+                            a: first.clone(),
+                            b: c.clone(),
+                        };
+                        self.expose(key, ev)
+                    }
+                    Some(_) => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Proposes to `peer` alone, at every sequence number up to `upto` (where the peer
+    /// said it had executed before it lost its disk, so it voted there and has not been
+    /// offered the slot since) that this traitor proposed at in its current view, a
+    /// batch other than the one it proposed there (the batch reversed, the null batch,
+    /// or for a null batch one request of another proposal).
+    fn repropose_to(&mut self, peer: ReplicaId, upto: Seq) -> Vec<Outgoing> {
+        let view = self.view;
+        if self.primary(view) != self.id {
+            return Vec::new();
+        }
+        let some_request = self
+            .wipe
+            .proposals
+            .values()
+            .find_map(|b| b.requests.first().cloned());
+        let slots: Vec<(Seq, Batch)> = self
+            .wipe
+            .proposals
+            .range((view, 0)..=(view, upto))
+            .map(|((_, s), b)| (*s, b.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (seq, batch) in slots {
+            if self.wipe.reproposed.contains_key(&(peer, view, seq)) {
+                continue;
+            }
+            let other = alternative_batch(&batch)
+                .or_else(|| some_request.clone().map(|r| Batch { requests: vec![r] }));
+            let Some(other) = other else {
+                continue;
+            };
+            let digest = other.digest();
+            let pre_prepare = self.sign(PrePrepare { view, seq, digest });
+            self.wipe.reproposed.insert((peer, view, seq), digest);
+            out.push(Outgoing::now(
+                Dest::Replica(peer),
+                Message::PrePrepare {
+                    pre_prepare,
+                    batch: other,
+                },
+            ));
+        }
+        out
+    }
+
+    /// Sends `evidence` against the voter of `slot` to every peer, once per slot.
+    fn expose(&mut self, slot: (ReplicaId, View, Seq), evidence: Evidence) -> Vec<Outgoing> {
+        if !self.wipe.exposed.insert(slot) {
+            return Vec::new();
+        }
+        let evidence = Box::new(evidence);
+        (0..self.n())
+            .filter(|r| *r != self.id)
+            .map(|r| Outgoing::now(Dest::Replica(r), Message::Evidence(evidence.clone())))
+            .collect()
     }
 }

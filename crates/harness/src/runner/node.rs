@@ -134,6 +134,7 @@ impl Setup {
             data: self.data(node.id),
             log: self.dir.join(format!("validator-{}.log", node.id)),
             control: Some(node.control_port),
+            genesis: !node.wiped,
             traitor: node.traitor.map(|b| TraitorFlags {
                 behavior: b.to_string(),
                 seed: Some(

@@ -33,6 +33,18 @@ impl Probe {
         }
     }
 
+    /// Replica `id` of the four test validators started without its log: it recovers
+    /// (its first actions, the logged start and the question, are left to read).
+    pub fn recovering(id: ReplicaId, nonce: u64) -> Probe {
+        let cfg = Config::new(pubkeys());
+        Probe {
+            verifier: Verifier::for_config(&cfg),
+            r: Replica::recover(cfg, id, replica_key(id).clone(), nonce, Instant::ZERO)
+                .expect("a valid configuration"),
+            now: Instant::ZERO,
+        }
+    }
+
     /// The actions the last input produced.
     pub fn actions(&mut self) -> Vec<Action> {
         std::iter::from_fn(|| self.r.poll_action()).collect()
