@@ -11,9 +11,9 @@ use pbft_executor::snapshot::inspect_chunks;
 use pbft_executor::{Entry, ExecError, ExecRequest, Executor, Record, RecordLog};
 use pbft_protocol::envelope;
 use pbft_protocol::{
-    Action, Answer, Batch, Config, ConfigError, Dest, Duration, ExecutedRequest, ExecutionResult,
-    Instant, Message, NodeStatus, Outgoing, Payload, Query, Replica, ReplicaId, Seq, Status,
-    Verified, VerifiedRequest, View, WalRecord,
+    Action, Answer, Batch, ClientKeys, ClientRecord, ClientRecords, Config, ConfigError, Dest,
+    Duration, ExecutedRequest, ExecutionResult, Instant, Message, NodeStatus, Outgoing, Payload,
+    Query, Replica, ReplicaId, Seq, Status, Verified, VerifiedRequest, View, WalRecord,
 };
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -152,8 +152,9 @@ pub struct Host<E, L, F> {
 }
 
 impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
-    /// Opens a validator on its storage: a replica restored from the consensus log and
-    /// the ledger's height, or a new one on empty storage.
+    /// Opens a validator on its storage: a replica restored from the consensus log, the
+    /// ledger's height and the ledger's record of each listed client, or a new one on
+    /// empty storage. Fails if the storage cannot be read.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         cfg: Config,
@@ -185,7 +186,9 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
                 executed,
                 "restarting from the consensus log and the ledger"
             );
-            Replica::restore(cfg, id, key, &records, executed, now)?
+            // read at the height the replica resumes from, before anything executes
+            let clients = client_records(&ledger, &cfg.clients)?;
+            Replica::restore(cfg, id, key, &records, executed, clients, now)?
         };
         if opts.check_invariants {
             replica.set_invariant_checks(true);
@@ -636,7 +639,14 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
                 );
                 self.assembly.installed(seq);
                 self.effects.push_back(Effect::Installed { seq, bytes });
-                self.replica.on_state_transferred(seq, digest, now);
+                // read at the snapshot's height: nothing executes above it before the
+                // replica learns it is installed
+                match client_records(&self.ledger, &self.replica.config().clients) {
+                    Ok(clients) => self.replica.on_state_transferred(seq, digest, clients, now),
+                    Err(e) => self.halt(format!(
+                        "cannot read the client windows of installed snapshot {seq}: {e}"
+                    )),
+                }
             }
             Err(e) => self.halt(format!("approved snapshot {seq} failed to install: {e}")),
         }
@@ -780,6 +790,32 @@ impl<E, L, F> std::fmt::Debug for Host<E, L, F> {
             .field("crashed", &self.crashed)
             .finish_non_exhaustive()
     }
+}
+
+/// What the ledger records of each client the cluster lists, at its head: the client
+/// table of a replica that restarts or installs a snapshot learns from it the
+/// executions it did not see (`pbft_protocol::client_table`). Clients that executed
+/// nothing are left out. A cluster that admits any key has no list to read, and its
+/// replica's table stays inexact.
+fn client_records<E: Executor>(
+    ledger: &E,
+    clients: &ClientKeys,
+) -> Result<ClientRecords, ExecError> {
+    let ClientKeys::Listed { sorted, .. } = clients else {
+        return Ok(ClientRecords::Unknown);
+    };
+    let mut records = Vec::new();
+    for client in sorted.iter() {
+        let w = ledger.client_window(client)?;
+        if w.low > 1 || !w.executed.is_empty() {
+            records.push(ClientRecord {
+                client: *client,
+                low: w.low,
+                executed: w.executed,
+            });
+        }
+    }
+    Ok(ClientRecords::Complete(records))
 }
 
 /// The entries that were first executions (not duplicates or refusals), for checkers.

@@ -21,6 +21,11 @@ impl Replica {
     /// primary for leaving the request out, so the primary must have it. A request is
     /// new only once, so it is forwarded once; a client's retransmission of a known
     /// request is forwarded again, since the client saw no reply.
+    ///
+    /// A request an inexact client table cannot classify (it may have executed before a
+    /// restart) is forwarded too, and ordered by a primary (at worst it executes as a
+    /// duplicate), but a backup neither keeps, watches nor times it: it would blame a
+    /// primary that knows the request executed.
     pub(crate) fn handle_request(&mut self, req: SignedRequest, via: Option<ReplicaId>) {
         match self.clients.admit(&req) {
             Admission::Cached(reply) => {
@@ -42,7 +47,13 @@ impl Replica {
                 }
                 self.arm_request_timer();
             }
-            Admission::New => {
+            Admission::Unknown if !self.is_primary() => {
+                let p = self.primary();
+                if via != Some(p) && self.status == Status::Normal {
+                    self.send(p, Message::Request(req));
+                }
+            }
+            Admission::New | Admission::Unknown => {
                 let key = req.key();
                 self.clients.add_waiting(req.clone());
                 if self.is_primary() {

@@ -127,9 +127,11 @@ impl OrderWatch {
 }
 
 impl Replica {
-    /// A backup learnt a request that the current view has not ordered.
+    /// A backup learnt a request that the current view has not ordered. Only with an
+    /// exact client table: an inexact one cannot tell whether the request executed
+    /// long ago, and the primary, which knows, would be blamed for leaving it out.
     pub(crate) fn watch_unordered(&mut self, key: Key) {
-        if !self.is_primary() && self.status == Status::Normal {
+        if !self.is_primary() && self.status == Status::Normal && self.clients.is_exact() {
             self.order_watch.add(key, self.now);
         }
     }

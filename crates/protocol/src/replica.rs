@@ -5,7 +5,7 @@
 
 use crate::action::{Action, WalRecord};
 use crate::bounds::FrameBounds;
-use crate::client_table::ClientTable;
+use crate::client_table::{ClientRecords, ClientTable};
 use crate::config::{Config, ConfigError};
 use crate::envelope::Limits;
 use crate::message::{
@@ -431,12 +431,20 @@ impl Replica {
         self.finish("on_state_offer");
     }
 
-    /// The snapshot approved by [`Action::InstallState`] is installed.
-    pub fn on_state_transferred(&mut self, seq: Seq, digest: Digest, now: Instant) {
+    /// The snapshot approved by [`Action::InstallState`] is installed; `clients` is what
+    /// the installed ledger records of its clients' executions (see
+    /// [`crate::client_table`]).
+    pub fn on_state_transferred(
+        &mut self,
+        seq: Seq,
+        digest: Digest,
+        clients: ClientRecords,
+        now: Instant,
+    ) {
         if !self.begin(now) {
             return;
         }
-        self.handle_state_transferred(seq, digest);
+        self.handle_state_transferred(seq, digest, clients);
         self.finish("on_state_transferred");
     }
 
@@ -560,9 +568,15 @@ impl Replica {
 
     /// Starts the request timer if requests wait and none is running. It waits for
     /// the request that has waited longest, and only that request's execution stops it
-    /// (PBFT §4.4): executing anything else, null batches included, does not.
+    /// (PBFT §4.4): executing anything else, null batches included, does not. Only with
+    /// an exact client table: an inexact one may hold requests that executed before the
+    /// replica restarted, which no primary will order again.
     pub(crate) fn arm_request_timer(&mut self) {
-        if self.status == Status::Normal && !self.is_primary() && self.request_deadline.is_none() {
+        if self.status == Status::Normal
+            && !self.is_primary()
+            && self.request_deadline.is_none()
+            && self.clients.is_exact()
+        {
             if let Some(oldest) = self.clients.oldest_waiting() {
                 self.timed_request = Some(oldest);
                 self.request_deadline = Some(self.now.plus(self.current_timeout()));

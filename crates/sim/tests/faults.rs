@@ -256,7 +256,7 @@ fn rocksdb_storage_survives_crashes_and_restarts() {
 /// and a replica restored from it starts from that checkpoint.
 #[test]
 fn the_compacted_consensus_log_keeps_only_the_latest_stable_checkpoint_proof() {
-    use pbft_protocol::{Checkpoint, Config, Instant, Replica, Signed, WalRecord};
+    use pbft_protocol::{Checkpoint, ClientRecords, Config, Instant, Replica, Signed, WalRecord};
     let keys: Vec<pbft_crypto::Keypair> = (1..=4u8)
         .map(|i| pbft_crypto::Keypair::from_seed(&[i; 32]).expect("seed"))
         .collect();
@@ -311,7 +311,16 @@ fn the_compacted_consensus_log_keeps_only_the_latest_stable_checkpoint_proof() {
         matches!(&records[1], WalRecord::StableCheckpoint(p) if p[0].body.seq == 5 * k),
         "{records:?}"
     );
-    let r =
-        Replica::restore(cfg, 1, keys[1].clone(), &records, 5 * k, Instant::ZERO).expect("restore");
+    // the log holds only checkpoints: no client executed anything
+    let r = Replica::restore(
+        cfg,
+        1,
+        keys[1].clone(),
+        &records,
+        5 * k,
+        ClientRecords::Complete(Vec::new()),
+        Instant::ZERO,
+    )
+    .expect("restore");
     assert_eq!(r.stable_checkpoint(), 5 * k);
 }

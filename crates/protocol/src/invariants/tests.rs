@@ -4,6 +4,7 @@
 
 use super::Invariant;
 use crate::action::Action;
+use crate::client_table::{ClientRecord, ClientRecords};
 use crate::config::Config;
 use crate::message::{
     Batch, Checkpoint, Commit, CommittedProof, Message, PrePrepare, Prepare, ReplicaId, Request,
@@ -320,7 +321,13 @@ fn states_reached_by_driving_the_replica_pass() {
     assert_eq!(p.r.check_invariants(), Ok(()));
     p.r.on_state_offer(0, s, state(s), p.now);
     p.drain();
-    p.r.on_state_transferred(s, state(s), p.now);
+    // the snapshot's ledger executed the client's requests 1..=s, one per batch
+    let records = ClientRecords::Complete(vec![ClientRecord {
+        client: client().public(),
+        low: s + 1,
+        executed: Vec::new(),
+    }]);
+    p.r.on_state_transferred(s, state(s), records, p.now);
     p.drain();
     assert_eq!((p.r.last_executed, p.r.stable_seq), (s, s));
     assert_eq!(p.r.check_invariants(), Ok(()));

@@ -1,0 +1,279 @@
+//! A replica that restarted or installed a snapshot did not see every execution, yet it
+//! must not take a long-executed request for a new one: it would forward it to the
+//! primary, watch it and time it, and the honest primary (which drops it as executed)
+//! would be blamed for leaving it out. A traitor adding its own view change makes that
+//! f+1, and the view changes, in every view, with old signed requests as the supply.
+//!
+//! - restored from its log with the ledger's client windows, a backup's table is exact:
+//!   an old request, from a client or relayed by a validator, is not watched, not
+//!   timed and never starts a view change;
+//! - after a snapshot install with the snapshot's windows, likewise;
+//! - without the windows (the cluster does not list its client keys) the table is
+//!   inexact, and an inexact table forwards what it cannot classify but never watches
+//!   or times it.
+
+mod common;
+
+use common::*;
+use pbft_protocol::{
+    Action, Batch, ClientRecords, Instant, Message, Replica, Seq, SignedRequest, WalRecord,
+};
+
+fn view_changes(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Broadcast {
+                    msg: Message::ViewChange(_)
+                }
+            )
+        })
+        .count()
+}
+
+fn forwarded_to_primary(actions: &[Action], req: &SignedRequest) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Send { to: 0, msg: Message::Request(r) } if r == req))
+}
+
+/// Backup 1 of view 0 orders and executes `batches` (one per sequence number from 1),
+/// and returns its log records.
+fn run_backup(p: &mut Probe, batches: &[Batch]) -> Vec<WalRecord> {
+    let mut wal = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let seq = i as Seq + 1;
+        let d = batch.digest();
+        let mut a = p.deliver(0, pre_prepare_msg(0, seq, batch.clone()));
+        for r in [2, 3] {
+            a.extend(p.deliver(r, Message::Prepare(prepare(0, seq, d, r))));
+        }
+        for r in [0, 2, 3] {
+            a.extend(p.deliver(r, Message::Commit(commit(0, seq, d, r))));
+        }
+        assert_eq!(executed(&a), vec![seq], "seq {seq} executes");
+        a.extend(p.execute(seq, batch));
+        wal.extend(a.into_iter().filter_map(|a| match a {
+            Action::Persist(r) => Some(r),
+            _ => None,
+        }));
+    }
+    wal
+}
+
+/// Feeds `old` to the probe from a client and relayed by validator 2, then lets ten
+/// view-change timeouts pass; returns every action.
+fn replay_and_wait(p: &mut Probe, old: &SignedRequest) -> Vec<Action> {
+    let start = p.now;
+    let mut a = p.client(old.clone());
+    a.extend(p.deliver(2, Message::Request(old.clone())));
+    let t = p.r.config().view_timeout.as_millis() as u64;
+    let start_ms = start.as_millis();
+    for step in 1..=40 {
+        a.extend(p.at(start_ms + step * t / 4));
+    }
+    a
+}
+
+#[test]
+fn a_restored_backup_does_not_take_an_executed_request_for_a_new_one() {
+    let mut p = Probe::new(1);
+    let batches: Vec<Batch> = (1..=3)
+        .map(|rid| Batch {
+            requests: vec![request(0, rid, vec![rid as u8])],
+        })
+        .collect();
+    let wal = run_backup(&mut p, &batches);
+    let cfg = p.r.config().clone();
+    // the ledger executed client 0's requests 1..=3
+    let records = ledger_records(batches.iter().flat_map(|b| b.requests.iter()));
+    let r =
+        Replica::restore(cfg, 1, replica_key(1).clone(), &wal, 3, records, p.now).expect("restore");
+    let mut p = Probe {
+        r,
+        verifier: p.verifier,
+        now: p.now,
+    };
+    p.actions();
+    let old = request(0, 2, vec![2]);
+    let a = replay_and_wait(&mut p, &old);
+    assert_eq!(
+        view_changes(&a),
+        0,
+        "a restored backup started a view change against an honest primary over a request \
+         that executed before its restart"
+    );
+    assert_eq!(
+        p.r.unordered_requests(),
+        0,
+        "an executed request is not watched"
+    );
+    assert_eq!(
+        p.r.waiting_requests(),
+        0,
+        "an executed request does not wait"
+    );
+    assert!(
+        !forwarded_to_primary(&a, &old),
+        "an exact table knows the request executed: nothing to forward"
+    );
+}
+
+/// Backup 1 installs the snapshot of checkpoint K, in which client 0 executed requests
+/// 1..=3.
+fn install_snapshot(p: &mut Probe) {
+    p.deliver(
+        0,
+        Message::Committed {
+            stable_proof: checkpoint_proof(K),
+            proofs: Vec::new(),
+        },
+    );
+    assert!(
+        p.r.is_fetching_state(),
+        "behind a stable checkpoint: state transfer"
+    );
+    p.r.on_state_offer(0, K, state_digest(K), p.now);
+    let a = p.actions();
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::InstallState { seq, .. } if *seq == K)),
+        "the snapshot is approved"
+    );
+    let executed: Vec<SignedRequest> = (1..=3)
+        .map(|rid| request(0, rid, vec![rid as u8]))
+        .collect();
+    p.r.on_state_transferred(K, state_digest(K), ledger_records(&executed), p.now);
+    p.actions();
+    assert_eq!(p.r.last_executed(), K);
+}
+
+#[test]
+fn a_backup_that_installed_a_snapshot_does_not_take_an_executed_request_for_a_new_one() {
+    let mut p = Probe::new(1);
+    install_snapshot(&mut p);
+    let old = request(0, 2, vec![2]);
+    let a = replay_and_wait(&mut p, &old);
+    assert_eq!(
+        view_changes(&a),
+        0,
+        "after a snapshot install, a backup started a view change against an honest \
+         primary over a request the snapshot had executed"
+    );
+    assert_eq!(
+        p.r.unordered_requests(),
+        0,
+        "an executed request is not watched"
+    );
+    assert_eq!(
+        p.r.waiting_requests(),
+        0,
+        "an executed request does not wait"
+    );
+}
+
+#[test]
+fn a_restored_backup_still_blames_a_primary_that_leaves_a_new_request_out() {
+    // the control: the exact table takes client 0's request 4 for what it is, new
+    let mut p = Probe::new(1);
+    let batches: Vec<Batch> = (1..=3)
+        .map(|rid| Batch {
+            requests: vec![request(0, rid, vec![rid as u8])],
+        })
+        .collect();
+    let wal = run_backup(&mut p, &batches);
+    let records = ledger_records(batches.iter().flat_map(|b| b.requests.iter()));
+    let cfg = p.r.config().clone();
+    let r =
+        Replica::restore(cfg, 1, replica_key(1).clone(), &wal, 3, records, p.now).expect("restore");
+    let mut p = Probe {
+        r,
+        verifier: p.verifier,
+        now: p.now,
+    };
+    p.actions();
+    let fresh = request(0, 4, vec![4]);
+    let a = p.client(fresh.clone());
+    assert!(forwarded_to_primary(&a, &fresh));
+    assert_eq!(p.r.unordered_requests(), 1, "a new request is watched");
+    let a = replay_and_wait(&mut p, &fresh);
+    assert!(view_changes(&a) > 0, "the primary never ordered it");
+}
+
+#[test]
+fn an_inexact_table_forwards_what_it_cannot_classify_but_never_watches_or_times_it() {
+    let mut p = Probe::new(1);
+    let batches: Vec<Batch> = (1..=3)
+        .map(|rid| Batch {
+            requests: vec![request(0, rid, vec![rid as u8])],
+        })
+        .collect();
+    let wal = run_backup(&mut p, &batches);
+    let cfg = p.r.config().clone();
+    let r = Replica::restore(
+        cfg,
+        1,
+        replica_key(1).clone(),
+        &wal,
+        3,
+        ClientRecords::Unknown,
+        p.now,
+    )
+    .expect("restore");
+    let mut p = Probe {
+        r,
+        verifier: p.verifier,
+        now: p.now,
+    };
+    p.actions();
+    // request 2 executed before the restart; the table cannot know
+    let old = request(0, 2, vec![2]);
+    let a = replay_and_wait(&mut p, &old);
+    assert!(
+        forwarded_to_primary(&a, &old),
+        "the primary decides: it gets the request"
+    );
+    assert_eq!(
+        view_changes(&a),
+        0,
+        "an unclassifiable request blamed the primary"
+    );
+    assert_eq!(p.r.unordered_requests(), 0, "not watched");
+    assert_eq!(p.r.waiting_requests(), 0, "not kept");
+    assert_eq!(p.r.order_deadline(), None);
+}
+
+#[test]
+fn an_inexact_primary_orders_what_it_cannot_classify() {
+    // a restarted primary that cannot tell proposes the request: at worst it executes
+    // as a duplicate
+    let cfg = Probe::new(0).r.config().clone();
+    let r = Replica::restore(
+        cfg,
+        0,
+        replica_key(0).clone(),
+        &[],
+        0,
+        ClientRecords::Unknown,
+        Instant::ZERO,
+    )
+    .expect("restore");
+    let mut p = Probe {
+        r,
+        verifier: Probe::new(0).verifier,
+        now: Instant::ZERO,
+    };
+    p.actions();
+    let a = p.client(request(0, 7, vec![7]));
+    assert!(
+        a.iter().any(|a| matches!(
+            a,
+            Action::Broadcast {
+                msg: Message::PrePrepare { batch, .. }
+            } if batch.requests.len() == 1
+        )),
+        "{a:?}"
+    );
+}
