@@ -647,6 +647,11 @@ fn timers() {
     let mut p = running();
     p.r.timed_request = None;
     assert_eq!(p.broken(), Invariant::Timers);
+    // a request timed by a table that cannot tell it from one executed long ago
+    let mut p = running();
+    assert!(p.r.request_deadline.is_some());
+    p.r.clients.seed(ClientRecords::Unknown);
+    assert_eq!(p.broken(), Invariant::Timers);
 }
 
 #[test]
@@ -661,6 +666,14 @@ fn order_watch() {
     p.r.stop_request_timer();
     let own = p.view_change(0, ME);
     p.r.view_changes.entry(0).or_default().insert(ME, own);
+    assert_eq!(p.broken(), Invariant::OrderWatch);
+    // watched by a table that cannot tell it from one executed long ago
+    let mut p = running();
+    p.r.stop_request_timer();
+    p.r.clients.add_waiting(req(5000));
+    p.r.watch_unordered(req(5000).key());
+    assert_eq!(p.r.check_invariants(), Ok(()));
+    p.r.clients.seed(ClientRecords::Unknown);
     assert_eq!(p.broken(), Invariant::OrderWatch);
 }
 
