@@ -241,10 +241,12 @@ impl ClientTable {
     }
 
     /// Remembers a request that waits for execution. Returns false if it was known or
-    /// executed, or if its client has `window` requests waiting already: a request a
-    /// pre-prepare carries did not pass `admit`, and without this cap a primary could
-    /// make a backup keep any number of one client's requests. (A request not kept
-    /// still executes with its batch; it is only not watched or re-proposed.)
+    /// executed, if it lies beyond its client's window, or if its client has `window`
+    /// requests waiting already. A request a pre-prepare carries did not pass `admit`:
+    /// without the cap a primary could make a backup keep any number of one client's
+    /// requests, and a request beyond the window, kept, would be forwarded to every
+    /// later primary and watched, while every honest primary refuses it. (A request not
+    /// kept still executes with its batch; it is only not watched or re-proposed.)
     pub fn add_waiting(&mut self, req: SignedRequest) -> bool {
         let key = req.key();
         if self.waiting.contains_key(&key) {
@@ -252,7 +254,7 @@ impl ClientTable {
         }
         let e = self.clients.entry(key.0).or_default();
         if e.executed.contains(&key.1)
-            || (self.exact && key.1 < e.low)
+            || (self.exact && (key.1 < e.low || key.1 >= e.low.saturating_add(self.window)))
             || e.waiting as u64 >= self.window
         {
             return false;
@@ -492,8 +494,17 @@ mod tests {
         // requests a pre-prepare carries come here without `admit`
         let k = Keypair::from_seed(&[6; 32]).unwrap();
         let mut t = ClientTable::new(2);
+        assert!(!t.add_waiting(req(&k, 7)), "beyond the window [1, 3)");
+        assert!(!t.add_waiting(req(&k, 0)), "not an id");
+        assert!(t.add_waiting(req(&k, 2)));
         assert!(t.add_waiting(req(&k, 1)));
+        assert_eq!(t.waiting_len(), 2);
+        assert_eq!(t.check(), Ok(()));
+        // an inexact table knows no window, but caps the count all the same
+        let mut t = ClientTable::new(2);
+        t.seed(ClientRecords::Unknown);
         assert!(t.add_waiting(req(&k, 7)));
+        assert!(t.add_waiting(req(&k, 100)));
         assert!(
             !t.add_waiting(req(&k, 3)),
             "a third request for a window of 2"

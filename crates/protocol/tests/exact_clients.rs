@@ -10,7 +10,9 @@
 //! - after a snapshot install with the snapshot's windows, likewise;
 //! - without the windows (the cluster does not list its client keys) the table is
 //!   inexact, and an inexact table forwards what it cannot classify but never watches
-//!   or times it.
+//!   or times it;
+//! - a request beyond its client's window that a traitor primary put in a batch is not
+//!   kept, so it is never watched against the honest primaries of later views.
 
 mod common;
 
@@ -276,4 +278,62 @@ fn an_inexact_primary_orders_what_it_cannot_classify() {
         )),
         "{a:?}"
     );
+}
+
+/// A traitor primary puts a request beyond its client's window (a hostile client signs
+/// any id) in a batch that it lets go no further. The backups keep what a pre-prepare
+/// carries; had they kept this one, they would forward it to every later primary and
+/// watch it, and every honest primary, which refuses it as beyond the window, would be
+/// blamed: two backups hold it, so that is f+1 view changes in every view, for ever.
+#[test]
+fn a_request_beyond_the_window_in_a_traitors_batch_is_never_watched_in_later_views() {
+    let mut p = Probe::new(2);
+    let window = p.r.config().client_window;
+    let beyond = request(0, 1 + window, vec![]);
+    // the honest primary of view 1 refuses it
+    let mut primary = Probe::new(1);
+    let vcs: Vec<_> = [0, 2, 3].map(|r| view_change(1, 0, Vec::new(), r)).into();
+    primary.deliver(
+        2,
+        Message::NewView(Box::new(honest_new_view(1, vcs.clone()))),
+    );
+    let a = primary.client(beyond.clone());
+    assert!(
+        !a.iter().any(|a| matches!(
+            a,
+            Action::Broadcast {
+                msg: Message::PrePrepare { .. }
+            }
+        )),
+        "an honest primary does not order a request beyond the window"
+    );
+    // the traitor primary of view 0 sends backup 2 a batch holding it
+    p.deliver(
+        0,
+        pre_prepare_msg(
+            0,
+            1,
+            Batch {
+                requests: vec![beyond.clone()],
+            },
+        ),
+    );
+    // view 1 starts with an empty O: nothing prepared
+    p.deliver(1, Message::NewView(Box::new(honest_new_view(1, vcs))));
+    assert_eq!(
+        (p.r.view(), p.r.status()),
+        (1, pbft_protocol::Status::Normal)
+    );
+    let start = p.now.as_millis();
+    let t = p.r.config().view_timeout.as_millis() as u64;
+    let mut a = Vec::new();
+    for step in 1..=40 {
+        a.extend(p.at(start + step * t / 4));
+    }
+    assert_eq!(
+        view_changes(&a),
+        0,
+        "backup 2 blamed the honest primary of view 1 for a request beyond the window"
+    );
+    assert_eq!(p.r.unordered_requests(), 0);
 }
