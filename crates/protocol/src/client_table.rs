@@ -137,6 +137,9 @@ pub struct ClientTable {
     arrivals: BTreeMap<u64, (PublicKey, RequestId)>,
     /// The next arrival number.
     next_arrival: u64,
+    /// Requests the primary could not admit yet although a backup may have (see
+    /// [`ClientTable::defer`]), at most `window` per client.
+    early: BTreeMap<(PublicKey, RequestId), SignedRequest>,
 }
 
 impl ClientTable {
@@ -150,6 +153,7 @@ impl ClientTable {
             waiting: BTreeMap::new(),
             arrivals: BTreeMap::new(),
             next_arrival: 0,
+            early: BTreeMap::new(),
         }
     }
 
@@ -168,6 +172,7 @@ impl ClientTable {
     /// stops waiting. Cached replies of requests the ledger executed are kept. With
     /// [`ClientRecords::Unknown`] the table becomes inexact.
     pub fn seed(&mut self, records: ClientRecords) {
+        self.early.clear();
         let ClientRecords::Complete(records) = records else {
             self.exact = false;
             return;
@@ -240,6 +245,71 @@ impl ClientTable {
         Admission::New
     }
 
+    /// Keeps, at a primary, a request it cannot admit yet because its client's window
+    /// (or its count of waiting requests) is full, when the next executions of that
+    /// client can make room: its id is below `low + 2 * window`. A backup that
+    /// executed one of those requests before the primary did admits the request,
+    /// forwards it and watches it; dropped here, the primary would be blamed for it
+    /// after T/2, and a hostile client can time its requests for that. Only with an
+    /// exact table, and at most `window` per client (the ids from `low + window` on
+    /// are that many; the cap holds whatever `low` did meanwhile). One request per
+    /// id: a backup watches by `(client, id)`, so the one deferred stands for any
+    /// other signed with its id. Returns true if kept.
+    pub fn defer(&mut self, req: SignedRequest) -> bool {
+        let key = req.key();
+        if !self.exact || self.waiting.contains_key(&key) || self.early.contains_key(&key) {
+            return false;
+        }
+        let e = self.clients.get(&key.0);
+        let low = e.map_or(1, |e| e.low);
+        if key.1 == 0
+            || key.1 < low
+            || e.is_some_and(|e| e.executed.contains(&key.1))
+            || key.1 >= low.saturating_add(self.window.saturating_mul(2))
+        {
+            return false;
+        }
+        if self.early_of(&key.0).count() as u64 >= self.window {
+            return false;
+        }
+        self.early.insert(key, req);
+        true
+    }
+
+    fn early_of(
+        &self,
+        client: &PublicKey,
+    ) -> impl Iterator<Item = (&(PublicKey, RequestId), &SignedRequest)> {
+        self.early.range((*client, 0)..=(*client, RequestId::MAX))
+    }
+
+    /// Takes out the deferred requests of `client` that its window now reaches (to be
+    /// admitted again; one the count still keeps out is deferred again).
+    pub fn take_ready(&mut self, client: &PublicKey) -> Vec<SignedRequest> {
+        let end = self
+            .clients
+            .get(client)
+            .map_or(1, |e| e.low)
+            .saturating_add(self.window);
+        let keys: Vec<(PublicKey, RequestId)> = self
+            .early_of(client)
+            .map(|(k, _)| *k)
+            .take_while(|k| k.1 < end)
+            .collect();
+        keys.iter().filter_map(|k| self.early.remove(k)).collect()
+    }
+
+    /// Forgets the deferred requests (the replica is no longer the primary, or a state
+    /// transfer replaced what it knew).
+    pub fn clear_early(&mut self) {
+        self.early.clear();
+    }
+
+    /// Number of deferred requests.
+    pub fn early_len(&self) -> usize {
+        self.early.len()
+    }
+
     /// Remembers a request that waits for execution. Returns false if it was known or
     /// executed, if it lies beyond its client's window, or if its client has `window`
     /// requests waiting already. A request a pre-prepare carries did not pass `admit`:
@@ -252,6 +322,7 @@ impl ClientTable {
         if self.waiting.contains_key(&key) {
             return false;
         }
+        self.early.remove(&key);
         let e = self.clients.entry(key.0).or_default();
         if e.executed.contains(&key.1)
             || (self.exact && (key.1 < e.low || key.1 >= e.low.saturating_add(self.window)))
@@ -283,6 +354,7 @@ impl ClientTable {
     pub fn executed(&mut self, reply: SignedReply) {
         let key = (reply.body.client, reply.body.request_id);
         self.stop_waiting(&key);
+        self.early.remove(&key);
         let e = self.clients.entry(key.0).or_default();
         if key.1 >= e.low {
             e.executed.insert(key.1);
@@ -290,6 +362,15 @@ impl ClientTable {
         // a primary may order ids beyond the window, and an inexact table may see a
         // client's executions start anywhere: the set stays bounded either way
         e.settle(self.window);
+        let done: Vec<(PublicKey, RequestId)> = self
+            .early
+            .range((key.0, 0)..=(key.0, RequestId::MAX))
+            .map(|(k, _)| *k)
+            .filter(|k| e.has_executed(k.1))
+            .collect();
+        for k in done {
+            self.early.remove(&k);
+        }
         e.replies.insert(key.1, reply);
         while e.replies.len() as u64 > self.window {
             e.replies.pop_first();
@@ -403,6 +484,35 @@ impl ClientTable {
                 ));
             }
             total += e.waiting;
+        }
+        // a deferred request is not admitted: it neither waits nor executed, and the
+        // deferred ones are capped per client like the waiting ones
+        let mut per_client: BTreeMap<&PublicKey, u64> = BTreeMap::new();
+        for (key, req) in &self.early {
+            if req.key() != *key {
+                return Err(format!(
+                    "deferred request {} is filed under another key",
+                    key.1
+                ));
+            }
+            if self.waiting.contains_key(key) {
+                return Err(format!("request {} is both deferred and waiting", key.1));
+            }
+            if self
+                .clients
+                .get(&key.0)
+                .is_some_and(|e| e.has_executed(key.1))
+            {
+                return Err(format!("request {} is deferred but executed", key.1));
+            }
+            let n = per_client.entry(&key.0).or_default();
+            *n += 1;
+            if *n > self.window {
+                return Err(format!(
+                    "a client has {n} deferred requests, beyond its window of {}",
+                    self.window
+                ));
+            }
         }
         if self.arrivals.len() != self.waiting.len() {
             return Err(format!(
@@ -536,6 +646,51 @@ mod tests {
         }
         assert!(t.clients[&k.public()].executed.len() <= 3);
         assert!(t.clients[&k.public()].replies.len() <= 3);
+        assert_eq!(t.check(), Ok(()));
+    }
+
+    #[test]
+    fn a_primary_defers_what_the_next_executions_can_make_room_for() {
+        let (a, b) = (
+            Keypair::from_seed(&[11; 32]).unwrap(),
+            Keypair::from_seed(&[12; 32]).unwrap(),
+        );
+        let mut t = ClientTable::new(2);
+        assert!(t.add_waiting(req(&a, 1)));
+        assert!(t.add_waiting(req(&a, 2)));
+        // the window [1, 3) is full: 3 and 4 may come within reach, 5 cannot yet
+        assert_eq!(t.admit(&req(&a, 3)), Admission::OutOfWindow);
+        assert!(t.defer(req(&a, 4)));
+        assert!(t.defer(req(&a, 3)));
+        assert!(!t.defer(req(&a, 3)), "deferred already");
+        assert!(!t.defer(req(&a, 5)), "at low + 2 * window");
+        assert!(!t.defer(req(&b, 0)), "not an id");
+        assert_eq!(t.check(), Ok(()));
+        // request 1 executes: the window is [2, 4), 3 is ready, 4 still waits for room
+        t.executed(reply(&a, 1));
+        let ready: Vec<RequestId> = t
+            .take_ready(&a.public())
+            .iter()
+            .map(|r| r.body.request_id)
+            .collect();
+        assert_eq!(ready, vec![3]);
+        assert_eq!(t.early_len(), 1);
+        // 4 executes some other way (it cannot at a primary, but the table stays true)
+        t.executed(reply(&a, 4));
+        assert_eq!(t.early_len(), 0);
+        // the per-client cap, and an inexact table defers nothing
+        let mut t = ClientTable::new(2);
+        for rid in [1, 2] {
+            assert!(t.add_waiting(req(&b, rid)));
+        }
+        assert!(t.defer(req(&b, 4)) && t.defer(req(&b, 3)));
+        // request 1 executes without the deferred ones being taken: still capped
+        t.executed(reply(&b, 1));
+        assert!(!t.defer(req(&b, 5)), "a window's worth deferred already");
+        assert_eq!(t.check(), Ok(()));
+        let mut u = ClientTable::new(2);
+        u.seed(ClientRecords::Unknown);
+        assert!(!u.defer(req(&b, 3)));
         assert_eq!(t.check(), Ok(()));
     }
 

@@ -86,7 +86,8 @@ pub enum Invariant {
     /// `h < next_seq <= h + L + 1`, and a primary in normal status has proposed nothing
     /// at or above `next_seq` in its view.
     NextSeq,
-    /// The client table's counts and per-client bounds.
+    /// The client table's counts and per-client bounds; only a primary in normal
+    /// status defers requests.
     ClientTable,
     /// The request timer runs only at a backup in normal status with an exact client
     /// table, the new-view timer only while changing views.
@@ -211,6 +212,18 @@ impl Replica {
         self.check_proposals()?;
         self.check_timers()?;
         self.check_ids()?;
+        // only a primary in normal status defers requests for when its window moves:
+        // the deferred ones are forgotten at every view change and state transfer
+        if self.clients.early_len() > 0 && !(self.is_primary() && self.status == Status::Normal) {
+            return Err(self.broken(
+                Invariant::ClientTable,
+                None,
+                format!(
+                    "{} requests deferred outside a primary in normal status",
+                    self.clients.early_len()
+                ),
+            ));
+        }
         self.clients
             .check()
             .map_err(|d| self.broken(Invariant::ClientTable, None, d))

@@ -36,8 +36,15 @@ impl Replica {
                     });
                 }
             }
-            Admission::TooOld | Admission::OutOfWindow => {
-                tracing::debug!(replica = self.id, "request outside the client window");
+            Admission::TooOld => {
+                tracing::debug!(replica = self.id, "request executed long ago");
+            }
+            Admission::OutOfWindow => {
+                // a backup further ahead may have admitted it: keep it for when the
+                // window reaches it (`ClientTable::defer`)
+                if self.is_primary() && self.status == Status::Normal {
+                    self.clients.defer(req);
+                }
             }
             Admission::Known => {
                 // a client retransmission: make sure the primary has it
@@ -534,6 +541,7 @@ impl Replica {
                 result: r.result,
             })
             .collect();
+        let mut clients = Vec::new();
         for reply in SignedReply::sign_batch(bodies, &self.key) {
             let r = &reply.body;
             let key = (r.client, r.request_id);
@@ -542,6 +550,17 @@ impl Replica {
             self.proposed.remove(&key);
             self.watch_ordered(&key);
             self.push(Action::Reply { client, reply });
+            clients.push(client);
+        }
+        // a primary admits the requests it deferred that these executions made room for
+        if self.is_primary() && self.status == Status::Normal {
+            clients.sort_unstable();
+            clients.dedup();
+            for client in clients {
+                for req in self.clients.take_ready(&client) {
+                    self.handle_request(req, Some(self.id));
+                }
+            }
         }
         // the request timer stops only if the request it waits for executed
         if self.status == Status::Normal {

@@ -227,6 +227,7 @@ impl Replica {
         self.clients.clear_waiting();
         self.clients.seed(clients);
         self.watch_reset();
+        self.clients.clear_early();
         self.pending.clear();
         self.proposed.clear();
         self.stop_request_timer();

@@ -337,3 +337,89 @@ fn a_request_beyond_the_window_in_a_traitors_batch_is_never_watched_in_later_vie
     );
     assert_eq!(p.r.unordered_requests(), 0);
 }
+
+fn proposed(actions: &[Action]) -> Vec<Vec<(u8, u64)>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast {
+                msg: Message::PrePrepare { batch, .. },
+            } => Some(
+                batch
+                    .requests
+                    .iter()
+                    .map(|r| {
+                        let c = (0..4)
+                            .find(|c| client_key(*c).public() == r.body.client)
+                            .expect("a test client");
+                        (c, r.body.request_id)
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A backup that executed one of a client's requests before the primary did admits
+/// the next id of that client's window, which the primary (its window not moved yet)
+/// cannot admit. Had the primary dropped the forwarded request, the backup would watch
+/// it and blame the primary after T/2 (a hostile client times its request for this,
+/// and a traitor's view change makes it f+1). The primary orders it once its window
+/// reaches it.
+#[test]
+fn a_primary_orders_a_forwarded_request_once_its_window_reaches_it() {
+    let mut cfg = pbft_protocol::Config::new(pubkeys());
+    cfg.client_window = 2;
+    let mut backup = Probe::with_config(1, cfg.clone());
+    let mut primary = Probe::with_config(0, cfg);
+    let (r1, r2, r3) = (
+        request(0, 1, vec![1]),
+        request(0, 2, vec![2]),
+        request(0, 3, vec![3]),
+    );
+    let mut a = primary.client(r1.clone());
+    a.extend(primary.client(r2.clone()));
+    assert_eq!(proposed(&a), vec![vec![(0, 1)], vec![(0, 2)]]);
+    // seq 1 commits; the backup executes it first
+    let b1 = Batch {
+        requests: vec![r1.clone()],
+    };
+    let d = b1.digest();
+    backup.deliver(0, pre_prepare_msg(0, 1, b1.clone()));
+    for r in [2, 3] {
+        backup.deliver(r, Message::Prepare(prepare(0, 1, d, r)));
+    }
+    let mut a = Vec::new();
+    for r in [0, 2, 3] {
+        a.extend(backup.deliver(r, Message::Commit(commit(0, 1, d, r))));
+    }
+    assert_eq!(executed(&a), vec![1]);
+    backup.execute(1, &b1);
+    // request 3 reaches the backup now: inside its window [2, 4), so it is forwarded
+    // and watched
+    let a = backup.client(r3.clone());
+    assert!(forwarded_to_primary(&a, &r3));
+    assert_eq!(backup.r.unordered_requests(), 1);
+    // the primary, which has not executed seq 1, gets the forwarded request 3
+    let a = primary.deliver(1, Message::Request(r3.clone()));
+    assert!(
+        proposed(&a).is_empty(),
+        "beyond the primary's window [1, 3) for now"
+    );
+    // then seq 1 executes at the primary too: request 3 is ordered
+    for r in [1, 2] {
+        primary.deliver(r, Message::Prepare(prepare(0, 1, d, r)));
+    }
+    let mut a = Vec::new();
+    for r in [1, 2] {
+        a.extend(primary.deliver(r, Message::Commit(commit(0, 1, d, r))));
+    }
+    assert_eq!(executed(&a), vec![1]);
+    let a = primary.execute(1, &b1);
+    assert_eq!(
+        proposed(&a),
+        vec![vec![(0, 3)]],
+        "the primary dropped the request the backup watches"
+    );
+}

@@ -633,6 +633,11 @@ fn client_table() {
         p.r.clients.add_waiting_unchecked(req(rid));
     }
     assert_eq!(p.broken(), Invariant::ClientTable);
+    // a backup holding a request deferred for when the window moves
+    let mut p = running();
+    let window = p.r.cfg.client_window;
+    assert!(p.r.clients.defer(req(18 + window)));
+    assert_eq!(p.broken(), Invariant::ClientTable);
 }
 
 #[test]
