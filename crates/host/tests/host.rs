@@ -12,7 +12,9 @@
 //! - a restarted host recovers from its log and ledger and catches up;
 //! - a backup host that restarted, or installed a snapshot, knows from its ledger which
 //!   requests executed: a replayed old request is not watched, so two such backups never
-//!   replace the honest primary over it, while a new request is still watched;
+//!   replace the honest primary over it, while a new request is still watched; a
+//!   ledger whose windows cannot be read stops the validator (at open, or after the
+//!   install) rather than leave its table guessing;
 //! - a flood of snapshot requests from every peer costs one export, and each peer gets
 //!   the snapshot once.
 
@@ -21,7 +23,7 @@ use pbft_executor::{
     Applied, Block, ClientWindow, ExecError, ExecRequest, Executor, Head, MemoryExecutor,
     MemoryLog, Operation, Record, RecordLog, StoredReceipt, Transfer,
 };
-use pbft_host::{CrashPoint, Effect, Faults, Honest, Host, HostOptions};
+use pbft_host::{CrashPoint, Effect, Faults, Honest, Host, HostError, HostOptions};
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::{
     ClientKeys, Config, Dest, Duration, Instant, Message, ReplicaId, Request, Signed,
@@ -39,6 +41,8 @@ struct Flaky {
     fail_next: Rc<Cell<u32>>,
     applies: Rc<Cell<u32>>,
     exports: Rc<Cell<u32>>,
+    /// Reading a client window fails while set.
+    unreadable_windows: bool,
 }
 
 impl Executor for Flaky {
@@ -81,6 +85,9 @@ impl Executor for Flaky {
         self.inner.balance(account)
     }
     fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
+        if self.unreadable_windows {
+            return Err(ExecError::Storage("injected read failure".into()));
+        }
         self.inner.client_window(client)
     }
     fn receipt(&self, c: &PublicKey, id: u64) -> Result<Option<StoredReceipt>, ExecError> {
@@ -207,6 +214,7 @@ impl Cluster {
                 fail_next: Rc::default(),
                 applies: Rc::default(),
                 exports: Rc::default(),
+                unreadable_windows: false,
             };
             let log = Counting::default();
             c.fail_next.push(ledger.fail_next.clone());
@@ -589,6 +597,7 @@ fn an_approved_snapshot_is_installed_when_another_peer_was_asked_in_the_same_pas
             fail_next: c.fail_next[3].clone(),
             applies: c.applies[3].clone(),
             exports: c.exports[3].clone(),
+            unreadable_windows: false,
         };
         let log = Counting {
             inner: MemoryLog::new(),
@@ -837,6 +846,7 @@ fn a_backup_host_that_installed_a_snapshot_knows_which_requests_executed() {
         fail_next: c.fail_next[3].clone(),
         applies: c.applies[3].clone(),
         exports: c.exports[3].clone(),
+        unreadable_windows: false,
     };
     let log = Counting {
         inner: MemoryLog::new(),
@@ -873,4 +883,64 @@ fn a_backup_host_that_installed_a_snapshot_knows_which_requests_executed() {
     let fresh = c.request();
     c.replay(3, 1, &fresh);
     assert_eq!(c.host(3).replica().unordered_requests(), 1);
+}
+
+/// A ledger whose client windows cannot be read leaves the host nothing exact to hand
+/// the replica: a restarted validator does not start, and one that installed a
+/// snapshot halts, rather than guess.
+#[test]
+fn unreadable_client_windows_stop_the_validator() {
+    let mut c = Cluster::new();
+    for _ in 0..3 {
+        c.submit();
+        c.settle();
+    }
+    let (mut ledger, log, hooks) = c.stop(2);
+    ledger.unreadable_windows = true;
+    let opened = Host::open(
+        c.cfg.clone(),
+        2,
+        c.keys[2].clone(),
+        ledger,
+        log,
+        hooks,
+        HostOptions::default(),
+        c.now,
+    );
+    match opened {
+        Err(HostError::Storage(e)) => assert!(e.to_string().contains("injected"), "{e}"),
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a restarted host opened without its client windows"),
+    }
+    // host 3 comes back on an empty disk (nothing to read at open) and installs a
+    // snapshot whose windows it cannot read
+    let mut c = Cluster::new();
+    let _ = c.stop(3);
+    for _ in 0..12 {
+        c.submit();
+        c.settle();
+    }
+    let ledger = Flaky {
+        inner: MemoryExecutor::genesis(&c.genesis),
+        fail_next: c.fail_next[3].clone(),
+        applies: c.applies[3].clone(),
+        exports: c.exports[3].clone(),
+        unreadable_windows: true,
+    };
+    let log = Counting {
+        inner: MemoryLog::new(),
+        appends: c.appends[3].clone(),
+    };
+    c.hosts[3] = Some(c.open(3, ledger, log, Hooks::Honest));
+    c.pump(3);
+    for _ in 0..50 {
+        if c.halted[3].is_some() {
+            break;
+        }
+        c.submit();
+        c.advance(100);
+    }
+    let reason = c.halted[3].clone().expect("host 3 halted");
+    assert!(reason.contains("client windows"), "{reason}");
+    assert!(c.host(3).ledger().head().height > 0, "after the install");
 }
