@@ -6,14 +6,14 @@ use crate::hooks::{CrashPoint, Faults};
 use crate::phases::Phases;
 use crate::transfer::{Assembly, Chunk, Offer};
 use bytes::Bytes;
-use pbft_crypto::{Digest, Keypair};
+use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_executor::snapshot::inspect_chunks;
 use pbft_executor::{Entry, ExecError, ExecRequest, Executor, Record, RecordLog};
 use pbft_protocol::envelope;
 use pbft_protocol::{
     Action, Answer, Batch, ClientKeys, ClientRecord, ClientRecords, Config, ConfigError, Dest,
     Duration, ExecutedRequest, ExecutionResult, Instant, Message, NodeStatus, Outgoing, Payload,
-    Query, Replica, ReplicaId, Seq, Status, Verified, VerifiedRequest, View, WalRecord,
+    Query, Replica, ReplicaId, RequestId, Seq, Status, Verified, VerifiedRequest, View, WalRecord,
 };
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -485,6 +485,9 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             }
             Action::InstallState { seq, digest } => self.install(seq, digest, now),
             Action::ServeState { to, seq } => self.serve(to, seq, now),
+            Action::ReplyFromLedger { client, request_id } => {
+                self.reply_from_ledger(client, request_id, now)
+            }
             Action::Evidence { against, evidence } => {
                 tracing::warn!(
                     id = self.id,
@@ -649,6 +652,28 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
                 }
             }
             Err(e) => self.halt(format!("approved snapshot {seq} failed to install: {e}")),
+        }
+    }
+
+    /// Answers a client's request that executed, from its receipt in the ledger. A
+    /// request the ledger has no receipt for is not answered (it never executed here:
+    /// the client table moved past it), nor is one whose receipt cannot be read (the
+    /// client asks again).
+    fn reply_from_ledger(&mut self, client: PublicKey, request_id: RequestId, now: Instant) {
+        match self.ledger.receipt(&client, request_id) {
+            Ok(Some(stored)) => {
+                let reply = self.replica.sign_reply(
+                    stored.height,
+                    client,
+                    request_id,
+                    stored.receipt.encode(),
+                );
+                if let Some(reply) = reply {
+                    self.send(Dest::Client(client), Message::Reply(reply), now);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(request_id, error = %e, "cannot read a receipt"),
         }
     }
 

@@ -944,3 +944,56 @@ fn unreadable_client_windows_stop_the_validator() {
     assert!(reason.contains("client windows"), "{reason}");
     assert!(c.host(3).ledger().head().height > 0, "after the install");
 }
+
+/// Every validator restarts (an upgrade, a power cut) before the client got its
+/// replies to request 3. The restarted tables know request 3 executed, so it is never
+/// ordered again; the client's retransmission is answered from the ledger's receipt,
+/// with the answer the validators gave when it executed.
+#[test]
+fn after_every_validator_restarted_an_executed_request_is_answered_from_the_ledger() {
+    let mut c = Cluster::new();
+    for _ in 0..3 {
+        c.submit();
+        c.settle();
+    }
+    let original: Vec<(ReplicaId, Vec<u8>)> = c
+        .replies
+        .iter()
+        .filter(|(_, rid, _)| *rid == 3)
+        .map(|(from, _, result)| (*from, result.clone()))
+        .collect();
+    assert_eq!(original.len(), 4, "every validator answered request 3 once");
+    // the replies are lost with the crash
+    c.replies.clear();
+    for i in 0..4 {
+        let (ledger, log, hooks) = c.stop(i);
+        c.hosts[i] = Some(c.open(i as ReplicaId, ledger, log, hooks));
+        c.pump(i);
+    }
+    c.settle();
+    let heights: Vec<u64> = (0..4).map(|i| c.host(i).ledger().head().height).collect();
+    let retransmission = old_request(&c, 3);
+    for i in 0..4 {
+        let v = c
+            .verifier
+            .verify_request(retransmission.clone())
+            .expect("a valid request");
+        let now = c.now;
+        c.host(i).handle_request(v, now);
+        c.pump(i);
+    }
+    c.settle();
+    let mut answered: Vec<(ReplicaId, Vec<u8>)> = c
+        .replies
+        .iter()
+        .filter(|(_, rid, _)| *rid == 3)
+        .map(|(from, _, result)| (*from, result.clone()))
+        .collect();
+    answered.sort();
+    assert_eq!(
+        answered, original,
+        "the client gets the original answers again"
+    );
+    let after: Vec<u64> = (0..4).map(|i| c.host(i).ledger().head().height).collect();
+    assert_eq!(after, heights, "nothing was ordered again");
+}

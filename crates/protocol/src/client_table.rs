@@ -42,7 +42,8 @@ pub enum Admission {
     Known,
     /// New and inside the window.
     New,
-    /// Executed so long ago that no reply is cached; ignored.
+    /// Executed, but no reply is cached (long ago, or before a restart or a snapshot
+    /// install); a client asking is answered from the ledger's receipt.
     TooOld,
     /// Beyond the client's window, or the client has too many requests waiting; ignored.
     OutOfWindow,

@@ -37,7 +37,13 @@ impl Replica {
                 }
             }
             Admission::TooOld => {
-                tracing::debug!(replica = self.id, "request executed long ago");
+                // a client without its answer asks again: the ledger has the receipt
+                if via.is_none() && req.body.request_id != 0 {
+                    self.push(Action::ReplyFromLedger {
+                        client: req.body.client,
+                        request_id: req.body.request_id,
+                    });
+                }
             }
             Admission::OutOfWindow => {
                 // a backup further ahead may have admitted it: keep it for when the

@@ -10,7 +10,7 @@ use crate::config::{Config, ConfigError};
 use crate::envelope::Limits;
 use crate::message::{
     Batch, Checkpoint, Commit, CommittedProof, Evidence, Message, NewView, PrePrepare, Prepare,
-    PreparedProof, ReplicaId, RequestId, Seq, Signed, View, ViewChange,
+    PreparedProof, ReplicaId, Reply, RequestId, Seq, Signed, SignedReply, View, ViewChange,
 };
 use crate::order_watch::OrderWatch;
 use crate::quorum::VoteTracker;
@@ -446,6 +446,26 @@ impl Replica {
         }
         self.handle_state_transferred(seq, digest, clients);
         self.finish("on_state_transferred");
+    }
+
+    /// Signs this replica's reply to `client`'s request `request_id`, which executed at
+    /// `seq` with `result` (for [`Action::ReplyFromLedger`], from the ledger's receipt).
+    pub fn sign_reply(
+        &self,
+        seq: Seq,
+        client: PublicKey,
+        request_id: RequestId,
+        result: Vec<u8>,
+    ) -> Option<SignedReply> {
+        let body = Reply {
+            view: self.view,
+            seq,
+            client,
+            request_id,
+            replica: self.id,
+            result,
+        };
+        SignedReply::sign_batch(vec![body], &self.key).pop()
     }
 
     /// The next action to perform, if any.

@@ -121,6 +121,16 @@ fn a_restored_backup_does_not_take_an_executed_request_for_a_new_one() {
         !forwarded_to_primary(&a, &old),
         "an exact table knows the request executed: nothing to forward"
     );
+    // the client, which may have lost its replies with the restart, is answered from
+    // the ledger (the relayed copy is not answered)
+    let from_ledger: Vec<_> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::ReplyFromLedger { client, request_id } => Some((*client, *request_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(from_ledger, vec![(client_key(0).public(), 2)]);
 }
 
 /// Backup 1 installs the snapshot of checkpoint K, in which client 0 executed requests

@@ -191,7 +191,7 @@ impl Cluster {
                     let records = self.records_at(seq);
                     self.replicas[iu].on_state_transferred(seq, digest, records, now);
                 }
-                Action::ServeState { .. } => {}
+                Action::ServeState { .. } | Action::ReplyFromLedger { .. } => {}
                 Action::Evidence { evidence, .. } => self.evidence[iu].push(*evidence),
                 Action::Halt { reason } => self.halts.push(format!("replica {i}: {reason}")),
             }

@@ -272,6 +272,7 @@ impl Harness {
                 | Action::Persist(_)
                 | Action::StableCheckpoint { .. }
                 | Action::ServeState { .. }
+                | Action::ReplyFromLedger { .. }
                 | Action::Evidence { .. } => {}
             }
         }
