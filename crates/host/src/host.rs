@@ -6,14 +6,14 @@ use crate::hooks::{CrashPoint, Faults};
 use crate::phases::Phases;
 use crate::transfer::{Assembly, Chunk, Offer};
 use bytes::Bytes;
-use pbft_crypto::{Digest, Keypair};
+use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_executor::snapshot::inspect_chunks;
 use pbft_executor::{Entry, ExecError, ExecRequest, Executor, Record, RecordLog};
 use pbft_protocol::envelope;
 use pbft_protocol::{
-    Action, Answer, Batch, Config, ConfigError, Dest, Duration, ExecutedRequest, ExecutionResult,
-    Instant, Message, NodeStatus, Outgoing, Payload, Query, Replica, ReplicaId, Seq, Status,
-    Verified, VerifiedRequest, View, WalRecord,
+    Action, Answer, Batch, ClientKeys, ClientRecord, ClientRecords, Config, ConfigError, Dest,
+    Duration, ExecutedRequest, ExecutionResult, Instant, Message, NodeStatus, Outgoing, Payload,
+    Query, Replica, ReplicaId, RequestId, Seq, Status, Verified, VerifiedRequest, View, WalRecord,
 };
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -174,8 +174,9 @@ pub struct Host<E, L, F> {
 }
 
 impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
-    /// Opens a validator on its storage: a replica restored from the consensus log and
-    /// the ledger's height, or a new one on empty storage.
+    /// Opens a validator on its storage: a replica restored from the consensus log, the
+    /// ledger's height and the ledger's record of each listed client, or a new one on
+    /// empty storage. Fails if the storage cannot be read.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         cfg: Config,
@@ -210,10 +211,10 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             log.append(&[(None, bytes)])?;
             Replica::new(cfg, id, key)?
         } else if records.is_empty() {
-            tracing::warn!(
+            tracing::info!(
                 id,
-                "the consensus log is empty and this is not the cluster's first start: \
-                 recovering (no votes until caught up past what it may have signed)"
+                "no consensus log: recovering, no votes until the others show the cluster \
+                 is new or this validator has caught up past what it may have signed"
             );
             Replica::recover(cfg, id, key, opts.recovery_nonce, now)?
         } else {
@@ -223,7 +224,9 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
                 executed,
                 "restarting from the consensus log and the ledger"
             );
-            Replica::restore(cfg, id, key, &records, executed, now)?
+            // read at the height the replica resumes from, before anything executes
+            let clients = client_records(&ledger, &cfg.clients)?;
+            Replica::restore(cfg, id, key, &records, executed, clients, now)?
         };
         if opts.check_invariants {
             replica.set_invariant_checks(true);
@@ -520,6 +523,9 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             }
             Action::InstallState { seq, digest } => self.install(seq, digest, now),
             Action::ServeState { to, seq } => self.serve(to, seq, now),
+            Action::ReplyFromLedger { client, request_id } => {
+                self.reply_from_ledger(client, request_id, now)
+            }
             Action::Evidence { against, evidence } => {
                 tracing::warn!(
                     id = self.id,
@@ -674,9 +680,38 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
                 );
                 self.assembly.installed(seq);
                 self.effects.push_back(Effect::Installed { seq, bytes });
-                self.replica.on_state_transferred(seq, digest, now);
+                // read at the snapshot's height: nothing executes above it before the
+                // replica learns it is installed
+                match client_records(&self.ledger, &self.replica.config().clients) {
+                    Ok(clients) => self.replica.on_state_transferred(seq, digest, clients, now),
+                    Err(e) => self.halt(format!(
+                        "cannot read the client windows of installed snapshot {seq}: {e}"
+                    )),
+                }
             }
             Err(e) => self.halt(format!("approved snapshot {seq} failed to install: {e}")),
+        }
+    }
+
+    /// Answers a client's request that executed, from its receipt in the ledger. A
+    /// request the ledger has no receipt for is not answered (it never executed here:
+    /// the client table moved past it), nor is one whose receipt cannot be read (the
+    /// client asks again).
+    fn reply_from_ledger(&mut self, client: PublicKey, request_id: RequestId, now: Instant) {
+        match self.ledger.receipt(&client, request_id) {
+            Ok(Some(stored)) => {
+                let reply = self.replica.sign_reply(
+                    stored.height,
+                    client,
+                    request_id,
+                    stored.receipt.encode(),
+                );
+                if let Some(reply) = reply {
+                    self.send(Dest::Client(client), Message::Reply(reply), now);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(request_id, error = %e, "cannot read a receipt"),
         }
     }
 
@@ -818,6 +853,32 @@ impl<E, L, F> std::fmt::Debug for Host<E, L, F> {
             .field("crashed", &self.crashed)
             .finish_non_exhaustive()
     }
+}
+
+/// What the ledger records of each client the cluster lists, at its head: the client
+/// table of a replica that restarts or installs a snapshot learns from it the
+/// executions it did not see (`pbft_protocol::client_table`). Clients that executed
+/// nothing are left out. A cluster that admits any key has no list to read, and its
+/// replica's table stays inexact.
+fn client_records<E: Executor>(
+    ledger: &E,
+    clients: &ClientKeys,
+) -> Result<ClientRecords, ExecError> {
+    let ClientKeys::Listed { sorted, .. } = clients else {
+        return Ok(ClientRecords::Unknown);
+    };
+    let mut records = Vec::new();
+    for client in sorted.iter() {
+        let w = ledger.client_window(client)?;
+        if w.low > 1 || !w.executed.is_empty() {
+            records.push(ClientRecord {
+                client: *client,
+                low: w.low,
+                executed: w.executed,
+            });
+        }
+    }
+    Ok(ClientRecords::Complete(records))
 }
 
 /// The entries that were first executions (not duplicates or refusals), for checkers.

@@ -10,6 +10,11 @@
 //!   peer in the same pass (the timer and the last chunk fed before one `process`);
 //! - a crash point makes the host emit `Crashed` and stop, with the checkpoint on disk;
 //! - a restarted host recovers from its log and ledger and catches up;
+//! - a backup host that restarted, or installed a snapshot, knows from its ledger which
+//!   requests executed: a replayed old request is not watched, so two such backups never
+//!   replace the honest primary over it, while a new request is still watched; a
+//!   ledger whose windows cannot be read stops the validator (at open, or after the
+//!   install) rather than leave its table guessing;
 //! - a flood of snapshot requests from every peer costs one export, and each peer gets
 //!   the snapshot once.
 
@@ -18,10 +23,11 @@ use pbft_executor::{
     Applied, Block, ClientWindow, ExecError, ExecRequest, Executor, Head, MemoryExecutor,
     MemoryLog, Operation, Record, RecordLog, StoredReceipt, Transfer,
 };
-use pbft_host::{CrashPoint, Effect, Faults, Honest, Host, HostOptions};
+use pbft_host::{CrashPoint, Effect, Faults, Honest, Host, HostError, HostOptions};
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::{
-    Config, Dest, Duration, Instant, Message, ReplicaId, Request, Signed, SignedRequest, Verifier,
+    ClientKeys, Config, Dest, Duration, Instant, Message, ReplicaId, Request, Signed,
+    SignedRequest, Verifier,
 };
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
@@ -35,6 +41,8 @@ struct Flaky {
     fail_next: Rc<Cell<u32>>,
     applies: Rc<Cell<u32>>,
     exports: Rc<Cell<u32>>,
+    /// Reading a client window fails while set.
+    unreadable_windows: bool,
 }
 
 impl Executor for Flaky {
@@ -77,6 +85,9 @@ impl Executor for Flaky {
         self.inner.balance(account)
     }
     fn client_window(&self, client: &PublicKey) -> Result<ClientWindow, ExecError> {
+        if self.unreadable_windows {
+            return Err(ExecError::Storage("injected read failure".into()));
+        }
         self.inner.client_window(client)
     }
     fn receipt(&self, c: &PublicKey, id: u64) -> Result<Option<StoredReceipt>, ExecError> {
@@ -175,8 +186,9 @@ impl Cluster {
         cfg.pipeline_depth = 1;
         cfg.view_timeout = Duration::from_millis(1000);
         cfg.retransmit_interval = Duration::from_millis(100);
+        cfg.clients = ClientKeys::listed([client.public()]);
         let genesis = BTreeMap::from([(client.public(), 1_000_000)]);
-        let verifier = Verifier::new(cfg.validators.clone());
+        let verifier = Verifier::for_config(&cfg);
         let mut c = Cluster {
             cfg,
             keys,
@@ -202,6 +214,7 @@ impl Cluster {
                 fail_next: Rc::default(),
                 applies: Rc::default(),
                 exports: Rc::default(),
+                unreadable_windows: false,
             };
             let log = Counting::default();
             c.fail_next.push(ledger.fail_next.clone());
@@ -261,6 +274,23 @@ impl Cluster {
     }
 
     /// The client sends a request to every validator.
+    /// `req` reaches host `i` only, from a client connection and relayed by validator
+    /// `relay`; host `i` performs what it decides (its sends go on the wire).
+    fn replay(&mut self, i: usize, relay: ReplicaId, req: &SignedRequest) {
+        let v = self
+            .verifier
+            .verify_request(req.clone())
+            .expect("a valid request");
+        let now = self.now;
+        self.host(i).handle_request(v, now);
+        let v = self
+            .verifier
+            .verify(relay, Message::Request(req.clone()))
+            .expect("verifies");
+        self.host(i).handle_message(v, now);
+        self.pump(i);
+    }
+
     fn submit(&mut self) {
         let req = self.request();
         for i in 0..4 {
@@ -569,6 +599,7 @@ fn an_approved_snapshot_is_installed_when_another_peer_was_asked_in_the_same_pas
             fail_next: c.fail_next[3].clone(),
             applies: c.applies[3].clone(),
             exports: c.exports[3].clone(),
+            unreadable_windows: false,
         };
         let log = Counting {
             inner: MemoryLog::new(),
@@ -744,4 +775,227 @@ fn a_flood_of_snapshot_requests_costs_one_export() {
     let heads = c.heads();
     assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
     assert!(c.halted.iter().all(Option::is_none));
+}
+
+/// Signs request `request_id` of the cluster's client (as `Cluster::request` does).
+fn old_request(c: &Cluster, request_id: u64) -> SignedRequest {
+    let op = Operation {
+        transfers: vec![Transfer {
+            to: c.keys[0].public(),
+            amount: 1,
+        }],
+    }
+    .encode();
+    let body = Request {
+        client: c.client.public(),
+        request_id,
+        op,
+    };
+    Signed::sign(body, &c.client)
+}
+
+/// Backups 2 and 3 restart after requests 1..=3 executed. A client (or a traitor
+/// relaying what it saw in batches) replays request 2 to both: had their tables
+/// forgotten that it executed, each would watch it and blame the honest primary, which
+/// leaves it out, and the two view changes would replace it.
+#[test]
+fn restarted_backup_hosts_know_which_requests_executed() {
+    let mut c = Cluster::new();
+    for _ in 0..3 {
+        c.submit();
+        c.settle();
+    }
+    for i in [2, 3] {
+        let (ledger, log, hooks) = c.stop(i);
+        c.hosts[i] = Some(c.open(i as ReplicaId, ledger, log, hooks));
+        c.pump(i);
+    }
+    c.settle();
+    let old = old_request(&c, 2);
+    for _ in 0..30 {
+        c.replay(2, 1, &old);
+        c.replay(3, 1, &old);
+        for i in [2, 3] {
+            assert_eq!(c.host(i).replica().unordered_requests(), 0, "host {i}");
+            assert_eq!(c.host(i).replica().waiting_requests(), 0, "host {i}");
+        }
+        c.advance(200);
+    }
+    let views: Vec<u64> = (0..4).map(|i| c.host(i).replica().view()).collect();
+    assert_eq!(views, vec![0; 4], "the honest primary was replaced");
+    // a new request is still watched (the table is exact, not merely silent)
+    let fresh = c.request();
+    c.replay(2, 1, &fresh);
+    assert_eq!(c.host(2).replica().unordered_requests(), 1);
+    c.settle();
+    let heads = c.heads();
+    assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+    assert_eq!(heads[0].as_ref().map(|h| h.height), Some(4));
+}
+
+/// Host 3 comes back on an empty disk and installs a snapshot: what the snapshot
+/// executed is not taken for new.
+#[test]
+fn a_backup_host_that_installed_a_snapshot_knows_which_requests_executed() {
+    let mut c = Cluster::new();
+    let _ = c.stop(3);
+    for _ in 0..12 {
+        c.submit();
+        c.settle();
+    }
+    let ledger = Flaky {
+        inner: MemoryExecutor::genesis(&c.genesis),
+        fail_next: c.fail_next[3].clone(),
+        applies: c.applies[3].clone(),
+        exports: c.exports[3].clone(),
+        unreadable_windows: false,
+    };
+    let log = Counting {
+        inner: MemoryLog::new(),
+        appends: c.appends[3].clone(),
+    };
+    c.hosts[3] = Some(c.open(3, ledger, log, Hooks::Honest));
+    c.pump(3);
+    for _ in 0..50 {
+        if c.host(3).ledger().head().height > 0 {
+            break;
+        }
+        c.submit();
+        c.advance(100);
+    }
+    let installed = c.host(3).ledger().head().height;
+    assert!(installed >= 4, "host 3 installed a snapshot: {installed}");
+    for _ in 0..10 {
+        c.advance(100);
+    }
+    assert_eq!(c.halted[3], None);
+    let old = old_request(&c, 1);
+    for _ in 0..30 {
+        c.replay(3, 1, &old);
+        assert_eq!(c.host(3).replica().unordered_requests(), 0);
+        c.advance(200);
+    }
+    // one backup alone cannot change the view: it would have sent a view change
+    assert_eq!(c.host(3).replica().view(), 0, "host 3 blamed the primary");
+    assert_eq!(
+        c.host(3).replica().status(),
+        pbft_protocol::Status::Normal,
+        "host 3 blamed the primary"
+    );
+    let fresh = c.request();
+    c.replay(3, 1, &fresh);
+    assert_eq!(c.host(3).replica().unordered_requests(), 1);
+}
+
+/// A ledger whose client windows cannot be read leaves the host nothing exact to hand
+/// the replica: a restarted validator does not start, and one that installed a
+/// snapshot halts, rather than guess.
+#[test]
+fn unreadable_client_windows_stop_the_validator() {
+    let mut c = Cluster::new();
+    for _ in 0..3 {
+        c.submit();
+        c.settle();
+    }
+    let (mut ledger, log, hooks) = c.stop(2);
+    ledger.unreadable_windows = true;
+    let opened = Host::open(
+        c.cfg.clone(),
+        2,
+        c.keys[2].clone(),
+        ledger,
+        log,
+        hooks,
+        HostOptions::default(),
+        c.now,
+    );
+    match opened {
+        Err(HostError::Storage(e)) => assert!(e.to_string().contains("injected"), "{e}"),
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a restarted host opened without its client windows"),
+    }
+    // host 3 comes back on an empty disk (nothing to read at open) and installs a
+    // snapshot whose windows it cannot read
+    let mut c = Cluster::new();
+    let _ = c.stop(3);
+    for _ in 0..12 {
+        c.submit();
+        c.settle();
+    }
+    let ledger = Flaky {
+        inner: MemoryExecutor::genesis(&c.genesis),
+        fail_next: c.fail_next[3].clone(),
+        applies: c.applies[3].clone(),
+        exports: c.exports[3].clone(),
+        unreadable_windows: true,
+    };
+    let log = Counting {
+        inner: MemoryLog::new(),
+        appends: c.appends[3].clone(),
+    };
+    c.hosts[3] = Some(c.open(3, ledger, log, Hooks::Honest));
+    c.pump(3);
+    for _ in 0..50 {
+        if c.halted[3].is_some() {
+            break;
+        }
+        c.submit();
+        c.advance(100);
+    }
+    let reason = c.halted[3].clone().expect("host 3 halted");
+    assert!(reason.contains("client windows"), "{reason}");
+    assert!(c.host(3).ledger().head().height > 0, "after the install");
+}
+
+/// Every validator restarts (an upgrade, a power cut) before the client got its
+/// replies to request 3. The restarted tables know request 3 executed, so it is never
+/// ordered again; the client's retransmission is answered from the ledger's receipt,
+/// with the answer the validators gave when it executed.
+#[test]
+fn after_every_validator_restarted_an_executed_request_is_answered_from_the_ledger() {
+    let mut c = Cluster::new();
+    for _ in 0..3 {
+        c.submit();
+        c.settle();
+    }
+    let original: Vec<(ReplicaId, Vec<u8>)> = c
+        .replies
+        .iter()
+        .filter(|(_, rid, _)| *rid == 3)
+        .map(|(from, _, result)| (*from, result.clone()))
+        .collect();
+    assert_eq!(original.len(), 4, "every validator answered request 3 once");
+    // the replies are lost with the crash
+    c.replies.clear();
+    for i in 0..4 {
+        let (ledger, log, hooks) = c.stop(i);
+        c.hosts[i] = Some(c.open(i as ReplicaId, ledger, log, hooks));
+        c.pump(i);
+    }
+    c.settle();
+    let heights: Vec<u64> = (0..4).map(|i| c.host(i).ledger().head().height).collect();
+    let retransmission = old_request(&c, 3);
+    for i in 0..4 {
+        let v = c
+            .verifier
+            .verify_request(retransmission.clone())
+            .expect("a valid request");
+        let now = c.now;
+        c.host(i).handle_request(v, now);
+        c.pump(i);
+    }
+    c.settle();
+    let mut answered: Vec<(ReplicaId, Vec<u8>)> = c
+        .replies
+        .iter()
+        .filter(|(_, rid, _)| *rid == 3)
+        .map(|(from, _, result)| (*from, result.clone()))
+        .collect();
+    answered.sort();
+    assert_eq!(
+        answered, original,
+        "the client gets the original answers again"
+    );
+    let after: Vec<u64> = (0..4).map(|i| c.host(i).ledger().head().height).collect();
+    assert_eq!(after, heights, "nothing was ordered again");
 }

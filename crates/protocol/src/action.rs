@@ -3,8 +3,8 @@
 //! performed, because later sends may depend on it.
 
 use crate::message::{
-    Batch, Checkpoint, Evidence, Message, NewView, PrePrepare, PreparedProof, ReplicaId, Seq,
-    Signed, SignedReply, View, ViewChange,
+    Batch, Checkpoint, Evidence, Message, NewView, PrePrepare, PreparedProof, ReplicaId, RequestId,
+    Seq, Signed, SignedReply, View, ViewChange,
 };
 use pbft_crypto::{Digest, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,17 @@ pub enum Action {
         seq: Seq,
         /// Its proven digest.
         digest: Digest,
+    },
+    /// A client asked again for a request that executed but whose reply is not cached
+    /// (the replica restarted or installed a snapshot since, or the reply left the
+    /// cache): read its receipt from the ledger and, if there is one, send the client
+    /// the reply [`crate::Replica::sign_reply`] signs for it. Its answer (result, seq)
+    /// is the one every validator gave when the request executed.
+    ReplyFromLedger {
+        /// The client.
+        client: PublicKey,
+        /// The request.
+        request_id: RequestId,
     },
     /// A peer asked for the snapshot of our stable checkpoint `seq`: send it.
     ServeState {

@@ -86,13 +86,15 @@ pub enum Invariant {
     /// `h < next_seq <= h + L + 1`, and a primary in normal status has proposed nothing
     /// at or above `next_seq` in its view.
     NextSeq,
-    /// The client table's counts and per-client bounds.
+    /// The client table's counts and per-client bounds; only a primary in normal
+    /// status defers requests.
     ClientTable,
-    /// The request timer runs only at a backup in normal status, the new-view timer
-    /// only while changing views.
+    /// The request timer runs only at a backup in normal status with an exact client
+    /// table, the new-view timer only while changing views.
     Timers,
-    /// Only a backup in normal status watches for unordered requests; each of them is
-    /// waiting, and each is queued for the deadline.
+    /// Only a backup in normal status with an exact client table watches for unordered
+    /// requests; each of them is waiting, and each is queued for the deadline; the
+    /// queue holds at most twice the live entries (plus a constant).
     OrderWatch,
     /// Peer progress and evidence name valid replica ids; no evidence accuses this
     /// replica; pre-prepares were relayed only to valid peers.
@@ -210,6 +212,18 @@ impl Replica {
         self.check_proposals()?;
         self.check_timers()?;
         self.check_ids()?;
+        // only a primary in normal status defers requests for when its window moves:
+        // the deferred ones are forgotten at every view change and state transfer
+        if self.clients.early_len() > 0 && !(self.is_primary() && self.status == Status::Normal) {
+            return Err(self.broken(
+                Invariant::ClientTable,
+                None,
+                format!(
+                    "{} requests deferred outside a primary in normal status",
+                    self.clients.early_len()
+                ),
+            ));
+        }
         self.clients
             .check()
             .map_err(|d| self.broken(Invariant::ClientTable, None, d))
@@ -737,6 +751,15 @@ impl Replica {
                 "request timer armed outside a backup in normal status".to_string(),
             ));
         }
+        // an inexact client table cannot tell a new request from one executed before
+        // the replica restarted: timing one would blame a primary that knows
+        if self.request_deadline.is_some() && !self.clients.is_exact() {
+            return Err(self.broken(
+                Invariant::Timers,
+                None,
+                "request timer armed with an inexact client table".to_string(),
+            ));
+        }
         // the request timer waits for one request, named while it runs
         if self.request_deadline.is_some() != self.timed_request.is_some() {
             return Err(self.broken(
@@ -765,6 +788,18 @@ impl Replica {
                 ),
             ));
         }
+        // an inexact client table cannot tell a new request from one executed before
+        // the replica restarted: watching one would blame a primary that knows
+        if self.order_watch.len() > 0 && !self.clients.is_exact() {
+            return Err(self.broken(
+                Invariant::OrderWatch,
+                None,
+                format!(
+                    "{} requests watched with an inexact client table",
+                    self.order_watch.len()
+                ),
+            ));
+        }
         // a watched request stops being watched when it executes
         if let Some((_, rid)) = self
             .order_watch
@@ -784,6 +819,14 @@ impl Replica {
                 Invariant::OrderWatch,
                 None,
                 format!("request {rid} of a client watched but not queued"),
+            ));
+        }
+        // stale entries are compacted away: the queue's memory follows the live ones
+        if let Some((queued, live)) = self.order_watch.overfull() {
+            return Err(self.broken(
+                Invariant::OrderWatch,
+                None,
+                format!("the order watch queues {queued} entries for {live} live ones"),
             ));
         }
         Ok(())

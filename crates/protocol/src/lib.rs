@@ -50,6 +50,7 @@ mod wal;
 
 pub use action::{Action, WalRecord};
 pub use client::{ClientConfig, ClientCore};
+pub use client_table::{ClientRecord, ClientRecords};
 pub use config::{ClientKeys, Config, ConfigError};
 pub use invariants::{Invariant, InvariantViolation};
 pub use message::*;

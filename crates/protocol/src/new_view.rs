@@ -265,6 +265,7 @@ impl Replica {
         // view (a laggard) did not pass through `start_view_change`: what it watched
         // there is not the new primary's to answer for.
         self.watch_reset();
+        self.clients.clear_early();
         self.persist(WalRecord::View {
             view,
             changing: false,

@@ -21,6 +21,11 @@ impl Replica {
     /// primary for leaving the request out, so the primary must have it. A request is
     /// new only once, so it is forwarded once; a client's retransmission of a known
     /// request is forwarded again, since the client saw no reply.
+    ///
+    /// A request an inexact client table cannot classify (it may have executed before a
+    /// restart) is forwarded too, and ordered by a primary (at worst it executes as a
+    /// duplicate), but a backup neither keeps, watches nor times it: it would blame a
+    /// primary that knows the request executed.
     pub(crate) fn handle_request(&mut self, req: SignedRequest, via: Option<ReplicaId>) {
         match self.clients.admit(&req) {
             Admission::Cached(reply) => {
@@ -31,8 +36,21 @@ impl Replica {
                     });
                 }
             }
-            Admission::TooOld | Admission::OutOfWindow => {
-                tracing::debug!(replica = self.id, "request outside the client window");
+            Admission::TooOld => {
+                // a client without its answer asks again: the ledger has the receipt
+                if via.is_none() && req.body.request_id != 0 {
+                    self.push(Action::ReplyFromLedger {
+                        client: req.body.client,
+                        request_id: req.body.request_id,
+                    });
+                }
+            }
+            Admission::OutOfWindow => {
+                // a backup further ahead may have admitted it: keep it for when the
+                // window reaches it (`ClientTable::defer`)
+                if self.is_primary() && self.status == Status::Normal {
+                    self.clients.defer(req);
+                }
             }
             Admission::Known => {
                 // a client retransmission: make sure the primary has it
@@ -42,7 +60,13 @@ impl Replica {
                 }
                 self.arm_request_timer();
             }
-            Admission::New => {
+            Admission::Unknown if !self.is_primary() => {
+                let p = self.primary();
+                if via != Some(p) && self.status == Status::Normal {
+                    self.send(p, Message::Request(req));
+                }
+            }
+            Admission::New | Admission::Unknown => {
                 let key = req.key();
                 self.clients.add_waiting(req.clone());
                 if self.is_primary() {
@@ -538,6 +562,7 @@ impl Replica {
                 result: r.result,
             })
             .collect();
+        let mut clients = Vec::new();
         for reply in SignedReply::sign_batch(bodies, &self.key) {
             let r = &reply.body;
             let key = (r.client, r.request_id);
@@ -546,6 +571,17 @@ impl Replica {
             self.proposed.remove(&key);
             self.watch_ordered(&key);
             self.push(Action::Reply { client, reply });
+            clients.push(client);
+        }
+        // a primary admits the requests it deferred that these executions made room for
+        if self.is_primary() && self.status == Status::Normal {
+            clients.sort_unstable();
+            clients.dedup();
+            for client in clients {
+                for req in self.clients.take_ready(&client) {
+                    self.handle_request(req, Some(self.id));
+                }
+            }
         }
         // the request timer stops only if the request it waits for executed
         if self.status == Status::Normal {

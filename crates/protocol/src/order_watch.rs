@@ -33,6 +33,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 type Key = (PublicKey, RequestId);
 
+/// Stale entries the queue may hold beyond twice the live ones before it is compacted.
+const QUEUE_SLACK: usize = 64;
+
 /// A backup's record of requests the primary has not ordered yet.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OrderWatch {
@@ -40,7 +43,9 @@ pub(crate) struct OrderWatch {
     /// the room clock when they were first known (or when the view started).
     since: BTreeMap<Key, Duration>,
     /// The same entries in the order they were added (readings never decrease); stale
-    /// entries are skipped when they reach the front.
+    /// entries are skipped when they reach the front, and the queue is compacted when
+    /// more than half of it is stale, so it holds at most twice the live entries (plus
+    /// [`QUEUE_SLACK`]).
     queue: VecDeque<(Duration, Key)>,
     /// The room clock: time the primary's pipeline had room in this view, up to
     /// `room_since` (or up to now, if it has no room now).
@@ -66,6 +71,13 @@ impl OrderWatch {
             .iter()
             .find(|(k, t)| !queued.contains(&(**t, *k)))
             .map(|(k, _)| k)
+    }
+
+    /// The queue's length and the number of live entries, if the queue holds more than
+    /// compaction allows (for the replica's invariant checks).
+    pub(crate) fn overfull(&self) -> Option<(usize, usize)> {
+        (self.queue.len() > 2 * self.since.len() + QUEUE_SLACK)
+            .then_some((self.queue.len(), self.since.len()))
     }
 
     /// The requests watched.
@@ -99,9 +111,20 @@ impl OrderWatch {
     }
 
     fn remove(&mut self, key: &Key) {
-        self.since.remove(key);
+        if self.since.remove(key).is_none() {
+            return;
+        }
         if self.since.is_empty() {
             self.queue.clear();
+        } else if self.queue.len() > 2 * self.since.len() + QUEUE_SLACK {
+            // One request left out for long keeps its entry at the front, and `oldest`
+            // drops stale entries only from there: without this, every request learnt
+            // and ordered meanwhile would leave one behind. Compacting when at least
+            // half the queue is stale costs O(1) per removal, amortized.
+            let since = &self.since;
+            let mut kept = std::collections::BTreeSet::new();
+            self.queue
+                .retain(|(t, k)| since.get(k) == Some(t) && kept.insert(*k));
         }
     }
 
@@ -127,9 +150,11 @@ impl OrderWatch {
 }
 
 impl Replica {
-    /// A backup learnt a request that the current view has not ordered.
+    /// A backup learnt a request that the current view has not ordered. Only with an
+    /// exact client table: an inexact one cannot tell whether the request executed
+    /// long ago, and the primary, which knows, would be blamed for leaving it out.
     pub(crate) fn watch_unordered(&mut self, key: Key) {
-        if !self.is_primary() && self.status == Status::Normal {
+        if !self.is_primary() && self.status == Status::Normal && self.clients.is_exact() {
             self.order_watch.add(key, self.now);
         }
     }
@@ -213,5 +238,40 @@ impl Replica {
         );
         let next = self.view + 1;
         self.start_view_change(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pbft_crypto::Keypair;
+
+    #[test]
+    fn the_queue_stays_bounded_while_one_request_stays_unordered() {
+        // One request is never ordered (the oldest, at the queue's front); the primary
+        // orders every other one soon after the backup learns it. The queue must not
+        // keep an entry for each of those.
+        let client = Keypair::from_seed(&[1; 32]).expect("a key").public();
+        let mut w = OrderWatch::default();
+        let mut now = Instant::ZERO;
+        w.set_room(true, now);
+        w.add((client, 1), now);
+        for rid in 2..10_000u64 {
+            now = now.plus(Duration::from_micros(10));
+            w.add((client, rid), now);
+            w.remove(&(client, rid));
+            assert_eq!(
+                w.oldest(),
+                Some(Duration::ZERO),
+                "request 1 is still the oldest"
+            );
+            assert!(
+                w.queue.len() <= 2 * w.since.len() + QUEUE_SLACK,
+                "after {rid} requests the queue holds {} entries for {} live ones",
+                w.queue.len(),
+                w.since.len()
+            );
+        }
+        assert_eq!(w.unqueued(), None);
     }
 }

@@ -77,8 +77,8 @@ impl Replica {
     ) -> Result<Replica, ConfigError> {
         let mut r = Replica::new(cfg, id, key)?;
         r.now = now;
-        // executions before the wipe are not in the client table
-        r.clients.mark_inexact();
+        // the ledger is at genesis (a ledger without its log is refused), so the new,
+        // empty client table is the ledger's; a snapshot install seeds it later
         r.recovery = Some(Recovery::new(nonce, None));
         tracing::info!(
             replica = id,

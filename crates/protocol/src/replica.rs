@@ -5,12 +5,12 @@
 
 use crate::action::{Action, WalRecord};
 use crate::bounds::FrameBounds;
-use crate::client_table::ClientTable;
+use crate::client_table::{ClientRecords, ClientTable};
 use crate::config::{Config, ConfigError};
 use crate::envelope::Limits;
 use crate::message::{
     Batch, Checkpoint, Commit, CommittedProof, Evidence, Message, NewView, PrePrepare, Prepare,
-    PreparedProof, ReplicaId, RequestId, Seq, Signed, View, ViewChange,
+    PreparedProof, ReplicaId, Reply, RequestId, Seq, Signed, SignedReply, View, ViewChange,
 };
 use crate::order_watch::OrderWatch;
 use crate::quorum::VoteTracker;
@@ -449,13 +449,41 @@ impl Replica {
         self.finish("on_state_offer");
     }
 
-    /// The snapshot approved by [`Action::InstallState`] is installed.
-    pub fn on_state_transferred(&mut self, seq: Seq, digest: Digest, now: Instant) {
+    /// The snapshot approved by [`Action::InstallState`] is installed; `clients` is what
+    /// the installed ledger records of its clients' executions (see
+    /// [`crate::client_table`]).
+    pub fn on_state_transferred(
+        &mut self,
+        seq: Seq,
+        digest: Digest,
+        clients: ClientRecords,
+        now: Instant,
+    ) {
         if !self.begin(now) {
             return;
         }
-        self.handle_state_transferred(seq, digest);
+        self.handle_state_transferred(seq, digest, clients);
         self.finish("on_state_transferred");
+    }
+
+    /// Signs this replica's reply to `client`'s request `request_id`, which executed at
+    /// `seq` with `result` (for [`Action::ReplyFromLedger`], from the ledger's receipt).
+    pub fn sign_reply(
+        &self,
+        seq: Seq,
+        client: PublicKey,
+        request_id: RequestId,
+        result: Vec<u8>,
+    ) -> Option<SignedReply> {
+        let body = Reply {
+            view: self.view,
+            seq,
+            client,
+            request_id,
+            replica: self.id,
+            result,
+        };
+        SignedReply::sign_batch(vec![body], &self.key).pop()
     }
 
     /// The next action to perform, if any.
@@ -579,12 +607,15 @@ impl Replica {
 
     /// Starts the request timer if requests wait and none is running. It waits for
     /// the request that has waited longest, and only that request's execution stops it
-    /// (PBFT §4.4): executing anything else, null batches included, does not.
+    /// (PBFT §4.4): executing anything else, null batches included, does not. Only with
+    /// an exact client table: an inexact one may hold requests that executed before the
+    /// replica restarted, which no primary will order again.
     pub(crate) fn arm_request_timer(&mut self) {
         if self.status == Status::Normal
             && !self.is_primary()
             && self.request_deadline.is_none()
             && self.recovery.is_none()
+            && self.clients.is_exact()
         {
             if let Some(oldest) = self.clients.oldest_waiting() {
                 self.timed_request = Some(oldest);

@@ -14,6 +14,7 @@
 //!   with another batch is ignored.
 
 use crate::action::Action;
+use crate::client_table::ClientRecords;
 use crate::message::{
     Batch, Checkpoint, CommittedProof, Message, PrePrepare, ReplicaId, Seq, Signed, View,
 };
@@ -213,7 +214,12 @@ impl Replica {
         }
     }
 
-    pub(crate) fn handle_state_transferred(&mut self, seq: Seq, digest: Digest) {
+    pub(crate) fn handle_state_transferred(
+        &mut self,
+        seq: Seq,
+        digest: Digest,
+        clients: ClientRecords,
+    ) {
         let Some(f) = self.fetch.as_ref() else {
             return;
         };
@@ -230,10 +236,12 @@ impl Replica {
         self.fetch = None;
         // The snapshot holds executions this replica never saw: any waiting request may
         // be among them. Forget them (clients retransmit what is still open) rather than
-        // let a timer for an executed request start a needless view change.
-        self.clients.mark_inexact();
+        // let a timer for an executed request start a needless view change. The table
+        // learns those executions from the snapshot's client records.
         self.clients.clear_waiting();
+        self.clients.seed(clients);
         self.watch_reset();
+        self.clients.clear_early();
         self.pending.clear();
         self.proposed.clear();
         self.stop_request_timer();

@@ -39,6 +39,7 @@ impl Replica {
         self.stop_request_timer();
         self.view_change_deadline = None;
         self.watch_reset();
+        self.clients.clear_early();
         self.pending.clear();
         self.proposed.clear();
         self.wanted.clear();

@@ -2,6 +2,7 @@
 //! message it sent before the crash.
 
 use crate::action::WalRecord;
+use crate::client_table::ClientRecords;
 use crate::config::{Config, ConfigError};
 use crate::message::{ReplicaId, Seq};
 use crate::replica::{Replica, Status};
@@ -9,20 +10,22 @@ use crate::time::Instant;
 use pbft_crypto::Keypair;
 
 impl Replica {
-    /// Rebuilds a replica from its log records (in the order they were persisted) and
-    /// the last sequence number its executor applied.
+    /// Rebuilds a replica from its log records (in the order they were persisted), the
+    /// last sequence number its executor applied, and the clients' records the ledger
+    /// holds at that height (the client table learns the executions before the crash
+    /// from them; see [`crate::client_table`]).
     pub fn restore(
         cfg: Config,
         id: ReplicaId,
         key: Keypair,
         records: &[WalRecord],
         last_executed: Seq,
+        clients: ClientRecords,
         now: Instant,
     ) -> Result<Replica, ConfigError> {
         let mut r = Replica::new(cfg, id, key)?;
         r.now = now;
-        // executions before the crash are not in the client table
-        r.clients.mark_inexact();
+        r.clients.seed(clients);
         for rec in records {
             match rec {
                 WalRecord::View { view, changing } => {

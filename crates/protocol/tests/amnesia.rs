@@ -271,6 +271,7 @@ fn recovery_survives_a_restart() {
         key.clone(),
         &records,
         0,
+        pbft_protocol::ClientRecords::Complete(Vec::new()),
         pbft_protocol::Instant::ZERO,
     )
     .expect("restore");
@@ -287,8 +288,16 @@ fn recovery_survives_a_restart() {
         },
         WalRecord::Recovered,
     ];
-    let r =
-        Replica::restore(cfg, 2, key, &records, 0, pbft_protocol::Instant::ZERO).expect("restore");
+    let r = Replica::restore(
+        cfg,
+        2,
+        key,
+        &records,
+        0,
+        pbft_protocol::ClientRecords::Complete(Vec::new()),
+        pbft_protocol::Instant::ZERO,
+    )
+    .expect("restore");
     assert!(!r.is_recovering());
 }
 
@@ -357,6 +366,7 @@ fn a_replica_that_voted_is_not_blank() {
         replica_key(1).clone(),
         &logged,
         0,
+        pbft_protocol::ClientRecords::Complete(Vec::new()),
         pbft_protocol::Instant::ZERO,
     )
     .expect("restore");
@@ -372,6 +382,7 @@ fn a_replica_that_voted_is_not_blank() {
         replica_key(1).clone(),
         &accepted,
         0,
+        pbft_protocol::ClientRecords::Complete(Vec::new()),
         pbft_protocol::Instant::ZERO,
     )
     .expect("restore");

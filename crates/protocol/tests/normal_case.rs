@@ -19,8 +19,8 @@ use common::*;
 use pbft_crypto::Digest;
 use pbft_protocol::verify::Verifier;
 use pbft_protocol::{
-    Action, Batch, Config, Evidence, ExecutedRequest, ExecutionResult, Instant, Message, Replica,
-    ReplicaId, Seq, Signed, SignedReply, SignedRequest, Status, View, WalRecord,
+    Action, Batch, ClientRecords, Config, Evidence, ExecutedRequest, ExecutionResult, Instant,
+    Message, Replica, ReplicaId, Seq, Signed, SignedReply, SignedRequest, Status, View, WalRecord,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -46,6 +46,9 @@ struct Cluster {
     /// Persisted records, per replica.
     wal: Vec<Vec<WalRecord>>,
     executed: Vec<Vec<Executed>>,
+    /// Every batch any replica executed, by sequence number (agreement makes it one
+    /// history): the ledger a restarted replica, or a snapshot, reads client records from.
+    history: BTreeMap<Seq, Batch>,
     replies: Vec<(ReplicaId, SignedReply)>,
     /// Every prepare each replica ever broadcast: (view, seq) -> digest.
     prepares_sent: Vec<BTreeMap<(View, Seq), Digest>>,
@@ -68,6 +71,7 @@ impl Cluster {
             lose: None,
             wal: vec![Vec::new(); N as usize],
             executed: vec![Vec::new(); N as usize],
+            history: BTreeMap::new(),
             replies: Vec::new(),
             prepares_sent: vec![BTreeMap::new(); N as usize],
             evidence: vec![Vec::new(); N as usize],
@@ -81,6 +85,19 @@ impl Cluster {
 
     fn last_executed(&self, i: ReplicaId) -> Seq {
         self.executed[i as usize].last().map_or(0, |e| e.seq)
+    }
+
+    /// The client records of the ledger after `seq` (what a driver reads from it).
+    fn records_at(&self, seq: Seq) -> ClientRecords {
+        assert!(
+            (1..=seq).all(|s| self.history.contains_key(&s)),
+            "a batch up to {seq} that no replica executed"
+        );
+        ledger_records(
+            self.history
+                .range(..=seq)
+                .flat_map(|(_, b)| b.requests.iter()),
+        )
     }
 
     /// Performs every queued action of replica `i`.
@@ -136,6 +153,7 @@ impl Cluster {
                     let state_digest = seq
                         .is_multiple_of(self.cfg.checkpoint_interval)
                         .then(|| state_digest(seq));
+                    self.history.insert(seq, batch.clone());
                     self.executed[iu].push(Executed {
                         seq,
                         view,
@@ -170,9 +188,10 @@ impl Cluster {
                         });
                     }
                     let now = self.now;
-                    self.replicas[iu].on_state_transferred(seq, digest, now);
+                    let records = self.records_at(seq);
+                    self.replicas[iu].on_state_transferred(seq, digest, records, now);
                 }
-                Action::ServeState { .. } => {}
+                Action::ServeState { .. } | Action::ReplyFromLedger { .. } => {}
                 Action::Evidence { evidence, .. } => self.evidence[iu].push(*evidence),
                 Action::Halt { reason } => self.halts.push(format!("replica {i}: {reason}")),
             }
@@ -530,8 +549,17 @@ fn replica_restored_from_its_wal_continues_without_contradicting_itself() {
     let last = c.last_executed(2);
     let wal = c.wal[2].clone();
     let now = c.now;
-    c.replicas[2] =
-        Replica::restore(c.cfg.clone(), 2, replica_key(2).clone(), &wal, last, now).unwrap();
+    let records = c.records_at(last);
+    c.replicas[2] = Replica::restore(
+        c.cfg.clone(),
+        2,
+        replica_key(2).clone(),
+        &wal,
+        last,
+        records.clone(),
+        now,
+    )
+    .unwrap();
     c.drain(2);
     assert_eq!(c.replicas[2].last_executed(), last);
     assert_eq!(c.replicas[2].view(), 0);
@@ -545,8 +573,16 @@ fn replica_restored_from_its_wal_continues_without_contradicting_itself() {
         .verifier
         .verify(0, pre_prepare_msg(0, open, other.clone()))
         .unwrap();
-    let mut probe =
-        Replica::restore(c.cfg.clone(), 2, replica_key(2).clone(), &wal, last, now).unwrap();
+    let mut probe = Replica::restore(
+        c.cfg.clone(),
+        2,
+        replica_key(2).clone(),
+        &wal,
+        last,
+        records,
+        now,
+    )
+    .unwrap();
     probe.on_message(v, now);
     let mut probe_prepares = Vec::new();
     while let Some(a) = probe.poll_action() {
@@ -612,7 +648,16 @@ fn restored_replica_keeps_its_view_change() {
         })
         .expect("view change persisted");
     let now = c.now;
-    let mut r2 = Replica::restore(c.cfg.clone(), 2, replica_key(2).clone(), &wal, 0, now).unwrap();
+    let mut r2 = Replica::restore(
+        c.cfg.clone(),
+        2,
+        replica_key(2).clone(),
+        &wal,
+        0,
+        c.records_at(0),
+        now,
+    )
+    .unwrap();
     assert_eq!(r2.view(), 1);
     assert_eq!(r2.status(), Status::ViewChange);
     let t = r2.next_timeout().expect("retransmission armed");

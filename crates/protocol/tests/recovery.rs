@@ -84,6 +84,7 @@ fn a_restored_backup_keeps_the_new_views_o() {
             replica_key(2).clone(),
             &log,
             0,
+            pbft_protocol::ClientRecords::Complete(Vec::new()),
             Instant::ZERO,
         )
         .expect("restores"),

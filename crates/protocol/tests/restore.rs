@@ -4,8 +4,9 @@
 use pbft_crypto::Keypair;
 use pbft_protocol::new_view::compute_o;
 use pbft_protocol::{
-    Action, Batch, Checkpoint, Config, Instant, Message, NewView, PrePrepare, Prepare,
-    PreparedCert, PreparedProof, Replica, Request, Signed, Status, Verifier, ViewChange, WalRecord,
+    Action, Batch, Checkpoint, ClientRecords, Config, Instant, Message, NewView, PrePrepare,
+    Prepare, PreparedCert, PreparedProof, Replica, Request, Signed, Status, Verifier, ViewChange,
+    WalRecord,
 };
 
 fn keys() -> Vec<Keypair> {
@@ -128,7 +129,16 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
 
     // crash, restart from the log, and receive a fresh request
     let cfg_for_restart = cfg.clone();
-    let mut restarted = Replica::restore(cfg, 1, keys[1].clone(), &wal, 0, Instant(2_000)).unwrap();
+    let mut restarted = Replica::restore(
+        cfg,
+        1,
+        keys[1].clone(),
+        &wal,
+        0,
+        ClientRecords::Complete(Vec::new()),
+        Instant(2_000),
+    )
+    .unwrap();
     assert_eq!(restarted.view(), 1);
     let fresh = verifier.verify_request(request(2)).unwrap();
     restarted.on_request(fresh, Instant(2_001));
@@ -161,6 +171,7 @@ fn restored_new_primary_does_not_reuse_a_sequence_number_of_its_new_view() {
         keys[1].clone(),
         &lost,
         0,
+        ClientRecords::Complete(Vec::new()),
         Instant(2_000),
     )
     .unwrap();
@@ -254,6 +265,7 @@ fn records_of_old_views_are_superseded_by_later_ones() {
             keys[me as usize].clone(),
             log,
             0,
+            ClientRecords::Complete(Vec::new()),
             Instant(1_000),
         )
         .expect("restore")
@@ -436,8 +448,16 @@ fn restored_new_primary_adopts_the_checkpoint_its_new_view_proves() {
         WalRecord::ViewChange(Box::new(own)),
         WalRecord::NewView(Box::new(Signed::sign(nv, &keys[me as usize]))),
     ];
-    let r = Replica::restore(cfg, me, keys[me as usize].clone(), &log, 0, Instant::ZERO)
-        .expect("restore");
+    let r = Replica::restore(
+        cfg,
+        me,
+        keys[me as usize].clone(),
+        &log,
+        0,
+        ClientRecords::Complete(Vec::new()),
+        Instant::ZERO,
+    )
+    .expect("restore");
     assert_eq!(r.stable_checkpoint(), k);
     assert!(r.is_fetching_state(), "behind its new checkpoint");
     assert!(r.log_len() as u64 <= l);

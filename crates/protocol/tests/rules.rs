@@ -25,7 +25,8 @@ mod common;
 use common::*;
 use pbft_crypto::Digest;
 use pbft_protocol::{
-    Action, Batch, Config, Evidence, Instant, Message, Replica, ReplicaId, Seq, Signed, Status,
+    Action, Batch, ClientRecords, Config, Evidence, Instant, Message, Replica, ReplicaId, Seq,
+    Signed, Status,
 };
 use std::time::Duration;
 
@@ -530,7 +531,16 @@ fn new_primary_proposes_after_its_new_view() {
 fn restored_new_primary_does_not_reuse_the_sequence_numbers_of_its_new_view() {
     let (p, wal, o) = new_primary_with_o();
     let cfg = p.r.config().clone();
-    let r = Replica::restore(cfg, 1, replica_key(1).clone(), &wal, 0, p.now).unwrap();
+    let r = Replica::restore(
+        cfg,
+        1,
+        replica_key(1).clone(),
+        &wal,
+        0,
+        ClientRecords::Complete(Vec::new()),
+        p.now,
+    )
+    .unwrap();
     assert_eq!((r.view(), r.status()), (1, Status::Normal));
     let mut p = Probe {
         r,

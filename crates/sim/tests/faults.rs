@@ -256,7 +256,7 @@ fn rocksdb_storage_survives_crashes_and_restarts() {
 /// and a replica restored from it starts from that checkpoint.
 #[test]
 fn the_compacted_consensus_log_keeps_only_the_latest_stable_checkpoint_proof() {
-    use pbft_protocol::{Checkpoint, Config, Instant, Replica, Signed, WalRecord};
+    use pbft_protocol::{Checkpoint, ClientRecords, Config, Instant, Replica, Signed, WalRecord};
     let keys: Vec<pbft_crypto::Keypair> = (1..=4u8)
         .map(|i| pbft_crypto::Keypair::from_seed(&[i; 32]).expect("seed"))
         .collect();
@@ -311,7 +311,62 @@ fn the_compacted_consensus_log_keeps_only_the_latest_stable_checkpoint_proof() {
         matches!(&records[1], WalRecord::StableCheckpoint(p) if p[0].body.seq == 5 * k),
         "{records:?}"
     );
-    let r =
-        Replica::restore(cfg, 1, keys[1].clone(), &records, 5 * k, Instant::ZERO).expect("restore");
+    // the log holds only checkpoints: no client executed anything
+    let r = Replica::restore(
+        cfg,
+        1,
+        keys[1].clone(),
+        &records,
+        5 * k,
+        ClientRecords::Complete(Vec::new()),
+        Instant::ZERO,
+    )
+    .expect("restore");
     assert_eq!(r.stable_checkpoint(), 5 * k);
+}
+
+/// Backups 1 and 2 restart (one after the other; backup 2's disk kept, or wiped so
+/// that it installs a snapshot) while clients replay old accepted requests to every
+/// validator and a traitor (`inject`) replays requests it saw in batches to the
+/// backups. The restarted backups know from their ledgers which of those executed, so
+/// none is watched or timed and the honest primary keeps its view.
+#[test]
+fn restarted_backups_do_not_blame_the_primary_for_replayed_requests() {
+    for (seed, wipe) in [(31, false), (32, true), (33, false), (34, true)] {
+        let mut c = cfg(seed);
+        c.workload.requests = 300;
+        c.workload.replays = 60;
+        c.traitors.push(TraitorSpec {
+            node: 3,
+            behavior: pbft_traitor::Behavior::Inject,
+            from_ms: 0,
+            until_ms: u64::MAX,
+        });
+        for (node, down, up, wipe) in [(1, 40, 300, false), (2, 500, 800, wipe)] {
+            c.faults.push(Fault {
+                at_ms: down,
+                action: FaultAction::Crash(node),
+            });
+            c.faults.push(Fault {
+                at_ms: up,
+                action: FaultAction::Restart { node, wipe },
+            });
+        }
+        let r = run(c);
+        check(&r);
+        assert_eq!(
+            r.max_honest_view(),
+            0,
+            "seed {seed} (wipe {wipe}): the honest primary was replaced\n{}",
+            r.summary()
+        );
+        assert!(r.falsely_accused().is_empty(), "{}", r.summary());
+        if wipe {
+            assert!(
+                r.stats.largest_snapshot_bytes > 0,
+                "seed {seed}: the wiped backup installed a snapshot\n{}",
+                r.summary()
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use super::Invariant;
 use crate::action::Action;
+use crate::client_table::{ClientRecord, ClientRecords};
 use crate::config::Config;
 use crate::message::{
     Batch, Checkpoint, Commit, CommittedProof, Message, PrePrepare, Prepare, ReplicaId, Request,
@@ -320,7 +321,13 @@ fn states_reached_by_driving_the_replica_pass() {
     assert_eq!(p.r.check_invariants(), Ok(()));
     p.r.on_state_offer(0, s, state(s), p.now);
     p.drain();
-    p.r.on_state_transferred(s, state(s), p.now);
+    // the snapshot's ledger executed the client's requests 1..=s, one per batch
+    let records = ClientRecords::Complete(vec![ClientRecord {
+        client: client().public(),
+        low: s + 1,
+        executed: Vec::new(),
+    }]);
+    p.r.on_state_transferred(s, state(s), records, p.now);
     p.drain();
     assert_eq!((p.r.last_executed, p.r.stable_seq), (s, s));
     assert_eq!(p.r.check_invariants(), Ok(()));
@@ -626,6 +633,11 @@ fn client_table() {
         p.r.clients.add_waiting_unchecked(req(rid));
     }
     assert_eq!(p.broken(), Invariant::ClientTable);
+    // a backup holding a request deferred for when the window moves
+    let mut p = running();
+    let window = p.r.cfg.client_window;
+    assert!(p.r.clients.defer(req(18 + window)));
+    assert_eq!(p.broken(), Invariant::ClientTable);
 }
 
 #[test]
@@ -639,6 +651,11 @@ fn timers() {
     // a request timer that names no request
     let mut p = running();
     p.r.timed_request = None;
+    assert_eq!(p.broken(), Invariant::Timers);
+    // a request timed by a table that cannot tell it from one executed long ago
+    let mut p = running();
+    assert!(p.r.request_deadline.is_some());
+    p.r.clients.seed(ClientRecords::Unknown);
     assert_eq!(p.broken(), Invariant::Timers);
 }
 
@@ -654,6 +671,14 @@ fn order_watch() {
     p.r.stop_request_timer();
     let own = p.view_change(0, ME);
     p.r.view_changes.entry(0).or_default().insert(ME, own);
+    assert_eq!(p.broken(), Invariant::OrderWatch);
+    // watched by a table that cannot tell it from one executed long ago
+    let mut p = running();
+    p.r.stop_request_timer();
+    assert!(p.r.clients.add_waiting(req(60)));
+    p.r.watch_unordered(req(60).key());
+    assert_eq!(p.r.check_invariants(), Ok(()));
+    p.r.clients.seed(ClientRecords::Unknown);
     assert_eq!(p.broken(), Invariant::OrderWatch);
 }
 

@@ -12,9 +12,9 @@
 use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_protocol::new_view::compute_o;
 use pbft_protocol::{
-    Batch, Checkpoint, Commit, CommittedProof, Evidence, Message, NewView, PrePrepare, Prepare,
-    PreparedCert, PreparedProof, ReplicaId, Reply, Request, Seq, Signed, SignedReply,
-    SignedRequest, View, ViewChange,
+    Batch, Checkpoint, ClientRecord, ClientRecords, Commit, CommittedProof, Evidence, Message,
+    NewView, PrePrepare, Prepare, PreparedCert, PreparedProof, ReplicaId, Reply, Request, Seq,
+    Signed, SignedReply, SignedRequest, View, ViewChange,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -207,6 +207,38 @@ pub fn honest_new_view(view: View, view_changes: Vec<Signed<ViewChange>>) -> Sig
             pre_prepares,
         },
         replica_key(primary(view)),
+    )
+}
+
+/// What a ledger records of its clients after executing `requests` in order, as a
+/// driver hands it to a restored replica or one that installed a snapshot: per client,
+/// `low` (every id below it executed) and the executed ids above it.
+#[allow(dead_code)] // not every test file restores a replica
+pub fn ledger_records<'a>(requests: impl IntoIterator<Item = &'a SignedRequest>) -> ClientRecords {
+    let mut windows: std::collections::BTreeMap<PublicKey, (u64, Vec<u64>)> =
+        std::collections::BTreeMap::new();
+    for r in requests {
+        let (low, executed) = windows.entry(r.body.client).or_insert((1, Vec::new()));
+        let rid = r.body.request_id;
+        if rid == 0 || rid < *low || executed.contains(&rid) {
+            continue; // refused, or a duplicate
+        }
+        executed.push(rid);
+        executed.sort_unstable();
+        while executed.first() == Some(low) {
+            executed.remove(0);
+            *low += 1;
+        }
+    }
+    ClientRecords::Complete(
+        windows
+            .into_iter()
+            .map(|(client, (low, executed))| ClientRecord {
+                client,
+                low,
+                executed,
+            })
+            .collect(),
     )
 }
 
