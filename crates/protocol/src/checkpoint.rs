@@ -194,7 +194,6 @@ impl Replica {
             };
             self.record_evidence(ev, false);
         }
-        self.check_recovered();
         self.collect_garbage();
         // Batches already handed to the executor up to `seq` will bring the state
         // there; a snapshot installed after them would move the ledger back under them.
@@ -202,6 +201,8 @@ impl Replica {
             self.begin_state_transfer(seq, digest);
         }
         self.next_seq = self.next_seq.max(seq + 1);
+        // last: a replica that votes again from here on proposes above `seq` only
+        self.check_recovered();
         // No proposing here: a caller in the middle of a transition (installing a new
         // view) must finish it first. Callers propose once they are done.
     }

@@ -89,7 +89,6 @@ impl Replica {
         if self.recovery.is_some() {
             return;
         }
-        self.signed = true;
         if self.new_view.is_some() || self.status != Status::ViewChange || !self.is_primary() {
             return;
         }
@@ -136,6 +135,7 @@ impl Replica {
             );
             return;
         }
+        self.signed = true;
         let pre_prepares: Vec<Signed<PrePrepare>> = o
             .entries
             .iter()

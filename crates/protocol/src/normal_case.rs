@@ -95,7 +95,10 @@ impl Replica {
         {
             return;
         }
-        self.next_seq = self.next_seq.max(self.last_executed + 1);
+        self.next_seq = self
+            .next_seq
+            .max(self.last_executed + 1)
+            .max(self.stable_seq + 1);
         while !self.pending.is_empty()
             && self.next_seq <= self.high_watermark()
             && self.next_seq - 1 - self.last_executed < self.cfg.pipeline_depth
@@ -394,6 +397,9 @@ impl Replica {
     /// `prepared(v, s, d)`: the accepted pre-prepare plus q-1 (= 2f) matching prepares from
     /// distinct backups. On becoming prepared: persist the certificate, send commit.
     pub(crate) fn check_prepared(&mut self, seq: Seq) {
+        if self.recovery.is_some() {
+            return; // it would sign a commit
+        }
         let view = self.view;
         let Some(digest) = self.accepted_digest(view, seq) else {
             return;

@@ -218,6 +218,7 @@ impl Replica {
             "every other validator is at genesis too: the cluster is starting, voting"
         );
         self.end_recovery();
+        self.try_propose();
     }
 
     /// Ends recovery once the stable checkpoint reached the bound: every sequence
@@ -239,23 +240,22 @@ impl Replica {
         self.end_recovery();
     }
 
-    /// Votes again: logs it, and takes up what waited meanwhile (as primary, the
-    /// requests it holds; as a backup, the timer for the oldest waiting request).
+    /// Votes again: logs it, and times the oldest waiting request. A primary proposes
+    /// what it holds once the input that ended recovery is done (never in the middle
+    /// of a stable checkpoint, whose state transfer and `next_seq` come first).
     fn end_recovery(&mut self) {
         self.recovery = None;
         self.persist(WalRecord::Recovered);
-        self.try_propose();
         self.arm_request_timer();
     }
 
-    /// On each tick while the bound is unknown: ask again (answers may be lost, and
-    /// peers may come up later).
+    /// On each tick while recovering: ask again (answers may be lost, peers may come
+    /// up later, and at a cluster's first start the last blank answer may come after
+    /// the bound is known).
     pub(crate) fn retry_recovery_query(&mut self) {
         if let Some(rec) = self.recovery.as_ref() {
-            if rec.bound.is_none() {
-                let nonce = rec.nonce;
-                self.broadcast(Message::RecoveryQuery { nonce });
-            }
+            let nonce = rec.nonce;
+            self.broadcast(Message::RecoveryQuery { nonce });
         }
     }
 }

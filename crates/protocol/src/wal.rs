@@ -133,6 +133,9 @@ impl Replica {
                             r.next_seq = r.next_seq.max(b.seq + 1);
                         } else if r.recovery.is_none() {
                             r.sign_prepare(b.view, b.seq, b.digest);
+                        } else {
+                            // recovering, it did not accept O's pre-prepares
+                            continue;
                         }
                         if let Some(batch) = r.find_batch(b.seq, &b.digest) {
                             r.slot_mut(b.seq).pre_prepare = Some((pp.clone(), batch));
@@ -187,6 +190,8 @@ impl Replica {
         }
         // resume: re-send what is unfinished on the first tick
         r.tick_deadline = Some(now.plus(r.cfg.retransmit_interval));
+        // a crash between a stable checkpoint and the record that recovery ended
+        r.check_recovered();
         r.assert_invariants("restore");
         Ok(r)
     }

@@ -445,3 +445,83 @@ fn blank_is_judged_when_a_start_first_asks() {
         Some(false)
     );
 }
+
+/// A recovering primary whose stable checkpoint reaches the bound by a proof (before
+/// it executed anything) must not propose at the sequence numbers below it, where it
+/// may have proposed before: it fetches the state first and proposes above.
+#[test]
+fn a_primary_that_recovers_by_a_stable_proof_proposes_above_it_only() {
+    let mut p = Probe::recovering(0, 3);
+    p.actions();
+    p.client(request(1, 1, vec![1]));
+    for r in [1, 2, 3] {
+        p.deliver(r, reply(3, 0));
+    }
+    let bound = 2 * L;
+    assert_eq!(p.r.recovery_bound(), Some(bound));
+    // the first stable checkpoint it learns is at the bound (as from a catch-up answer)
+    let mut out = Vec::new();
+    for r in [1, 2, 3] {
+        out.extend(p.deliver(
+            r,
+            Message::Checkpoint(checkpoint(bound, state_digest(bound), r)),
+        ));
+    }
+    assert!(!p.r.is_recovering());
+    let low: Vec<u64> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast {
+                msg: Message::PrePrepare { pre_prepare, .. },
+            } => Some(pre_prepare.body.seq),
+            _ => None,
+        })
+        .filter(|s| *s <= bound)
+        .collect();
+    assert!(low.is_empty(), "proposed at {low:?}, at or below {bound}");
+    assert!(p.r.is_fetching_state());
+}
+
+/// Restored while recovering, from a log that holds a new view it took (its O's
+/// pre-prepares were not accepted): it signs no commit on the others' prepares.
+#[test]
+fn a_restored_recovering_replica_signs_no_commit_for_its_new_views_o() {
+    let b = batch(1);
+    let vcs: Vec<_> = [1, 2, 3]
+        .iter()
+        .map(|r| view_change(1, 0, vec![prepared_cert(0, 2, b.clone(), &[1, 2])], *r))
+        .collect();
+    let nv = honest_new_view(1, vcs);
+    let null = nv.body.pre_prepares[0].body;
+    assert_eq!((null.seq, null.digest), (1, Batch::null().digest()));
+    let records = [
+        WalRecord::Recovering {
+            nonce: 1,
+            bound: Some(10 * K),
+        },
+        WalRecord::View {
+            view: 1,
+            changing: false,
+        },
+        WalRecord::NewView(Box::new(nv)),
+    ];
+    let cfg = pbft_protocol::Config::new(pubkeys());
+    let mut p = Probe::with_config(2, cfg.clone());
+    p.r = Replica::restore(
+        cfg,
+        2,
+        replica_key(2).clone(),
+        &records,
+        0,
+        pbft_protocol::ClientRecords::Complete(Vec::new()),
+        pbft_protocol::Instant::ZERO,
+    )
+    .expect("restore");
+    assert!(p.r.is_recovering());
+    p.actions();
+    let mut out = Vec::new();
+    for r in [0, 3] {
+        out.extend(p.deliver(r, Message::Prepare(prepare(1, 1, null.digest, r))));
+    }
+    assert_eq!(votes(&out), 0, "{out:?}");
+}

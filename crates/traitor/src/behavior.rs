@@ -162,7 +162,7 @@ impl Behavior {
                 "with each vote and status it sends, sends the backups (never the primary) a request signed by a made-up key and a replay of a request it has seen"
             }
             Behavior::ExploitWipe => {
-                "as primary, when a validator restarts on a wiped disk, re-proposes to it alone a different batch for every sequence number it proposed before in the same view, and sends every peer any two prepares or commits of that validator that contradict each other as evidence"
+                "as primary, when a validator restarts on a wiped disk (its progress goes back, or it asks the recovery question), re-proposes to it alone a different batch for every sequence number it proposed before in its current view, up to where that validator had executed (slots it surely voted on and has not been offered since), and sends every peer any two prepares or commits of that validator that contradict each other as evidence"
             }
         }
     }
