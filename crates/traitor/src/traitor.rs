@@ -1273,19 +1273,9 @@ impl Traitor {
                 if !self.wipe.proposals.contains_key(&(b.view, b.seq)) {
                     return Vec::new();
                 }
-                match self.wipe.prepares.get(&key) {
-                    None => {
-                        self.wipe.prepares.insert(key, p.clone());
-                        Vec::new()
-                    }
-                    Some(first) if first.body.digest != b.digest => {
-                        let ev = Evidence::DoublePrepare {
-                            a: first.clone(),
-                            b: p.clone(),
-                        };
-                        self.expose(key, ev)
-                    }
-                    Some(_) => Vec::new(),
+                match first_unless_same(&mut self.wipe.prepares, key, p, |v| v.digest) {
+                    Some(a) => self.expose(key, Evidence::DoublePrepare { a, b: p.clone() }),
+                    None => Vec::new(),
                 }
             }
             Message::Commit(c) => {
@@ -1294,19 +1284,9 @@ impl Traitor {
                 if !self.wipe.proposals.contains_key(&(b.view, b.seq)) {
                     return Vec::new();
                 }
-                match self.wipe.commits.get(&key) {
-                    None => {
-                        self.wipe.commits.insert(key, c.clone());
-                        Vec::new()
-                    }
-                    Some(first) if first.body.digest != b.digest => {
-                        let ev = Evidence::DoubleCommit {
-                            a: first.clone(),
-                            b: c.clone(),
-                        };
-                        self.expose(key, ev)
-                    }
-                    Some(_) => Vec::new(),
+                match first_unless_same(&mut self.wipe.commits, key, c, |v| v.digest) {
+                    Some(a) => self.expose(key, Evidence::DoubleCommit { a, b: c.clone() }),
+                    None => Vec::new(),
                 }
             }
             _ => Vec::new(),
@@ -1368,5 +1348,23 @@ impl Traitor {
             .filter(|r| *r != self.id)
             .map(|r| Outgoing::now(Dest::Replica(r), Message::Evidence(evidence.clone())))
             .collect()
+    }
+}
+
+/// Keeps the first vote seen for `key`; returns it if `vote` names another digest (the
+/// two contradict each other).
+fn first_unless_same<T: Clone>(
+    votes: &mut BTreeMap<(ReplicaId, View, Seq), Signed<T>>,
+    key: (ReplicaId, View, Seq),
+    vote: &Signed<T>,
+    digest: impl Fn(&T) -> Digest,
+) -> Option<Signed<T>> {
+    match votes.get(&key) {
+        None => {
+            votes.insert(key, vote.clone());
+            None
+        }
+        Some(first) if digest(&first.body) != digest(&vote.body) => Some(first.clone()),
+        Some(_) => None,
     }
 }
