@@ -253,27 +253,29 @@ impl Replica {
         self.try_propose();
     }
 
-    /// Called on each tick without progress: if f+1 peers are ahead, ask one of them for
-    /// the committed batches we miss (or, past its stable checkpoint, for state).
+    /// Called on each tick without progress: asks a peer that is ahead for the
+    /// committed batches we miss (or, past its stable checkpoint, for state). One peer
+    /// ahead is enough: its answer proves itself (commit certificates and a checkpoint
+    /// proof), and with a validator still recovering the one honest replica that
+    /// collected a certificate may be the only one that has it. The peers ahead are
+    /// asked in turn, each for no more than it claims, so one that lies about its
+    /// progress costs a small message on some ticks and keeps no one from the truth.
     pub(crate) fn catch_up(&mut self) {
         if self.fetch.is_some() {
             return;
         }
-        let Some(target) = self.behind_peers() else {
-            return;
-        };
-        let ahead: Vec<ReplicaId> = self
+        let ahead: Vec<(ReplicaId, Seq)> = self
             .peer_progress
             .iter()
-            .filter(|(r, s)| **r != self.id && **s >= target)
-            .map(|(r, _)| *r)
+            .filter(|(r, s)| **r != self.id && **s > self.last_executed)
+            .map(|(r, s)| (*r, *s))
             .collect();
         if ahead.is_empty() {
             return;
         }
-        let peer = ahead[(self.ticks as usize) % ahead.len()];
+        let (peer, claimed) = ahead[(self.ticks as usize) % ahead.len()];
         let from_seq = self.last_executed + 1;
-        let to_seq = target.min(from_seq + self.proofs_per_answer.max(1) - 1);
+        let to_seq = claimed.min(from_seq + self.proofs_per_answer.max(1) - 1);
         self.send(peer, Message::FetchCommitted { from_seq, to_seq });
     }
 
