@@ -833,7 +833,7 @@ impl Replica {
     }
 
     fn check_ids(&self) -> Checked {
-        // catch-up trusts f+1 distinct peers' progress
+        // catch-up and the tick's pace read peers' progress by their ids
         if let Some(r) = self.peer_progress.keys().find(|r| !self.valid_id(**r)) {
             return Err(self.broken(
                 Invariant::ReplicaIds,

@@ -144,7 +144,9 @@ pub struct Replica {
     // --- retransmission and catch-up ---
     pub(crate) tick_deadline: Option<Instant>,
     pub(crate) executed_at_last_tick: Seq,
-    pub(crate) ticks: u64,
+    /// Catch-up requests sent: the peers ahead are asked in turn by this count, so that
+    /// each gets its turn however the stalled ticks fall.
+    pub(crate) catch_up_asks: u64,
     pub(crate) peer_progress: BTreeMap<ReplicaId, Seq>,
     pub(crate) fetch: Option<Fetch>,
     pub(crate) bad_state_peers: BTreeSet<ReplicaId>,
@@ -228,7 +230,7 @@ impl Replica {
             order_watch: OrderWatch::default(),
             tick_deadline: None,
             executed_at_last_tick: 0,
-            ticks: 0,
+            catch_up_asks: 0,
             peer_progress: BTreeMap::new(),
             fetch: None,
             bad_state_peers: BTreeSet::new(),
@@ -645,7 +647,6 @@ impl Replica {
 
     /// Periodic retransmission and catch-up, while work is unfinished.
     fn tick(&mut self) {
-        self.ticks += 1;
         let stalled = self.last_executed == self.executed_at_last_tick;
         self.executed_at_last_tick = self.last_executed;
         match self.status {
@@ -690,7 +691,8 @@ impl Replica {
     }
 
     /// If at least f+1 peers (so at least one honest) report progress beyond ours, the
-    /// highest sequence number that f+1 of them reached.
+    /// highest sequence number that f+1 of them reached. It keeps an idle replica
+    /// ticking at the retransmission pace; catch-up itself asks any one peer ahead.
     pub(crate) fn behind_peers(&self) -> Option<Seq> {
         let mut v: Vec<Seq> = self
             .peer_progress

@@ -273,7 +273,8 @@ impl Replica {
         if ahead.is_empty() {
             return;
         }
-        let (peer, claimed) = ahead[(self.ticks as usize) % ahead.len()];
+        let (peer, claimed) = ahead[(self.catch_up_asks % ahead.len() as u64) as usize];
+        self.catch_up_asks += 1;
         let from_seq = self.last_executed + 1;
         let to_seq = claimed.min(from_seq + self.proofs_per_answer.max(1) - 1);
         self.send(peer, Message::FetchCommitted { from_seq, to_seq });
