@@ -186,7 +186,12 @@ impl Client {
         config.deadline = Some(deadline);
         let core = ClientCore::new(config)?;
         let limits = Limits::default();
-        let (transport, rx) = ClientTransport::connect(peers, limits.max_frame_bytes).await?;
+        let (transport, rx) = ClientTransport::connect(
+            peers,
+            limits.max_frame_bytes,
+            *cluster.genesis_digest().as_bytes(),
+        )
+        .await?;
         Ok(Client {
             transport,
             rx,

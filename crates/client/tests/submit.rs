@@ -51,6 +51,16 @@ async fn stand(behaviours: [u8; 4]) -> Stand {
         });
         sockets.push(socket);
     }
+    let params = ProtocolParams {
+        client_window: 4,
+        ..ProtocolParams::default()
+    };
+    let cluster = Cluster {
+        path: "stand-in".into(),
+        params,
+        validators: validators.clone(),
+        clients: Vec::new(),
+    };
     let mut behaviour = Vec::new();
     for (id, socket) in sockets.into_iter().enumerate() {
         let me = id as u32;
@@ -60,7 +70,8 @@ async fn stand(behaviours: [u8; 4]) -> Stand {
             key: k.public(),
             addr: validators[id].addr,
         };
-        let cfg = TransportConfig::new(me, k.clone(), peer.addr, vec![peer]);
+        let mut cfg = TransportConfig::new(me, k.clone(), peer.addr, vec![peer]);
+        cfg.genesis = *cluster.genesis_digest().as_bytes();
         let (transport, rx) = Transport::start_with_socket(cfg, socket)
             .await
             .expect("transport starts");
@@ -68,19 +79,7 @@ async fn stand(behaviours: [u8; 4]) -> Stand {
         behaviour.push(b.clone());
         tokio::spawn(answer(me, k, transport, rx, b));
     }
-    let params = ProtocolParams {
-        client_window: 4,
-        ..ProtocolParams::default()
-    };
-    Stand {
-        cluster: Cluster {
-            path: "stand-in".into(),
-            params,
-            validators,
-            clients: Vec::new(),
-        },
-        behaviour,
-    }
+    Stand { cluster, behaviour }
 }
 
 /// Answers every request (first sends and retransmissions alike) as `behaviour` says.

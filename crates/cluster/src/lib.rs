@@ -5,7 +5,7 @@
 //!
 //! Errors name the file, the line where there is one, the field and the reason.
 
-use pbft_crypto::{write_key_file, KeyFileError, Keypair, PublicKey};
+use pbft_crypto::{write_key_file, Digest, Hasher, KeyFileError, Keypair, PublicKey};
 use pbft_protocol::{Config, Duration};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -221,6 +221,7 @@ impl Cluster {
         for (j, c) in shape.clients.iter().enumerate() {
             let key = PublicKey::from_hex(c.key.trim())
                 .map_err(|e| invalid(format!("clients[{j}].key"), e.to_string()))?;
+            check_client_name(&c.name).map_err(|why| invalid(format!("clients[{j}].name"), why))?;
             if !names.insert(c.name.clone()) {
                 return Err(invalid(
                     format!("clients[{j}].name"),
@@ -258,6 +259,44 @@ impl Cluster {
             other => invalid("validators".into(), other.to_string()),
         })?;
         Ok(cluster)
+    }
+
+    /// The digest of what every validator and client of the cluster must agree on: the
+    /// protocol parameters, the validators' ids and keys, and the genesis accounts (key
+    /// and balance). Validators compare it when they connect, so that a cluster file
+    /// that differs shows as an error at once rather than as checkpoints that never
+    /// become stable. Addresses and client names are left out: they say where a
+    /// validator is reached and what an account is called on this host, and a wrong
+    /// address already shows as a failed dial.
+    pub fn genesis_digest(&self) -> Digest {
+        let mut h = Hasher::new();
+        h.update_part(b"pbft genesis v1");
+        let p = &self.params;
+        for x in [
+            p.checkpoint_interval,
+            p.log_window,
+            p.batch_size as u64,
+            p.pipeline_depth,
+            p.view_timeout_ms,
+            p.retransmit_ms,
+            p.client_window,
+        ] {
+            h.update(&x.to_le_bytes());
+        }
+        h.update(&(self.validators.len() as u64).to_le_bytes());
+        for v in &self.validators {
+            h.update(&v.id.to_le_bytes());
+            h.update(v.key.as_bytes());
+        }
+        // the ledger's genesis is a map from key to balance: the file's order is not part
+        // of it
+        let accounts = self.genesis();
+        h.update(&(accounts.len() as u64).to_le_bytes());
+        for (key, balance) in &accounts {
+            h.update(key.as_bytes());
+            h.update(&balance.to_le_bytes());
+        }
+        h.finalize()
     }
 
     /// The protocol configuration for replicas of this cluster.
@@ -387,6 +426,36 @@ pub fn validator_key_name(id: usize) -> String {
     format!("validator-{id}.key")
 }
 
+/// Longest client name the cluster file accepts.
+pub const MAX_CLIENT_NAME: usize = 64;
+
+/// Checks a client name: 1 to 64 characters of ASCII letters, digits, `-`, `_` and `.`,
+/// starting with a letter, so that it can never be read as an account key (64 hex
+/// digits) or shadow one, nor carry spaces or control characters into logs and
+/// command lines.
+pub fn check_client_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_CLIENT_NAME {
+        return Err(format!(
+            "{name:?} must be 1 to {MAX_CLIENT_NAME} characters long"
+        ));
+    }
+    if name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("{name:?} reads as an account key"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!("{name:?} must start with a letter"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "{name:?} holds {c:?}: only ASCII letters, digits, '-', '_' and '.' are allowed"
+        ));
+    }
+    Ok(())
+}
+
 /// Client key file name.
 pub fn client_key_name(j: usize) -> String {
     format!("client-{j}.key")
@@ -422,7 +491,16 @@ pub fn keygen(out: &Path, spec: &KeygenSpec) -> Result<KeygenOutput, ClusterErro
         let path = path.to_path_buf();
         move |source| ClusterError::Io { path, source }
     };
-    std::fs::create_dir_all(out).map_err(io(out))?;
+    // a directory made here is private: a key in a directory others may write to is
+    // refused when read (they could replace it)
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        dir.mode(0o700);
+    }
+    dir.create(out).map_err(io(out))?;
     let validator_keys: Vec<PathBuf> = (0..spec.validators)
         .map(|i| out.join(validator_key_name(i)))
         .collect();
@@ -531,6 +609,96 @@ mod tests {
             clients: Vec::new(),
         };
         toml::to_string(&shape).expect("serialises")
+    }
+
+    /// The file of `file(4, ..)` with the clients `(name, key seed, balance)`.
+    fn with_clients(clients: &[(&str, u8, u64)]) -> String {
+        let mut shape: FileShape = toml::from_str(&file(4, |_| {})).expect("parses");
+        shape.clients = clients
+            .iter()
+            .map(|(name, seed, balance)| ClientEntry {
+                name: (*name).to_string(),
+                key: client_hex(*seed),
+                balance: *balance,
+            })
+            .collect();
+        toml::to_string(&shape).expect("serialises")
+    }
+
+    fn client_hex(seed: u8) -> String {
+        Keypair::from_seed(&[seed; 32])
+            .expect("key")
+            .public()
+            .to_hex()
+    }
+
+    /// A client named by another account's key would shadow it: `pbft client transfer
+    /// --to <that key>` would pay the named account instead.
+    #[test]
+    fn a_client_name_that_reads_as_a_key_or_holds_odd_characters_is_refused() {
+        let victim = client_hex(100);
+        let text = with_clients(&[("alice", 100, 5), (victim.as_str(), 101, 5)]);
+        match Cluster::parse(Path::new("cluster.toml"), &text) {
+            Err(ClusterError::Invalid { field, reason, .. }) => {
+                assert_eq!(field, "clients[1].name");
+                assert!(reason.contains("account key"), "{reason}");
+            }
+            other => panic!("a name that is a key must be refused, got {other:?}"),
+        }
+        for bad in [
+            "",
+            " alice",
+            "al ice",
+            "alice\n",
+            "9lives",
+            "a/b",
+            &"x".repeat(65),
+        ] {
+            let text = with_clients(&[(bad, 100, 5)]);
+            assert_eq!(refused_field(&text), "clients[0].name", "{bad:?}");
+        }
+        for good in ["client-0", "Alice_2.b", &"x".repeat(64)] {
+            let text = with_clients(&[(good, 100, 5)]);
+            Cluster::parse(Path::new("cluster.toml"), &text).expect(good);
+        }
+    }
+
+    /// The genesis digest changes with every parameter, validator key and account, and
+    /// not with addresses, client names or the order of the accounts.
+    #[test]
+    fn the_genesis_digest_binds_parameters_validators_and_accounts_only() {
+        let parse = |t: &str| Cluster::parse(Path::new("cluster.toml"), t).expect("parses");
+        let base = parse(&with_clients(&[("a", 100, 5), ("b", 101, 7)])).genesis_digest();
+        assert_eq!(
+            parse(&with_clients(&[("b2", 101, 7), ("a2", 100, 5)])).genesis_digest(),
+            base,
+            "names and order are not part of genesis"
+        );
+        let mut moved: FileShape =
+            toml::from_str(&with_clients(&[("a", 100, 5), ("b", 101, 7)])).expect("parses");
+        moved.validators[2].addr = "10.0.0.9:9000".into();
+        assert_eq!(
+            parse(&toml::to_string(&moved).expect("ser")).genesis_digest(),
+            base,
+            "addresses are not part of genesis"
+        );
+        let differs = |t: String, what: &str| {
+            assert_ne!(parse(&t).genesis_digest(), base, "{what}");
+        };
+        differs(with_clients(&[("a", 100, 6), ("b", 101, 7)]), "a balance");
+        differs(
+            with_clients(&[("a", 100, 5), ("b", 102, 7)]),
+            "an account key",
+        );
+        differs(with_clients(&[("a", 100, 5)]), "an account fewer");
+        let mut p: FileShape =
+            toml::from_str(&with_clients(&[("a", 100, 5), ("b", 101, 7)])).expect("parses");
+        p.protocol.view_timeout_ms += 1;
+        differs(toml::to_string(&p).expect("ser"), "a parameter");
+        let mut v: FileShape =
+            toml::from_str(&with_clients(&[("a", 100, 5), ("b", 101, 7)])).expect("parses");
+        v.validators[3].key = client_hex(200);
+        differs(toml::to_string(&v).expect("ser"), "a validator key");
     }
 
     fn refused_field(text: &str) -> String {

@@ -10,8 +10,13 @@
 //!
 //! Blank lines and lines starting with `#` are ignored. Both keys must appear
 //! exactly once; anything else is [`KeyFileError::Malformed`] with the 1-based
-//! line number (0 when a key is missing). On unix a key file readable or
-//! writable by group or others is refused. Files are written atomically: a
+//! line number (0 when a key is missing). On unix a key file is refused when
+//! it is not a regular file (checked on the opened file, which is opened
+//! without blocking, so a FIFO cannot hang the reader), when it is readable or
+//! writable by group or others, when it is owned by another user than the
+//! process's, or when its directory lets another user replace it (writable by
+//! group or others without the sticky bit, or owned by another user than the
+//! process's or root). Files are written atomically: a
 //! temporary file created with mode 0600 in the same directory is written,
 //! synced and renamed into place, and the directory is synced.
 
@@ -64,6 +69,43 @@ pub enum KeyFileError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// The path is not a regular file (a directory, a FIFO, a device, a socket).
+    #[error("key file {} is not a regular file (it is {kind})", path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The file belongs to another user than the one the process runs as, who could
+    /// change the key.
+    #[error(
+        "key file {} is owned by uid {owner}, not by this process's uid {euid}; run `chown {euid} {}`",
+        path.display(),
+        path.display()
+    )]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The process's effective uid.
+        euid: u32,
+    },
+    /// The directory holding the file lets another user replace it: writable by group
+    /// or others without the sticky bit, or owned by another user than the process's
+    /// or root.
+    #[error(
+        "the directory {} of a key file {reason}; run `chmod go-w {}` (or move the key)",
+        dir.display(),
+        dir.display()
+    )]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The contents do not follow the key file format.
     #[error("malformed key file {} (line {line}): {reason}", path.display())]
@@ -211,7 +253,16 @@ pub fn read_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(|e| {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        // opening a FIFO for reading would block until a writer comes: open without
+        // blocking and look at what was opened before reading from it
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file = opts.open(path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             KeyFileError::NotFound {
                 path: path.to_path_buf(),
@@ -222,20 +273,42 @@ pub fn read_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
     })?;
     let meta = file.metadata().map_err(io_err)?;
     if !meta.is_file() {
-        return Err(io_err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        )));
+        return Err(KeyFileError::NotRegular {
+            path: path.to_path_buf(),
+            kind: file_kind(&meta.file_type()),
+        });
     }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o7777;
+        use std::os::unix::fs::MetadataExt;
+        let euid = rustix::process::geteuid().as_raw();
+        let mode = meta.mode() & 0o7777;
         if mode & 0o077 != 0 {
             return Err(KeyFileError::Permissions {
                 path: path.to_path_buf(),
                 mode,
             });
+        }
+        if meta.uid() != euid {
+            return Err(KeyFileError::Owner {
+                path: path.to_path_buf(),
+                owner: meta.uid(),
+                euid,
+            });
+        }
+        // the directory the file really is in (through any symbolic link)
+        let real = fs::canonicalize(path).map_err(io_err)?;
+        if let Some(dir) = real.parent() {
+            let d = fs::metadata(dir).map_err(|source| KeyFileError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            if let Some(reason) = directory_problem(d.mode(), d.uid(), euid) {
+                return Err(KeyFileError::Directory {
+                    dir: dir.to_path_buf(),
+                    reason,
+                });
+            }
         }
     }
     let mut bytes = Vec::new();
@@ -250,6 +323,47 @@ pub fn read_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
         });
     }
     parse(path, &bytes)
+}
+
+/// What a file that is not a regular file is, for the error message.
+fn file_kind(t: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Why a directory with `mode` owned by `owner` lets another user than `euid` replace
+/// a key file in it, if it does.
+#[cfg(unix)]
+fn directory_problem(mode: u32, owner: u32, euid: u32) -> Option<String> {
+    const STICKY: u32 = 0o1000;
+    if owner != euid && owner != 0 {
+        return Some(format!(
+            "is owned by uid {owner}, neither this process's uid {euid} nor root"
+        ));
+    }
+    if mode & 0o022 != 0 && mode & STICKY == 0 {
+        return Some(format!(
+            "is writable by group or others (mode {:04o}) without the sticky bit",
+            mode & 0o7777
+        ));
+    }
+    None
 }
 
 /// Parses key file contents.
@@ -437,6 +551,113 @@ mod tests {
         }
         set_mode(&path, 0o400);
         assert!(read_key_file(&path).is_ok());
+    }
+
+    /// A FIFO where the key should be: refused at once, where reading it would have
+    /// blocked until someone wrote to it.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo.key");
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&path)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success(), "mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_key_file(&p));
+        });
+        // a bound, not a synchronisation: the answer comes at once or the reader hangs
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(Err(KeyFileError::NotRegular { kind, .. })) => assert_eq!(kind, "a FIFO"),
+            Ok(other) => panic!("expected NotRegular, got {other:?}"),
+            Err(_) => panic!("reading a FIFO as a key file hangs"),
+        }
+        // so is a directory
+        match read_key_file(dir.path()) {
+            Err(KeyFileError::NotRegular { kind, .. }) => assert_eq!(kind, "a directory"),
+            other => panic!("expected NotRegular, got {other:?}"),
+        }
+    }
+
+    /// A directory that lets another user replace the key is refused, through a
+    /// symbolic link too; a sticky world-writable one (like /tmp) is not.
+    #[cfg(unix)]
+    #[test]
+    fn a_key_in_a_directory_others_can_write_is_refused() {
+        let outer = tempfile::tempdir().unwrap();
+        let dir = outer.path().join("keys");
+        fs::create_dir(&dir).unwrap();
+        let path = dir.join("k");
+        write_key_file(&path, &keypair(9), false).unwrap();
+        for (mode, ok) in [
+            (0o700, true),
+            (0o755, true),
+            (0o1777, true),
+            (0o775, false),
+            (0o757, false),
+            (0o777, false),
+        ] {
+            set_mode(&dir, mode);
+            match (read_key_file(&path), ok) {
+                (Ok(_), true) => {}
+                (Err(KeyFileError::Directory { dir: d, reason }), false) => {
+                    assert_eq!(d, fs::canonicalize(&dir).unwrap());
+                    assert!(reason.contains("writable"), "{reason}");
+                }
+                (other, _) => panic!("directory mode {mode:o}: got {other:?}"),
+            }
+        }
+        // a link from a safe directory to a key in the unsafe one
+        set_mode(&dir, 0o777);
+        let safe = tempfile::tempdir().unwrap();
+        let link = safe.path().join("k");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(
+            read_key_file(&link),
+            Err(KeyFileError::Directory { .. })
+        ));
+        set_mode(&dir, 0o700);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_owned_by_another_user_is_a_problem_unless_root() {
+        assert_eq!(directory_problem(0o755, 1000, 1000), None);
+        assert_eq!(directory_problem(0o755, 0, 1000), None);
+        assert!(directory_problem(0o755, 1001, 1000).is_some());
+        assert!(directory_problem(0o700, 1001, 0).is_some());
+        assert!(directory_problem(0o770, 1000, 1000).is_some());
+        assert_eq!(directory_problem(0o1777, 0, 1000), None);
+    }
+
+    /// A key file owned by another user is refused (handing the file to another uid
+    /// needs root, as the test and CI machines run; elsewhere it says it skipped).
+    #[cfg(unix)]
+    #[test]
+    fn a_key_owned_by_another_user_is_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        write_key_file(&path, &keypair(10), false).unwrap();
+        let euid = rustix::process::geteuid().as_raw();
+        let other = 4242;
+        if euid == 0 {
+            std::os::unix::fs::chown(&path, Some(other), None).expect("chown as root");
+            assert_eq!(fs::metadata(&path).unwrap().uid(), other);
+            match read_key_file(&path) {
+                Err(KeyFileError::Owner { owner, euid: e, .. }) => {
+                    assert_eq!((owner, e), (other, euid));
+                }
+                got => panic!("expected Owner, got {got:?}"),
+            }
+        } else {
+            eprintln!("skipped: handing a file to another uid needs root");
+        }
     }
 
     #[test]

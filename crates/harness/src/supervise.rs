@@ -207,6 +207,9 @@ pub fn private_copy(from: &Path, to: &Path) -> Result<Cluster> {
     use std::os::unix::fs::PermissionsExt;
     let io = |what: String| move |e| Error::io(what, e);
     std::fs::create_dir_all(to).map_err(io(format!("creating {}", to.display())))?;
+    // whatever the umask: a key in a directory others may write to is refused
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("protecting {}", to.display())))?;
     let entries = std::fs::read_dir(from).map_err(io(format!("reading {}", from.display())))?;
     for entry in entries {
         let entry = entry.map_err(io(format!("reading {}", from.display())))?;

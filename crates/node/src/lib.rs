@@ -197,8 +197,9 @@ pub async fn run<F: Faults + Send + 'static>(
         })
         .collect();
     let listen = cluster.validators[id as usize].addr;
-    let (transport, inbound) =
-        Transport::start(TransportConfig::new(id, opts.key.clone(), listen, peers)).await?;
+    let mut transport_config = TransportConfig::new(id, opts.key.clone(), listen, peers);
+    transport_config.genesis = *cluster.genesis_digest().as_bytes();
+    let (transport, inbound) = Transport::start(transport_config).await?;
 
     let metrics_task = match opts.metrics {
         Some(addr) => {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::config::PeerInfo;
 use crate::error::TransportError;
-use crate::frame::{self, Backoff, ReadError};
+use crate::frame::{self, Backoff, DialError, ReadError};
 use crate::registry::code;
 use crate::stats::{reason, ClientStats};
 use crate::tasks::{self, Tasks};
@@ -65,6 +65,7 @@ struct ClientState {
 struct ClientShared {
     local_addr: SocketAddr,
     max_frame: usize,
+    genesis: [u8; 32],
     queues: BTreeMap<u32, mpsc::Sender<Bytes>>,
     state: Arc<Mutex<ClientState>>,
     frames_sent: AtomicU64,
@@ -122,9 +123,14 @@ impl ClientTransport {
     /// validator. Frames received from validator `i` arrive as `(i, frame)`.
     /// Frames over `max_frame` are neither sent nor accepted (a received one
     /// closes that connection).
+    ///
+    /// `genesis` is the genesis digest of the client's cluster file
+    /// (`Cluster::genesis_digest`): a validator with another one refuses the
+    /// connection, which is counted as `genesis_mismatch` and logged as an error.
     pub async fn connect(
         validators: Vec<PeerInfo>,
         max_frame: usize,
+        genesis: [u8; 32],
     ) -> Result<(ClientTransport, mpsc::Receiver<(u32, Bytes)>), TransportError> {
         if max_frame == 0 || max_frame > u32::MAX as usize {
             return Err(TransportError::Config(format!(
@@ -179,6 +185,7 @@ impl ClientTransport {
         let shared = Arc::new(ClientShared {
             local_addr,
             max_frame,
+            genesis,
             queues,
             state,
             frames_sent: AtomicU64::new(0),
@@ -301,7 +308,15 @@ async fn link(
     let mut pending = Some(first);
     let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
     loop {
-        match frame::dial(&endpoint, &dial, peer.addr, CONNECT_TIMEOUT).await {
+        match frame::dial(
+            &endpoint,
+            &dial,
+            peer.addr,
+            &shared.genesis,
+            CONNECT_TIMEOUT,
+        )
+        .await
+        {
             Ok((conn, mut send, mut recv)) => {
                 let since = Instant::now();
                 shared.set_connected(peer.id, true);
@@ -324,6 +339,17 @@ async fn link(
                 if since.elapsed() >= backoff.max() {
                     backoff.reset();
                 }
+            }
+            Err(DialError::Genesis(theirs)) => {
+                shared.count(peer.id, reason::GENESIS_MISMATCH);
+                tracing::error!(
+                    validator = peer.id,
+                    addr = %peer.addr,
+                    ours = %frame::hex_short(&shared.genesis),
+                    theirs = %frame::hex_short(&theirs),
+                    "validator {} runs another cluster file than ours (genesis digests differ)",
+                    peer.id
+                );
             }
             Err(e) => {
                 shared.count(peer.id, reason::CONNECT_FAILED);

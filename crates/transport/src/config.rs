@@ -59,6 +59,11 @@ pub struct TransportConfig {
     pub ban_duration: Duration,
     /// Open client connections accepted at once; more are refused.
     pub max_clients: usize,
+    /// The genesis digest of our cluster file (`Cluster::genesis_digest`): a
+    /// validator or client whose hello carries another one is refused, and a
+    /// validator that answers with another one is not used. [`TransportConfig::new`]
+    /// leaves it all zero, for tests that build transports without a cluster file.
+    pub genesis: [u8; 32],
 }
 
 impl TransportConfig {
@@ -83,6 +88,7 @@ impl TransportConfig {
             strike_window: Duration::from_secs(10),
             ban_duration: Duration::from_secs(10),
             max_clients: 1024,
+            genesis: [0; 32],
         }
     }
 

@@ -1,9 +1,12 @@
 //! Framing on a QUIC stream, the connection hello, and dialing.
 //!
-//! A stream starts with the dialer's 4-byte hello, answered by a 1-byte
-//! acknowledgement from the server once it has accepted the connection (key
-//! pinned, not banned, room for a client). After that, each direction
-//! carries frames: a `u32` big-endian length, then that many bytes.
+//! A stream starts with the dialer's hello: 4 magic bytes and the 32-byte
+//! genesis digest of its cluster file. The server answers with a 1-byte
+//! acknowledgement once it has accepted the connection (same genesis, key
+//! pinned, not banned, room for a client), or with a refusal byte followed by
+//! its own genesis digest when the digests differ, so that both ends can say
+//! which cluster files disagree. After that, each direction carries frames: a
+//! `u32` big-endian length, then that many bytes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,10 +16,47 @@ use quinn::{Connection, RecvStream, SendStream};
 
 use crate::tls::SERVER_NAME;
 
-/// What the dialer writes first on its stream.
-pub(crate) const HELLO: [u8; 4] = *b"pbf1";
+/// What the dialer writes first on its stream, followed by its genesis digest.
+pub(crate) const HELLO: [u8; 4] = *b"pbf2";
 /// The server's acceptance.
 pub(crate) const ACK: u8 = 0x01;
+/// The server's refusal of a dialer with another genesis, followed by its own.
+pub(crate) const OTHER_GENESIS: u8 = 0x02;
+
+/// Why a dial failed.
+#[derive(Debug)]
+pub(crate) enum DialError {
+    /// The server runs another cluster file: its genesis digest.
+    Genesis([u8; 32]),
+    /// Anything else (unreachable, handshake, timeout), described.
+    Other(String),
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialError::Genesis(theirs) => {
+                write!(f, "another genesis: {}", hex_short(theirs))
+            }
+            DialError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The first 8 bytes of a digest in hex, for logs.
+pub(crate) fn hex_short(d: &[u8; 32]) -> String {
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How the server's side of the hello ended.
+pub(crate) enum Hello {
+    /// The dialer's hello, with our genesis: go on with the stream.
+    Ok(SendStream, RecvStream),
+    /// A hello with another genesis digest (the refusal was sent).
+    Genesis([u8; 32]),
+    /// No hello in time, or not ours.
+    Bad,
+}
 
 /// Why reading a frame stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -102,61 +142,90 @@ pub(crate) fn gulp(first: Bytes, queue: &mut tokio::sync::mpsc::Receiver<Bytes>)
     frames
 }
 
-/// Dials `addr`, opens the stream, says hello and waits for the server's
-/// acceptance, all within `limit`.
+/// Dials `addr`, opens the stream, says hello with our `genesis` and waits for
+/// the server's acceptance, all within `limit`.
 pub(crate) async fn dial(
     endpoint: &quinn::Endpoint,
     config: &quinn::ClientConfig,
     addr: SocketAddr,
+    genesis: &[u8; 32],
     limit: Duration,
-) -> Result<(Connection, SendStream, RecvStream), String> {
+) -> Result<(Connection, SendStream, RecvStream), DialError> {
+    let other = DialError::Other;
     let connecting = endpoint
         .connect_with(config.clone(), addr, SERVER_NAME)
-        .map_err(|e| format!("cannot dial {addr}: {e}"))?;
+        .map_err(|e| other(format!("cannot dial {addr}: {e}")))?;
     let attempt = async {
         let conn = connecting
             .await
-            .map_err(|e| format!("handshake with {addr}: {e}"))?;
+            .map_err(|e| other(format!("handshake with {addr}: {e}")))?;
         let (mut send, mut recv) = conn
             .open_bi()
             .await
-            .map_err(|e| format!("open stream: {e}"))?;
-        send.write_all(&HELLO)
+            .map_err(|e| other(format!("open stream: {e}")))?;
+        let mut hello = [0u8; 36];
+        hello[..4].copy_from_slice(&HELLO);
+        hello[4..].copy_from_slice(genesis);
+        send.write_all(&hello)
             .await
-            .map_err(|e| format!("hello: {e}"))?;
+            .map_err(|e| other(format!("hello: {e}")))?;
         let mut ack = [0u8; 1];
         recv.read_exact(&mut ack)
             .await
-            .map_err(|e| format!("not accepted by {addr}: {e}"))?;
-        if ack[0] != ACK {
-            conn.close(quinn::VarInt::from_u32(0), b"bad ack");
-            return Err(format!(
-                "unexpected acknowledgement {:#04x} from {addr}",
-                ack[0]
-            ));
+            .map_err(|e| other(format!("not accepted by {addr}: {e}")))?;
+        match ack[0] {
+            ACK => Ok((conn, send, recv)),
+            OTHER_GENESIS => {
+                let mut theirs = [0u8; 32];
+                let read = recv.read_exact(&mut theirs).await;
+                conn.close(quinn::VarInt::from_u32(0), b"another genesis");
+                read.map_err(|e| other(format!("refused by {addr}: {e}")))?;
+                Err(DialError::Genesis(theirs))
+            }
+            b => {
+                conn.close(quinn::VarInt::from_u32(0), b"bad ack");
+                Err(other(format!(
+                    "unexpected acknowledgement {b:#04x} from {addr}"
+                )))
+            }
         }
-        Ok((conn, send, recv))
     };
     match tokio::time::timeout(limit, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(format!("dialing {addr} timed out after {limit:?}")),
+        Err(_) => Err(other(format!("dialing {addr} timed out after {limit:?}"))),
     }
 }
 
-/// Server side of the hello: accepts the dialer's stream and checks its
-/// first bytes, within `limit`. The acknowledgement is written by the caller
-/// once it has accepted the connection.
-pub(crate) async fn accept_hello(
-    conn: &Connection,
-    limit: Duration,
-) -> Option<(SendStream, RecvStream)> {
+/// Server side of the hello: accepts the dialer's stream and checks its hello
+/// and genesis digest, within `limit`. A dialer with another genesis is sent
+/// the refusal and ours, and given until `limit` to read it.
+pub(crate) async fn accept_hello(conn: &Connection, genesis: &[u8; 32], limit: Duration) -> Hello {
     let attempt = async {
         let (send, mut recv) = conn.accept_bi().await.ok()?;
-        let mut hello = [0u8; 4];
+        let mut hello = [0u8; 36];
         recv.read_exact(&mut hello).await.ok()?;
-        (hello == HELLO).then_some((send, recv))
+        (hello[..4] == HELLO).then_some((send, recv, hello))
     };
-    tokio::time::timeout(limit, attempt).await.ok().flatten()
+    let Some((mut send, recv, hello)) = tokio::time::timeout(limit, attempt).await.ok().flatten()
+    else {
+        return Hello::Bad;
+    };
+    let mut theirs = [0u8; 32];
+    theirs.copy_from_slice(&hello[4..]);
+    if &theirs == genesis {
+        return Hello::Ok(send, recv);
+    }
+    let mut refusal = [0u8; 33];
+    refusal[0] = OTHER_GENESIS;
+    refusal[1..].copy_from_slice(genesis);
+    let refuse = async {
+        if send.write_all(&refusal).await.is_ok() && send.finish().is_ok() {
+            // the dialer closes once it has read it
+            conn.closed().await;
+        }
+    };
+    let _ = tokio::time::timeout(limit, refuse).await;
+    Hello::Genesis(theirs)
 }
 
 /// Exponential back-off between reconnection attempts.

@@ -34,6 +34,8 @@ pub(crate) mod code {
     pub(crate) const BUSY: u32 = 6;
     /// The connection is being closed on purpose (misbehaving client).
     pub(crate) const KICKED: u32 = 7;
+    /// The dialer's genesis digest is not ours (another cluster file).
+    pub(crate) const GENESIS: u32 = 8;
 }
 
 /// An open client connection: where its replies go.

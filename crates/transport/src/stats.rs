@@ -38,6 +38,9 @@ pub mod reason {
     pub const BAN_IMPOSED: &str = "ban_imposed";
     /// A connection did not open its stream with the transport's hello in time.
     pub const BAD_HELLO: &str = "bad_hello";
+    /// A connection between ends whose cluster files differ (their genesis
+    /// digests, compared in the hello) was refused.
+    pub const GENESIS_MISMATCH: &str = "genesis_mismatch";
     /// A client connection was refused because `max_clients` are open.
     pub const TOO_MANY_CLIENTS: &str = "too_many_clients";
     /// A frame was addressed to an id that is not another validator of the

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::config::{PeerInfo, TransportConfig};
 use crate::error::TransportError;
-use crate::frame::{self, Backoff, ReadError, ACK};
+use crate::frame::{self, Backoff, DialError, Hello, ReadError, ACK};
 use crate::registry::{code, Registry};
 use crate::stats::{reason, Source, TransportStats};
 use crate::tasks::{self, Tasks};
@@ -60,6 +60,7 @@ struct Shared {
     reconnect_min: Duration,
     reconnect_max: Duration,
     connect_timeout: Duration,
+    genesis: [u8; 32],
     registry: Arc<Registry>,
     /// Send queue of each other validator.
     queues: BTreeMap<u32, mpsc::Sender<Bytes>>,
@@ -153,6 +154,7 @@ impl Transport {
             reconnect_min: cfg.reconnect_min,
             reconnect_max: cfg.reconnect_max,
             connect_timeout: cfg.connect_timeout,
+            genesis: cfg.genesis,
             registry,
             queues,
             inbound: inbound_tx,
@@ -332,12 +334,29 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
 
 /// Reads frames from validator `id` and hands them to the node.
 async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32) {
-    let Some((mut send, mut recv)) = frame::accept_hello(&conn, shared.connect_timeout).await
-    else {
-        shared.registry.count(Source::Peer(id), reason::BAD_HELLO);
-        conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
-        return;
-    };
+    let (mut send, mut recv) =
+        match frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout).await {
+            Hello::Ok(send, recv) => (send, recv),
+            Hello::Genesis(theirs) => {
+                shared
+                    .registry
+                    .count(Source::Peer(id), reason::GENESIS_MISMATCH);
+                tracing::error!(
+                    me = shared.me,
+                    peer = id,
+                    ours = %frame::hex_short(&shared.genesis),
+                    theirs = %frame::hex_short(&theirs),
+                    "validator {id} runs another cluster file (genesis digests differ): refused"
+                );
+                conn.close(VarInt::from_u32(code::GENESIS), b"another genesis");
+                return;
+            }
+            Hello::Bad => {
+                shared.registry.count(Source::Peer(id), reason::BAD_HELLO);
+                conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
+                return;
+            }
+        };
     let Some(serial) = shared.registry.add_inbound(id, conn.clone()) else {
         return; // banned: counted and closed by the registry
     };
@@ -381,12 +400,27 @@ async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32) {
 /// Serves one client connection: requests up, replies down, on the one
 /// stream.
 async fn serve_client(shared: Arc<Shared>, conn: Connection) {
-    let Some((mut send, mut recv)) = frame::accept_hello(&conn, shared.connect_timeout).await
-    else {
-        shared.registry.count(Source::Client, reason::BAD_HELLO);
-        conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
-        return;
-    };
+    let (mut send, mut recv) =
+        match frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout).await {
+            Hello::Ok(send, recv) => (send, recv),
+            Hello::Genesis(theirs) => {
+                // anyone may dial the client port: counted and logged quietly
+                shared
+                    .registry
+                    .count(Source::Client, reason::GENESIS_MISMATCH);
+                tracing::debug!(
+                    theirs = %frame::hex_short(&theirs),
+                    "a client with another cluster file: refused"
+                );
+                conn.close(VarInt::from_u32(code::GENESIS), b"another genesis");
+                return;
+            }
+            Hello::Bad => {
+                shared.registry.count(Source::Client, reason::BAD_HELLO);
+                conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
+                return;
+            }
+        };
     let id = ClientId(shared.next_client.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::channel::<Bytes>(shared.send_queue);
     if !shared
@@ -457,7 +491,15 @@ async fn peer_link(
 ) {
     let mut backoff = Backoff::new(shared.reconnect_min, shared.reconnect_max);
     loop {
-        match frame::dial(&endpoint, &dial, peer.addr, shared.connect_timeout).await {
+        match frame::dial(
+            &endpoint,
+            &dial,
+            peer.addr,
+            &shared.genesis,
+            shared.connect_timeout,
+        )
+        .await
+        {
             // The receive half stays open (unused) for the connection's life.
             Ok((conn, mut send, _recv)) => {
                 let since = Instant::now();
@@ -473,6 +515,20 @@ async fn peer_link(
                 if since.elapsed() >= backoff.max() {
                     backoff.reset();
                 }
+            }
+            Err(DialError::Genesis(theirs)) => {
+                shared
+                    .registry
+                    .count(Source::Peer(peer.id), reason::GENESIS_MISMATCH);
+                tracing::error!(
+                    me = shared.me,
+                    peer = peer.id,
+                    addr = %peer.addr,
+                    ours = %frame::hex_short(&shared.genesis),
+                    theirs = %frame::hex_short(&theirs),
+                    "validator {} runs another cluster file (genesis digests differ): not connected",
+                    peer.id
+                );
             }
             Err(e) => {
                 shared

@@ -5,7 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{keypair, next, next_peer_frame, wait_for_mesh, wait_until, within, Cluster};
-use pbft_transport::{ClientTransport, Inbound, PeerInfo, Source, Transport};
+use pbft_transport::{reason, ClientTransport, Inbound, PeerInfo, Source, Transport};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_impostor_with_an_unlisted_key_is_refused_and_counted() {
@@ -78,7 +78,7 @@ async fn clients_send_requests_and_receive_replies() {
     for id in 0..4 {
         nodes.push(cluster.start(id).await);
     }
-    let (client, mut replies) = ClientTransport::connect(cluster.peers.clone(), 1 << 20)
+    let (client, mut replies) = ClientTransport::connect(cluster.peers.clone(), 1 << 20, [0; 32])
         .await
         .expect("client starts");
     assert!(client.connected().is_empty(), "connections are made lazily");
@@ -143,7 +143,7 @@ async fn a_client_refuses_a_server_whose_key_is_not_pinned() {
         key: keypair(77).public(),
         addr: cluster.addr(0),
     }];
-    let (client, mut replies) = ClientTransport::connect(wrong, 1 << 20)
+    let (client, mut replies) = ClientTransport::connect(wrong, 1 << 20, [0; 32])
         .await
         .expect("client starts");
     assert!(client.send(0, Bytes::from_static(b"hello?")));
@@ -159,4 +159,55 @@ async fn a_client_refuses_a_server_whose_key_is_not_pinned() {
     assert_eq!(t0.stats().clients, 0);
     client.shutdown().await;
     t0.shutdown().await;
+}
+
+/// Validators whose cluster files differ (another genesis digest) never exchange a
+/// frame: the dialer is refused in the hello with the server's digest, and both ends
+/// count it. A client with another cluster file is refused the same way, and one with
+/// the same file is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ends_with_another_genesis_are_refused_in_the_hello() {
+    let mut cluster = Cluster::new(2);
+    let mut c0 = cluster.config(0);
+    c0.genesis = [7; 32];
+    let mut c1 = cluster.config(1);
+    c1.genesis = [8; 32];
+    let (t0, mut rx0) = cluster.start_with(0, c0).await;
+    let (t1, mut rx1) = cluster.start_with(1, c1).await;
+    assert!(t0.send(1, Bytes::from_static(b"from 0")));
+    assert!(t1.send(0, Bytes::from_static(b"from 1")));
+    // each side dials, is refused and counts it; each server counts the refusal too
+    wait_until("both dialers are refused and both servers refuse", || {
+        let (s0, s1) = (t0.stats(), t1.stats());
+        s0.count(Source::Peer(1), reason::GENESIS_MISMATCH) >= 2
+            && s1.count(Source::Peer(0), reason::GENESIS_MISMATCH) >= 2
+    })
+    .await;
+    assert!(t0.stats().connected.is_empty() && t1.stats().connected.is_empty());
+    assert!(rx0.try_recv().is_err(), "no frame crossed");
+    assert!(rx1.try_recv().is_err(), "no frame crossed");
+
+    let (stranger, _r) = ClientTransport::connect(cluster.peers.clone(), 1 << 20, [9; 32])
+        .await
+        .expect("client starts");
+    assert!(stranger.send(0, Bytes::from_static(b"request")));
+    wait_until("the client with another genesis is refused", || {
+        stranger.stats().count(0, reason::GENESIS_MISMATCH) >= 1
+            && t0.stats().count(Source::Client, reason::GENESIS_MISMATCH) >= 1
+    })
+    .await;
+    assert!(stranger.connected().is_empty());
+
+    let (member, _r) = ClientTransport::connect(cluster.peers.clone(), 1 << 20, [7; 32])
+        .await
+        .expect("client starts");
+    assert!(member.send(0, Bytes::from_static(b"request")));
+    match next(&mut rx0, "the member's request").await {
+        Inbound::Client { frame, .. } => assert_eq!(frame, Bytes::from_static(b"request")),
+        other => panic!("expected the member's request, got {other:?}"),
+    }
+    stranger.shutdown().await;
+    member.shutdown().await;
+    t0.shutdown().await;
+    t1.shutdown().await;
 }

@@ -45,7 +45,7 @@ async fn an_oversize_frame_closes_the_connection_and_a_fresh_one_works() {
     assert!(rx0.try_recv().is_err(), "the oversize frame was delivered");
 
     // The same for a client connection.
-    let (client, mut replies) = ClientTransport::connect(cluster.peers.clone(), 64 * 1024)
+    let (client, mut replies) = ClientTransport::connect(cluster.peers.clone(), 64 * 1024, [0; 32])
         .await
         .expect("client starts");
     assert!(client.send(0, Bytes::from(vec![1u8; 4096])));

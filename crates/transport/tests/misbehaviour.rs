@@ -111,7 +111,7 @@ async fn a_misbehaving_client_is_disconnected() {
     let mut cfg0 = cluster.config(0);
     cfg0.strike_limit = 2;
     let (t0, mut rx0) = cluster.start_with(0, cfg0).await;
-    let (client, _replies) = ClientTransport::connect(cluster.peers.clone(), 1024)
+    let (client, _replies) = ClientTransport::connect(cluster.peers.clone(), 1024, [0; 32])
         .await
         .expect("client");
     assert!(client.send(0, Bytes::from_static(b"garbage")));
