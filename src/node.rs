@@ -6,7 +6,7 @@ use pbft_crypto::{read_key_file, Keypair};
 use pbft_faults::{control, Scripted, TraitorWindow};
 use pbft_harness::supervise::TRAITOR_ENV;
 use pbft_harness::Outcome;
-use pbft_node::NodeOptions;
+use pbft_node::{ClientLimits, NodeOptions};
 use pbft_traitor::{Behavior, Traitor};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +37,22 @@ pub struct NodeArgs {
     /// (a wiped or replaced disk) then recovers before it votes again.
     #[arg(long)]
     genesis: bool,
+    /// Most client connections open at once; beyond it the one idle longest is
+    /// evicted (if idle for a second), or the new one refused.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_clients: u64,
+    /// Most client connections from one IP address.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    max_clients_per_ip: u64,
+    /// A client connection that sends nothing for this long is closed (ms).
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    client_idle_timeout_ms: u64,
+    /// Largest frame a client may send (bytes).
+    #[arg(long, default_value_t = pbft_node::DEFAULT_MAX_CLIENT_FRAME as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_client_frame: u64,
+    /// Once a client frame has begun, it must be complete within this time (ms).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    client_frame_timeout_ms: u64,
     /// Fault injection (scenario runner and demo only; hidden).
     #[command(flatten)]
     faults: FaultFlags,
@@ -136,6 +152,13 @@ fn node_options(
     opts.metrics = args.metrics;
     opts.sync = args.sync;
     opts.genesis = args.genesis;
+    opts.client_limits = ClientLimits {
+        max_clients: usize::try_from(args.max_clients).unwrap_or(usize::MAX),
+        max_clients_per_ip: usize::try_from(args.max_clients_per_ip).unwrap_or(usize::MAX),
+        idle_timeout: std::time::Duration::from_millis(args.client_idle_timeout_ms),
+        max_frame: usize::try_from(args.max_client_frame).unwrap_or(usize::MAX),
+        frame_timeout: std::time::Duration::from_millis(args.client_frame_timeout_ms),
+    };
     Ok((opts, injection))
 }
 

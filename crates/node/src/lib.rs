@@ -66,6 +66,39 @@ pub struct NodeOptions {
     /// the validator recovers: it signs no vote until it has caught up past anything
     /// it may have signed before.
     pub genesis: bool,
+    /// Limits on client connections (anyone can reach the client port).
+    pub client_limits: ClientLimits,
+}
+
+/// Default largest client frame (64 KiB).
+pub use pbft_transport::DEFAULT_MAX_CLIENT_FRAME;
+
+/// Limits on client connections, as `pbft node` flags set them; docs/operations.md
+/// says what each protects against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Most client connections open at once.
+    pub max_clients: usize,
+    /// Most client connections from one IP address.
+    pub max_clients_per_ip: usize,
+    /// A client connection silent this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Largest client frame.
+    pub max_frame: usize,
+    /// Time to finish a client frame once begun.
+    pub frame_timeout: std::time::Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_clients: 1024,
+            max_clients_per_ip: 32,
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_frame: pbft_transport::DEFAULT_MAX_CLIENT_FRAME,
+            frame_timeout: std::time::Duration::from_secs(5),
+        }
+    }
 }
 
 impl NodeOptions {
@@ -79,6 +112,7 @@ impl NodeOptions {
             sync: false,
             workers: 2,
             genesis: false,
+            client_limits: ClientLimits::default(),
         }
     }
 }
@@ -199,6 +233,12 @@ pub async fn run<F: Faults + Send + 'static>(
     let listen = cluster.validators[id as usize].addr;
     let mut transport_config = TransportConfig::new(id, opts.key.clone(), listen, peers);
     transport_config.genesis = *cluster.genesis_digest().as_bytes();
+    let limits = &opts.client_limits;
+    transport_config.max_clients = limits.max_clients;
+    transport_config.max_clients_per_ip = limits.max_clients_per_ip;
+    transport_config.client_idle_timeout = limits.idle_timeout;
+    transport_config.max_client_frame = limits.max_frame;
+    transport_config.client_frame_timeout = limits.frame_timeout;
     let (transport, inbound) = Transport::start(transport_config).await?;
 
     let metrics_task = match opts.metrics {

@@ -400,7 +400,9 @@ async fn serve(
                         return End::Stop;
                     }
                 }
-                Ok(None) | Err(ReadError::Closed) => return End::Lost,
+                Ok(None) | Err(ReadError::Closed | ReadError::Idle | ReadError::Slow) => {
+                    return End::Lost
+                }
                 Err(ReadError::Oversize(len)) => {
                     shared.count(id, reason::OVERSIZE);
                     tracing::warn!(

@@ -10,6 +10,9 @@ use crate::error::TransportError;
 
 /// Default largest frame: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// Default largest client frame: 64 KiB (a request with the largest operation
+/// the decoder accepts is under 5 KiB).
+pub const DEFAULT_MAX_CLIENT_FRAME: usize = 64 << 10;
 
 /// One validator of the cluster: its id, its pinned ed25519 key and where it
 /// listens.
@@ -57,8 +60,22 @@ pub struct TransportConfig {
     pub strike_window: Duration,
     /// How long a banned peer is refused.
     pub ban_duration: Duration,
-    /// Open client connections accepted at once; more are refused.
+    /// Open client connections accepted at once; beyond it the connection idle
+    /// the longest is evicted (if idle for `evict_idle_after`), or the new one
+    /// refused.
     pub max_clients: usize,
+    /// Open client connections from one IP address; more are refused.
+    pub max_clients_per_ip: usize,
+    /// A client connection idle this long may be evicted to make room.
+    pub evict_idle_after: Duration,
+    /// A client connection that sends nothing for this long is closed.
+    pub client_idle_timeout: Duration,
+    /// Largest frame a client may send (requests and queries are a few KiB);
+    /// `max_frame` if that is smaller.
+    pub max_client_frame: usize,
+    /// Once a client frame's length has arrived, its bytes must all arrive
+    /// within this time, or the connection is closed.
+    pub client_frame_timeout: Duration,
     /// The genesis digest of our cluster file (`Cluster::genesis_digest`): a
     /// validator or client whose hello carries another one is refused, and a
     /// validator that answers with another one is not used. [`TransportConfig::new`]
@@ -70,7 +87,9 @@ impl TransportConfig {
     /// A configuration with defaults: 16 MiB frames, 4096-frame send
     /// queues, reconnection after 50 ms doubling up to 2 s, 5 s dial
     /// timeout, 10 s idle timeout, a ban of 10 s after 100 strikes within
-    /// 10 s, at most 1024 clients.
+    /// 10 s, at most 1024 clients and 32 per address (an idle one evicted
+    /// after 1 s when all are taken), client connections closed after 60 s
+    /// of silence, client frames of at most 64 KiB finished within 5 s.
     pub fn new(me: u32, keypair: Keypair, listen: SocketAddr, peers: Vec<PeerInfo>) -> Self {
         TransportConfig {
             me,
@@ -88,6 +107,11 @@ impl TransportConfig {
             strike_window: Duration::from_secs(10),
             ban_duration: Duration::from_secs(10),
             max_clients: 1024,
+            max_clients_per_ip: 32,
+            evict_idle_after: Duration::from_secs(1),
+            client_idle_timeout: Duration::from_secs(60),
+            max_client_frame: DEFAULT_MAX_CLIENT_FRAME,
+            client_frame_timeout: Duration::from_secs(5),
             genesis: [0; 32],
         }
     }
@@ -112,6 +136,15 @@ impl TransportConfig {
         }
         if self.idle_timeout < Duration::from_millis(100) {
             return bad("idle_timeout must be at least 100 ms".into());
+        }
+        if self.max_clients == 0 || self.max_clients_per_ip == 0 {
+            return bad("max_clients and max_clients_per_ip must be at least 1".into());
+        }
+        if self.max_client_frame == 0 {
+            return bad("max_client_frame must be at least 1".into());
+        }
+        if self.client_idle_timeout.is_zero() || self.client_frame_timeout.is_zero() {
+            return bad("client_idle_timeout and client_frame_timeout must be positive".into());
         }
         if self.strike_limit == 0 {
             return bad("strike_limit must be at least 1".into());

@@ -65,6 +65,10 @@ pub(crate) enum ReadError {
     Oversize(usize),
     /// The stream or connection ended in the middle of a frame, or failed.
     Closed,
+    /// No frame began within the idle timeout.
+    Idle,
+    /// A frame began and did not end within the frame deadline.
+    Slow,
 }
 
 /// Checks an announced frame length against the limit.
@@ -102,6 +106,40 @@ pub(crate) async fn read(recv: &mut RecvStream, max: usize) -> Result<Option<Byt
         }
     }
     Ok(Some(buf.freeze()))
+}
+
+/// Reads one frame from a client: none may begin for `idle` (the connection is
+/// then idle), and one that began must end within `deadline`, so that a client
+/// cannot hold a slot or a buffer by announcing a frame it never finishes.
+pub(crate) async fn read_client(
+    recv: &mut RecvStream,
+    max: usize,
+    idle: Duration,
+    deadline: Duration,
+) -> Result<Option<Bytes>, ReadError> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(idle, recv.read(&mut first)).await {
+        Err(_) => return Err(ReadError::Idle),
+        Ok(Ok(Some(1))) => {}
+        Ok(Ok(None)) => return Ok(None),
+        Ok(Ok(Some(_)) | Err(_)) => return Err(ReadError::Closed),
+    }
+    let rest = async {
+        let mut header = [first[0], 0, 0, 0];
+        recv.read_exact(&mut header[1..])
+            .await
+            .map_err(|_| ReadError::Closed)?;
+        let len = check_len(header, max)?;
+        let mut buf = vec![0u8; len];
+        recv.read_exact(&mut buf)
+            .await
+            .map_err(|_| ReadError::Closed)?;
+        Ok(Some(Bytes::from(buf)))
+    };
+    match tokio::time::timeout(deadline, rest).await {
+        Err(_) => Err(ReadError::Slow),
+        Ok(r) => r,
+    }
 }
 
 /// Most queued frames a writer hands to QUIC in one call.

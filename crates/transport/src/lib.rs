@@ -63,6 +63,7 @@ mod client;
 mod config;
 mod error;
 mod frame;
+pub mod raw;
 mod registry;
 mod stats;
 mod tasks;
@@ -72,7 +73,7 @@ mod validator;
 use bytes::Bytes;
 
 pub use client::{ClientTransport, CLIENT_INBOUND_QUEUE, CLIENT_SEND_QUEUE};
-pub use config::{PeerInfo, TransportConfig, DEFAULT_MAX_FRAME};
+pub use config::{PeerInfo, TransportConfig, DEFAULT_MAX_CLIENT_FRAME, DEFAULT_MAX_FRAME};
 pub use error::TransportError;
 pub use stats::{reason, ClientStats, Source, TransportStats};
 pub use validator::Transport;

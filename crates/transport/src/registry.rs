@@ -5,8 +5,9 @@
 //! and connections are closed only after the lock is released.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,12 +37,61 @@ pub(crate) mod code {
     pub(crate) const KICKED: u32 = 7;
     /// The dialer's genesis digest is not ours (another cluster file).
     pub(crate) const GENESIS: u32 = 8;
+    /// An idle client connection closed to make room for a new one.
+    pub(crate) const EVICTED: u32 = 9;
+    /// A client connection silent for longer than the idle timeout, or slower
+    /// than the frame deadline to finish a frame.
+    pub(crate) const IDLE: u32 = 10;
 }
 
 /// An open client connection: where its replies go.
 struct ClientSlot {
     conn: quinn::Connection,
     replies: mpsc::Sender<Bytes>,
+    /// The address it came from (for the limit per address and bans).
+    ip: IpAddr,
+    /// When it last delivered a frame (or opened), for eviction of idle ones.
+    last_active: Arc<ActivityClock>,
+}
+
+/// When a client connection was last active, in milliseconds since the registry
+/// started: written by the connection's reader, read when a slot must be freed.
+pub(crate) struct ActivityClock {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl ActivityClock {
+    fn new(start: Instant) -> ActivityClock {
+        let c = ActivityClock {
+            start,
+            last_ms: AtomicU64::new(0),
+        };
+        c.touch();
+        c
+    }
+
+    /// The connection delivered a frame now.
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self, now: Instant) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        now.duration_since(self.start).saturating_sub(last)
+    }
+}
+
+/// Why a client connection was not given a slot.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Its address is banned (a connection from it reached the strike limit).
+    Banned,
+    /// Its address holds `max_clients_per_ip` connections already.
+    TooManyFromAddress,
+    /// `max_clients` are open and none has been idle long enough to evict.
+    Busy,
 }
 
 #[derive(Default)]
@@ -55,6 +105,10 @@ struct State {
     clients: HashMap<ClientId, ClientSlot>,
     peer_strikes: HashMap<u32, VecDeque<Instant>>,
     client_strikes: HashMap<ClientId, VecDeque<Instant>>,
+    /// Open client connections per address.
+    client_ips: HashMap<IpAddr, usize>,
+    /// Ban expiry per client address (a connection from it was kicked).
+    client_bans: HashMap<IpAddr, Option<Instant>>,
     /// Ban expiry per validator; `None` means until restart (the duration
     /// did not fit an `Instant`).
     bans: HashMap<u32, Option<Instant>>,
@@ -66,6 +120,10 @@ pub(crate) struct Registry {
     strike_limit: usize,
     strike_window: Duration,
     ban_duration: Duration,
+    max_clients: usize,
+    max_clients_per_ip: usize,
+    evict_idle_after: Duration,
+    start: Instant,
     pub(crate) frames_sent: AtomicU64,
     pub(crate) frames_received: AtomicU64,
     next_serial: AtomicU64,
@@ -105,6 +163,10 @@ impl Registry {
             strike_limit: usize::try_from(cfg.strike_limit).unwrap_or(usize::MAX),
             strike_window: cfg.strike_window,
             ban_duration: cfg.ban_duration,
+            max_clients: cfg.max_clients,
+            max_clients_per_ip: cfg.max_clients_per_ip,
+            evict_idle_after: cfg.evict_idle_after,
+            start: Instant::now(),
             frames_sent: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
             next_serial: AtomicU64::new(0),
@@ -187,28 +249,91 @@ impl Registry {
     }
 
     /// Registers a client connection; `false` (counted) if `max` are open.
+    /// Gives a client connection from `ip` a slot, or says why not. With every slot
+    /// taken, the connection idle the longest is closed to make room if it has been
+    /// idle for `evict_idle_after`: a host that opens connections and stays silent
+    /// cannot keep clients that talk out. Returns the slot's activity clock.
     pub(crate) fn add_client(
         &self,
         id: ClientId,
         conn: quinn::Connection,
         replies: mpsc::Sender<Bytes>,
-        max: usize,
-    ) -> bool {
-        let mut st = self.lock();
-        if st.clients.len() >= max {
-            *st.counters
-                .entry((Source::Client, reason::TOO_MANY_CLIENTS))
-                .or_default() += 1;
-            return false;
+        ip: IpAddr,
+    ) -> Result<Arc<ActivityClock>, Refusal> {
+        let now = Instant::now();
+        let mut evicted = None;
+        let outcome = {
+            let mut st = self.lock();
+            st.client_bans
+                .retain(|_, until| until.is_none_or(|t| t > now));
+            let refusal = if st.client_bans.contains_key(&ip) {
+                Some((Refusal::Banned, reason::BANNED))
+            } else if st.client_ips.get(&ip).copied().unwrap_or(0) >= self.max_clients_per_ip {
+                Some((Refusal::TooManyFromAddress, reason::TOO_MANY_FROM_ADDRESS))
+            } else if st.clients.len() >= self.max_clients {
+                let idlest = st
+                    .clients
+                    .iter()
+                    .map(|(c, slot)| (slot.last_active.idle_for(now), *c))
+                    .max();
+                match idlest {
+                    Some((idle, c)) if idle >= self.evict_idle_after => {
+                        if let Some(slot) = Self::drop_client(&mut st, c) {
+                            evicted = Some(slot.conn);
+                        }
+                        *st.counters
+                            .entry((Source::Client, reason::EVICTED_IDLE))
+                            .or_default() += 1;
+                        None
+                    }
+                    _ => Some((Refusal::Busy, reason::TOO_MANY_CLIENTS)),
+                }
+            } else {
+                None
+            };
+            match refusal {
+                Some((r, why)) => {
+                    *st.counters.entry((Source::Client, why)).or_default() += 1;
+                    Err(r)
+                }
+                None => {
+                    let last_active = Arc::new(ActivityClock::new(self.start));
+                    *st.client_ips.entry(ip).or_default() += 1;
+                    st.clients.insert(
+                        id,
+                        ClientSlot {
+                            conn,
+                            replies,
+                            ip,
+                            last_active: last_active.clone(),
+                        },
+                    );
+                    Ok(last_active)
+                }
+            }
+        };
+        if let Some(conn) = evicted {
+            conn.close(quinn::VarInt::from_u32(code::EVICTED), b"idle: evicted");
         }
-        st.clients.insert(id, ClientSlot { conn, replies });
-        true
+        outcome
+    }
+
+    /// Removes a client slot and its count against its address.
+    fn drop_client(st: &mut State, id: ClientId) -> Option<ClientSlot> {
+        let slot = st.clients.remove(&id)?;
+        st.client_strikes.remove(&id);
+        if let Some(n) = st.client_ips.get_mut(&slot.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.client_ips.remove(&slot.ip);
+            }
+        }
+        Some(slot)
     }
 
     pub(crate) fn remove_client(&self, id: ClientId) {
         let mut st = self.lock();
-        st.clients.remove(&id);
-        st.client_strikes.remove(&id);
+        Self::drop_client(&mut st, id);
     }
 
     /// The reply queue of an open client connection.
@@ -256,8 +381,16 @@ impl Registry {
                     let n = strike(st.client_strikes.entry(c).or_default(), now, window);
                     if n >= self.strike_limit {
                         st.client_strikes.remove(&c);
+                        // its address is refused for a while: a kicked sender that
+                        // simply reconnected would start its strikes afresh
                         if let Some(slot) = st.clients.get(&c) {
                             to_close.push(slot.conn.clone());
+                            let ip = slot.ip;
+                            st.client_bans
+                                .insert(ip, now.checked_add(self.ban_duration));
+                            *st.counters
+                                .entry((Source::Client, reason::BAN_IMPOSED))
+                                .or_default() += 1;
                         }
                         code = code::KICKED;
                         tracing::warn!(

@@ -41,6 +41,16 @@ pub mod reason {
     /// A connection between ends whose cluster files differ (their genesis
     /// digests, compared in the hello) was refused.
     pub const GENESIS_MISMATCH: &str = "genesis_mismatch";
+    /// A client connection was refused because its address holds
+    /// `max_clients_per_ip` connections already.
+    pub const TOO_MANY_FROM_ADDRESS: &str = "too_many_from_address";
+    /// An idle client connection was closed to make room for a new one.
+    pub const EVICTED_IDLE: &str = "evicted_idle";
+    /// A client connection sent nothing for `client_idle_timeout` and was closed.
+    pub const CLIENT_IDLE: &str = "client_idle";
+    /// A client connection began a frame and did not finish it within
+    /// `client_frame_timeout`; it was closed.
+    pub const SLOW_FRAME: &str = "slow_frame";
     /// A client connection was refused because `max_clients` are open.
     pub const TOO_MANY_CLIENTS: &str = "too_many_clients";
     /// A frame was addressed to an id that is not another validator of the

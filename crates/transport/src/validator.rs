@@ -14,7 +14,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use crate::config::{PeerInfo, TransportConfig};
 use crate::error::TransportError;
 use crate::frame::{self, Backoff, DialError, Hello, ReadError, ACK};
-use crate::registry::{code, Registry};
+use crate::registry::{code, Refusal, Registry};
 use crate::stats::{reason, Source, TransportStats};
 use crate::tasks::{self, Tasks};
 use crate::tls::{self, Identity, PeerAuth, PeerCert, PinnedServer};
@@ -56,7 +56,9 @@ struct Shared {
     local_addr: SocketAddr,
     max_frame: usize,
     send_queue: usize,
-    max_clients: usize,
+    max_client_frame: usize,
+    client_idle_timeout: Duration,
+    client_frame_timeout: Duration,
     reconnect_min: Duration,
     reconnect_max: Duration,
     connect_timeout: Duration,
@@ -150,7 +152,9 @@ impl Transport {
             local_addr,
             max_frame: cfg.max_frame,
             send_queue: cfg.send_queue,
-            max_clients: cfg.max_clients,
+            max_client_frame: cfg.max_client_frame.min(cfg.max_frame),
+            client_idle_timeout: cfg.client_idle_timeout,
+            client_frame_timeout: cfg.client_frame_timeout,
             reconnect_min: cfg.reconnect_min,
             reconnect_max: cfg.reconnect_max,
             connect_timeout: cfg.connect_timeout,
@@ -378,7 +382,7 @@ async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32) {
                         break;
                     }
                 }
-                Ok(None) | Err(ReadError::Closed) => break,
+                Ok(None) | Err(ReadError::Closed | ReadError::Idle | ReadError::Slow) => break,
                 Err(ReadError::Oversize(len)) => {
                     shared.registry.count(Source::Peer(id), reason::OVERSIZE);
                     tracing::warn!(
@@ -423,13 +427,25 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         };
     let id = ClientId(shared.next_client.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::channel::<Bytes>(shared.send_queue);
-    if !shared
-        .registry
-        .add_client(id, conn.clone(), tx, shared.max_clients)
-    {
-        conn.close(VarInt::from_u32(code::BUSY), b"too many clients");
-        return;
-    }
+    let activity =
+        match shared
+            .registry
+            .add_client(id, conn.clone(), tx, conn.remote_address().ip())
+        {
+            Ok(a) => a,
+            Err(Refusal::Banned) => {
+                conn.close(VarInt::from_u32(code::BANNED), b"address banned");
+                return;
+            }
+            Err(Refusal::TooManyFromAddress) => {
+                conn.close(VarInt::from_u32(code::BUSY), b"too many from this address");
+                return;
+            }
+            Err(Refusal::Busy) => {
+                conn.close(VarInt::from_u32(code::BUSY), b"too many clients");
+                return;
+            }
+        };
     if send.write_all(&[ACK]).await.is_err() {
         shared.registry.remove_client(id);
         return;
@@ -437,8 +453,16 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     let registry = &shared.registry;
     let reader = async {
         loop {
-            match frame::read(&mut recv, shared.max_frame).await {
+            let read = frame::read_client(
+                &mut recv,
+                shared.max_client_frame,
+                shared.client_idle_timeout,
+                shared.client_frame_timeout,
+            )
+            .await;
+            match read {
                 Ok(Some(frame)) => {
+                    activity.touch();
                     registry.frames_received.fetch_add(1, Ordering::Relaxed);
                     if shared
                         .inbound
@@ -452,8 +476,18 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
                 Ok(None) | Err(ReadError::Closed) => return,
                 Err(ReadError::Oversize(len)) => {
                     registry.count(Source::Client, reason::OVERSIZE);
-                    tracing::warn!(client = id.0, len, "oversize frame from client: closing");
+                    tracing::debug!(client = id.0, len, "oversize frame from client: closing");
                     conn.close(VarInt::from_u32(code::OVERSIZE), b"frame too large");
+                    return;
+                }
+                Err(ReadError::Idle) => {
+                    registry.count(Source::Client, reason::CLIENT_IDLE);
+                    conn.close(VarInt::from_u32(code::IDLE), b"idle");
+                    return;
+                }
+                Err(ReadError::Slow) => {
+                    registry.count(Source::Client, reason::SLOW_FRAME);
+                    conn.close(VarInt::from_u32(code::IDLE), b"frame not finished in time");
                     return;
                 }
             }

@@ -1,0 +1,176 @@
+//! Strangers on the client port (issue 23, items 2 and 3): anyone can reach it, so no
+//! one host may hold the client slots, a silent or half-sent connection is closed, and
+//! a kicked sender's address is refused for a while. The stranger plays another host
+//! from 127.0.0.2 (all of 127.0.0.0/8 is loopback on Linux); the honest client is on
+//! 127.0.0.1.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{next, wait_until, within, Cluster};
+use pbft_transport::raw::{RawConnection, RawEndpoint};
+use pbft_transport::{reason, ClientTransport, Inbound, Origin, Source, Transport};
+
+const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const LIMIT: Duration = Duration::from_secs(5);
+
+/// Opens `n` bare connections from `from` to validator 0; all must be accepted.
+async fn hog(cluster: &Cluster, from: &RawEndpoint, n: usize) -> Vec<RawConnection> {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let c = from
+            .open(&cluster.peers[0], [0; 32], LIMIT)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} refused: {e}"));
+        held.push(c);
+    }
+    held
+}
+
+/// An honest client's frame reaches validator 0 and its reply comes back.
+async fn honest_client_is_served(
+    cluster: &Cluster,
+    t0: &Transport,
+    rx0: &mut tokio::sync::mpsc::Receiver<Inbound>,
+) {
+    let (client, mut replies) = ClientTransport::connect(cluster.peers.clone(), 1 << 20, [0; 32])
+        .await
+        .expect("client starts");
+    assert!(client.send(0, Bytes::from_static(b"request")));
+    let conn = loop {
+        match next(rx0, "the honest request").await {
+            Inbound::Client { conn, frame } if frame == Bytes::from_static(b"request") => {
+                break conn
+            }
+            _ => continue,
+        }
+    };
+    assert!(t0.reply(conn, Bytes::from_static(b"reply")));
+    let (from, frame) = within("the reply", replies.recv())
+        .await
+        .expect("reply channel open");
+    assert_eq!((from, frame), (0, Bytes::from_static(b"reply")));
+    client.shutdown().await;
+}
+
+/// One host holding its share of connections cannot lock others out: its next
+/// connection is refused, and an honest client from another address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_client_slots() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = cluster.config(0);
+    cfg.max_clients = 8;
+    cfg.max_clients_per_ip = 4;
+    let (t0, mut rx0) = cluster.start_with(0, cfg).await;
+    let stranger = RawEndpoint::bind(STRANGER).expect("bind 127.0.0.2");
+    let held = hog(&cluster, &stranger, 4).await;
+    let refused = stranger.open(&cluster.peers[0], [0; 32], LIMIT).await;
+    assert!(refused.is_err(), "a fifth connection from one address");
+    assert_eq!(
+        t0.stats()
+            .count(Source::Client, reason::TOO_MANY_FROM_ADDRESS),
+        1
+    );
+    honest_client_is_served(&cluster, &t0, &mut rx0).await;
+    drop(held);
+    stranger.close();
+    t0.shutdown().await;
+}
+
+/// With every slot taken by silent connections, a new client gets the slot of the
+/// one idle the longest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_evicted_when_the_slots_run_out() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = cluster.config(0);
+    cfg.max_clients = 4;
+    cfg.max_clients_per_ip = 4;
+    cfg.evict_idle_after = Duration::ZERO;
+    let (t0, mut rx0) = cluster.start_with(0, cfg).await;
+    let stranger = RawEndpoint::bind(STRANGER).expect("bind 127.0.0.2");
+    let held = hog(&cluster, &stranger, 4).await;
+    honest_client_is_served(&cluster, &t0, &mut rx0).await;
+    assert_eq!(t0.stats().count(Source::Client, reason::EVICTED_IDLE), 1);
+    wait_until("one held connection is evicted", || {
+        held.iter().any(|c| c.close_reason().is_some())
+    })
+    .await;
+    let closed: Vec<String> = held.iter().filter_map(|c| c.close_reason()).collect();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert!(closed[0].contains("evicted"), "{closed:?}");
+    stranger.close();
+    t0.shutdown().await;
+}
+
+/// A connection that never sends is closed after the idle timeout; one that announces
+/// a frame and never finishes it is closed after the frame deadline; a frame over the
+/// client limit closes the connection at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_half_sent_and_oversize_client_frames_close_the_connection() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = cluster.config(0);
+    cfg.client_idle_timeout = Duration::from_millis(300);
+    cfg.client_frame_timeout = Duration::from_millis(300);
+    cfg.max_client_frame = 1024;
+    let (t0, _rx0) = cluster.start_with(0, cfg).await;
+    let stranger = RawEndpoint::bind(STRANGER).expect("bind 127.0.0.2");
+
+    let silent = hog(&cluster, &stranger, 1).await.remove(0);
+    let why = within("the silent connection is closed", silent.closed()).await;
+    assert!(why.contains("idle"), "{why}");
+    assert_eq!(t0.stats().count(Source::Client, reason::CLIENT_IDLE), 1);
+
+    let mut slow = hog(&cluster, &stranger, 1).await.remove(0);
+    slow.write(&1000u32.to_be_bytes()).await.expect("header");
+    slow.write(&[0u8; 10]).await.expect("ten bytes");
+    let why = within("the half-sent frame's connection is closed", slow.closed()).await;
+    assert!(why.contains("in time"), "{why}");
+    assert_eq!(t0.stats().count(Source::Client, reason::SLOW_FRAME), 1);
+
+    let mut big = hog(&cluster, &stranger, 1).await.remove(0);
+    big.write(&2048u32.to_be_bytes()).await.expect("header");
+    let why = within("the oversize frame's connection is closed", big.closed()).await;
+    assert!(why.contains("too large"), "{why}");
+    assert_eq!(t0.stats().count(Source::Client, reason::OVERSIZE), 1);
+    stranger.close();
+    t0.shutdown().await;
+}
+
+/// A client kicked for misbehaving cannot just reconnect: its address is refused
+/// until the ban ends, while other addresses are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_clients_address_is_banned() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = cluster.config(0);
+    cfg.strike_limit = 2;
+    cfg.ban_duration = Duration::from_secs(3600);
+    let (t0, mut rx0) = cluster.start_with(0, cfg).await;
+    let stranger = RawEndpoint::bind(STRANGER).expect("bind 127.0.0.2");
+    let mut bad = hog(&cluster, &stranger, 1).await.remove(0);
+    bad.send_frame(Bytes::from_static(b"garbage"))
+        .await
+        .expect("send");
+    let conn = loop {
+        if let Inbound::Client { conn, .. } = next(&mut rx0, "the garbage").await {
+            break conn;
+        }
+    };
+    t0.report(Origin::Client(conn), "undecodable");
+    t0.report(Origin::Client(conn), "undecodable");
+    within("the kicked connection closes", bad.closed()).await;
+    // it comes back from a fresh port of the same address
+    let back = RawEndpoint::bind(STRANGER).expect("bind 127.0.0.2");
+    let again = back.open(&cluster.peers[0], [0; 32], LIMIT).await;
+    assert!(again.is_err(), "the kicked address reconnected");
+    wait_until("the refusal is counted", || {
+        t0.stats().count(Source::Client, reason::BANNED) >= 1
+    })
+    .await;
+    honest_client_is_served(&cluster, &t0, &mut rx0).await;
+    stranger.close();
+    back.close();
+    t0.shutdown().await;
+}
