@@ -4,15 +4,14 @@
 //! and carries the host's effects out: frames to the transport, figures to the metrics.
 
 use crate::metrics::Metrics;
+use crate::routes::Routes;
 use crate::stage::Input;
 use crate::timed::Timed;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use pbft_crypto::PublicKey;
 use pbft_executor::{ConsensusLog, Entry, RocksExecutor};
 use pbft_host::{Effect, Faults, Host};
 use pbft_protocol::{envelope, Dest, Message};
-use pbft_transport::{ClientId, Transport};
-use std::collections::HashMap;
+use pbft_transport::Transport;
 use std::time::{Duration, Instant};
 
 /// How often the transport's counters are copied into the metrics.
@@ -30,8 +29,8 @@ pub struct Core<F> {
     metrics: Metrics,
     /// The protocol's clock: microseconds since this instant.
     start: Instant,
-    /// Which connection each client last sent a request on (replies go there).
-    clients: HashMap<PublicKey, ClientId>,
+    /// Where each client's replies go.
+    routes: Routes,
 }
 
 impl<F: Faults> Core<F> {
@@ -42,7 +41,7 @@ impl<F: Faults> Core<F> {
             transport,
             metrics,
             start,
-            clients: HashMap::new(),
+            routes: Routes::default(),
         }
     }
 
@@ -142,9 +141,11 @@ impl<F: Faults> Core<F> {
                 Err(e) => tracing::error!(error = %e, "answering a query failed"),
             },
             Input::Request(req, conn) => {
-                self.clients.insert(req.get().body.client, conn);
+                let body = &req.get().body;
+                self.routes.request(body.client, body.request_id, conn);
                 self.host.handle_request(req, now);
             }
+            Input::ClientClosed(conn) => self.routes.closed(conn),
             Input::Peer(v) => self.host.handle_message(v, now),
         }
         false
@@ -171,8 +172,18 @@ impl<F: Faults> Core<F> {
                 }
                 Dest::AllReplicas => self.transport.broadcast(bytes),
                 Dest::Client(pk) => {
-                    if let Some(conn) = self.clients.get(&pk) {
-                        self.transport.reply(*conn, bytes);
+                    let mut gone = Vec::new();
+                    for conn in self.routes.of(&pk) {
+                        if !self.transport.reply(*conn, bytes.clone())
+                            && !self.transport.is_open(*conn)
+                        {
+                            gone.push(*conn);
+                        }
+                    }
+                    // a close that overtook the connection's last request (they pass
+                    // through different verification workers)
+                    for conn in gone {
+                        self.routes.closed(conn);
                     }
                 }
             },

@@ -25,6 +25,7 @@
 pub mod boot;
 pub mod core;
 pub mod metrics;
+pub mod routes;
 pub mod stage;
 pub mod threads;
 pub mod timed;

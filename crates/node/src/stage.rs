@@ -29,6 +29,8 @@ pub enum Input {
         /// The question.
         query: Query,
     },
+    /// A client connection closed (its replies can no longer go there).
+    ClientClosed(ClientId),
     /// Stop the node.
     Stop,
 }
@@ -158,7 +160,11 @@ impl Stage {
                             Err(e) => self.reject(Origin::Client(conn), e.reason()),
                         }
                     }
-                    Inbound::ClientClosed(_) => {}
+                    Inbound::ClientClosed(conn) => {
+                        if self.out.send(Input::ClientClosed(conn)).is_err() {
+                            return;
+                        }
+                    }
                 }
             }
             if requests.is_empty() {

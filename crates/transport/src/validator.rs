@@ -245,6 +245,11 @@ impl Transport {
         }
     }
 
+    /// Whether client connection `client` is still open.
+    pub fn is_open(&self, client: ClientId) -> bool {
+        self.shared().registry.client_queue(client).is_some()
+    }
+
     /// Reports that `origin` sent something bad (a frame that does not
     /// decode, a bad signature...). Counted per source and reason; a
     /// validator reaching `strike_limit` reports within `strike_window` is
