@@ -53,6 +53,10 @@ pub struct NodeArgs {
     /// Once a client frame has begun, it must be complete within this time (ms).
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     client_frame_timeout_ms: u64,
+    /// Queries (status, balances) answered per second on one client connection, after
+    /// a burst of as many; more are dropped and count as strikes.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    client_queries_per_sec: u32,
     /// Fault injection (scenario runner and demo only; hidden).
     #[command(flatten)]
     faults: FaultFlags,
@@ -158,6 +162,7 @@ fn node_options(
         idle_timeout: std::time::Duration::from_millis(args.client_idle_timeout_ms),
         max_frame: usize::try_from(args.max_client_frame).unwrap_or(usize::MAX),
         frame_timeout: std::time::Duration::from_millis(args.client_frame_timeout_ms),
+        queries_per_sec: args.client_queries_per_sec,
     };
     Ok((opts, injection))
 }

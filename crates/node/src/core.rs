@@ -3,6 +3,7 @@
 //! (taking the inputs already waiting first, so that their persists share log writes),
 //! and carries the host's effects out: frames to the transport, figures to the metrics.
 
+use crate::budget::QueryBudget;
 use crate::metrics::Metrics;
 use crate::routes::Routes;
 use crate::stage::Input;
@@ -11,11 +12,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use pbft_executor::{ConsensusLog, Entry, RocksExecutor};
 use pbft_host::{Effect, Faults, Host};
 use pbft_protocol::{envelope, Dest, Message};
-use pbft_transport::Transport;
+use pbft_transport::{Origin, Transport};
 use std::time::{Duration, Instant};
 
 /// How often the transport's counters are copied into the metrics.
 const STATS_EVERY: Duration = Duration::from_millis(250);
+/// The reason a query over its connection's budget is dropped and reported.
+const QUERY_RATE: &str = "query_rate";
+
 /// Most waiting inputs fed to the host before it performs their actions.
 const GULP: usize = 256;
 
@@ -31,17 +35,28 @@ pub struct Core<F> {
     start: Instant,
     /// Where each client's replies go.
     routes: Routes,
+    /// What queries each client connection may still have answered.
+    queries: QueryBudget,
 }
 
 impl<F: Faults> Core<F> {
     /// A core around an opened host.
-    pub fn new(host: NodeHost<F>, transport: Transport, metrics: Metrics, start: Instant) -> Self {
+    /// `queries_per_sec` is each client connection's query budget (a burst of as many,
+    /// then that rate).
+    pub fn new(
+        host: NodeHost<F>,
+        transport: Transport,
+        metrics: Metrics,
+        start: Instant,
+        queries_per_sec: u32,
+    ) -> Self {
         Core {
             host,
             transport,
             metrics,
             start,
             routes: Routes::default(),
+            queries: QueryBudget::new(queries_per_sec, queries_per_sec),
         }
     }
 
@@ -133,19 +148,29 @@ impl<F: Faults> Core<F> {
         let now = self.now();
         match input {
             Input::Stop => return true,
-            Input::Query { conn, id, query } => match self.host.answer(query) {
-                Ok(answer) => {
-                    let bytes = envelope::encode(&Message::Answer { id, answer });
-                    self.transport.reply(conn, bytes.into());
+            Input::Query { conn, id, query } => {
+                if !self.queries.allow(conn, Instant::now()) {
+                    self.metrics.rejected(QUERY_RATE);
+                    self.transport.report(Origin::Client(conn), QUERY_RATE);
+                    return false;
                 }
-                Err(e) => tracing::error!(error = %e, "answering a query failed"),
-            },
+                match self.host.answer(query) {
+                    Ok(answer) => {
+                        let bytes = envelope::encode(&Message::Answer { id, answer });
+                        self.transport.reply(conn, bytes.into());
+                    }
+                    Err(e) => tracing::error!(error = %e, "answering a query failed"),
+                }
+            }
             Input::Request(req, conn) => {
                 let body = &req.get().body;
                 self.routes.request(body.client, body.request_id, conn);
                 self.host.handle_request(req, now);
             }
-            Input::ClientClosed(conn) => self.routes.closed(conn),
+            Input::ClientClosed(conn) => {
+                self.routes.closed(conn);
+                self.queries.closed(conn);
+            }
             Input::Peer(v) => self.host.handle_message(v, now),
         }
         false

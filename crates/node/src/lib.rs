@@ -23,6 +23,7 @@
 //! a production validator passes the honest ones.
 
 pub mod boot;
+pub mod budget;
 pub mod core;
 pub mod metrics;
 pub mod routes;
@@ -88,6 +89,8 @@ pub struct ClientLimits {
     pub max_frame: usize,
     /// Time to finish a client frame once begun.
     pub frame_timeout: std::time::Duration,
+    /// Queries answered per second on one connection (after a burst of as many).
+    pub queries_per_sec: u32,
 }
 
 impl Default for ClientLimits {
@@ -98,6 +101,7 @@ impl Default for ClientLimits {
             idle_timeout: std::time::Duration::from_secs(60),
             max_frame: pbft_transport::DEFAULT_MAX_CLIENT_FRAME,
             frame_timeout: std::time::Duration::from_secs(5),
+            queries_per_sec: 50,
         }
     }
 }
@@ -262,6 +266,7 @@ pub async fn run<F: Faults + Send + 'static>(
         workers: opts.workers,
         metrics,
         start,
+        queries_per_sec: opts.client_limits.queries_per_sec,
     })?;
     tracing::info!(
         id,

@@ -146,7 +146,7 @@ impl Stage {
                         }
                     }
                     Inbound::Client { conn, frame } => {
-                        match envelope::decode(&frame, &self.limits) {
+                        match envelope::decode_client(&frame, &self.limits) {
                             Ok(Message::Request(r)) => {
                                 requests.push(r);
                                 conns.push(conn);

@@ -57,6 +57,8 @@ pub struct Wiring<F: Faults> {
     pub metrics: Metrics,
     /// The epoch of the protocol's clock.
     pub start: Instant,
+    /// Queries answered per second on one client connection.
+    pub queries_per_sec: u32,
 }
 
 impl<F: Faults + Send + 'static> Threads<F> {
@@ -71,6 +73,7 @@ impl<F: Faults + Send + 'static> Threads<F> {
             workers,
             metrics,
             start,
+            queries_per_sec,
         } = w;
         let (work_tx, work_rx) = crossbeam_channel::bounded(QUEUE);
         let (in_tx, in_rx) = crossbeam_channel::bounded::<Input>(QUEUE);
@@ -106,7 +109,7 @@ impl<F: Faults + Send + 'static> Threads<F> {
         let trimmer = spawn(format!("pbft-{id}-trim"), move || {
             release_free_memory(trim_rx)
         })?;
-        let core = Core::new(host, transport, metrics, start);
+        let core = Core::new(host, transport, metrics, start, queries_per_sec);
         let consensus = spawn(format!("pbft-{id}-consensus"), move || core.run(in_rx))?;
         Ok(Threads {
             input: in_tx,

@@ -69,6 +69,9 @@ pub enum DecodeError {
     /// The message decodes but breaks a structural limit.
     #[error("message exceeds a limit: {0}")]
     Limit(&'static str),
+    /// A client connection sent a kind of message only validators send.
+    #[error("a client may send only requests and queries")]
+    NotFromClients,
 }
 
 impl DecodeError {
@@ -81,6 +84,7 @@ impl DecodeError {
             DecodeError::Malformed(_) => "malformed",
             DecodeError::Trailing(_) => "trailing_bytes",
             DecodeError::Limit(_) => "limit",
+            DecodeError::NotFromClients => "client_sent_a_non_request",
         }
     }
 }
@@ -126,6 +130,29 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Message, DecodeError> {
     }
     check_limits(&msg, limits)?;
     Ok(msg)
+}
+
+/// postcard's tag (the variant index, one byte below 128) of [`Message::Request`].
+pub const REQUEST_TAG: u8 = 0;
+/// postcard's tag of [`Message::Query`].
+pub const QUERY_TAG: u8 = 14;
+
+/// Decodes a frame from a client connection, which may hold only a request or a
+/// query. The kind is read from the tag byte after the header before anything else
+/// is decoded, so that a client cannot make a verification worker decode a batch or
+/// a view change only to throw it away.
+pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Message, DecodeError> {
+    if bytes.len() > 5
+        && bytes[..4] == MAGIC
+        && bytes[4] == WIRE_VERSION
+        && !matches!(bytes[5], REQUEST_TAG | QUERY_TAG)
+    {
+        return Err(DecodeError::NotFromClients);
+    }
+    match decode(bytes, limits)? {
+        m @ (Message::Request(_) | Message::Query { .. }) => Ok(m),
+        _ => Err(DecodeError::NotFromClients),
+    }
 }
 
 fn check_batch(batch: &Batch, limits: &Limits) -> Result<(), DecodeError> {

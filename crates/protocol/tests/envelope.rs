@@ -491,3 +491,39 @@ fn huge_length_prefixes_do_not_allocate_or_panic() {
     b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
     assert!(decode(&b, &limits()).is_err());
 }
+
+/// A client connection may carry only requests and queries: every other kind is
+/// refused on its tag, before its body is decoded, and the tags the check reads are
+/// those postcard writes.
+#[test]
+fn client_frames_are_refused_on_their_tag_unless_requests_or_queries() {
+    use pbft_protocol::envelope::{decode_client, QUERY_TAG, REQUEST_TAG};
+    let req = Message::Request(request(1, 1, vec![1, 2, 3]));
+    let query = Message::Query {
+        id: 9,
+        query: pbft_protocol::Query::Status,
+    };
+    assert_eq!(encode(&req)[5], REQUEST_TAG);
+    assert_eq!(encode(&query)[5], QUERY_TAG);
+    assert_eq!(decode_client(&encode(&req), &limits()), Ok(req));
+    assert_eq!(decode_client(&encode(&query), &limits()), Ok(query));
+    for_every_kind(4, 23, |m| {
+        let b = encode(m);
+        if matches!(m, Message::Request(_)) {
+            prop_assert!(decode_client(&b, &limits()).is_ok());
+        } else {
+            prop_assert_eq!(
+                decode_client(&b, &limits()),
+                Err(DecodeError::NotFromClients)
+            );
+            // refused on the tag alone: the body after it may be anything
+            let mut cut = b[..6].to_vec();
+            cut.extend_from_slice(&[0xff; 3]);
+            prop_assert_eq!(
+                decode_client(&cut, &limits()),
+                Err(DecodeError::NotFromClients)
+            );
+        }
+        Ok(())
+    });
+}
