@@ -8,7 +8,7 @@ use crate::metrics::Metrics;
 use crate::routes::Routes;
 use crate::stage::Input;
 use crate::timed::Timed;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use pbft_executor::{ConsensusLog, Entry, RocksExecutor};
 use pbft_host::{Effect, Faults, Host};
 use pbft_protocol::{envelope, Dest, Message};
@@ -68,8 +68,40 @@ impl<F: Faults> Core<F> {
         self.start + Duration::from_micros(t.0)
     }
 
-    /// Runs until [`Input::Stop`] or until every sender is gone.
-    pub fn run(mut self, rx: Receiver<Input>) -> Self {
+    /// Waits until `deadline` for an input from either queue, validators' first.
+    /// `Err` once both queues are closed.
+    pub(crate) fn wait(
+        peers: &Receiver<Input>,
+        clients: &Receiver<Input>,
+        deadline: Instant,
+    ) -> Result<Option<Input>, ()> {
+        if let Ok(i) = peers.try_recv() {
+            return Ok(Some(i));
+        }
+        let timeout = crossbeam_channel::at(deadline);
+        crossbeam_channel::select! {
+            recv(peers) -> i => match i {
+                Ok(i) => Ok(Some(i)),
+                // stopping: the validators' queue closes with the node
+                Err(_) => Err(()),
+            },
+            recv(clients) -> i => match i {
+                Ok(i) => Ok(Some(i)),
+                // the clients' queue closed first: wait on the validators' alone
+                Err(_) => match peers.recv_deadline(deadline) {
+                    Ok(i) => Ok(Some(i)),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(None),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(()),
+                },
+            },
+            recv(timeout) -> _ => Ok(None),
+        }
+    }
+
+    /// Runs until [`Input::Stop`] or until the validators' queue is gone. Each round
+    /// takes up to [`GULP`] validators' inputs before up to [`GULP`] clients', so
+    /// client traffic never delays consensus messages by more than one round.
+    pub fn run(mut self, rx: Receiver<Input>, clients: Receiver<Input>) -> Self {
         // every log line of this thread carries the validator id and the current view;
         // lines about one sequence number carry it in a nested span or field
         let span = tracing::info_span!(
@@ -88,19 +120,19 @@ impl<F: Faults> Core<F> {
                 .host
                 .next_timeout()
                 .map_or(refresh, |t| self.to_wall(t).min(refresh));
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let first = match rx.recv_timeout(wait) {
-                Ok(i) => Some(i),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let first = match Self::wait(&rx, &clients, deadline) {
+                Ok(i) => i,
+                Err(()) => break,
             };
             let mut stop = false;
             if let Some(input) = first {
                 stop |= self.input(input);
-                for _ in 0..GULP {
-                    match rx.try_recv() {
-                        Ok(i) => stop |= self.input(i),
-                        Err(_) => break,
+                for queue in [&rx, &clients] {
+                    for _ in 0..GULP {
+                        match queue.try_recv() {
+                            Ok(i) => stop |= self.input(i),
+                            Err(_) => break,
+                        }
                     }
                 }
             }
@@ -245,5 +277,39 @@ impl<F: Faults> Core<F> {
     /// The host, once the thread has stopped.
     pub fn into_host(self) -> NodeHost<F> {
         self.host
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::Input;
+    use pbft_transport::ClientId;
+
+    /// With inputs waiting in both queues, the validators' come first.
+    #[test]
+    fn validators_inputs_are_taken_before_clients() {
+        let (ptx, prx) = crossbeam_channel::unbounded();
+        let (ctx, crx) = crossbeam_channel::unbounded();
+        for c in 0..100 {
+            ctx.send(Input::ClientClosed(ClientId(c))).expect("send");
+        }
+        ptx.send(Input::Stop).expect("send");
+        let far = Instant::now() + Duration::from_secs(60);
+        let first = Core::<pbft_host::Honest>::wait(&prx, &crx, far).expect("open");
+        assert!(
+            matches!(first, Some(Input::Stop)),
+            "the validators' input first"
+        );
+        let next = Core::<pbft_host::Honest>::wait(&prx, &crx, far).expect("open");
+        assert!(matches!(next, Some(Input::ClientClosed(ClientId(0)))));
+        // the clients' queue closing leaves the validators' one served
+        drop(ctx);
+        while crx.try_recv().is_ok() {}
+        ptx.send(Input::Stop).expect("send");
+        let again = Core::<pbft_host::Honest>::wait(&prx, &crx, far).expect("open");
+        assert!(matches!(again, Some(Input::Stop)));
+        drop(ptx);
+        assert!(Core::<pbft_host::Honest>::wait(&prx, &crx, far).is_err());
     }
 }

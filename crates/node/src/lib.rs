@@ -244,7 +244,7 @@ pub async fn run<F: Faults + Send + 'static>(
     transport_config.client_idle_timeout = limits.idle_timeout;
     transport_config.max_client_frame = limits.max_frame;
     transport_config.client_frame_timeout = limits.frame_timeout;
-    let (transport, inbound) = Transport::start(transport_config).await?;
+    let (transport, inbound) = Transport::start_split(transport_config).await?;
 
     let metrics_task = match opts.metrics {
         Some(addr) => {

@@ -99,8 +99,10 @@ pub struct Stage {
     pub transport: Transport,
     /// Where rejections are counted.
     pub metrics: Metrics,
-    /// The consensus thread.
+    /// The consensus thread's queue of validators' inputs.
     pub out: Sender<Input>,
+    /// The consensus thread's queue of clients' inputs.
+    pub client_out: Sender<Input>,
 }
 
 /// Most frames a worker takes at once (client signatures among them are checked as one
@@ -113,16 +115,42 @@ impl Stage {
         self.transport.report(origin, reason);
     }
 
-    /// Runs one worker until the input channel closes.
-    pub fn run(self, rx: Receiver<Inbound>) {
-        while let Ok(first) = rx.recv() {
-            let mut frames = vec![first];
+    /// The next frames to work on: validators' first, then clients' to fill up to
+    /// [`GULP`]; waits for either when both are empty. `None` once both are closed.
+    pub(crate) fn next_frames(
+        peers: &Receiver<Inbound>,
+        clients: &Receiver<Inbound>,
+    ) -> Option<Vec<Inbound>> {
+        let first = match peers.try_recv() {
+            Ok(f) => f,
+            Err(_) => {
+                crossbeam_channel::select! {
+                    recv(peers) -> f => match f {
+                        Ok(f) => f,
+                        Err(_) => clients.recv().ok()?,
+                    },
+                    recv(clients) -> f => match f {
+                        Ok(f) => f,
+                        Err(_) => peers.recv().ok()?,
+                    },
+                }
+            }
+        };
+        let mut frames = vec![first];
+        for rx in [peers, clients] {
             while frames.len() < GULP {
                 match rx.try_recv() {
                     Ok(f) => frames.push(f),
                     Err(_) => break,
                 }
             }
+        }
+        Some(frames)
+    }
+
+    /// Runs one worker until both input channels close.
+    pub fn run(self, peers: Receiver<Inbound>, clients: Receiver<Inbound>) {
+        while let Some(frames) = Self::next_frames(&peers, &clients) {
             let mut requests = Vec::new();
             let mut conns = Vec::new();
             for frame in frames {
@@ -152,7 +180,11 @@ impl Stage {
                                 conns.push(conn);
                             }
                             Ok(Message::Query { id, query }) => {
-                                if self.out.send(Input::Query { conn, id, query }).is_err() {
+                                if self
+                                    .client_out
+                                    .send(Input::Query { conn, id, query })
+                                    .is_err()
+                                {
                                     return;
                                 }
                             }
@@ -161,7 +193,7 @@ impl Stage {
                         }
                     }
                     Inbound::ClientClosed(conn) => {
-                        if self.out.send(Input::ClientClosed(conn)).is_err() {
+                        if self.client_out.send(Input::ClientClosed(conn)).is_err() {
                             return;
                         }
                     }
@@ -177,7 +209,7 @@ impl Stage {
                 match result {
                     Ok(v) => {
                         self.metrics.received("request");
-                        if self.out.send(Input::Request(v, conn)).is_err() {
+                        if self.client_out.send(Input::Request(v, conn)).is_err() {
                             return;
                         }
                     }
@@ -185,6 +217,37 @@ impl Stage {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod priority {
+    use super::*;
+    use bytes::Bytes;
+
+    /// Validators' frames are worked on first, whatever waited longer.
+    #[test]
+    fn validators_frames_come_first_in_a_workers_gulp() {
+        let (ptx, prx) = crossbeam_channel::unbounded();
+        let (ctx, crx) = crossbeam_channel::unbounded();
+        for c in 0..200 {
+            ctx.send(Inbound::ClientClosed(ClientId(c))).expect("send");
+        }
+        for from in 0..5 {
+            ptx.send(Inbound::Peer {
+                from,
+                frame: Bytes::from_static(b"x"),
+            })
+            .expect("send");
+        }
+        let frames = Stage::next_frames(&prx, &crx).expect("open");
+        assert_eq!(frames.len(), GULP);
+        assert!(frames[..5]
+            .iter()
+            .all(|f| matches!(f, Inbound::Peer { .. })));
+        assert!(frames[5..]
+            .iter()
+            .all(|f| matches!(f, Inbound::ClientClosed(_))));
     }
 }
 

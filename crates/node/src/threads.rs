@@ -6,6 +6,11 @@
 //! transport inbound --bridge--> workers (decode, verify) --inputs--> consensus thread
 //! ```
 //!
+//! Validators' frames and clients' frames travel apart all the way (two bridges, two
+//! work queues, two input queues), and the workers and the consensus thread take
+//! validators' first: a flood of client traffic, which anyone can send, never queues
+//! in front of consensus messages.
+//!
 //! [`Threads::stop`] ends them in the order that loses nothing: the consensus thread
 //! finishes its current step and hands the host back; the workers and the bridge end
 //! when their channels close; the trimmer at its next wake-up.
@@ -17,11 +22,10 @@ use crate::{NodeError, SIG_CACHE_CAPACITY};
 use pbft_host::Faults;
 use pbft_protocol::envelope::Limits;
 use pbft_protocol::Verifier;
-use pbft_transport::{Inbound, Transport};
+use pbft_transport::{Inbound, Inbounds, Transport};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// Frames and verified inputs each queue holds before its producer waits.
 const QUEUE: usize = 8192;
@@ -32,7 +36,7 @@ pub struct Threads<F: Faults> {
     input: crossbeam_channel::Sender<Input>,
     consensus: JoinHandle<Core<F>>,
     workers: Vec<JoinHandle<()>>,
-    bridge: JoinHandle<()>,
+    bridges: Vec<JoinHandle<()>>,
     /// Dropping it ends the trimmer.
     trim_stop: crossbeam_channel::Sender<()>,
     trimmer: JoinHandle<()>,
@@ -46,8 +50,8 @@ pub struct Wiring<F: Faults> {
     pub host: NodeHost<F>,
     /// The running transport.
     pub transport: Transport,
-    /// The transport's inbound frames.
-    pub inbound: mpsc::Receiver<Inbound>,
+    /// The transport's inbound frames, validators' and clients' apart.
+    pub inbound: Inbounds,
     /// Verifies signatures, and refuses requests from keys that are not the
     /// cluster's clients.
     pub verifier: Verifier,
@@ -68,22 +72,26 @@ impl<F: Faults + Send + 'static> Threads<F> {
             id,
             host,
             transport,
-            mut inbound,
+            inbound,
             verifier,
             workers,
             metrics,
             start,
             queries_per_sec,
         } = w;
-        let (work_tx, work_rx) = crossbeam_channel::bounded(QUEUE);
+        let (peer_work_tx, peer_work_rx) = crossbeam_channel::bounded(QUEUE);
+        let (client_work_tx, client_work_rx) = crossbeam_channel::bounded(QUEUE);
         let (in_tx, in_rx) = crossbeam_channel::bounded::<Input>(QUEUE);
-        let bridge = spawn(format!("pbft-{id}-inbound"), move || {
-            while let Some(frame) = inbound.blocking_recv() {
-                if work_tx.send(frame).is_err() {
-                    break;
-                }
-            }
-        })?;
+        let (client_in_tx, client_in_rx) = crossbeam_channel::bounded::<Input>(QUEUE);
+        let Inbounds { peers, clients } = inbound;
+        let bridges = vec![
+            spawn(format!("pbft-{id}-inbound"), move || {
+                bridge(peers, peer_work_tx)
+            })?,
+            spawn(format!("pbft-{id}-clients"), move || {
+                bridge(clients, client_work_tx)
+            })?,
+        ];
         let stage = Stage {
             verifier: Arc::new(verifier),
             // 65,536 signatures: several seconds of traffic at the highest rates
@@ -94,28 +102,33 @@ impl<F: Faults + Send + 'static> Threads<F> {
             transport: transport.clone(),
             metrics: metrics.clone(),
             out: in_tx.clone(),
+            client_out: client_in_tx,
         };
         let mut handles = Vec::new();
         for w in 0..workers.max(1) {
-            let (stage, rx) = (stage.clone(), work_rx.clone());
+            let (stage, peers, clients) =
+                (stage.clone(), peer_work_rx.clone(), client_work_rx.clone());
             handles.push(spawn(format!("pbft-{id}-verify-{w}"), move || {
-                stage.run(rx)
+                stage.run(peers, clients)
             })?);
         }
         drop(stage);
-        drop(work_rx);
+        drop(peer_work_rx);
+        drop(client_work_rx);
 
         let (trim_stop, trim_rx) = crossbeam_channel::bounded::<()>(0);
         let trimmer = spawn(format!("pbft-{id}-trim"), move || {
             release_free_memory(trim_rx)
         })?;
         let core = Core::new(host, transport, metrics, start, queries_per_sec);
-        let consensus = spawn(format!("pbft-{id}-consensus"), move || core.run(in_rx))?;
+        let consensus = spawn(format!("pbft-{id}-consensus"), move || {
+            core.run(in_rx, client_in_rx)
+        })?;
         Ok(Threads {
             input: in_tx,
             consensus,
             workers: handles,
-            bridge,
+            bridges,
             trim_stop,
             trimmer,
         })
@@ -130,7 +143,7 @@ impl<F: Faults + Send + 'static> Threads<F> {
             input,
             consensus,
             workers,
-            bridge,
+            bridges,
             trim_stop,
             trimmer,
         } = self;
@@ -141,10 +154,19 @@ impl<F: Faults + Send + 'static> Threads<F> {
             .map_err(|e| NodeError::Internal(e.to_string()))?
             .map_err(|_| NodeError::Internal("the consensus thread panicked".into()))?;
         drop(workers);
-        drop(bridge);
+        drop(bridges);
         drop(trim_stop);
         drop(trimmer);
         Ok(core.into_host())
+    }
+}
+
+/// Moves frames from a transport channel to a work queue until either closes.
+fn bridge(mut from: tokio::sync::mpsc::Receiver<Inbound>, to: crossbeam_channel::Sender<Inbound>) {
+    while let Some(frame) = from.blocking_recv() {
+        if to.send(frame).is_err() {
+            break;
+        }
     }
 }
 

@@ -42,8 +42,11 @@ pub struct TransportConfig {
     pub max_frame: usize,
     /// Frames that may wait in one peer's (or one client's) send queue.
     pub send_queue: usize,
-    /// Capacity of the inbound channel handed to the node.
+    /// Capacity of the inbound channel of validators' frames handed to the node.
     pub inbound_queue: usize,
+    /// Capacity of the inbound channel of clients' frames (kept apart, so that
+    /// client traffic never queues in front of validators').
+    pub client_inbound_queue: usize,
     /// First reconnection delay after a failed dial.
     pub reconnect_min: Duration,
     /// Largest reconnection delay (the delay doubles up to it).
@@ -99,6 +102,7 @@ impl TransportConfig {
             max_frame: DEFAULT_MAX_FRAME,
             send_queue: 4096,
             inbound_queue: 4096,
+            client_inbound_queue: 4096,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(5),
@@ -125,8 +129,10 @@ impl TransportConfig {
                 self.max_frame
             ));
         }
-        if self.send_queue == 0 || self.inbound_queue == 0 {
-            return bad("send_queue and inbound_queue must be at least 1".into());
+        if self.send_queue == 0 || self.inbound_queue == 0 || self.client_inbound_queue == 0 {
+            return bad(
+                "send_queue, inbound_queue and client_inbound_queue must be at least 1".into(),
+            );
         }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
             return bad("reconnect_min must be positive and at most reconnect_max".into());

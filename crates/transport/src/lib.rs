@@ -76,7 +76,7 @@ pub use client::{ClientTransport, CLIENT_INBOUND_QUEUE, CLIENT_SEND_QUEUE};
 pub use config::{PeerInfo, TransportConfig, DEFAULT_MAX_CLIENT_FRAME, DEFAULT_MAX_FRAME};
 pub use error::TransportError;
 pub use stats::{reason, ClientStats, Source, TransportStats};
-pub use validator::Transport;
+pub use validator::{Inbounds, Transport};
 
 /// One accepted client connection, numbered from 0 in order of acceptance
 /// by one transport. A client that reconnects gets a new id.

@@ -20,6 +20,16 @@ use crate::tasks::{self, Tasks};
 use crate::tls::{self, Identity, PeerAuth, PeerCert, PinnedServer};
 use crate::{ClientId, Inbound, Origin};
 
+/// A transport's inbound frames, validators' and clients' apart.
+#[derive(Debug)]
+pub struct Inbounds {
+    /// Frames from validators ([`Inbound::Peer`]).
+    pub peers: mpsc::Receiver<Inbound>,
+    /// Frames from client connections and their closes ([`Inbound::Client`],
+    /// [`Inbound::ClientClosed`]).
+    pub clients: mpsc::Receiver<Inbound>,
+}
+
 /// A validator's QUIC transport. Cloning gives another handle to the same
 /// transport; the last handle dropped without [`Transport::shutdown`] aborts
 /// everything at once.
@@ -66,7 +76,10 @@ struct Shared {
     registry: Arc<Registry>,
     /// Send queue of each other validator.
     queues: BTreeMap<u32, mpsc::Sender<Bytes>>,
+    /// Frames from validators.
     inbound: mpsc::Sender<Inbound>,
+    /// Frames and closes from client connections.
+    client_inbound: mpsc::Sender<Inbound>,
     endpoint: Mutex<Option<Endpoint>>,
     tasks: Tasks,
     next_client: AtomicU64,
@@ -89,22 +102,61 @@ impl Transport {
     pub async fn start(
         cfg: TransportConfig,
     ) -> Result<(Transport, mpsc::Receiver<Inbound>), TransportError> {
-        cfg.validate()?;
-        let socket =
-            std::net::UdpSocket::bind(cfg.listen).map_err(|source| TransportError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
+        let socket = Self::bind(&cfg)?;
         Self::start_with_socket(cfg, socket).await
     }
 
+    /// Like [`Transport::start`], with validators' frames and clients' frames on
+    /// separate channels ([`Inbounds`]), so that the caller can serve validators
+    /// first and a flood of client frames never queues in front of them.
+    pub async fn start_split(
+        cfg: TransportConfig,
+    ) -> Result<(Transport, Inbounds), TransportError> {
+        let socket = Self::bind(&cfg)?;
+        Self::start_split_with_socket(cfg, socket).await
+    }
+
+    fn bind(cfg: &TransportConfig) -> Result<std::net::UdpSocket, TransportError> {
+        cfg.validate()?;
+        std::net::UdpSocket::bind(cfg.listen).map_err(|source| TransportError::Bind {
+            addr: cfg.listen,
+            source,
+        })
+    }
+
     /// Starts the transport on an already bound UDP socket (`cfg.listen` is
-    /// ignored). Lets a caller reserve every address of a cluster before
-    /// any validator starts.
+    /// ignored), with every frame on one channel: validators' frames are taken
+    /// first whenever both wait.
     pub async fn start_with_socket(
         cfg: TransportConfig,
         socket: std::net::UdpSocket,
     ) -> Result<(Transport, mpsc::Receiver<Inbound>), TransportError> {
+        let queue = cfg.inbound_queue;
+        let (t, mut inbounds) = Self::start_split_with_socket(cfg, socket).await?;
+        let (tx, rx) = mpsc::channel(queue);
+        t.shared().tasks.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    Some(f) = inbounds.peers.recv() => f,
+                    Some(f) = inbounds.clients.recv() => f,
+                    else => return,
+                };
+                if tx.send(next).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok((t, rx))
+    }
+
+    /// Starts the transport on an already bound UDP socket (`cfg.listen` is
+    /// ignored), with validators' and clients' frames apart ([`Inbounds`]). Lets
+    /// a caller reserve every address of a cluster before any validator starts.
+    pub async fn start_split_with_socket(
+        cfg: TransportConfig,
+        socket: std::net::UdpSocket,
+    ) -> Result<(Transport, Inbounds), TransportError> {
         cfg.validate()?;
         let local_addr = socket.local_addr().map_err(TransportError::Endpoint)?;
         socket
@@ -147,6 +199,7 @@ impl Transport {
         }
 
         let (inbound_tx, inbound_rx) = mpsc::channel(cfg.inbound_queue);
+        let (client_tx, client_rx) = mpsc::channel(cfg.client_inbound_queue);
         let shared = Arc::new(Shared {
             me: cfg.me,
             local_addr,
@@ -162,6 +215,7 @@ impl Transport {
             registry,
             queues,
             inbound: inbound_tx,
+            client_inbound: client_tx,
             endpoint: Mutex::new(Some(endpoint.clone())),
             tasks: Tasks::new(),
             next_client: AtomicU64::new(0),
@@ -179,7 +233,10 @@ impl Transport {
             Transport {
                 handle: Arc::new(Handle { shared }),
             },
-            inbound_rx,
+            Inbounds {
+                peers: inbound_rx,
+                clients: client_rx,
+            },
         ))
     }
 
@@ -470,7 +527,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
                     activity.touch();
                     registry.frames_received.fetch_add(1, Ordering::Relaxed);
                     if shared
-                        .inbound
+                        .client_inbound
                         .send(Inbound::Client { conn: id, frame })
                         .await
                         .is_err()
@@ -515,7 +572,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     }
     shared.registry.remove_client(id);
     conn.close(VarInt::from_u32(code::DONE), b"");
-    let _ = shared.inbound.send(Inbound::ClientClosed(id)).await;
+    let _ = shared.client_inbound.send(Inbound::ClientClosed(id)).await;
 }
 
 /// Keeps one outgoing connection to `peer` and drains its send queue into
