@@ -648,6 +648,9 @@ impl Executor for RocksExecutor {
             .collect();
         files.sort();
         let old_height = self.head.height;
+        // from here on the staged files are being used up (ingestion moves them): a
+        // failure leaves nothing to commit again, and the next import starts afresh
+        self.staging = None;
 
         self.clear_staging()?;
         let import_ckpt = self.import_path(seq);
@@ -713,7 +716,6 @@ impl Executor for RocksExecutor {
         // every kept checkpoint is of the history being replaced: forgotten before the
         // commit point, as in a rollback; the snapshot's own is kept once it is in place
         let replaced = std::mem::take(&mut self.checkpoints);
-        self.staging = None;
         self.swap_live()?;
         if self.head != v.head {
             return Err(corrupt(format!(
