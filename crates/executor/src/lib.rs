@@ -102,8 +102,10 @@ pub trait Executor {
     fn rollback(&mut self) -> Result<u64, ExecError>;
 
     /// A reader of the snapshot of kept checkpoint `seq`, in chunks of about
-    /// `max_chunk` bytes, each produced on demand: what it holds does not grow with the
-    /// snapshot (one pass places the chunks, keeping the first key of each).
+    /// `max_chunk` bytes, each produced on demand. The RocksDB executor's reader holds
+    /// the first key of each chunk (one pass places them) and reads each chunk from the
+    /// checkpoint; the in-memory executor's holds a sorted copy of the checkpoint's
+    /// state, which that executor holds in memory anyway.
     fn export_source(
         &self,
         seq: u64,
