@@ -58,6 +58,22 @@ pub use wal::ConsensusLog;
 
 use pbft_crypto::{Digest, PublicKey};
 
+/// The snapshot of one checkpoint, read chunk by chunk ([`Executor::export_source`]).
+/// It owns what it reads from (a RocksDB checkpoint opened read-only, or a copy of the
+/// in-memory state), so it outlives the call that made it; a checkpoint removed while it
+/// is read may make a later chunk fail.
+pub trait SnapshotSource: Send {
+    /// The checkpoint.
+    fn seq(&self) -> u64;
+    /// How many chunks the snapshot has.
+    fn total(&self) -> u32;
+    /// Chunk `index` (from 0), encoded ([`snapshot::SnapshotChunk`]).
+    fn chunk(&mut self, index: u32) -> Result<Vec<u8>, ExecError>;
+    /// Bytes this reader holds besides the chunk it returns (the first key of each
+    /// chunk).
+    fn held_bytes(&self) -> usize;
+}
+
 /// What every executor does. Batches apply strictly in sequence order, each atomically.
 pub trait Executor {
     /// Applies the committed batch `seq` (which must be `head().height + 1`).
@@ -85,13 +101,82 @@ pub trait Executor {
     /// executed after it. Returns the checkpoint's sequence number.
     fn rollback(&mut self) -> Result<u64, ExecError>;
 
-    /// The snapshot of kept checkpoint `seq`, in chunks of about `max_chunk` bytes.
-    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError>;
+    /// A reader of the snapshot of kept checkpoint `seq`, in chunks of about
+    /// `max_chunk` bytes, each produced on demand. The RocksDB executor's reader holds
+    /// the first key of each chunk (one pass places them) and reads each chunk from the
+    /// checkpoint; the in-memory executor's holds a sorted copy of the checkpoint's
+    /// state, which that executor holds in memory anyway.
+    fn export_source(
+        &self,
+        seq: u64,
+        max_chunk: usize,
+    ) -> Result<Box<dyn SnapshotSource>, ExecError>;
+
+    /// The whole snapshot of kept checkpoint `seq` at once, in chunks of about
+    /// `max_chunk` bytes (for tests and tools: state transfer reads chunks one at a
+    /// time from [`Executor::export_source`]).
+    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
+        let mut source = self.export_source(seq, max_chunk)?;
+        (0..source.total()).map(|i| source.chunk(i)).collect()
+    }
+
+    /// Starts staging a snapshot of checkpoint `seq`, discarding any staged before.
+    /// The live state is not touched until [`Executor::import_commit`].
+    fn import_begin(&mut self, seq: u64) -> Result<(), ExecError>;
+
+    /// Checks one chunk of the snapshot being staged and stages its entries, in any
+    /// order of chunks. A chunk that does not check out is
+    /// [`ExecError::BadSnapshot`]; the staged snapshot is then of no use.
+    fn import_chunk(&mut self, seq: u64, chunk: &[u8]) -> Result<(), ExecError>;
+
+    /// Once every chunk is staged: checks the snapshot as a whole and returns its
+    /// checkpoint digest, for the caller to compare with the proven one.
+    fn import_finish(&mut self, seq: u64) -> Result<Digest, ExecError>;
+
+    /// Replaces the local state with the staged snapshot of checkpoint `seq`, if it is
+    /// complete and its digest is `expected`; the switch is atomic (a crash before it
+    /// leaves the old state, after it the new). A staged snapshot that does not match
+    /// changes nothing.
+    fn import_commit(&mut self, seq: u64, expected: Digest) -> Result<Head, ExecError>;
+
+    /// Discards the staged snapshot, if any.
+    fn import_abort(&mut self);
+
+    /// Bytes the executor holds in memory for a snapshot being staged (the verifier's
+    /// keys per chunk and the like; the staged entries themselves are on disk for the
+    /// RocksDB executor).
+    fn import_held_bytes(&self) -> usize;
 
     /// Verifies a snapshot of checkpoint `seq` against its proven digest and, only if it
     /// matches, replaces the local state with it. A bad snapshot changes nothing.
-    fn import(&mut self, seq: u64, expected: Digest, chunks: &[Vec<u8>])
-        -> Result<Head, ExecError>;
+    /// (Stages it chunk by chunk: see [`Executor::import_begin`].)
+    fn import(
+        &mut self,
+        seq: u64,
+        expected: Digest,
+        chunks: &[Vec<u8>],
+    ) -> Result<Head, ExecError> {
+        let staged = (|| {
+            self.import_begin(seq)?;
+            if chunks.is_empty() {
+                return Err(ExecError::BadSnapshot("no chunks".into()));
+            }
+            for c in chunks {
+                self.import_chunk(seq, c)?;
+            }
+            if self.import_finish(seq)? != expected {
+                return Err(ExecError::BadSnapshot(
+                    "its digest does not match the stable checkpoint".into(),
+                ));
+            }
+            Ok(())
+        })();
+        if let Err(e) = staged {
+            self.import_abort();
+            return Err(e);
+        }
+        self.import_commit(seq, expected)
+    }
 
     /// An account's balance.
     fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError>;
@@ -142,17 +227,36 @@ impl<E: Executor + ?Sized> Executor for Box<E> {
         (**self).rollback()
     }
 
-    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
-        (**self).export(seq, max_chunk)
+    fn export_source(
+        &self,
+        seq: u64,
+        max_chunk: usize,
+    ) -> Result<Box<dyn SnapshotSource>, ExecError> {
+        (**self).export_source(seq, max_chunk)
     }
 
-    fn import(
-        &mut self,
-        seq: u64,
-        expected: Digest,
-        chunks: &[Vec<u8>],
-    ) -> Result<Head, ExecError> {
-        (**self).import(seq, expected, chunks)
+    fn import_begin(&mut self, seq: u64) -> Result<(), ExecError> {
+        (**self).import_begin(seq)
+    }
+
+    fn import_chunk(&mut self, seq: u64, chunk: &[u8]) -> Result<(), ExecError> {
+        (**self).import_chunk(seq, chunk)
+    }
+
+    fn import_finish(&mut self, seq: u64) -> Result<Digest, ExecError> {
+        (**self).import_finish(seq)
+    }
+
+    fn import_commit(&mut self, seq: u64, expected: Digest) -> Result<Head, ExecError> {
+        (**self).import_commit(seq, expected)
+    }
+
+    fn import_abort(&mut self) {
+        (**self).import_abort()
+    }
+
+    fn import_held_bytes(&self) -> usize {
+        (**self).import_held_bytes()
     }
 
     fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {

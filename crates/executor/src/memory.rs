@@ -3,12 +3,12 @@
 
 use crate::error::ExecError;
 use crate::lthash::LtHash;
-use crate::snapshot::{make_chunks, verify_chunks};
+use crate::snapshot::{Checked, ChunkPlanner, ChunkVerifier, SnapshotChunk};
 use crate::transition::{changes_delta, execute_batch, genesis_entries, Changes, StateView};
 use crate::types::{
     checkpoint_digest, keys, Applied, Block, ClientWindow, ExecRequest, Head, StoredReceipt,
 };
-use crate::Executor;
+use crate::{Executor, SnapshotSource};
 use pbft_crypto::{Digest, PublicKey};
 use std::collections::{BTreeMap, HashMap};
 
@@ -36,6 +36,72 @@ pub struct MemoryExecutor {
     head: Head,
     snapshots: BTreeMap<u64, Snap>,
     stable: u64,
+    /// A snapshot being imported, chunk by chunk.
+    staging: Option<Staging>,
+}
+
+/// A snapshot being imported: its verifier and the entries staged so far.
+#[derive(Clone, Debug)]
+struct Staging {
+    verifier: ChunkVerifier,
+    state: State,
+    /// Set once every chunk is in and the whole checks out.
+    checked: Option<Checked>,
+}
+
+/// The staging of checkpoint `seq`, or an error if none is in progress.
+fn staging(staging: &mut Option<Staging>, seq: u64) -> Result<&mut Staging, ExecError> {
+    staging
+        .as_mut()
+        .filter(|st| st.verifier.seq() == seq)
+        .ok_or_else(|| ExecError::BadSnapshot(format!("no import of checkpoint {seq} begun")))
+}
+
+/// A snapshot of the in-memory executor, read chunk by chunk: the checkpoint's entries
+/// in key order (a copy: the simulator's state is in memory anyway) and where each
+/// chunk starts.
+struct MemorySource {
+    seq: u64,
+    head_block: Option<Block>,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The index of the first entry of each chunk.
+    starts: Vec<usize>,
+}
+
+impl SnapshotSource for MemorySource {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn total(&self) -> u32 {
+        self.starts.len() as u32
+    }
+
+    fn chunk(&mut self, index: u32) -> Result<Vec<u8>, ExecError> {
+        let i = index as usize;
+        let from = *self.starts.get(i).ok_or(ExecError::NoSnapshot(self.seq))?;
+        let to = self
+            .starts
+            .get(i + 1)
+            .copied()
+            .unwrap_or(self.entries.len());
+        Ok(SnapshotChunk {
+            seq: self.seq,
+            index,
+            total: self.total(),
+            head: if i == 0 {
+                self.head_block.clone()
+            } else {
+                None
+            },
+            entries: self.entries[from..to].to_vec(),
+        }
+        .encode())
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.starts.capacity() * std::mem::size_of::<usize>()
+    }
 }
 
 /// The entries of a state, in key order.
@@ -83,6 +149,7 @@ impl MemoryExecutor {
             head,
             snapshots: BTreeMap::from([(0, snap)]),
             stable: 0,
+            staging: None,
         }
     }
 
@@ -213,53 +280,113 @@ impl Executor for MemoryExecutor {
         Ok(seq)
     }
 
-    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
+    fn export_source(
+        &self,
+        seq: u64,
+        max_chunk: usize,
+    ) -> Result<Box<dyn SnapshotSource>, ExecError> {
         let snap = self.snapshots.get(&seq).ok_or(ExecError::NoSnapshot(seq))?;
         let head_block = if seq == 0 {
             None
         } else {
-            self.blocks.get(&seq).cloned()
+            Some(
+                self.blocks
+                    .get(&seq)
+                    .cloned()
+                    .ok_or(ExecError::NoSnapshot(seq))?,
+            )
         };
-        if seq > 0 && head_block.is_none() {
-            return Err(ExecError::NoSnapshot(seq));
-        }
-        let entries = sorted(&snap.state)
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = sorted(&snap.state)
             .into_iter()
-            .map(|(k, v)| (k.clone(), v.clone()));
-        Ok(make_chunks(seq, head_block, entries, max_chunk))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut planner = ChunkPlanner::new(max_chunk);
+        for (k, v) in &entries {
+            planner.push(k, v.len())?;
+        }
+        let mut starts = vec![0];
+        for key in planner.finish() {
+            let at = entries.partition_point(|(k, _)| *k < key);
+            starts.push(at);
+        }
+        Ok(Box::new(MemorySource {
+            seq,
+            head_block,
+            entries,
+            starts,
+        }))
     }
 
-    fn import(
-        &mut self,
-        seq: u64,
-        expected: Digest,
-        chunks: &[Vec<u8>],
-    ) -> Result<Head, ExecError> {
-        let v = verify_chunks(seq, expected, chunks)?;
-        self.state = v.entries.into_iter().collect();
+    fn import_begin(&mut self, seq: u64) -> Result<(), ExecError> {
+        self.staging = Some(Staging {
+            verifier: ChunkVerifier::new(seq),
+            state: State::default(),
+            checked: None,
+        });
+        Ok(())
+    }
+
+    fn import_chunk(&mut self, seq: u64, chunk: &[u8]) -> Result<(), ExecError> {
+        let st = staging(&mut self.staging, seq)?;
+        if st.checked.is_some() {
+            return Err(ExecError::BadSnapshot("a chunk after the last".into()));
+        }
+        let c = st.verifier.add(chunk)?;
+        st.state.extend(c.entries);
+        Ok(())
+    }
+
+    fn import_finish(&mut self, seq: u64) -> Result<Digest, ExecError> {
+        let st = staging(&mut self.staging, seq)?;
+        let checked = st.verifier.finish()?;
+        let digest = checked.checkpoint_digest;
+        st.checked = Some(checked);
+        Ok(digest)
+    }
+
+    fn import_commit(&mut self, seq: u64, expected: Digest) -> Result<Head, ExecError> {
+        let st = staging(&mut self.staging, seq)?;
+        match &st.checked {
+            Some(c) if c.checkpoint_digest == expected => {}
+            Some(_) => {
+                return Err(ExecError::BadSnapshot(
+                    "its digest does not match the stable checkpoint".into(),
+                ))
+            }
+            None => return Err(ExecError::BadSnapshot("it is not complete".into())),
+        }
+        let Some(Staging {
+            state,
+            checked: Some(v),
+            ..
+        }) = self.staging.take()
+        else {
+            return Err(ExecError::BadSnapshot("it is not complete".into()));
+        };
+        self.state = state;
         self.lthash = v.lthash;
         self.pending.clear();
         self.head = v.head;
-        // keep only the local blocks that chain up to the imported head block, so the
-        // stored blocks stay one unbroken hash chain (a gap or a block of another
-        // history below `seq` is dropped, with everything under it)
-        let mut kept = BTreeMap::new();
-        if let Some(b) = v.head_block {
-            let mut prev = b.prev;
-            let mut h = b.height;
-            while h > 1 {
-                h -= 1;
-                match self.blocks.remove(&h) {
-                    Some(old) if old.hash() == prev => {
-                        prev = old.prev;
-                        kept.insert(h, old);
-                    }
-                    _ => break,
-                }
-            }
-            kept.insert(seq, b);
+        // The stored blocks are one unbroken chain (apply, rollback and import keep
+        // them so): if the block below the snapshot's head is its parent, every stored
+        // block below is of the snapshot's history and stays; otherwise none does.
+        // Blocks above the snapshot are of a history it replaces.
+        let below = seq.saturating_sub(1);
+        let linked = v.head_block.as_ref().is_some_and(|b| {
+            self.blocks
+                .get(&below)
+                .is_some_and(|old| old.hash() == b.prev)
+        });
+        if linked {
+            self.blocks.split_off(&seq);
+        } else {
+            self.blocks.clear();
         }
-        self.blocks = kept;
+        if let Some(b) = v.head_block {
+            self.blocks.insert(seq, b);
+        }
+        // receipts stay where they are (decision 0061), but those of heights above the
+        // snapshot are of a history it replaces
         self.receipts.retain(|_, r| r.height <= seq);
         let snap = Snap {
             state: self.state.clone(),
@@ -269,6 +396,18 @@ impl Executor for MemoryExecutor {
         self.snapshots = BTreeMap::from([(seq, snap)]);
         self.stable = seq;
         Ok(self.head)
+    }
+
+    fn import_abort(&mut self) {
+        self.staging = None;
+    }
+
+    fn import_held_bytes(&self) -> usize {
+        // the staged entries are the state itself, which this executor holds in memory
+        // anyway; what staging adds is the verifier
+        self.staging
+            .as_ref()
+            .map_or(0, |st| st.verifier.held_bytes())
     }
 
     fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {

@@ -266,7 +266,17 @@ fn crash_at(s: &Script, k: u64) {
             }
             match crashed {
                 Some(i) => Some(i),
-                None => panic!("crash point {k} was never reached"),
+                None => {
+                    // A rollback copies its checkpoint's files one durable step each,
+                    // and how many files RocksDB's background compactions left (after
+                    // an import, the new state starts from the live state's files)
+                    // differs from run to run: this run took fewer steps than the one
+                    // counted. It must have finished where the script ends.
+                    let last = s.post[s.ops.len() - 1];
+                    assert_eq!(e.head(), last.head, "crash point {k}: not reached");
+                    assert_eq!(e.stable_seq(), last.stable, "crash point {k}");
+                    return;
+                }
             }
         }
     };

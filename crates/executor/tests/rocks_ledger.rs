@@ -519,11 +519,12 @@ fn an_import_failing_after_its_swap_keeps_no_checkpoint_of_the_replaced_history(
     let opened = RocksExecutor::open(dir, &people.genesis, RocksOptions::default())
         .expect("open")
         .durable_steps();
-    // the import's durable steps: create `state.tmp`, write the snapshot, make
-    // `checkpoints/8.import`, rename `state.tmp` to `state.new`, then the swap (two
-    // renames, opening the new state, removing `state.old`); the ninth removes the
-    // replaced history's `checkpoints/8`
-    let step = opened + 9;
+    // the import's durable steps: stage each chunk as a table file, make `state.tmp`
+    // as a checkpoint of the live state, open it, write the snapshot's bookkeeping,
+    // ingest the staged files, make `checkpoints/8.import`, rename `state.tmp` to
+    // `state.new`, then the swap (two renames, opening the new state, removing
+    // `state.old`); the next removes the replaced history's `checkpoints/8`
+    let step = opened + chunks.len() as u64 + 11;
     let opts = RocksOptions {
         transient_fault: Some(step),
         ..RocksOptions::default()

@@ -7,8 +7,7 @@ use crate::phases::Phases;
 use crate::transfer::{Assembly, Chunk, Offer};
 use bytes::Bytes;
 use pbft_crypto::{Digest, Keypair, PublicKey};
-use pbft_executor::snapshot::inspect_chunks;
-use pbft_executor::{Entry, ExecError, ExecRequest, Executor, Record, RecordLog};
+use pbft_executor::{Entry, ExecError, ExecRequest, Executor, Record, RecordLog, SnapshotSource};
 use pbft_protocol::envelope;
 use pbft_protocol::{
     Action, Answer, Batch, ClientKeys, ClientRecord, ClientRecords, Config, ConfigError, Dest,
@@ -22,8 +21,9 @@ use std::collections::{BinaryHeap, VecDeque};
 pub struct HostOptions {
     /// Bytes per snapshot chunk this host serves.
     pub chunk_bytes: usize,
-    /// Most bytes of one snapshot this host buffers while assembling it; a peer that
-    /// sends more loses the transfer.
+    /// Most bytes of one snapshot this host takes while fetching it (staged by the
+    /// ledger chunk by chunk: on disk for the RocksDB ledger); a peer that sends more
+    /// loses the transfer.
     pub max_snapshot_bytes: usize,
     /// How often applying a batch is tried before the validator halts. The ledger
     /// applies a batch in one atomic write, so a failed try left nothing behind.
@@ -150,10 +150,10 @@ pub struct Host<E, L, F> {
     faults: F,
     opts: HostOptions,
     assembly: Assembly,
-    /// The last snapshot exported to serve peers (checkpoint, chunks): every peer that
-    /// asks for that checkpoint is sent these, so one export serves them all. Dropped
+    /// The snapshot being served to peers, read chunk by chunk: every peer that asks
+    /// for that checkpoint is served from it, so one export serves them all. Dropped
     /// when a later checkpoint becomes stable (none is served below the stable one).
-    exported: Option<(Seq, Vec<Vec<u8>>)>,
+    serving: Option<Serving>,
     delayed: BinaryHeap<Delayed>,
     delay_order: u64,
     retry: Option<Retry>,
@@ -240,7 +240,7 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             faults,
             opts,
             assembly,
-            exported: None,
+            serving: None,
             delayed: BinaryHeap::new(),
             delay_order: 0,
             retry: None,
@@ -286,9 +286,15 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         self.crashed
     }
 
-    /// Bytes of snapshot held for state transfer (being assembled, or offered).
+    /// Bytes held in memory for state transfer: the bookkeeping of the snapshot being
+    /// fetched, what the ledger holds to stage it, and the reader of the snapshot being
+    /// served with the chunk it last read. The snapshots themselves are never held
+    /// whole: fetched chunks go to the ledger as they arrive, served ones are read one
+    /// at a time.
     pub fn snapshot_buffer_bytes(&self) -> usize {
-        self.assembly.buffered_bytes()
+        self.assembly.held_bytes()
+            + self.ledger.import_held_bytes()
+            + self.serving.as_ref().map_or(0, Serving::held_bytes)
     }
 
     /// Gives back the storage and the hooks (a simulated crash keeps the "disk").
@@ -384,10 +390,11 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
 
     /// True when [`Host::process`] stopped before an expensive action (execution,
     /// installing or serving state, a stable checkpoint) to let the messages queued
-    /// before it go out first: drain the effects and call `process` again. (The
-    /// paused action is also due at once by [`Host::next_timeout`].)
+    /// before it go out first, or while it serves a snapshot, one chunk per pass: drain
+    /// the effects and call `process` again. (The paused action is also due at once by
+    /// [`Host::next_timeout`].)
     pub fn wants_process(&self) -> bool {
-        self.paused.is_some() && !self.inert()
+        (self.paused.is_some() || self.serving.as_ref().is_some_and(Serving::busy)) && !self.inert()
     }
 
     /// Performs the actions the replica has queued, in order. The persists go to the
@@ -405,6 +412,9 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         if let Some(r) = self.retry.take() {
             if r.due > now {
                 self.retry = Some(r);
+                // nothing else is performed meanwhile, but a snapshot being served
+                // goes on (an embedder loops while `wants_process`)
+                self.serve_next(now);
                 return;
             }
             if self.execute(r.seq, r.view, r.digest, r.batch, r.attempts, now) == Flow::Stop {
@@ -449,7 +459,10 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         if self.release_held(&mut pending, &mut held, now) {
             // The replica approves a snapshot in `on_state_offer` by queueing its
             // installation, which this pass performed: an offer still here was refused.
-            self.assembly.drop_offer();
+            if self.assembly.drop_offer() {
+                self.ledger.import_abort();
+            }
+            self.serve_next(now);
         }
     }
 
@@ -518,7 +531,10 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             } => return self.execute(seq, view, digest, batch, 0, now),
             Action::StableCheckpoint { seq, .. } => self.stable_checkpoint(seq),
             Action::FetchState { seq, peer, .. } => {
-                self.assembly.begin(peer, seq);
+                if self.assembly.begin(peer, seq) {
+                    // the replaced transfer's chunks
+                    self.ledger.import_abort();
+                }
                 self.send(Dest::Replica(peer), Message::StateRequest { seq }, now);
             }
             Action::InstallState { seq, digest } => self.install(seq, digest, now),
@@ -642,8 +658,8 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
     }
 
     fn stable_checkpoint(&mut self, seq: Seq) {
-        if self.exported.as_ref().is_some_and(|(s, _)| *s < seq) {
-            self.exported = None;
+        if self.serving.as_ref().is_some_and(|s| s.source.seq() < seq) {
+            self.serving = None;
         }
         // a replica behind this checkpoint has no snapshot of it yet: it will install
         // one by state transfer
@@ -663,15 +679,14 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
     }
 
     fn install(&mut self, seq: Seq, digest: Digest, now: Instant) {
-        let Some(Offer { chunks, .. }) = self.assembly.take_offer(seq, digest) else {
+        let Some(Offer { bytes, .. }) = self.assembly.take_offer(seq, digest) else {
             return self.halt(format!(
                 "asked to install checkpoint {seq} with digest {digest}, but no such snapshot was offered"
             ));
         };
-        match self.ledger.import(seq, digest, &chunks) {
+        match self.ledger.import_commit(seq, digest) {
             // the installed state's checkpoint digest is the proven one
             Ok(_) => {
-                let bytes = chunks.iter().map(Vec::len).sum();
                 tracing::info!(
                     id = self.id,
                     seq,
@@ -715,33 +730,63 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         }
     }
 
-    /// Sends peer `to` the snapshot of checkpoint `seq`, exporting it only if it is not
-    /// the one exported last. (The replica decides who is served how often.)
+    /// Starts serving peer `to` the snapshot of checkpoint `seq`, exporting it only if
+    /// it is not the one being served. (The replica decides who is served how often.)
+    /// The chunks go out one per pass of [`Host::process`].
     fn serve(&mut self, to: ReplicaId, seq: Seq, now: Instant) {
-        if self.exported.as_ref().is_none_or(|(s, _)| *s != seq) {
-            match self.ledger.export(seq, self.opts.chunk_bytes) {
-                Ok(chunks) => self.exported = Some((seq, chunks)),
+        if self.serving.as_ref().is_none_or(|s| s.source.seq() != seq) {
+            match self.ledger.export_source(seq, self.opts.chunk_bytes) {
+                Ok(source) => {
+                    self.serving = Some(Serving {
+                        source,
+                        queue: VecDeque::new(),
+                        last_chunk: 0,
+                    })
+                }
                 Err(e) => {
                     tracing::debug!(seq, error = %e, "cannot serve this snapshot");
                     return;
                 }
             }
         }
-        // taken out while sending (the send path needs the host), then put back
-        let Some((seq, chunks)) = self.exported.take() else {
+        if let Some(s) = self.serving.as_mut() {
+            if !s.queue.iter().any(|(peer, _)| *peer == to) {
+                s.queue.push_back((to, 0));
+            }
+        }
+        self.serve_next(now);
+    }
+
+    /// Sends the next chunk of the snapshot being served, to the peer first in line
+    /// (peers take turns). A chunk that cannot be read ends the serving: the peers ask
+    /// again.
+    fn serve_next(&mut self, now: Instant) {
+        let Some(s) = self.serving.as_mut() else {
             return;
         };
-        let total = chunks.len() as u32;
-        for (index, data) in chunks.iter().enumerate() {
-            let msg = Message::StateChunk {
-                seq,
-                index: index as u32,
-                total,
-                data: data.clone(),
-            };
-            self.send(Dest::Replica(to), msg, now);
+        let Some((to, index)) = s.queue.pop_front() else {
+            return;
+        };
+        let (seq, total) = (s.source.seq(), s.source.total());
+        let data = match s.source.chunk(index) {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::warn!(seq, index, error = %e, "cannot read a snapshot chunk to serve");
+                self.serving = None;
+                return;
+            }
+        };
+        s.last_chunk = data.len();
+        if index + 1 < total {
+            s.queue.push_back((to, index + 1));
         }
-        self.exported = Some((seq, chunks));
+        let msg = Message::StateChunk {
+            seq,
+            index,
+            total,
+            data,
+        };
+        self.send(Dest::Replica(to), msg, now);
     }
 
     fn on_chunk(
@@ -753,32 +798,71 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         data: Vec<u8>,
         now: Instant,
     ) {
-        match self.assembly.chunk(from, seq, index, total, data) {
-            Chunk::Partial | Chunk::Duplicate => {}
-            Chunk::Refused(reason) => self.effects.push_back(Effect::Refused { from, reason }),
-            Chunk::Abandoned(reason) => {
-                tracing::warn!(id = self.id, from, seq, reason, "state transfer abandoned");
-                self.effects.push_back(Effect::Refused { from, reason });
-                // to the replica, a transfer its peer spoiled is a snapshot that does not
-                // match the proof: it marks the peer and asks the next one at once
-                let spoiled = Digest::of_parts(&[b"abandoned snapshot", &seq.to_le_bytes()]);
-                self.replica.on_state_offer(from, seq, spoiled, now);
+        let (first, last) = match self.assembly.chunk(from, seq, index, total, data.len()) {
+            Chunk::Duplicate => return,
+            Chunk::Refused(reason) => {
+                return self.effects.push_back(Effect::Refused { from, reason })
             }
-            Chunk::Complete { peer, seq, chunks } => {
-                // a snapshot that does not even decode gets a digest no proof can match
-                let digest = match inspect_chunks(seq, &chunks) {
-                    Ok(v) => v.checkpoint_digest,
-                    Err(_) => Digest::of_parts(&[b"undecodable snapshot", &seq.to_le_bytes()]),
-                };
-                self.assembly.set_offer(Offer {
-                    peer,
-                    seq,
-                    digest,
-                    chunks,
-                });
-                self.replica.on_state_offer(peer, seq, digest, now);
+            Chunk::Abandoned { reason, staged } => {
+                if staged {
+                    self.ledger.import_abort();
+                }
+                return self.spoiled(from, seq, reason, now);
+            }
+            Chunk::Stage { first, last } => (first, last),
+        };
+        let staged = if first {
+            self.ledger.import_begin(seq)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| self.ledger.import_chunk(seq, &data));
+        match staged {
+            Ok(()) => {}
+            Err(ExecError::BadSnapshot(why)) => {
+                tracing::debug!(id = self.id, from, seq, %why, "a snapshot chunk does not check out");
+                self.assembly.abandon();
+                self.ledger.import_abort();
+                return self.spoiled(from, seq, "bad snapshot chunk", now);
+            }
+            Err(e) => {
+                // not the peer's doing: the replica asks again at its deadline
+                tracing::warn!(id = self.id, from, seq, error = %e, "cannot stage a snapshot chunk");
+                self.assembly.abandon();
+                self.ledger.import_abort();
+                return;
             }
         }
+        if !last {
+            return;
+        }
+        let Some((peer, seq, bytes)) = self.assembly.complete() else {
+            return;
+        };
+        // a snapshot that does not check out as a whole gets a digest no proof can match
+        let digest = match self.ledger.import_finish(seq) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(id = self.id, from, seq, error = %e, "a snapshot does not check out");
+                Digest::of_parts(&[b"undecodable snapshot", &seq.to_le_bytes()])
+            }
+        };
+        self.assembly.set_offer(Offer {
+            peer,
+            seq,
+            digest,
+            bytes,
+        });
+        self.replica.on_state_offer(peer, seq, digest, now);
+    }
+
+    /// A transfer its peer spoiled: to the replica, a snapshot that does not match the
+    /// proof, so it marks the peer and asks the next one at once.
+    fn spoiled(&mut self, from: ReplicaId, seq: Seq, reason: &'static str, now: Instant) {
+        tracing::warn!(id = self.id, from, seq, reason, "state transfer abandoned");
+        self.effects.push_back(Effect::Refused { from, reason });
+        let spoiled = Digest::of_parts(&[b"abandoned snapshot", &seq.to_le_bytes()]);
+        self.replica.on_state_offer(from, seq, spoiled, now);
     }
 
     /// Sends a message of the replica through the fault hooks.
@@ -842,6 +926,27 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
                 height: head.height,
             },
         })
+    }
+}
+
+/// A snapshot being served: its reader, and the peers waiting for chunks of it with
+/// the next chunk each is sent.
+struct Serving {
+    source: Box<dyn SnapshotSource>,
+    queue: VecDeque<(ReplicaId, u32)>,
+    /// Bytes of the chunk read last (handed on to the wire, counted as held).
+    last_chunk: usize,
+}
+
+impl Serving {
+    /// True while a peer waits for a chunk.
+    fn busy(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Bytes the reader holds, and the chunk read last.
+    fn held_bytes(&self) -> usize {
+        self.source.held_bytes() + self.last_chunk
     }
 }
 

@@ -4,8 +4,8 @@
 //! it applies committed batches to the ledger and takes checkpoints, makes the
 //! replica's promises durable in the consensus log (before the sends that depend on
 //! them, in as few writes as the order of the actions allows), compacts and prunes
-//! that log at stable checkpoints, assembles snapshots for state transfer and installs
-//! the approved one, serves snapshots to peers, holds back delayed sends, and encodes
+//! that log at stable checkpoints, stages fetched snapshots in the ledger chunk by
+//! chunk and installs the approved one, serves snapshots to peers a chunk at a time, holds back delayed sends, and encodes
 //! every outgoing message once. Every message in and out passes through the [`Faults`] hooks; a production
 //! validator runs [`Honest`].
 //!

@@ -21,7 +21,7 @@
 use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_executor::{
     Applied, Block, ClientWindow, ExecError, ExecRequest, Executor, Head, MemoryExecutor,
-    MemoryLog, Operation, Record, RecordLog, StoredReceipt, Transfer,
+    MemoryLog, Operation, Record, RecordLog, SnapshotSource, StoredReceipt, Transfer,
 };
 use pbft_host::{CrashPoint, Effect, Faults, Honest, Host, HostError, HostOptions};
 use pbft_protocol::envelope::{self, Limits};
@@ -74,12 +74,31 @@ impl Executor for Flaky {
     fn rollback(&mut self) -> Result<u64, ExecError> {
         self.inner.rollback()
     }
-    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
+    fn export_source(
+        &self,
+        seq: u64,
+        max_chunk: usize,
+    ) -> Result<Box<dyn SnapshotSource>, ExecError> {
         self.exports.set(self.exports.get() + 1);
-        self.inner.export(seq, max_chunk)
+        self.inner.export_source(seq, max_chunk)
     }
-    fn import(&mut self, seq: u64, d: Digest, chunks: &[Vec<u8>]) -> Result<Head, ExecError> {
-        self.inner.import(seq, d, chunks)
+    fn import_begin(&mut self, seq: u64) -> Result<(), ExecError> {
+        self.inner.import_begin(seq)
+    }
+    fn import_chunk(&mut self, seq: u64, chunk: &[u8]) -> Result<(), ExecError> {
+        self.inner.import_chunk(seq, chunk)
+    }
+    fn import_finish(&mut self, seq: u64) -> Result<Digest, ExecError> {
+        self.inner.import_finish(seq)
+    }
+    fn import_commit(&mut self, seq: u64, expected: Digest) -> Result<Head, ExecError> {
+        self.inner.import_commit(seq, expected)
+    }
+    fn import_abort(&mut self) {
+        self.inner.import_abort()
+    }
+    fn import_held_bytes(&self) -> usize {
+        self.inner.import_held_bytes()
     }
     fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {
         self.inner.balance(account)
@@ -173,10 +192,23 @@ struct Cluster {
     applies: Vec<Rc<Cell<u32>>>,
     exports: Vec<Rc<Cell<u32>>>,
     appends: Vec<Rc<Cell<u32>>>,
+    /// Bytes per snapshot chunk the hosts serve.
+    chunk_bytes: usize,
+    /// Per host: the most bytes it held for state transfer, seen after any input.
+    peak_snapshot_bytes: Vec<usize>,
+    /// Per host: the size of the last snapshot it installed.
+    installed_bytes: Vec<usize>,
 }
 
 impl Cluster {
     fn new() -> Cluster {
+        // small chunks: every snapshot spans several
+        Cluster::with(0, 48)
+    }
+
+    /// A cluster whose genesis also has `accounts` more accounts, serving snapshots in
+    /// chunks of `chunk_bytes`.
+    fn with(accounts: u64, chunk_bytes: usize) -> Cluster {
         let keys: Vec<Keypair> = (0..4).map(|i| key("host-test validator", i)).collect();
         let client = key("host-test client", 0);
         let mut cfg = Config::new(keys.iter().map(|k| k.public()).collect());
@@ -187,7 +219,10 @@ impl Cluster {
         cfg.view_timeout = Duration::from_millis(1000);
         cfg.retransmit_interval = Duration::from_millis(100);
         cfg.clients = ClientKeys::listed([client.public()]);
-        let genesis = BTreeMap::from([(client.public(), 1_000_000)]);
+        let mut genesis = BTreeMap::from([(client.public(), 1_000_000)]);
+        for j in 0..accounts {
+            genesis.insert(key("host-test account", j).public(), j);
+        }
         let verifier = Verifier::for_config(&cfg);
         let mut c = Cluster {
             cfg,
@@ -207,6 +242,9 @@ impl Cluster {
             applies: Vec::new(),
             exports: Vec::new(),
             appends: Vec::new(),
+            chunk_bytes,
+            peak_snapshot_bytes: vec![0; 4],
+            installed_bytes: vec![0; 4],
         };
         for i in 0..4 {
             let ledger = Flaky {
@@ -241,8 +279,7 @@ impl Cluster {
             log,
             hooks,
             HostOptions {
-                // small chunks: every snapshot spans several
-                chunk_bytes: 48,
+                chunk_bytes: self.chunk_bytes,
                 // an empty log here is the cluster's first start
                 genesis: true,
                 ..HostOptions::default()
@@ -315,9 +352,13 @@ impl Cluster {
             return;
         };
         loop {
+            let held = h.snapshot_buffer_bytes();
             h.process(now);
+            let held = held.max(h.snapshot_buffer_bytes());
+            self.peak_snapshot_bytes[i] = self.peak_snapshot_bytes[i].max(held);
             while let Some(e) = h.poll_effect() {
                 match e {
+                    Effect::Installed { bytes, .. } => self.installed_bytes[i] = bytes,
                     Effect::Transmit { dest, bytes } => {
                         self.wire.push_back((i as u32, dest, bytes))
                     }
@@ -771,6 +812,58 @@ fn a_flood_of_snapshot_requests_costs_one_export() {
     for _ in 0..4 {
         c.submit();
         c.settle();
+    }
+    let heads = c.heads();
+    assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+    assert!(c.halted.iter().all(Option::is_none));
+}
+
+/// Host 3 restarts on an empty disk and fetches a snapshot of many chunks: neither it
+/// nor the host serving it ever holds the snapshot whole. The fetching host hands each
+/// chunk to its ledger as it arrives; the serving host reads one chunk at a time.
+#[test]
+fn a_snapshot_in_transfer_is_never_held_whole() {
+    let mut c = Cluster::with(1500, 4 << 10);
+    let _ = c.stop(3);
+    for _ in 0..12 {
+        c.submit();
+        c.settle();
+    }
+    let ledger = Flaky {
+        inner: MemoryExecutor::genesis(&c.genesis),
+        fail_next: c.fail_next[3].clone(),
+        applies: c.applies[3].clone(),
+        exports: c.exports[3].clone(),
+        unreadable_windows: false,
+    };
+    let log = Counting {
+        inner: MemoryLog::new(),
+        appends: c.appends[3].clone(),
+    };
+    c.hosts[3] = Some(c.open(3, ledger, log, Hooks::Honest));
+    c.pump(3);
+    for _ in 0..50 {
+        if c.host(3).ledger().head().height > 0 {
+            break;
+        }
+        c.submit();
+        c.advance(100);
+    }
+    assert!(
+        c.host(3).ledger().head().height >= 4,
+        "host 3 installed a snapshot"
+    );
+    let snapshot = c.installed_bytes[3];
+    const BOUND: usize = 16 << 10;
+    assert!(snapshot >= 4 * BOUND, "a snapshot of {snapshot} bytes");
+    for (i, peak) in c.peak_snapshot_bytes.iter().enumerate() {
+        assert!(
+            *peak <= BOUND,
+            "host {i} held {peak} bytes for a snapshot of {snapshot}"
+        );
+    }
+    for _ in 0..10 {
+        c.advance(100);
     }
     let heads = c.heads();
     assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");

@@ -5,7 +5,8 @@
 use crate::metrics::Metrics;
 use pbft_crypto::{Digest, PublicKey};
 use pbft_executor::{
-    Applied, Block, ClientWindow, ExecError, ExecRequest, Executor, Head, StoredReceipt,
+    Applied, Block, ClientWindow, ExecError, ExecRequest, Executor, Head, SnapshotSource,
+    StoredReceipt,
 };
 use std::time::Instant;
 
@@ -63,16 +64,30 @@ impl<E: Executor> Executor for Timed<E> {
     fn rollback(&mut self) -> Result<u64, ExecError> {
         self.inner.rollback()
     }
-    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
-        self.inner.export(seq, max_chunk)
-    }
-    fn import(
-        &mut self,
+    fn export_source(
+        &self,
         seq: u64,
-        expected: Digest,
-        chunks: &[Vec<u8>],
-    ) -> Result<Head, ExecError> {
-        self.inner.import(seq, expected, chunks)
+        max_chunk: usize,
+    ) -> Result<Box<dyn SnapshotSource>, ExecError> {
+        self.inner.export_source(seq, max_chunk)
+    }
+    fn import_begin(&mut self, seq: u64) -> Result<(), ExecError> {
+        self.inner.import_begin(seq)
+    }
+    fn import_chunk(&mut self, seq: u64, chunk: &[u8]) -> Result<(), ExecError> {
+        self.inner.import_chunk(seq, chunk)
+    }
+    fn import_finish(&mut self, seq: u64) -> Result<Digest, ExecError> {
+        self.inner.import_finish(seq)
+    }
+    fn import_commit(&mut self, seq: u64, expected: Digest) -> Result<Head, ExecError> {
+        self.inner.import_commit(seq, expected)
+    }
+    fn import_abort(&mut self) {
+        self.inner.import_abort()
+    }
+    fn import_held_bytes(&self) -> usize {
+        self.inner.import_held_bytes()
     }
     fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {
         self.inner.balance(account)

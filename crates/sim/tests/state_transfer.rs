@@ -55,9 +55,9 @@ fn a_transfer_completes_while_a_traitor_spams_conflicting_chunks() {
             snapshot >= 8 * 32,
             "the wiped replica installed a snapshot of many chunks ({snapshot} bytes): {ctx}"
         );
-        // One snapshot is held at a time: the transfer in progress or the one offered.
-        // The spammer itself, when it is the peer asked, gets one 16 KiB chunk kept
-        // before its next chunk, announcing another count, ends its transfer.
+        // Chunks go to the ledger as they arrive: the hosts hold bookkeeping per
+        // chunk (a flag, the chunk's first and last key), never more than one snapshot
+        // and one of the spammer's 16 KiB chunks.
         let bound = snapshot + (16 << 10);
         assert!(
             r.stats.peak_snapshot_buffer_bytes <= bound,

@@ -220,6 +220,7 @@ pub(super) fn write(
     sync: bool,
 ) -> Result<(), ExecError> {
     faults.step()?;
+    faults.wrote(batch.size_in_bytes());
     Ok(db.write_opt(batch, &write_opts(sync))?)
 }
 

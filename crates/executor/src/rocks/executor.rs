@@ -5,23 +5,25 @@
 use super::cache::StateCache;
 use super::db::{load_log, make_checkpoint, open_db, open_read_only, read_block, write};
 use super::faults::Faults;
-use super::layout::{copy_db_files, remove_dir, rename, STATE_NEW, STATE_TMP};
-use super::options::total_order;
+use super::layout::{copy_db_files, remove_dir, rename, IMPORT_STAGING, STATE_NEW, STATE_TMP};
+use super::options::{sst_options, total_order};
 use super::{
-    block_key, cf, corrupt, decode, encode, receipt_key, CF_BLOCKS, CF_CHANGES, CF_META,
+    block_key, cf, corrupt, decode, encode, io, receipt_key, CF_BLOCKS, CF_CHANGES, CF_META,
     CF_RECEIPTS, CF_STATE, COLUMN_FAMILIES, META_APPLIED, META_HEAD, META_LTHASH, META_LTHASH_AT,
     META_STABLE,
 };
 use crate::error::ExecError;
 use crate::lthash::LtHash;
-use crate::snapshot::{make_chunks, verify_chunks};
+use crate::snapshot::{keys_bytes, Checked, ChunkPlanner, ChunkVerifier, SnapshotChunk};
 use crate::transition::{changes_delta, decode_account, decode_balance, execute_batch, StateView};
 use crate::types::{
     checkpoint_digest, keys, Applied, Block, ClientWindow, ExecRequest, Head, StoredReceipt,
 };
-use crate::Executor;
+use crate::{Executor, SnapshotSource};
 use pbft_crypto::{Digest, PublicKey};
-use rocksdb::{ColumnFamily, IteratorMode, WriteBatch, DB};
+use rocksdb::{
+    ColumnFamily, IngestExternalFileOptions, IteratorMode, SstFileWriter, WriteBatch, DB,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +71,124 @@ pub struct RocksExecutor {
     /// state at that height; the next checkpoint writes them), and a budgeted cache of
     /// the column family's values. Reads go through it.
     pub(super) cache: StateCache,
+    /// A snapshot being imported, chunk by chunk.
+    pub(super) staging: Option<Staging>,
+}
+
+/// A snapshot being imported: its verifier, and the chunks staged as table files.
+#[derive(Debug)]
+pub(super) struct Staging {
+    verifier: ChunkVerifier,
+    /// The chunks with entries, each staged as one table file.
+    files: Vec<u32>,
+    /// Set once every chunk is in and the whole checks out.
+    checked: Option<Checked>,
+}
+
+/// The staging of checkpoint `seq`, or an error if none is in progress.
+fn staging(staging: &mut Option<Staging>, seq: u64) -> Result<&mut Staging, ExecError> {
+    staging
+        .as_mut()
+        .filter(|st| st.verifier.seq() == seq)
+        .ok_or_else(|| ExecError::BadSnapshot(format!("no import of checkpoint {seq} begun")))
+}
+
+/// The name of the table file staging chunk `index`.
+fn staged_file(index: u32) -> String {
+    format!("{index:08}.sst")
+}
+
+/// A key above every key of the ledger's column families (state keys are at most 33
+/// bytes, heights 8), as the end of a range deletion.
+const KEYS_END: [u8; 64] = [0xff; 64];
+
+/// Receipts deleted per write while dropping those above an imported snapshot.
+const RECEIPT_DELETES_PER_WRITE: usize = 4096;
+
+/// Deletes from `db` (a new live state being built) the receipts of heights above `seq`
+/// and those that do not decode, in writes of a bounded number of deletions.
+fn drop_receipts_above(
+    faults: &mut Faults,
+    db: &DB,
+    seq: u64,
+    sync: bool,
+) -> Result<(), ExecError> {
+    let receipts = cf(db, CF_RECEIPTS)?;
+    let mut wb = WriteBatch::default();
+    for item in db.iterator_cf_opt(receipts, total_order(), IteratorMode::Start) {
+        let (k, val) = item?;
+        // receipts are not covered by the digest: an unreadable one is not kept
+        let keep = decode::<StoredReceipt>(&val, "a stored receipt").is_ok_and(|r| r.height <= seq);
+        if !keep {
+            wb.delete_cf(receipts, k);
+            if wb.len() >= RECEIPT_DELETES_PER_WRITE {
+                write(faults, db, std::mem::take(&mut wb), sync)?;
+            }
+        }
+    }
+    if !wb.is_empty() {
+        write(faults, db, wb, sync)?;
+    }
+    Ok(())
+}
+
+/// The snapshot of a RocksDB checkpoint, read chunk by chunk from the checkpoint opened
+/// read-only; it holds the first key of each chunk.
+struct RocksSource {
+    seq: u64,
+    db: DB,
+    head_block: Option<Block>,
+    /// The first key of each chunk after chunk 0.
+    starts: Vec<Vec<u8>>,
+}
+
+impl SnapshotSource for RocksSource {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn total(&self) -> u32 {
+        self.starts.len() as u32 + 1
+    }
+
+    fn chunk(&mut self, index: u32) -> Result<Vec<u8>, ExecError> {
+        let i = index as usize;
+        if i > self.starts.len() {
+            return Err(ExecError::NoSnapshot(self.seq));
+        }
+        let from = match i {
+            0 => IteratorMode::Start,
+            _ => IteratorMode::From(&self.starts[i - 1], rocksdb::Direction::Forward),
+        };
+        let to = self.starts.get(i);
+        let mut entries = Vec::new();
+        for item in self
+            .db
+            .iterator_cf_opt(cf(&self.db, CF_STATE)?, total_order(), from)
+        {
+            let (k, v) = item?;
+            if to.is_some_and(|t| *k >= **t) {
+                break;
+            }
+            entries.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(SnapshotChunk {
+            seq: self.seq,
+            index,
+            total: self.total(),
+            head: if i == 0 {
+                self.head_block.clone()
+            } else {
+                None
+            },
+            entries,
+        }
+        .encode())
+    }
+
+    fn held_bytes(&self) -> usize {
+        keys_bytes(&self.starts)
+    }
 }
 
 /// What RocksDB holds in memory for one column family of the live ledger.
@@ -115,6 +235,12 @@ impl RocksExecutor {
     /// Durable steps performed so far (for choosing crash points in tests).
     pub fn durable_steps(&self) -> u64 {
         self.faults.steps()
+    }
+
+    /// The largest single write (`WriteBatch`) to the ledger since it was opened, bytes:
+    /// what one durable step held in memory at once (for tests that bound it).
+    pub fn largest_write_bytes(&self) -> usize {
+        self.faults.largest_write()
     }
 
     /// The sequence numbers of the kept checkpoints.
@@ -196,27 +322,6 @@ impl RocksExecutor {
     pub(super) fn db(&self) -> Result<&DB, ExecError> {
         self.faults.alive()?;
         self.db.as_ref().ok_or_else(closed)
-    }
-
-    /// The local blocks below `head_block` that chain up to it (walking down from its
-    /// parent until a block is missing or does not link).
-    fn linked_blocks(&self, head_block: &Block) -> Result<Vec<Block>, ExecError> {
-        let db = self.db()?;
-        let mut out = Vec::new();
-        let mut prev = head_block.prev;
-        let mut h = head_block.height;
-        while h > 1 {
-            h -= 1;
-            // a block that is missing, unreadable or of another history ends the chain
-            match read_block(db, h) {
-                Ok(Some(b)) if b.hash() == prev => {
-                    prev = b.prev;
-                    out.push(b);
-                }
-                _ => break,
-            }
-        }
-        Ok(out)
     }
 
     /// After a failed write: the state cache again holds exactly what the changes log
@@ -447,68 +552,144 @@ impl Executor for RocksExecutor {
         Ok(seq)
     }
 
-    fn export(&self, seq: u64, max_chunk: usize) -> Result<Vec<Vec<u8>>, ExecError> {
+    fn export_source(
+        &self,
+        seq: u64,
+        max_chunk: usize,
+    ) -> Result<Box<dyn SnapshotSource>, ExecError> {
         self.faults.alive()?;
         if !self.checkpoints.contains(&seq) {
             return Err(ExecError::NoSnapshot(seq));
         }
         let db = open_read_only(&self.checkpoint_path(seq))?;
-        let mut entries = Vec::new();
+        let mut planner = ChunkPlanner::new(max_chunk);
         for item in db.iterator_cf_opt(cf(&db, CF_STATE)?, total_order(), IteratorMode::Start) {
             let (k, v) = item?;
-            entries.push((k.into_vec(), v.into_vec()));
+            planner.push(&k, v.len())?;
         }
         let head_block = if seq == 0 {
             None
         } else {
             Some(read_block(&db, seq)?.ok_or(ExecError::NoSnapshot(seq))?)
         };
-        Ok(make_chunks(seq, head_block, entries, max_chunk))
+        Ok(Box::new(RocksSource {
+            seq,
+            db,
+            head_block,
+            starts: planner.finish(),
+        }))
     }
 
-    fn import(
-        &mut self,
-        seq: u64,
-        expected: Digest,
-        chunks: &[Vec<u8>],
-    ) -> Result<Head, ExecError> {
+    fn import_begin(&mut self, seq: u64) -> Result<(), ExecError> {
         self.faults.alive()?;
-        // nothing is touched before the snapshot checks out
-        let v = verify_chunks(seq, expected, chunks)?;
-        let db = self.db()?;
-        let mut blocks = match &v.head_block {
-            Some(b) => self.linked_blocks(b)?,
-            None => Vec::new(),
-        };
-        blocks.extend(v.head_block.clone());
-        let mut receipts = Vec::new();
-        for item in db.iterator_cf_opt(cf(db, CF_RECEIPTS)?, total_order(), IteratorMode::Start) {
-            let (k, val) = item?;
-            // receipts are not covered by the digest: an unreadable one is not kept, and
-            // does not stop a state transfer meant to repair this ledger
-            if decode::<StoredReceipt>(&val, "a stored receipt").is_ok_and(|r| r.height <= seq) {
-                receipts.push((k, val));
-            }
+        self.staging = None;
+        let dir = self.dir.join(IMPORT_STAGING);
+        remove_dir(&mut self.faults, &dir)?;
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        self.staging = Some(Staging {
+            verifier: ChunkVerifier::new(seq),
+            files: Vec::new(),
+            checked: None,
+        });
+        Ok(())
+    }
+
+    fn import_chunk(&mut self, seq: u64, chunk: &[u8]) -> Result<(), ExecError> {
+        self.faults.alive()?;
+        let dir = self.dir.join(IMPORT_STAGING);
+        let st = staging(&mut self.staging, seq)?;
+        if st.checked.is_some() {
+            return Err(ExecError::BadSnapshot("a chunk after the last".into()));
         }
+        let c = st.verifier.add(chunk)?;
+        if c.entries.is_empty() {
+            return Ok(());
+        }
+        // one table file per chunk: its entries are in key order, and the files do not
+        // overlap (the verifier checks the order across chunks before the swap)
+        self.faults.step()?;
+        let opts = sst_options();
+        let mut writer = SstFileWriter::create(&opts);
+        writer.open(dir.join(staged_file(c.index)))?;
+        for (k, v) in &c.entries {
+            writer.put(k, v)?;
+        }
+        writer.finish()?;
+        st.files.push(c.index);
+        Ok(())
+    }
+
+    fn import_finish(&mut self, seq: u64) -> Result<Digest, ExecError> {
+        self.faults.alive()?;
+        let st = staging(&mut self.staging, seq)?;
+        let checked = st.verifier.finish()?;
+        let digest = checked.checkpoint_digest;
+        st.checked = Some(checked);
+        Ok(digest)
+    }
+
+    fn import_commit(&mut self, seq: u64, expected: Digest) -> Result<Head, ExecError> {
+        self.faults.alive()?;
+        let st = staging(&mut self.staging, seq)?;
+        let v = match &st.checked {
+            Some(c) if c.checkpoint_digest == expected => c.clone(),
+            Some(_) => {
+                return Err(ExecError::BadSnapshot(
+                    "its digest does not match the stable checkpoint".into(),
+                ))
+            }
+            None => return Err(ExecError::BadSnapshot("it is not complete".into())),
+        };
+        let staged = self.dir.join(IMPORT_STAGING);
+        let mut files: Vec<PathBuf> = st
+            .files
+            .iter()
+            .map(|i| staged.join(staged_file(*i)))
+            .collect();
+        files.sort();
+        let old_height = self.head.height;
+        // from here on the staged files are being used up (ingestion moves them): a
+        // failure leaves nothing to commit again, and the next import starts afresh
+        self.staging = None;
 
         self.clear_staging()?;
         let import_ckpt = self.import_path(seq);
         remove_dir(&mut self.faults, &import_ckpt)?;
         let tmp = self.dir.join(STATE_TMP);
+        // The new live state starts as a copy of the live one (hard-linked files), so
+        // that receipts and blocks stay where they are, whatever their number: its
+        // state is replaced by the staged files and its bookkeeping by the snapshot's.
         {
-            let db = open_db(&mut self.faults, &tmp, true)?;
+            let live = self.db.as_ref().ok_or_else(closed)?;
+            make_checkpoint(&mut self.faults, live, &tmp)?;
+        }
+        {
+            let db = open_db(&mut self.faults, &tmp, false)?;
+            let (state_cf, blocks_cf) = (cf(&db, CF_STATE)?, cf(&db, CF_BLOCKS)?);
             let mut wb = WriteBatch::default();
-            let state_cf = cf(&db, CF_STATE)?;
-            for (k, val) in &v.entries {
-                wb.put_cf(state_cf, k, val);
+            wb.delete_range_cf(state_cf, [].as_slice(), KEYS_END.as_slice());
+            wb.delete_range_cf(cf(&db, CF_CHANGES)?, &block_key(0)[..], &KEYS_END[..]);
+            // The stored blocks are one unbroken chain (apply, rollback and import keep
+            // them so): if the block below the snapshot's head is its parent, every
+            // stored block below is of the snapshot's history and stays; otherwise none
+            // does. Blocks above the snapshot are of a history it replaces.
+            let linked = match &v.head_block {
+                Some(b) if seq > 1 => read_block(&db, seq - 1)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|old| old.hash() == b.prev),
+                _ => false,
+            };
+            if !linked {
+                wb.delete_range_cf(blocks_cf, block_key(0), block_key(seq));
             }
-            let receipts_cf = cf(&db, CF_RECEIPTS)?;
-            for (k, val) in &receipts {
-                wb.put_cf(receipts_cf, k, val);
-            }
-            let blocks_cf = cf(&db, CF_BLOCKS)?;
-            for b in &blocks {
-                wb.put_cf(blocks_cf, block_key(b.height), encode(b, "block")?);
+            wb.delete_range_cf(
+                blocks_cf,
+                &block_key(seq.saturating_add(1))[..],
+                &KEYS_END[..],
+            );
+            if let Some(b) = &v.head_block {
+                wb.put_cf(blocks_cf, block_key(seq), encode(b, "block")?);
             }
             let meta = cf(&db, CF_META)?;
             wb.put_cf(meta, META_APPLIED, seq.to_be_bytes());
@@ -517,6 +698,18 @@ impl Executor for RocksExecutor {
             wb.put_cf(meta, META_HEAD, encode(&v.head, "head")?);
             wb.put_cf(meta, META_STABLE, seq.to_be_bytes());
             write(&mut self.faults, &db, wb, self.sync)?;
+            // receipts stay where they are (decision 0061); those of heights above the
+            // snapshot are of a history it replaces, and exist only if this ledger was
+            // ahead of it
+            if old_height > seq {
+                drop_receipts_above(&mut self.faults, &db, seq, self.sync)?;
+            }
+            if !files.is_empty() {
+                self.faults.step()?;
+                let mut opts = IngestExternalFileOptions::default();
+                opts.set_move_files(true);
+                db.ingest_external_file_cf_opts(state_cf, &opts, files)?;
+            }
             make_checkpoint(&mut self.faults, &db, &import_ckpt)?;
         }
         rename(&mut self.faults, &tmp, &self.dir.join(STATE_NEW))?;
@@ -537,7 +730,21 @@ impl Executor for RocksExecutor {
             let path = self.checkpoint_path(s);
             remove_dir(&mut self.faults, &path)?;
         }
+        remove_dir(&mut self.faults, &staged)?;
         Ok(self.head)
+    }
+
+    fn import_abort(&mut self) {
+        if self.staging.take().is_some() {
+            // a leftover is removed by the next import or on open
+            let _ = std::fs::remove_dir_all(self.dir.join(IMPORT_STAGING));
+        }
+    }
+
+    fn import_held_bytes(&self) -> usize {
+        self.staging.as_ref().map_or(0, |st| {
+            st.verifier.held_bytes() + st.files.capacity() * std::mem::size_of::<u32>()
+        })
     }
 
     fn balance(&self, account: &PublicKey) -> Result<Option<u64>, ExecError> {

@@ -25,6 +25,8 @@ pub(crate) struct Faults {
     transient: Option<u64>,
     steps: u64,
     dead: Option<u64>,
+    /// The largest `WriteBatch` written so far, bytes.
+    largest_write: usize,
 }
 
 impl Faults {
@@ -35,6 +37,7 @@ impl Faults {
             transient: None,
             steps: 0,
             dead: None,
+            largest_write: 0,
         }
     }
 
@@ -64,6 +67,16 @@ impl Faults {
             return Err(ExecError::Injected(self.steps));
         }
         Ok(())
+    }
+
+    /// Records a `WriteBatch` of `bytes` written.
+    pub(crate) fn wrote(&mut self, bytes: usize) {
+        self.largest_write = self.largest_write.max(bytes);
+    }
+
+    /// The largest `WriteBatch` written so far, bytes.
+    pub(crate) fn largest_write(&self) -> usize {
+        self.largest_write
     }
 
     /// Durable steps counted so far.

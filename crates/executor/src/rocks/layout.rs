@@ -7,7 +7,7 @@
 //!
 //! | `state` | `state.new` | `state.old` | meaning                           | recovery                                  |
 //! |---------|-------------|-------------|-----------------------------------|-------------------------------------------|
-//! | any     | any         | any         | `state.tmp` exists: a partial build | remove `state.tmp`, then as below       |
+//! | any     | any         | any         | `state.tmp` exists: a partial build | remove `state.tmp` (and `import.staging`), then as below |
 //! | yes     | no          | no          | normal                            | nothing                                   |
 //! | yes     | yes         | any         | crashed before the commit point   | remove `state.new` (and `state.old`): the old state stays |
 //! | no      | yes         | any         | crashed after the commit point    | rename `state.new` → `state`, remove `state.old` |
@@ -50,6 +50,10 @@ pub(super) const STATE_TMP: &str = "state.tmp";
 pub(super) const STATE_NEW: &str = "state.new";
 /// The replaced live state, from the commit point until it is removed.
 pub(super) const STATE_OLD: &str = "state.old";
+/// Where an import stages the table files of the snapshot's state, one per chunk with
+/// entries, until the swap ingests them (removed on open: a staged import does not
+/// survive a restart).
+pub(super) const IMPORT_STAGING: &str = "import.staging";
 /// Suffix of the checkpoint an import makes of its new state before the swap.
 const IMPORT_SUFFIX: &str = ".import";
 
@@ -142,6 +146,7 @@ fn recover_layout(faults: &mut Faults, dir: &Path) -> Result<bool, ExecError> {
     let new = dir.join(STATE_NEW);
     let old = dir.join(STATE_OLD);
     remove_dir(faults, &dir.join(STATE_TMP))?;
+    remove_dir(faults, &dir.join(IMPORT_STAGING))?;
     match (state.exists(), new.exists(), old.exists()) {
         (true, true, _) => {
             remove_dir(faults, &new)?;
@@ -227,6 +232,7 @@ impl RocksExecutor {
             sync: opts.sync,
             faults,
             cache,
+            staging: None,
         };
         ex.settle_checkpoints()?;
         Ok(ex)

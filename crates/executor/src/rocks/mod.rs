@@ -42,12 +42,18 @@
 //! A new live state is built in `dir/state.tmp`, which is renamed to `dir/state.new`
 //! only once it is complete. A rollback copies the stable checkpoint's files (SST files
 //! hard-linked) and records the stable sequence in the copy's meta (the checkpoint holds
-//! the one of its time). An import writes, in one batch, the verified snapshot's state,
-//! its head block, the local blocks below it that chain up to it, the local receipts of
-//! heights up to it, and meta with `applied` = `stable` = the snapshot's sequence. Then
-//! `dir/state` is renamed to `dir/state.old` (the commit point), `dir/state.new` to
-//! `dir/state`, and `dir/state.old` is removed. An import also makes the checkpoint of
-//! its new state, before the swap, as `dir/checkpoints/<seq>.import`, renamed to
+//! the one of its time). An import first stages the snapshot chunk by chunk, each
+//! checked chunk's entries as one table file in `dir/import.staging/` (removed on open:
+//! a staged import does not survive a restart). Its commit makes `state.tmp` a RocksDB
+//! checkpoint of the live DB (hard links: receipts and blocks are not copied),
+//! range-deletes its `state` and `changes`, its blocks above the snapshot (and below it
+//! unless the block under the snapshot's head is its parent), writes the snapshot's
+//! head block and meta with `applied` = `stable` = the snapshot's sequence, deletes the
+//! receipts of heights above the snapshot in bounded writes (only if the ledger was
+//! ahead of it), and ingests the staged files into `state`. Then `dir/state` is renamed
+//! to `dir/state.old` (the commit point), `dir/state.new` to `dir/state`, and
+//! `dir/state.old` is removed. An import also makes the checkpoint of its new state,
+//! before the swap, as `dir/checkpoints/<seq>.import`, renamed to
 //! `dir/checkpoints/<seq>` after it.
 //!
 //! Just before the commit point, the executor forgets the kept checkpoints that the new

@@ -95,6 +95,16 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     o
 }
 
+/// The options of the table files an import stages for the `state` family (Bloom
+/// filters as the family's own files have; no block cache: the writer reads nothing).
+pub(super) fn sst_options() -> Options {
+    let mut o = Options::default();
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    o.set_block_based_table_factory(&table);
+    o
+}
+
 /// Buckets of the receipts memtable (one pointer each): about the number of clients
 /// active within one memtable's worth of receipts, beyond which buckets are shared.
 const RECEIPT_BUCKETS: usize = 1 << 17;
