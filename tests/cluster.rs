@@ -602,6 +602,72 @@ fn request_with_a_bad_client_signature_is_never_executed() {
     });
 }
 
+/// A stranger on another address (127.0.0.2) takes every client connection it may
+/// have to validator 0 and idles; one more is refused; an honest client is served
+/// normally meanwhile, by validator 0 too.
+#[test]
+fn an_honest_client_is_served_while_a_stranger_holds_its_connections() {
+    use pbft_client::{Client, Signer};
+    use pbft_executor::Operation;
+    use pbft_transport::raw::RawEndpoint;
+    use pbft_transport::PeerInfo;
+
+    let _serial = serial();
+    let mut c = Cluster::keygen(2, 9);
+    let per_ip = 8;
+    for i in 0..4 {
+        let (file, key) = (c.file(), c.key(&format!("validator-{i}.key")));
+        c.start_with(i, &file, &key, &["--max-clients-per-ip", "8"]);
+    }
+    let cluster = pbft_cluster::Cluster::load(&c.file()).expect("cluster file");
+    let genesis = *cluster.genesis_digest().as_bytes();
+    let v0 = PeerInfo {
+        id: 0,
+        key: cluster.validators[0].key,
+        addr: cluster.validators[0].addr,
+    };
+    let key = pbft_crypto::read_key_file(&c.key("client-0.key")).expect("client key");
+    let to = cluster.resolve_account("client-1").expect("client-1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let stranger = RawEndpoint::bind("127.0.0.2".parse().expect("ip")).expect("bind");
+        let mut held = Vec::new();
+        for i in 0..per_ip {
+            let conn = stranger
+                .open(&v0, genesis, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("stranger connection {i} refused: {e}"));
+            held.push(conn);
+        }
+        let more = stranger.open(&v0, genesis, Duration::from_secs(10)).await;
+        assert!(more.is_err(), "a connection beyond the per-address limit");
+
+        let mut client = Client::connect(&cluster).await.expect("connect");
+        let before = client.account(key.public()).await.expect("account");
+        client.deadline = Duration::from_secs(60);
+        let mut signer = Signer::new(key.clone(), before.next_request_id);
+        let reqs = (0..5)
+            .map(|_| signer.sign(Operation::transfer(to, 3).encode()))
+            .collect();
+        let done = client.submit(reqs, 5, |_| {}).await.expect("served");
+        assert_eq!(done.len(), 5);
+        let after = client.account(key.public()).await.expect("account");
+        assert_eq!(after.balance, Some(1_000_000_000 - 15));
+        // validator 0 itself answered the honest client
+        let rows = client.status(Duration::from_secs(5)).await.expect("status");
+        assert!(
+            rows.iter().any(|(id, s)| *id == 0 && s.is_some()),
+            "{rows:?}"
+        );
+        assert!(
+            held.iter().all(|h| h.close_reason().is_none()),
+            "the stranger's connections were left alone (the honest client needed no eviction)"
+        );
+        client.close().await;
+        stranger.close();
+    });
+}
+
 #[test]
 fn foreign_key_cannot_join_and_is_counted() {
     let _serial = serial();
