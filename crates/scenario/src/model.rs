@@ -30,6 +30,9 @@ pub struct Scenario {
     pub workload: Workload,
     /// `[[traitor]]` entries, in file order.
     pub traitors: Vec<TraitorEntry>,
+    /// `[[stranger]]` entries (hostile clients and hosts outside the validator set),
+    /// in file order.
+    pub strangers: Vec<StrangerEntry>,
     /// `[[fault]]` entries, sorted by time (stable: file order within one instant).
     pub faults: Vec<FaultEntry>,
     /// `[expect]`.
@@ -167,6 +170,71 @@ pub struct TraitorEntry {
     /// `until_ms`: end of the active window (exclusive), not before `from_ms`. Default:
     /// none (active to the end of the run).
     pub until_ms: Option<u64>,
+}
+
+/// What a stranger does: a hostile client or host outside the validator set, who can
+/// reach the validators' client port (docs/scenarios.md, "Strangers").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StrangerBehavior {
+    /// Opens as many client connections as it is let and idles on them.
+    HogConnections,
+    /// Announces the largest frame on each of its connections and never finishes it.
+    SlowFrame,
+    /// Replays real clients' signed requests on connections of its own, to take their
+    /// replies.
+    HijackReplies,
+    /// Sends unsigned queries as fast as it can.
+    QueryFlood,
+    /// Sends requests bearing genesis clients' keys with invalid signatures,
+    /// reconnecting whenever it is cut off.
+    BadSignatures,
+    /// Holds a real client's key and signs a new operation under a request id that
+    /// already executed.
+    ReuseId,
+}
+
+impl StrangerBehavior {
+    /// Every behaviour, in vocabulary order.
+    pub const ALL: [StrangerBehavior; 6] = [
+        StrangerBehavior::HogConnections,
+        StrangerBehavior::SlowFrame,
+        StrangerBehavior::HijackReplies,
+        StrangerBehavior::QueryFlood,
+        StrangerBehavior::BadSignatures,
+        StrangerBehavior::ReuseId,
+    ];
+
+    /// The name scenario files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrangerBehavior::HogConnections => "hog_connections",
+            StrangerBehavior::SlowFrame => "slow_frame",
+            StrangerBehavior::HijackReplies => "hijack_replies",
+            StrangerBehavior::QueryFlood => "query_flood",
+            StrangerBehavior::BadSignatures => "bad_signatures",
+            StrangerBehavior::ReuseId => "reuse_id",
+        }
+    }
+
+    /// The names, comma-separated (for error messages).
+    pub fn valid_names() -> String {
+        Self::ALL.map(|b| b.name()).join(", ")
+    }
+}
+
+/// One `[[stranger]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StrangerEntry {
+    /// `behavior`: a name from the stranger vocabulary (required).
+    pub behavior: StrangerBehavior,
+    /// `from_ms`: start of the active window. Default 0.
+    pub from_ms: u64,
+    /// `until_ms`: end of the active window (exclusive), not before `from_ms`. Default:
+    /// none (active to the end of the run).
+    pub until_ms: Option<u64>,
+    /// `count`: how many such strangers, each from an address of its own, 1 to 64.
+    /// Default 1.
+    pub count: u32,
 }
 
 /// One `[[fault]]`.
@@ -314,11 +382,12 @@ impl Scenario {
         cli.or(self.seed).unwrap_or(DEFAULT_SEED)
     }
 
-    /// The fault-free twin: the same cluster, network and workload without traitors or
-    /// faults. Its throughput is the baseline of `min_throughput_fraction`.
+    /// The fault-free twin: the same cluster, network and workload without traitors,
+    /// strangers or faults. Its throughput is the baseline of `min_throughput_fraction`.
     pub fn fault_free(&self) -> Scenario {
         let mut twin = self.clone();
         twin.traitors.clear();
+        twin.strangers.clear();
         twin.faults.clear();
         twin.expect = Expect {
             deadline_ms: self.expect.deadline_ms,

@@ -27,6 +27,8 @@ struct RawFile {
     #[serde(default)]
     traitor: Vec<Spanned<RawTraitor>>,
     #[serde(default)]
+    stranger: Vec<Spanned<RawStranger>>,
+    #[serde(default)]
     fault: Vec<Spanned<RawFault>>,
     #[serde(default)]
     expect: RawExpect,
@@ -72,6 +74,15 @@ struct RawTraitor {
     behavior: S<String>,
     from_ms: S<u64>,
     until_ms: S<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStranger {
+    behavior: S<String>,
+    from_ms: S<u64>,
+    until_ms: S<u64>,
+    count: S<u64>,
 }
 
 #[derive(Deserialize)]
@@ -346,6 +357,7 @@ impl Checker<'_> {
             );
         }
 
+        let strangers = self.strangers(&raw.stranger)?;
         let faults = self.faults(&raw.fault, n, deadline_ms)?;
 
         let agreement = Self::or(&e.agreement, !violation);
@@ -469,9 +481,58 @@ impl Checker<'_> {
             network,
             workload,
             traitors,
+            strangers,
             faults,
             expect,
         })
+    }
+
+    fn strangers(&self, raw: &[Spanned<RawStranger>]) -> Result<Vec<StrangerEntry>, ScenarioError> {
+        let mut out = Vec::new();
+        for t in raw {
+            let table = t.span().start;
+            let t = t.get_ref();
+            let Some(b) = &t.behavior else {
+                return self.err(Some(table), "[[stranger]] needs a `behavior`");
+            };
+            let Some(behavior) = StrangerBehavior::ALL
+                .into_iter()
+                .find(|x| x.name() == b.get_ref())
+            else {
+                return self.err(
+                    Some(b.span().start),
+                    format!(
+                        "unknown stranger behavior {:?}; valid stranger behaviours are: {}",
+                        b.get_ref(),
+                        StrangerBehavior::valid_names()
+                    ),
+                );
+            };
+            let from_ms = Self::or(&t.from_ms, 0);
+            let until_ms = t.until_ms.as_ref().map(|u| *u.get_ref());
+            if let Some(u) = until_ms {
+                if u < from_ms {
+                    return self.err(
+                        Self::pos(&t.until_ms),
+                        format!("until_ms = {u} is before from_ms = {from_ms}: the window ends before it starts"),
+                    );
+                }
+            }
+            let count = Self::or(&t.count, 1);
+            if !(1..=64).contains(&count) {
+                return self.err(
+                    Self::pos(&t.count),
+                    format!("count = {count}: 1 to 64 strangers per table"),
+                );
+            }
+            out.push(StrangerEntry {
+                behavior,
+                from_ms,
+                until_ms,
+                count: count as u32,
+            });
+        }
+        Ok(out)
     }
 
     fn faults(

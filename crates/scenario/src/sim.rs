@@ -23,6 +23,17 @@ impl Runner for SimRunner {
     }
 
     fn observe(&self, scenario: &Scenario, seed: u64) -> Result<ScenarioReport, RunError> {
+        if let Some(s) = scenario.strangers.first() {
+            // the simulator delivers requests, not connections: a stranger that works
+            // on connections would do nothing here, and the run would pass for nothing
+            return Err(RunError::Unsupported {
+                mode: "sim",
+                reason: format!(
+                    "[[stranger]] behavior = {:?} acts on client connections, which the simulator does not model; run it with --mode cluster",
+                    s.behavior.name()
+                ),
+            });
+        }
         let cfg = sim_config(scenario, seed);
         let r = pbft_sim::run(cfg);
         Ok(to_report(scenario, &r))

@@ -221,3 +221,71 @@ fn a_missing_file_is_an_error_naming_it() {
     let e = pbft_scenario::load(Path::new("/nonexistent/x.toml")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");
 }
+
+/// `[[stranger]]` tables: the vocabulary, the window, the count; every mistake named
+/// with its line.
+#[test]
+fn strangers_are_parsed_and_checked() {
+    use pbft_scenario::model::StrangerBehavior;
+    let table = "[[stranger]]\nbehavior = \"hog_connections\"\nfrom_ms = 100\nuntil_ms = 900\ncount = 3\n\n[expect]";
+    let sc = parse(Path::new("x.toml"), &with("[expect]", table)).expect("parses");
+    assert_eq!(sc.strangers.len(), 1);
+    let s = &sc.strangers[0];
+    assert_eq!(
+        (s.behavior, s.from_ms, s.until_ms, s.count),
+        (StrangerBehavior::HogConnections, 100, Some(900), 3)
+    );
+    assert!(
+        sc.fault_free().strangers.is_empty(),
+        "the twin has no strangers"
+    );
+    for b in StrangerBehavior::ALL {
+        let t = format!("[[stranger]]\nbehavior = \"{}\"\n\n[expect]", b.name());
+        let sc = parse(Path::new("x.toml"), &with("[expect]", &t))
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name()));
+        assert_eq!((sc.strangers[0].behavior, sc.strangers[0].count), (b, 1));
+    }
+    // the [expect] line of OK is line 28: the table starts there
+    rejects(
+        &with("[expect]", "[[stranger]]\nbehavior = \"knock\"\n\n[expect]"),
+        29,
+        "unknown stranger behavior \"knock\"",
+    );
+    rejects(
+        &with(
+            "[expect]",
+            "[[stranger]]\nbehavior = \"slow_frame\"\ncount = 65\n\n[expect]",
+        ),
+        30,
+        "count = 65",
+    );
+    rejects(
+        &with(
+            "[expect]",
+            "[[stranger]]\nbehavior = \"query_flood\"\nfrom_ms = 9\nuntil_ms = 3\n\n[expect]",
+        ),
+        31,
+        "ends before it starts",
+    );
+    rejects(
+        &with("[expect]", "[[stranger]]\nfrom_ms = 9\n\n[expect]"),
+        28,
+        "needs a `behavior`",
+    );
+}
+
+/// Sim mode does not model client connections: a scenario with a stranger is refused
+/// there, never passed for nothing.
+#[test]
+fn sim_mode_refuses_strangers() {
+    use pbft_scenario::{RunError, Runner, SimRunner};
+    let t = "[[stranger]]\nbehavior = \"hog_connections\"\n\n[expect]";
+    let sc = parse(Path::new("x.toml"), &with("[expect]", t)).expect("parses");
+    match SimRunner.observe(&sc, 1) {
+        Err(RunError::Unsupported { mode, reason }) => {
+            assert_eq!(mode, "sim");
+            assert!(reason.contains("hog_connections"), "{reason}");
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}

@@ -109,6 +109,9 @@ struct State {
     client_ips: HashMap<IpAddr, usize>,
     /// Ban expiry per client address (a connection from it was kicked).
     client_bans: HashMap<IpAddr, Option<Instant>>,
+    /// Strikes against client addresses whose connections broke the framing rules
+    /// (each such connection is closed at once, so its own strikes would not add up).
+    address_strikes: HashMap<IpAddr, VecDeque<Instant>>,
     /// Ban expiry per validator; `None` means until restart (the duration
     /// did not fit an `Instant`).
     bans: HashMap<u32, Option<Instant>>,
@@ -339,6 +342,32 @@ impl Registry {
     /// The reply queue of an open client connection.
     pub(crate) fn client_queue(&self, id: ClientId) -> Option<mpsc::Sender<Bytes>> {
         self.lock().clients.get(&id).map(|c| c.replies.clone())
+    }
+
+    /// A client connection from `ip` broke the framing rules (an oversize frame, a
+    /// frame not finished in time) and was closed. Such closes count against the
+    /// address: at the strike limit within the window, it is banned, so that a
+    /// stranger cannot make the validator accept, handshake and close connections
+    /// for ever.
+    pub(crate) fn strike_address(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let window = self.strike_window;
+        let n = strike(st.address_strikes.entry(ip).or_default(), now, window);
+        if n >= self.strike_limit {
+            st.address_strikes.remove(&ip);
+            st.client_bans
+                .insert(ip, now.checked_add(self.ban_duration));
+            *st.counters
+                .entry((Source::Client, reason::BAN_IMPOSED))
+                .or_default() += 1;
+            tracing::warn!(%ip, "client address banned: too many broken frames");
+        }
+        // an address that stops misbehaving is forgotten once its strikes are old
+        if st.address_strikes.len() > 4 * self.max_clients {
+            st.address_strikes
+                .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
+        }
     }
 
     /// Counts a report and applies the strike rule.

@@ -174,3 +174,32 @@ async fn a_kicked_clients_address_is_banned() {
     back.close();
     t0.shutdown().await;
 }
+
+/// Connections that break the framing rules are closed at once, so strikes against
+/// the connection would never add up: they count against the address, which is
+/// banned at the strike limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_whose_connections_keep_breaking_frames_is_banned() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = cluster.config(0);
+    cfg.strike_limit = 3;
+    cfg.ban_duration = Duration::from_secs(3600);
+    cfg.max_client_frame = 1024;
+    let (t0, mut rx0) = cluster.start_with(0, cfg).await;
+    let stranger = RawEndpoint::bind(STRANGER).expect("bind 127.0.0.2");
+    for i in 0..3 {
+        let mut c = hog(&cluster, &stranger, 1).await.remove(0);
+        c.write(&4096u32.to_be_bytes()).await.expect("header");
+        let why = within("the oversize frame's connection is closed", c.closed()).await;
+        assert!(why.contains("too large"), "connection {i}: {why}");
+    }
+    wait_until("the address is banned", || {
+        t0.stats().count(Source::Client, reason::BAN_IMPOSED) == 1
+    })
+    .await;
+    let again = stranger.open(&cluster.peers[0], [0; 32], LIMIT).await;
+    assert!(again.is_err(), "the banned address reconnected");
+    honest_client_is_served(&cluster, &t0, &mut rx0).await;
+    stranger.close();
+    t0.shutdown().await;
+}

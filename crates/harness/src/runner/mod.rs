@@ -35,6 +35,7 @@ mod faults;
 mod node;
 mod plan;
 mod report;
+mod strangers;
 mod timeline;
 mod workload;
 
@@ -115,8 +116,18 @@ impl Runner for ClusterRunner {
     }
 }
 
-/// Refuses what cluster mode cannot do faithfully: two behaviours for one validator.
+/// Refuses what cluster mode cannot do faithfully: two behaviours for one validator,
+/// or a stranger behaviour it does not play yet.
 pub fn check_supported(sc: &Scenario) -> Result<(), RunError> {
+    if let Some(s) = sc.strangers.iter().find(|s| !strangers::runs(s.behavior)) {
+        return Err(RunError::Unsupported {
+            mode: "cluster",
+            reason: format!(
+                "[[stranger]] behavior = {:?} is not played by the cluster runner yet",
+                s.behavior.name()
+            ),
+        });
+    }
     let mut behavior: BTreeMap<u32, &str> = BTreeMap::new();
     for t in &sc.traitors {
         let b = t.behavior.name();
@@ -261,6 +272,8 @@ impl Driver<'_> {
         let accepted = Arc::new(AtomicU64::new(0));
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_millis(sc.expect.deadline_ms);
+        // hostile hosts on the client ports, stopped when this run ends
+        let strangers = strangers::start(sc, &self.setup.cluster, t0);
         let mut load = tokio::spawn(workload(
             self.setup.cluster.clone(),
             sc.clone(),
@@ -342,6 +355,8 @@ impl Driver<'_> {
         if let Some(e) = &outcome.error {
             self.notes.push(e.clone());
         }
+        self.notes.extend(strangers.summary());
+        drop(strangers);
         for note in &self.notes {
             eprintln!("note: {} (cluster, seed {seed}): {note}", sc.name);
         }
