@@ -1254,3 +1254,40 @@ fn scenario_slow_primary_in_cluster_mode_is_replaced() {
         assert!(v["view"].as_u64().unwrap_or(0) >= 1, "{v}\n{out}");
     }
 }
+
+/// The stranger scenarios on real processes (cluster only: the simulator models no
+/// client connections): each passes, with its throughput floor and RSS bound checked,
+/// and the run's notes show the strangers were refused some connections (they did
+/// meet the limits).
+#[test]
+fn scenario_strangers_in_cluster_mode() {
+    let _serial = serial();
+    for name in [
+        "hog-connections",
+        "slow-frame",
+        "query-flood",
+        "bad-signatures",
+    ] {
+        let (code, report, out) = scenario_run(name, "cluster");
+        assert_eq!(code, Some(0), "{name} in cluster mode:\n{out}");
+        let checked = |what: &str| {
+            report["runs"][0]["expectations"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["name"] == what && e["passed"] == true))
+        };
+        assert!(
+            checked("max_rss_kb"),
+            "{name}: the RSS bound was not checked:\n{out}"
+        );
+        assert!(
+            checked("min_throughput_fraction"),
+            "{name}: the throughput floor was not checked:\n{out}"
+        );
+        assert!(out.contains("note: "), "{name}: no stranger notes:\n{out}");
+        let refused_some = out
+            .lines()
+            .filter(|l| l.contains("stranger "))
+            .all(|l| !l.contains(" 0 refused"));
+        assert!(refused_some, "{name}: a stranger met no limit:\n{out}");
+    }
+}

@@ -176,7 +176,7 @@ fn list_prints_every_catalog_scenario_and_rejects_invalid_files() {
     let o = pbft(&["scenario", "list"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(out.lines().count(), 28, "{out}");
+    assert_eq!(out.lines().count(), 32, "{out}");
     for name in [
         "baseline",
         "beyond-f",
@@ -202,4 +202,33 @@ fn list_prints_every_catalog_scenario_and_rejects_invalid_files() {
         "{}",
         text(&o)
     );
+}
+
+/// Sim mode and strangers: among several files a stranger scenario is skipped, said
+/// so on stderr, and the others run; alone it is refused with exit 2, never passed.
+#[test]
+fn sim_mode_skips_or_refuses_stranger_scenarios() {
+    let o = pbft(&[
+        "scenario",
+        "run",
+        "scenarios/baseline.toml",
+        "scenarios/hog-connections.toml",
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("skipped hog-connections in sim mode"),
+        "{}",
+        text(&o)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("baseline seed 1: PASSED"), "{}", text(&o));
+    assert!(!out.contains("hog-connections seed"), "{}", text(&o));
+
+    let o = pbft(&["scenario", "run", "scenarios/hog-connections.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--mode cluster"), "{}", text(&o));
 }

@@ -131,11 +131,35 @@ fn out(s: &str) {
 
 fn run_files(args: &RunArgs) -> Result<Outcome> {
     // every file is read and validated before anything runs
-    let scenarios = args
+    let mut scenarios = args
         .files
         .iter()
         .map(|f| load(f))
         .collect::<Result<Vec<Scenario>, _>>()?;
+    if args.mode == ModeArg::Sim && scenarios.iter().any(|sc| !sc.strangers.is_empty()) {
+        // strangers act on client connections, which the simulator does not model:
+        // among several files they are skipped, said so; alone, refused
+        let (cluster_only, rest): (Vec<Scenario>, Vec<Scenario>) = scenarios
+            .into_iter()
+            .partition(|sc| !sc.strangers.is_empty());
+        if rest.is_empty() {
+            let sc = &cluster_only[0];
+            return Err(Error::Run {
+                file: sc.file.clone(),
+                source: pbft_scenario::RunError::Unsupported {
+                    mode: "sim",
+                    reason: "its [[stranger]] tables act on client connections, which the simulator does not model; run it with --mode cluster".into(),
+                },
+            });
+        }
+        for sc in &cluster_only {
+            eprintln!(
+                "skipped {} in sim mode: its strangers act on client connections, which the simulator does not model (run it with --mode cluster)",
+                sc.name
+            );
+        }
+        scenarios = rest;
+    }
     if args.mode == ModeArg::Cluster {
         for sc in &scenarios {
             crate::runner::check_supported(sc).map_err(|source| Error::Run {

@@ -1,5 +1,5 @@
 //! The shipped catalog (`scenarios/*.toml`) in sim mode: every scenario passes over 20
-//! seeds, `beyond-f` is reported as a violation, every behaviour is used, and a report
+//! seeds (those with strangers are cluster only, and sim mode must refuse them), `beyond-f` is reported as a violation, every behaviour is used, and a report
 //! is byte-identical for the same file and seed.
 //!
 //! A failing run prints its seed and the command that reruns it. A longer sweep outside
@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// The catalog of docs/scenarios.md ("The catalog"), in its order.
-const CATALOG: [&str; 28] = [
+const CATALOG: [&str; 32] = [
     "baseline",
     "backup-crash",
     "primary-crash",
@@ -41,6 +41,10 @@ const CATALOG: [&str; 28] = [
     "inject",
     "exploit-wipe",
     "beyond-f",
+    "hog-connections",
+    "slow-frame",
+    "query-flood",
+    "bad-signatures",
 ];
 
 fn dir() -> PathBuf {
@@ -77,6 +81,15 @@ fn sweep(name: &str) {
         return;
     }
     let sc = scenario(name);
+    if !sc.strangers.is_empty() {
+        // cluster only (tests/cluster.rs): sim mode must refuse it, not pass it
+        let r = run_scenario(&SimRunner, &sc, 1);
+        assert!(
+            matches!(r, Err(pbft_scenario::RunError::Unsupported { .. })),
+            "{name}: a scenario with strangers must be refused in sim mode, got {r:?}"
+        );
+        return;
+    }
     let mut failures = Vec::new();
     for seed in seeds() {
         let r = run(&sc, seed);
@@ -145,6 +158,10 @@ catalog_tests! {
     exploit_wipe => "exploit-wipe",
     beyond_f => "beyond-f",
     large_view_change => "large-view-change",
+    hog_connections => "hog-connections",
+    slow_frame => "slow-frame",
+    query_flood => "query-flood",
+    bad_signatures => "bad-signatures",
 }
 
 #[test]
