@@ -42,6 +42,7 @@ pub mod outgoing;
 pub mod quorum;
 pub mod recovery;
 pub mod replica;
+mod resend;
 mod state_transfer;
 pub mod time;
 pub mod verify;

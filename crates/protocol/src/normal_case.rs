@@ -26,10 +26,29 @@ impl Replica {
     /// restart) is forwarded too, and ordered by a primary (at worst it executes as a
     /// duplicate), but a backup neither keeps, watches nor times it: it would blame a
     /// primary that knows the request executed.
+    /// Whether a repeated request of a client may be answered (or forwarded) again
+    /// now (resend.rs): anyone can replay a client's requests.
+    fn may_answer_again(&mut self, req: &SignedRequest, from_ledger: bool) -> bool {
+        let (interval, window, cap) = (
+            self.cfg.retransmit_interval,
+            self.cfg.client_window,
+            self.cfg.max_batch,
+        );
+        self.resends.allow(
+            req.body.client,
+            req.body.request_id,
+            from_ledger,
+            self.now,
+            interval,
+            window,
+            cap,
+        )
+    }
+
     pub(crate) fn handle_request(&mut self, req: SignedRequest, via: Option<ReplicaId>) {
         match self.clients.admit(&req) {
             Admission::Cached(reply) => {
-                if via.is_none() {
+                if via.is_none() && self.may_answer_again(&req, false) {
                     self.push(Action::Reply {
                         client: req.body.client,
                         reply: *reply,
@@ -38,7 +57,7 @@ impl Replica {
             }
             Admission::TooOld => {
                 // a client without its answer asks again: the ledger has the receipt
-                if via.is_none() && req.body.request_id != 0 {
+                if via.is_none() && req.body.request_id != 0 && self.may_answer_again(&req, true) {
                     self.push(Action::ReplyFromLedger {
                         client: req.body.client,
                         request_id: req.body.request_id,
@@ -54,7 +73,11 @@ impl Replica {
             }
             Admission::Known => {
                 // a client retransmission: make sure the primary has it
-                if !self.is_primary() && via.is_none() && self.status == Status::Normal {
+                if !self.is_primary()
+                    && via.is_none()
+                    && self.status == Status::Normal
+                    && self.may_answer_again(&req, false)
+                {
                     let p = self.primary();
                     self.send(p, Message::Request(req));
                 }

@@ -152,6 +152,8 @@ pub struct Replica {
     pub(crate) bad_state_peers: BTreeSet<ReplicaId>,
     /// When each peer was last answered a costly ask (state_transfer.rs).
     pub(crate) answered: crate::state_transfer::Answered,
+    /// What repeated client requests were answered again lately (resend.rs).
+    pub(crate) resends: crate::resend::Resends,
     /// Batches named by digest in a new view (or its view changes) that this replica
     /// lacks, by sequence number.
     pub(crate) wanted: BTreeMap<Seq, WantedBatch>,
@@ -235,6 +237,7 @@ impl Replica {
             fetch: None,
             bad_state_peers: BTreeSet::new(),
             answered: Default::default(),
+            resends: Default::default(),
             wanted: BTreeMap::new(),
             spare_batches: BTreeMap::new(),
             batches_served: BTreeMap::new(),

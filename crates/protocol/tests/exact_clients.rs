@@ -433,3 +433,28 @@ fn a_primary_orders_a_forwarded_request_once_its_window_reaches_it() {
         "the primary dropped the request the backup watches"
     );
 }
+
+/// A stranger replays a client's old request a thousand times: the receipt is read
+/// from the ledger and signed once per retransmission interval, not once per replay.
+#[test]
+fn replays_of_an_old_request_are_answered_from_the_ledger_once_per_interval() {
+    let mut p = Probe::new(1);
+    install_snapshot(&mut p);
+    let old = request(0, 2, vec![2]);
+    let count = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::ReplyFromLedger { .. }))
+            .count()
+    };
+    let mut answered = 0;
+    for _ in 0..1000 {
+        answered += count(&p.client(old.clone()));
+    }
+    assert_eq!(answered, 1, "one ledger answer for a thousand replays");
+    // another executed request of the client is answered too
+    assert_eq!(count(&p.client(request(0, 1, vec![1]))), 1);
+    // an honest client's retransmission a retransmission interval later is answered
+    p.now = p.now.plus(p.r.config().retransmit_interval);
+    assert_eq!(count(&p.client(old.clone())), 1);
+    assert_eq!(count(&p.client(old)), 0);
+}
