@@ -16,10 +16,14 @@
 //!
 //! # The acceptance rule
 //!
-//! A validator's *answer* to a request is the pair (result, seq) of its reply. A request
-//! is accepted once f+1 distinct validators gave the same answer: at most f validators
-//! are traitors, so at least one honest validator vouches for both the result and the
-//! sequence number the client reports. Each validator counts once per request, with its
+//! A reply counts for a request only if it binds that request's digest
+//! ([`crate::Request::digest`]): a reply to another operation signed under the same
+//! (client, request id) says nothing of this one, whatever its result. A validator's
+//! *answer* to a request is the pair (result, seq) of its reply. A request is accepted
+//! once f+1 distinct validators gave the same answer: at most f validators are
+//! traitors, so at least one honest validator vouches for both the result and the
+//! sequence number the client reports, and that result is the outcome of executing
+//! exactly the operation the client signed (or the refusal of it). Each validator counts once per request, with its
 //! first reply (see [`ClientCore::on_reply`] for why).
 //!
 //! # Where requests go
@@ -42,7 +46,7 @@
 use crate::envelope;
 use crate::message::{Message, ReplicaId, Reply, RequestId, Seq, SignedRequest, View};
 use crate::time::{Duration, Instant};
-use pbft_crypto::PublicKey;
+use pbft_crypto::{Digest, PublicKey};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -219,6 +223,10 @@ pub enum ReplyOutcome {
     AlreadyCounted,
     /// No such request is in flight (never sent, accepted already, or given up).
     NotInFlight,
+    /// It answers another request signed under the same (client, request id): its
+    /// request digest is not the one of the request in flight, so its result is not
+    /// this request's outcome. Not counted.
+    OtherRequest,
     /// The reply names another validator than the one it came from.
     WrongReplica,
     /// It came from a validator id outside 0..n.
@@ -229,6 +237,8 @@ pub enum ReplyOutcome {
 #[derive(Debug)]
 struct InFlight {
     request: SignedRequest,
+    /// [`crate::Request::digest`] of `request`: a reply counts only if it binds it.
+    digest: Digest,
     bytes: Arc<[u8]>,
     first_sent: Instant,
     last_sent: Instant,
@@ -388,6 +398,9 @@ impl ClientCore {
         let Some(inf) = self.flight.get_mut(&key) else {
             return ReplyOutcome::NotInFlight;
         };
+        if reply.request != inf.digest {
+            return ReplyOutcome::OtherRequest;
+        }
         if inf.claims.contains_key(&from) {
             return ReplyOutcome::AlreadyCounted;
         }
@@ -656,6 +669,7 @@ impl ClientCore {
         self.flight.insert(
             key,
             InFlight {
+                digest: request.body.digest(),
                 request,
                 bytes,
                 first_sent: now,

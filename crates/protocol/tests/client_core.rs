@@ -25,14 +25,7 @@ fn client_key(i: u8) -> Keypair {
 }
 
 fn request(key: &Keypair, id: RequestId) -> SignedRequest {
-    Signed::sign(
-        Request {
-            client: key.public(),
-            request_id: id,
-            op: vec![id as u8, 7],
-        },
-        key,
-    )
+    Signed::sign(body(key.public(), id), key)
 }
 
 fn reply(
@@ -48,8 +41,18 @@ fn reply(
         seq,
         client,
         request_id: id,
+        request: body(client, id).digest(),
         replica,
         result: result.to_vec(),
+    }
+}
+
+/// The body of request `id` of `client`, as [`request`] signs it.
+fn body(client: PublicKey, id: RequestId) -> Request {
+    Request {
+        client,
+        request_id: id,
+        op: vec![id as u8, 7],
     }
 }
 
@@ -298,6 +301,36 @@ fn replies_for_requests_not_in_flight_are_ignored() {
         ReplyOutcome::Counted
     );
     assert!(c.poll_accepted().is_none());
+}
+
+#[test]
+fn replies_bound_to_another_request_do_not_count() {
+    // f+1 validators answer request 1 of a, but for another operation signed under
+    // that id: whatever they say, it is not the outcome of the request a signed
+    let a = client_key(0);
+    let mut c = core(4, 4, 4);
+    c.submit(request(&a, 1), ms(0)).expect("submit");
+    let other = Request {
+        client: a.public(),
+        request_id: 1,
+        op: vec![0xee],
+    }
+    .digest();
+    for v in [0, 1, 2] {
+        let mut r = reply(v, a.public(), 1, b"applied", 5, 0);
+        r.request = other;
+        let o = c.on_reply(v, &r, ms(1));
+        assert_ne!(o, ReplyOutcome::Accepted, "validator {v}");
+    }
+    assert!(c.poll_accepted().is_none());
+    assert_eq!(c.in_flight(), 1);
+    // replies bound to its own request accept it
+    for v in [0, 3] {
+        c.on_reply(v, &reply(v, a.public(), 1, b"refused", 6, 0), ms(2));
+    }
+    let acc = accepted(&mut c);
+    assert_eq!(acc.len(), 1);
+    assert_eq!(acc[0].result, b"refused".to_vec());
 }
 
 #[test]
