@@ -326,7 +326,14 @@ impl Client {
         let answers: Vec<String> = e
             .replies
             .iter()
-            .map(|(v, c)| format!("{v}: seq {} result {}", c.seq, short_hex(&c.result)))
+            .map(|(v, c)| {
+                format!(
+                    "{v}: seq {} result {} ({} bytes)",
+                    c.seq,
+                    short_hex(&c.preview),
+                    c.result_len
+                )
+            })
             .collect();
         ClientError::Timeout {
             needed: self.core.needed(),
