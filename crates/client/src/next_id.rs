@@ -12,8 +12,11 @@
 //!
 //! The file holds one decimal number and a newline. It is replaced atomically: written
 //! to a temporary file in the same directory, synced, renamed over the old one, and the
-//! directory synced; a crash leaves the old number or the new one, never a mix. A lock
-//! file beside it keeps two processes of one key from reserving the same id.
+//! directory synced; a crash leaves the old number or the new one, never a mix. One
+//! process per key at a time: two that reserve at once may take the same id, and then
+//! the second operation to reach the validators is refused as a reused id (it does not
+//! run, and is never reported as applied). (A lock would need `File::lock`, newer than
+//! the workspace's minimum Rust version.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -25,7 +28,7 @@ const MAX_FILE_BYTES: u64 = 32;
 /// Why the next request id could not be read or kept.
 #[derive(Debug, thiserror::Error)]
 pub enum NextIdError {
-    /// Reading, writing or locking the file failed.
+    /// Reading or writing the file failed.
     #[error("{}: {source}", path.display())]
     Io {
         /// The file.
@@ -102,7 +105,6 @@ impl NextIdFile {
     /// returns, the file records the id after it (atomically and durably), so the id
     /// returned is never handed out again, whatever happens next.
     pub fn reserve(&self, floor: u64) -> Result<u64, NextIdError> {
-        let _lock = self.lock()?;
         let id = self.load()?.unwrap_or(1).max(floor).max(1);
         let next = id.checked_add(1).ok_or_else(|| NextIdError::Exhausted {
             path: self.path.clone(),
@@ -142,23 +144,6 @@ impl NextIdFile {
             let _ = fs::remove_file(&tmp);
             self.io(e)
         })
-    }
-
-    /// Holds the lock file of this id file until the returned file is dropped.
-    fn lock(&self) -> Result<File, NextIdError> {
-        let path = self.sibling(".lock");
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|source| NextIdError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        f.lock()
-            .map_err(|source| NextIdError::Io { path, source })?;
-        Ok(f)
     }
 
     fn sibling(&self, suffix: &str) -> PathBuf {
@@ -221,10 +206,7 @@ mod tests {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(
-            names,
-            vec!["client-0.key.next-id", "client-0.key.next-id.lock"]
-        );
+        assert_eq!(names, vec!["client-0.key.next-id"]);
     }
 
     #[test]
