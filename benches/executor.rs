@@ -81,6 +81,7 @@ fn requests(ops: &Ops) -> Vec<ExecRequest<'_>> {
             client: c,
             request_id: *id,
             op,
+            digest: Digest::of(op),
         })
         .collect()
 }

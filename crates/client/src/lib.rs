@@ -5,6 +5,8 @@
 //!   request not accepted in time is re-sent to every validator.
 //! - [`Client::account`] and [`Client::status`] ask validators directly (queries are not
 //!   ordered: an account answer is accepted once f+1 validators give the same one).
+//! - [`NextIdFile`] keeps a client key's next request id beside its key file, so a
+//!   client never signs a new operation under an id it used before.
 //!
 //! Every decision of `submit` (where a request goes, when it is re-sent, when it is
 //! final, when it is given up) is made by the sans-IO [`ClientCore`] of the protocol
@@ -15,6 +17,10 @@
 //! key in the cluster file, so the client knows which validator sent each reply; the
 //! core checks that the reply names that validator, and the client does not re-verify
 //! its signature.
+
+mod next_id;
+
+pub use next_id::{NextIdError, NextIdFile};
 
 use bytes::Bytes;
 use pbft_cluster::Cluster;
@@ -331,7 +337,14 @@ impl Client {
         let answers: Vec<String> = e
             .replies
             .iter()
-            .map(|(v, c)| format!("{v}: seq {} result {}", c.seq, short_hex(&c.result)))
+            .map(|(v, c)| {
+                format!(
+                    "{v}: seq {} result {} ({} bytes)",
+                    c.seq,
+                    short_hex(&c.preview),
+                    c.result_len
+                )
+            })
             .collect();
         ClientError::Timeout {
             needed: self.core.needed(),

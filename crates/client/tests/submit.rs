@@ -109,6 +109,7 @@ async fn answer(
             seq: 10 * id,
             client: req.body.client,
             request_id: id,
+            request: req.body.digest(),
             replica: me,
             result,
         };

@@ -64,6 +64,7 @@ fn main() {
                 client: c,
                 request_id: *id,
                 op,
+                digest: Digest::of(op),
             })
             .collect();
         let seq = ex.head().height + 1;

@@ -324,6 +324,7 @@ mod tests {
                 client: &client,
                 request_id: seq,
                 op: &op,
+                digest: Digest::of(&seq.to_le_bytes()),
             }];
             applied.push(
                 e.apply(seq, Digest::of(&seq.to_le_bytes()), &req)

@@ -262,19 +262,28 @@ pub fn execute_batch<V: StateView>(
         let mut window = o.take_window(me, r.client)?;
         let (entry, reply) = if r.request_id == 0 || window.has_executed(r.request_id) {
             o.put_window(me, r.client, window, false)?;
-            // the original receipt: from this batch, or from the store
+            // the original receipt: from this batch, or from the store; it answers only
+            // the request it is the outcome of. (The block's entry is a duplicate either
+            // way: receipts are not part of the replicated state, and a replica that
+            // installed a snapshot may lack this one.)
             let here = receipts
                 .iter()
                 .rev()
                 .find(|((c, id), _)| c == r.client && *id == r.request_id)
-                .map(|(_, s)| s.receipt.clone());
+                .map(|(_, s)| s.clone());
             let original = match here {
                 Some(x) => Some(x),
-                None => view.receipt(r.client, r.request_id)?.map(|s| s.receipt),
+                None => view.receipt(r.client, r.request_id)?,
             };
-            let reply = original.unwrap_or(Receipt::Failed {
-                reason: FailReason::Duplicate,
-            });
+            let reply = match original {
+                Some(s) if s.request == r.digest => s.receipt,
+                Some(_) => Receipt::Failed {
+                    reason: FailReason::ReusedId,
+                },
+                None => Receipt::Failed {
+                    reason: FailReason::Duplicate,
+                },
+            };
             (Entry::Duplicate, reply)
         } else if r.request_id >= window.low.saturating_add(EXEC_WINDOW) {
             o.put_window(me, r.client, window, false)?;
@@ -290,6 +299,7 @@ pub fn execute_batch<V: StateView>(
                 (*r.client, r.request_id),
                 StoredReceipt {
                     height: seq,
+                    request: r.digest,
                     receipt: receipt.clone(),
                 },
             ));

@@ -69,6 +69,9 @@ pub enum FailReason {
     OutOfWindow,
     /// The request executed before and its original receipt is no longer held here.
     Duplicate,
+    /// The request id executed with another operation: this request is refused, and the
+    /// receipt of the operation that ran under the id is not this request's to have.
+    ReusedId,
 }
 
 impl std::fmt::Display for FailReason {
@@ -81,6 +84,7 @@ impl std::fmt::Display for FailReason {
             FailReason::Overflow => "balance overflow",
             FailReason::OutOfWindow => "request id outside the client's window",
             FailReason::Duplicate => "duplicate request",
+            FailReason::ReusedId => "request id reused with a different operation",
         })
     }
 }
@@ -123,11 +127,14 @@ pub enum Entry {
     Refused(FailReason),
 }
 
-/// A receipt as stored, with the height of the block that executed it.
+/// A receipt as stored, with the height of the block that executed it and the digest
+/// of the request it is the outcome of.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredReceipt {
     /// Block height (= sequence number).
     pub height: u64,
+    /// The digest of the request that executed ([`ExecRequest::digest`]).
+    pub request: Digest,
     /// The receipt.
     pub receipt: Receipt,
 }
@@ -196,6 +203,11 @@ pub struct ExecRequest<'a> {
     pub request_id: u64,
     /// The encoded [`Operation`].
     pub op: &'a [u8],
+    /// The digest of the signed request (the caller's; the protocol's request digest).
+    /// The executor stores it with the receipt and compares it when the request id
+    /// comes again: the same digest is a retransmission, another is an id reused for
+    /// another operation.
+    pub digest: Digest,
 }
 
 /// The result of applying one batch.

@@ -39,6 +39,7 @@ fn run(l: &mut MemoryExecutor, from: u8, rid: u64, op: &[u8]) -> (Entry, Receipt
         client: &client,
         request_id: rid,
         op,
+        digest: Digest::of(op),
     }];
     let a = l.apply(seq, Digest::of(&seq.to_le_bytes()), &req).unwrap();
     (
@@ -159,11 +160,13 @@ fn duplicates_inside_one_batch() {
             client: &c,
             request_id: 1,
             op: &o,
+            digest: Digest::of(&o),
         },
         ExecRequest {
             client: &c,
             request_id: 1,
             op: &o,
+            digest: Digest::of(&o),
         },
     ];
     let a = l.apply(1, Digest::ZERO, &reqs).unwrap();
@@ -171,6 +174,60 @@ fn duplicates_inside_one_batch() {
     assert_eq!(a.entries[1], Entry::Duplicate);
     assert_eq!(a.replies[0], a.replies[1]);
     assert_eq!(balance(&l, 2), Some(10));
+}
+
+/// A request id that executed, signed again with another operation (a client that
+/// lost count, or a hostile one): the block records a duplicate as for any executed id,
+/// but the reply must not be the receipt of the operation that ran under that id, or
+/// the client would read "applied" for an operation that never ran.
+#[test]
+fn a_request_id_reused_for_another_operation_is_refused_not_given_the_original_receipt() {
+    let mut l = ledger(&[(1, 100), (2, 0), (3, 0)]);
+    let first = op(&[(2, 30)]);
+    let (_, applied) = run(&mut l, 1, 1, &first);
+    assert_eq!(applied, Receipt::Applied { balance: 70 });
+    let other = op(&[(3, 50)]);
+    let (e, r) = run(&mut l, 1, 1, &other);
+    assert_eq!(
+        e,
+        Entry::Duplicate,
+        "the block records a duplicate either way"
+    );
+    assert_ne!(r, applied, "another operation got the receipt of request 1");
+    assert_eq!(r, failed(FailReason::ReusedId));
+    assert_eq!((balance(&l, 1), balance(&l, 3)), (Some(70), Some(0)));
+    // the operation that ran is still answered with its receipt
+    assert_eq!(run(&mut l, 1, 1, &first).1, applied);
+    let stored = l.receipt(&key(1), 1).unwrap().unwrap();
+    assert_eq!(stored.request, Digest::of(&first));
+    // within one batch too
+    let c = key(1);
+    let (a, b) = (op(&[(2, 5)]), op(&[(3, 5)]));
+    let reqs = [
+        ExecRequest {
+            client: &c,
+            request_id: 2,
+            op: &a,
+            digest: Digest::of(&a),
+        },
+        ExecRequest {
+            client: &c,
+            request_id: 2,
+            op: &b,
+            digest: Digest::of(&b),
+        },
+    ];
+    let seq = l.head().height + 1;
+    let x = l.apply(seq, Digest::of(&seq.to_le_bytes()), &reqs).unwrap();
+    assert_eq!(x.entries[1], Entry::Duplicate);
+    let (ra, rb) = (
+        Receipt::decode(&x.replies[0]).unwrap(),
+        Receipt::decode(&x.replies[1]).unwrap(),
+    );
+    assert_eq!(ra, Receipt::Applied { balance: 65 });
+    assert_ne!(rb, ra, "the second operation got the first one's receipt");
+    assert_eq!(rb, failed(FailReason::ReusedId));
+    assert_eq!(balance(&l, 3), Some(0));
 }
 
 #[test]

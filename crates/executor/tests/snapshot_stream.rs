@@ -58,6 +58,7 @@ impl History {
                     client,
                     request_id: *request_id,
                     op,
+                    digest: Digest::of(op),
                 })
                 .collect();
             let d = Digest::of_parts(&[&seq.to_le_bytes(), &[salt]]);

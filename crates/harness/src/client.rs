@@ -3,11 +3,11 @@
 
 use crate::error::{Error, Outcome, Result};
 use crate::load::LoadArgs;
-use pbft_client::{Client, Signer};
+use pbft_client::{Client, NextIdError, NextIdFile, Signer};
 use pbft_cluster::Cluster;
 use pbft_crypto::{read_key_file, Keypair, PublicKey};
 use pbft_executor::{Operation, Receipt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `pbft client`: the cluster, the client's key, and what to do.
 #[derive(clap::Args, Debug)]
@@ -61,7 +61,7 @@ pub fn run(args: &ClientArgs) -> Result<Outcome> {
                 .key
                 .as_ref()
                 .ok_or_else(|| Error::bad_value("transfer", "needs --key FILE"))?;
-            transfer(&cluster, &read_key_file(key)?, t)
+            transfer(&cluster, key, &read_key_file(key)?, t)
         }
         ClientCommand::Balance(b) => {
             let account = match (&b.account, &args.key) {
@@ -95,12 +95,31 @@ fn resolve(cluster: &Cluster, flag: &str, text: &str) -> Result<PublicKey> {
 pub fn describe(result: &[u8]) -> (bool, String) {
     match Receipt::decode(result) {
         Some(Receipt::Applied { balance }) => (true, format!("applied; new balance {balance}")),
-        Some(Receipt::Failed { reason }) => (false, format!("rejected: {reason:?}")),
+        Some(Receipt::Failed { reason }) => (false, format!("rejected: {reason} ({reason:?})")),
         None => (false, "undecodable receipt".into()),
     }
 }
 
-fn transfer(cluster: &Cluster, keypair: &Keypair, args: &TransferArgs) -> Result<Outcome> {
+/// The request id a transfer signed with the key of `key_file` uses, given the next id
+/// f+1 validators report for its account: the next one the id file beside the key
+/// records, moved on to the account's if that is further (the key signed elsewhere),
+/// never back (the account answer may come from validators that lag; decision 0062).
+/// The id file records the id after it before the request is signed.
+fn request_id_for(key_file: &Path, from_account: u64) -> Result<u64> {
+    NextIdFile::beside(key_file)
+        .reserve(from_account)
+        .map_err(|e| match e {
+            NextIdError::Corrupt { .. } => Error::bad_value("--key", e.to_string()),
+            e => Error::Failed(format!("the next request id: {e}")),
+        })
+}
+
+fn transfer(
+    cluster: &Cluster,
+    key_file: &Path,
+    keypair: &Keypair,
+    args: &TransferArgs,
+) -> Result<Outcome> {
     let to = resolve(cluster, &format!("--to {:?}", args.to), &args.to)?;
     if args.amount == 0 {
         return Err(Error::bad_value("--amount", "must be at least 1"));
@@ -108,7 +127,8 @@ fn transfer(cluster: &Cluster, keypair: &Keypair, args: &TransferArgs) -> Result
     let accepted = crate::runtime()?.block_on(async {
         let mut client = Client::connect(cluster).await?;
         let info = client.account(keypair.public()).await?;
-        let mut signer = Signer::new(keypair.clone(), info.next_request_id);
+        let id = request_id_for(key_file, info.next_request_id)?;
+        let mut signer = Signer::new(keypair.clone(), id);
         let req = signer.sign(Operation::transfer(to, args.amount).encode());
         let accepted = client.submit(vec![req], 1, |_| {}).await;
         client.close().await;
@@ -166,9 +186,42 @@ mod tests {
         .encode();
         assert_eq!(
             describe(&failed),
-            (false, "rejected: InsufficientFunds".into())
+            (
+                false,
+                "rejected: insufficient funds (InsufficientFunds)".into()
+            )
+        );
+        let reused = Receipt::Failed {
+            reason: FailReason::ReusedId,
+        }
+        .encode();
+        assert_eq!(
+            describe(&reused),
+            (
+                false,
+                "rejected: request id reused with a different operation (ReusedId)".into()
+            )
         );
         assert_eq!(describe(&[0xff; 3]), (false, "undecodable receipt".into()));
+    }
+
+    /// Validators that lag agree on an old next id for the account: a transfer must
+    /// still never sign a new operation under an id it signed before.
+    #[test]
+    fn a_transfer_never_reuses_a_request_id_it_signed_before() {
+        let dir = std::env::temp_dir().join(format!("pbft-transfer-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let key = dir.join("client-0.key");
+        let first = request_id_for(&key, 1).expect("an id");
+        assert_eq!(first, 1);
+        // the account still reads 1 (its request has not executed everywhere yet)
+        let second = request_id_for(&key, 1).expect("an id");
+        assert!(second > first, "request id {second} signed twice");
+        // an account answer further on moves the ids on, an older one never back
+        assert_eq!(request_id_for(&key, 10).expect("an id"), 10);
+        assert_eq!(request_id_for(&key, 4).expect("an id"), 11);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -7,7 +7,9 @@ use crate::phases::Phases;
 use crate::transfer::{Assembly, Chunk, Offer};
 use bytes::Bytes;
 use pbft_crypto::{Digest, Keypair, PublicKey};
-use pbft_executor::{Entry, ExecError, ExecRequest, Executor, Record, RecordLog, SnapshotSource};
+use pbft_executor::{
+    Entry, ExecError, ExecRequest, Executor, FailReason, Receipt, Record, RecordLog, SnapshotSource,
+};
 use pbft_protocol::envelope;
 use pbft_protocol::{
     Action, Answer, Batch, ClientKeys, ClientRecord, ClientRecords, Config, ConfigError, Dest,
@@ -539,9 +541,11 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
             }
             Action::InstallState { seq, digest } => self.install(seq, digest, now),
             Action::ServeState { to, seq } => self.serve(to, seq, now),
-            Action::ReplyFromLedger { client, request_id } => {
-                self.reply_from_ledger(client, request_id, now)
-            }
+            Action::ReplyFromLedger {
+                client,
+                request_id,
+                request,
+            } => self.reply_from_ledger(client, request_id, request, now),
             Action::Evidence { against, evidence } => {
                 tracing::warn!(
                     id = self.id,
@@ -576,13 +580,17 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
     ) -> Flow {
         let span = tracing::debug_span!("execute", id = self.id, view, seq);
         let _g = span.enter();
+        // each request's digest, once: the executor records it, the reply binds it
+        let digests: Vec<Digest> = batch.requests.iter().map(|q| q.body.digest()).collect();
         let requests: Vec<ExecRequest<'_>> = batch
             .requests
             .iter()
-            .map(|q| ExecRequest {
+            .zip(&digests)
+            .map(|(q, d)| ExecRequest {
                 client: &q.body.client,
                 request_id: q.body.request_id,
                 op: &q.body.op,
+                digest: *d,
             })
             .collect();
         let applied = match self.ledger.apply(seq, digest, &requests) {
@@ -611,10 +619,12 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         let replies: Vec<ExecutedRequest> = batch
             .requests
             .iter()
+            .zip(digests)
             .zip(applied.replies)
-            .map(|(q, result)| ExecutedRequest {
+            .map(|((q, request), result)| ExecutedRequest {
                 client: q.body.client,
                 request_id: q.body.request_id,
+                request,
                 result,
             })
             .collect();
@@ -708,18 +718,34 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         }
     }
 
-    /// Answers a client's request that executed, from its receipt in the ledger. A
-    /// request the ledger has no receipt for is not answered (it never executed here:
-    /// the client table moved past it), nor is one whose receipt cannot be read (the
-    /// client asks again).
-    fn reply_from_ledger(&mut self, client: PublicKey, request_id: RequestId, now: Instant) {
+    /// Answers a client's request whose id executed, from the id's receipt in the
+    /// ledger: with that receipt if it records this very request (`request`, its
+    /// digest), with the refusal of a reused id otherwise. An id the ledger has no
+    /// receipt for is not answered (it never executed here: the client table moved past
+    /// it), nor is one whose receipt cannot be read (the client asks again).
+    fn reply_from_ledger(
+        &mut self,
+        client: PublicKey,
+        request_id: RequestId,
+        request: Digest,
+        now: Instant,
+    ) {
         match self.ledger.receipt(&client, request_id) {
             Ok(Some(stored)) => {
+                // the receipt answers only the request it is the outcome of
+                let result = if stored.request == request {
+                    stored.receipt
+                } else {
+                    Receipt::Failed {
+                        reason: FailReason::ReusedId,
+                    }
+                };
                 let reply = self.replica.sign_reply(
                     stored.height,
                     client,
                     request_id,
-                    stored.receipt.encode(),
+                    request,
+                    result.encode(),
                 );
                 if let Some(reply) = reply {
                     self.send(Dest::Client(client), Message::Reply(reply), now);

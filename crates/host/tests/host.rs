@@ -16,17 +16,21 @@
 //!   ledger whose windows cannot be read stops the validator (at open, or after the
 //!   install) rather than leave its table guessing;
 //! - a flood of snapshot requests from every peer costs one export, and each peer gets
-//!   the snapshot once.
+//!   the snapshot once;
+//! - a request id that executed, signed again with another operation, is refused by
+//!   every validator with a reply bound to the new request, from the reply cache's
+//!   place as from the ledger after a restart: never the receipt of the other one.
 
 use pbft_crypto::{Digest, Keypair, PublicKey};
 use pbft_executor::{
-    Applied, Block, ClientWindow, ExecError, ExecRequest, Executor, Head, MemoryExecutor,
-    MemoryLog, Operation, Record, RecordLog, SnapshotSource, StoredReceipt, Transfer,
+    Applied, Block, ClientWindow, ExecError, ExecRequest, Executor, FailReason, Head,
+    MemoryExecutor, MemoryLog, Operation, Receipt, Record, RecordLog, SnapshotSource,
+    StoredReceipt, Transfer,
 };
 use pbft_host::{CrashPoint, Effect, Faults, Honest, Host, HostError, HostOptions};
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::{
-    ClientKeys, Config, Dest, Duration, Instant, Message, ReplicaId, Request, Signed,
+    ClientKeys, Config, Dest, Duration, Instant, Message, ReplicaId, Reply, Request, Signed,
     SignedRequest, Verifier,
 };
 use std::cell::Cell;
@@ -183,6 +187,8 @@ struct Cluster {
     wire: VecDeque<(ReplicaId, Dest, bytes::Bytes)>,
     /// Replies each validator sent to the client: (validator, request id, result).
     replies: Vec<(ReplicaId, u64, Vec<u8>)>,
+    /// The same replies, whole.
+    reply_bodies: Vec<(ReplicaId, Reply)>,
     executed: Vec<Vec<u64>>,
     halted: Vec<Option<String>>,
     crashed: Vec<bool>,
@@ -234,6 +240,7 @@ impl Cluster {
             now: Instant::ZERO,
             wire: VecDeque::new(),
             replies: Vec::new(),
+            reply_bodies: Vec::new(),
             executed: vec![Vec::new(); 4],
             halted: vec![None; 4],
             crashed: vec![false; 4],
@@ -399,6 +406,7 @@ impl Cluster {
                     if let Ok(Message::Reply(r)) = envelope::decode(&bytes, &Limits::default()) {
                         self.replies
                             .push((from, r.body.request_id, r.body.result.clone()));
+                        self.reply_bodies.push((from, r.body));
                     }
                     continue;
                 }
@@ -1091,4 +1099,96 @@ fn after_every_validator_restarted_an_executed_request_is_answered_from_the_ledg
     );
     let after: Vec<u64> = (0..4).map(|i| c.host(i).ledger().head().height).collect();
     assert_eq!(after, heights, "nothing was ordered again");
+}
+
+/// Signs request `request_id` of the cluster's client paying `amount` (the cluster's
+/// own requests pay 1).
+fn request_paying(c: &Cluster, request_id: u64, amount: u64) -> SignedRequest {
+    let op = Operation {
+        transfers: vec![Transfer {
+            to: c.keys[0].public(),
+            amount,
+        }],
+    }
+    .encode();
+    let body = Request {
+        client: c.client.public(),
+        request_id,
+        op,
+    };
+    Signed::sign(body, &c.client)
+}
+
+/// The client signs request ids 2 and 3 again with another operation (it lost count).
+/// Every validator refuses them, in replies bound to the new requests: the one that
+/// answers from its reply cache, and after a restart of every validator the ones that
+/// answer from the ledger. None sends the receipt of the operation that ran.
+#[test]
+fn a_request_id_reused_for_another_operation_is_refused_by_every_validator() {
+    let mut c = Cluster::new();
+    for _ in 0..3 {
+        c.submit();
+        c.settle();
+    }
+    let ran: Vec<Receipt> = c
+        .reply_bodies
+        .iter()
+        .filter(|(_, r)| r.request_id == 2)
+        .map(|(_, r)| Receipt::decode(&r.result).expect("a receipt"))
+        .collect();
+    assert_eq!(ran.len(), 4);
+    let ran = ran[0].clone();
+    let heights: Vec<u64> = (0..4).map(|i| c.host(i).ledger().head().height).collect();
+    let check = |c: &mut Cluster, rid: u64| {
+        c.reply_bodies.clear();
+        let reused = request_paying(c, rid, 7);
+        for i in 0..4 {
+            let v = c
+                .verifier
+                .verify_request(reused.clone())
+                .expect("a valid request");
+            let now = c.now;
+            c.host(i).handle_request(v, now);
+            c.pump(i);
+        }
+        c.settle();
+        let answers: Vec<(ReplicaId, Reply)> = c
+            .reply_bodies
+            .iter()
+            .filter(|(_, r)| r.request_id == rid)
+            .cloned()
+            .collect();
+        assert_eq!(answers.len(), 4, "request {rid}: every validator answers");
+        for (from, r) in answers {
+            let receipt = Receipt::decode(&r.result).expect("a receipt");
+            assert_ne!(
+                receipt, ran,
+                "validator {from} answered the reused request {rid} with the receipt of the \
+                 operation that ran"
+            );
+            assert_eq!(
+                receipt,
+                Receipt::Failed {
+                    reason: FailReason::ReusedId
+                }
+            );
+            assert_eq!(
+                r.request,
+                reused.body.digest(),
+                "validator {from}'s refusal binds the reused request"
+            );
+        }
+    };
+    // request 2's reply is still cached everywhere
+    check(&mut c, 2);
+    // every validator restarts: request 3 is answered from the ledger
+    for i in 0..4 {
+        let (ledger, log, hooks) = c.stop(i);
+        c.hosts[i] = Some(c.open(i as ReplicaId, ledger, log, hooks));
+        c.pump(i);
+    }
+    c.settle();
+    check(&mut c, 3);
+    let after: Vec<u64> = (0..4).map(|i| c.host(i).ledger().head().height).collect();
+    assert_eq!(after, heights, "nothing was ordered");
 }

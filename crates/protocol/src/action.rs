@@ -77,14 +77,19 @@ pub enum Action {
     },
     /// A client asked again for a request that executed but whose reply is not cached
     /// (the replica restarted or installed a snapshot since, or the reply left the
-    /// cache): read its receipt from the ledger and, if there is one, send the client
-    /// the reply [`crate::Replica::sign_reply`] signs for it. Its answer (result, seq)
-    /// is the one every validator gave when the request executed.
+    /// cache), or signed a new request under an id that executed: read the receipt of
+    /// that id from the ledger and, if there is one, send the client the reply
+    /// [`crate::Replica::sign_reply`] signs for `request`. If the receipt records this
+    /// request, its answer (result, seq) is the one every validator gave when the
+    /// request executed; if it records another request, the result is the executor's
+    /// refusal of a reused id, at the sequence number the id executed at.
     ReplyFromLedger {
         /// The client.
         client: PublicKey,
         /// The request.
         request_id: RequestId,
+        /// [`crate::Request::digest`] of the request the client sent: the reply binds it.
+        request: Digest,
     },
     /// A peer asked for the snapshot of our stable checkpoint `seq`: send it.
     ServeState {

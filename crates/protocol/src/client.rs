@@ -16,11 +16,21 @@
 //!
 //! # The acceptance rule
 //!
-//! A validator's *answer* to a request is the pair (result, seq) of its reply. A request
-//! is accepted once f+1 distinct validators gave the same answer: at most f validators
-//! are traitors, so at least one honest validator vouches for both the result and the
-//! sequence number the client reports. Each validator counts once per request, with its
-//! first reply (see [`ClientCore::on_reply`] for why).
+//! A reply counts for a request only if it binds that request's digest
+//! ([`crate::Request::digest`]): a reply to another operation signed under the same
+//! (client, request id) says nothing of this one, whatever its result. A validator's
+//! *answer* to a request is the pair (result, seq) of its reply. A request is accepted
+//! once f+1 distinct validators gave the same answer: at most f validators are
+//! traitors, so at least one honest validator vouches for both the result and the
+//! sequence number the client reports, and that result is the outcome of executing
+//! exactly the operation the client signed (or the refusal of it). Each validator
+//! counts once per request, with its latest answer; the client keeps one bounded
+//! [`Claim`] per validator and request (see [`ClientCore::on_reply`] for why).
+//!
+//! The client believes in a view only from an accepted request's matching replies:
+//! the highest view that f+1 of them report reaching, so at least one honest validator
+//! was in it or beyond, and a traitor cannot pin the client to a primary of its
+//! choosing. The view never goes back.
 //!
 //! # Where requests go
 //!
@@ -42,7 +52,7 @@
 use crate::envelope;
 use crate::message::{Message, ReplicaId, Reply, RequestId, Seq, SignedRequest, View};
 use crate::time::{Duration, Instant};
-use pbft_crypto::PublicKey;
+use pbft_crypto::{Digest, PublicKey};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -151,15 +161,37 @@ pub struct Transmit {
     pub bytes: Arc<[u8]>,
 }
 
-/// What one validator answered to one request.
+/// Most bytes of a result a [`Claim`] keeps for reports.
+pub const CLAIM_PREVIEW_BYTES: usize = 32;
+
+/// What one validator answered to one request, as the client keeps it: the result's
+/// digest and its first bytes, never the whole result, so a claim is small whatever a
+/// validator sends (a reply frame may be megabytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
-    /// The result it reported.
-    pub result: Vec<u8>,
+    /// SHA-256 of the result it reported: answers are compared by it.
+    pub result_digest: Digest,
+    /// The result's first bytes (at most [`CLAIM_PREVIEW_BYTES`]), for reports.
+    pub preview: Vec<u8>,
+    /// The result's length in bytes.
+    pub result_len: usize,
     /// The sequence number it reported.
     pub seq: Seq,
     /// The view it reported.
     pub view: View,
+}
+
+impl Claim {
+    /// The claim a reply makes.
+    pub fn of(reply: &Reply) -> Claim {
+        Claim {
+            result_digest: Digest::of(&reply.result),
+            preview: reply.result[..reply.result.len().min(CLAIM_PREVIEW_BYTES)].to_vec(),
+            result_len: reply.result.len(),
+            seq: reply.seq,
+            view: reply.view,
+        }
+    }
 }
 
 /// A request whose answer f+1 validators agreed on.
@@ -192,7 +224,7 @@ pub struct Expired {
     pub request: SignedRequest,
     /// From its first send until it was given up.
     pub waited: Duration,
-    /// The answer each validator that replied gave (its first reply).
+    /// The answer each validator that replied gave (its latest reply).
     pub replies: BTreeMap<ReplicaId, Claim>,
 }
 
@@ -200,9 +232,9 @@ impl Expired {
     /// The most validators that gave one answer (less than f+1, or it would have been
     /// accepted).
     pub fn largest_agreement(&self) -> usize {
-        let mut tally: BTreeMap<(&[u8], Seq), usize> = BTreeMap::new();
+        let mut tally: BTreeMap<(Digest, Seq), usize> = BTreeMap::new();
         for c in self.replies.values() {
-            *tally.entry((&c.result, c.seq)).or_insert(0) += 1;
+            *tally.entry((c.result_digest, c.seq)).or_insert(0) += 1;
         }
         tally.values().copied().max().unwrap_or(0)
     }
@@ -213,12 +245,18 @@ impl Expired {
 pub enum ReplyOutcome {
     /// It completed f+1 matching answers: the request is accepted.
     Accepted,
-    /// Its validator's answer was recorded; not yet f+1.
+    /// Its validator's first answer to this request was recorded; not yet f+1.
     Counted,
-    /// Its validator already answered this request; only its first answer counts.
+    /// Its validator's answer changed: the new one replaced the old; not yet f+1.
+    Replaced,
+    /// Its validator gave this very answer already; nothing changed.
     AlreadyCounted,
     /// No such request is in flight (never sent, accepted already, or given up).
     NotInFlight,
+    /// It answers another request signed under the same (client, request id): its
+    /// request digest is not the one of the request in flight, so its result is not
+    /// this request's outcome. Not counted.
+    OtherRequest,
     /// The reply names another validator than the one it came from.
     WrongReplica,
     /// It came from a validator id outside 0..n.
@@ -229,10 +267,12 @@ pub enum ReplyOutcome {
 #[derive(Debug)]
 struct InFlight {
     request: SignedRequest,
+    /// [`crate::Request::digest`] of `request`: a reply counts only if it binds it.
+    digest: Digest,
     bytes: Arc<[u8]>,
     first_sent: Instant,
     last_sent: Instant,
-    /// The first answer of each validator that replied.
+    /// The latest answer of each validator that replied: one per validator.
     claims: BTreeMap<ReplicaId, Claim>,
 }
 
@@ -364,15 +404,15 @@ impl ClientCore {
 
     /// Takes a reply that arrived from validator `from`.
     ///
-    /// Only a validator's first reply to a request counts; later ones, with the same
-    /// answer or another, are ignored. For an honest validator the first answer is the
-    /// only one (a request executes once, and a retransmitted reply is the cached one),
-    /// so nothing is lost. A traitor that replies twice gains nothing either way, but
-    /// if its latest reply counted it could take back support it gave (reply with the
-    /// honest answer, then with garbage) and keep a request one vote short whenever an
-    /// honest reply is slow; with the first counting, a tally only grows. It also bounds
-    /// what the client stores per request to one answer per validator, however many
-    /// replies a traitor sends.
+    /// A validator's latest answer to a request is the one that counts: a different
+    /// answer replaces its earlier one, it never adds to it, so the client keeps at most
+    /// one answer per validator and request, however many replies a traitor sends, and
+    /// each kept answer is a [`Claim`] of bounded size. An honest validator's answer
+    /// can change (a request ordered again as a duplicate is answered at the later
+    /// sequence number, and the reply cache keeps that answer), and with the first
+    /// answer counting for ever such a validator could never join the others'. A
+    /// traitor that takes back support it gave delays nothing: acceptance never needs a
+    /// traitor, as the f+1 honest answers arrive with retransmissions.
     pub fn on_reply(&mut self, from: ReplicaId, reply: &Reply, now: Instant) -> ReplyOutcome {
         if reply.replica != from {
             return ReplyOutcome::WrongReplica;
@@ -388,19 +428,21 @@ impl ClientCore {
         let Some(inf) = self.flight.get_mut(&key) else {
             return ReplyOutcome::NotInFlight;
         };
-        if inf.claims.contains_key(&from) {
+        if reply.request != inf.digest {
+            return ReplyOutcome::OtherRequest;
+        }
+        let claim = Claim::of(reply);
+        if inf.claims.get(&from) == Some(&claim) {
             return ReplyOutcome::AlreadyCounted;
         }
-        inf.claims.insert(
-            from,
-            Claim {
-                result: reply.result.clone(),
-                seq: reply.seq,
-                view: reply.view,
-            },
-        );
-        let Some(view) = agreed_view(&inf.claims, &reply.result, reply.seq, self.config.f) else {
-            return ReplyOutcome::Counted;
+        let (result_digest, seq) = (claim.result_digest, claim.seq);
+        let replaced = inf.claims.insert(from, claim).is_some();
+        let Some(view) = agreed_view(&inf.claims, &result_digest, seq, self.config.f) else {
+            return if replaced {
+                ReplyOutcome::Replaced
+            } else {
+                ReplyOutcome::Counted
+            };
         };
         self.view = self.view.max(view);
         if let Some(inf) = self.remove_in_flight(key) {
@@ -656,6 +698,7 @@ impl ClientCore {
         self.flight.insert(
             key,
             InFlight {
+                digest: request.body.digest(),
                 request,
                 bytes,
                 first_sent: now,
@@ -678,21 +721,22 @@ impl ClientCore {
     }
 }
 
-/// The acceptance rule, once: if f+1 distinct validators gave the answer
-/// (`result`, `seq`), the view those matching replies establish; `None` otherwise.
+/// The acceptance rule, once: if f+1 distinct validators' latest answers are (the
+/// result with `result_digest`, `seq`), the view those matching replies establish;
+/// `None` otherwise.
 ///
 /// The view is the highest that f+1 of the matching validators report reaching (the
 /// (f+1)-th highest of their views), so at least one honest validator was in it or
 /// beyond: a traitor cannot steer the client to a primary of its choosing.
 fn agreed_view(
     claims: &BTreeMap<ReplicaId, Claim>,
-    result: &[u8],
+    result_digest: &Digest,
     seq: Seq,
     f: usize,
 ) -> Option<View> {
     let mut views: Vec<View> = claims
         .values()
-        .filter(|c| c.seq == seq && c.result == result)
+        .filter(|c| c.seq == seq && c.result_digest == *result_digest)
         .map(|c| c.view)
         .collect();
     if views.len() <= f {

@@ -1,5 +1,7 @@
 //! The client table: exactly-once per `(client, request_id)` with a bounded window per
-//! client, and cached replies for retransmissions.
+//! client, and cached replies for retransmissions. A cached reply answers only the
+//! request it binds (`Reply::request`): the same id signed with another operation is
+//! [`Admission::Reused`].
 //!
 //! Clients number their requests 1, 2, 3, ... without gaps. For each client the table
 //! keeps `low`, below which every request has executed, the executed ids above it, and
@@ -38,6 +40,11 @@ use std::collections::{BTreeMap, BTreeSet};
 pub enum Admission {
     /// Executed already; the cached reply is returned.
     Cached(Box<SignedReply>),
+    /// Its request id executed with another request (the cached reply binds another
+    /// digest): the client signed a new operation under a used id. It is never ordered,
+    /// and never answered with the reply of the request that ran; a client asking is
+    /// answered from the ledger, whose record of that request refuses this one.
+    Reused,
     /// Already known and waiting to execute.
     Known,
     /// New and inside the window.
@@ -224,6 +231,9 @@ impl ClientTable {
         let default = Entry::default();
         let e = self.clients.get(&client).unwrap_or(&default);
         if let Some(r) = e.replies.get(&rid) {
+            if r.body.request != req.body.digest() {
+                return Admission::Reused;
+            }
             return Admission::Cached(Box::new(r.clone()));
         }
         if self.waiting.contains_key(&(client, rid)) {
@@ -557,6 +567,7 @@ mod tests {
                 seq: rid,
                 client: k.public(),
                 request_id: rid,
+                request: req(k, rid).body.digest(),
                 replica: 0,
                 result: vec![rid as u8],
             }],
@@ -585,6 +596,32 @@ mod tests {
         assert_eq!(t.admit(&req(&k, 8)), Admission::New);
         assert_eq!(t.admit(&req(&k, 9)), Admission::OutOfWindow);
         assert!(matches!(t.admit(&req(&k, 3)), Admission::Cached(_)));
+    }
+
+    #[test]
+    fn an_executed_id_signed_again_with_another_operation_is_not_answered_from_the_cache() {
+        let k = Keypair::from_seed(&[13; 32]).unwrap();
+        let mut t = ClientTable::new(4);
+        assert!(t.add_waiting(req(&k, 1)));
+        t.executed(reply(&k, 1));
+        // a retransmission of the request that executed gets its reply
+        assert!(matches!(t.admit(&req(&k, 1)), Admission::Cached(_)));
+        // the same id with another operation is not that request
+        let other = Signed::sign(
+            Request {
+                client: k.public(),
+                request_id: 1,
+                op: vec![9],
+            },
+            &k,
+        );
+        let a = t.admit(&other);
+        assert!(
+            !matches!(a, Admission::Cached(_)),
+            "another operation was answered with the cached reply of request 1: {a:?}"
+        );
+        assert_eq!(a, Admission::Reused);
+        assert_eq!(t.check(), Ok(()));
     }
 
     #[test]

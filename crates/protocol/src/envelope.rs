@@ -8,8 +8,10 @@ use thiserror::Error;
 /// Magic bytes that start every frame.
 pub const MAGIC: [u8; 4] = *b"PBFT";
 /// The envelope version this build speaks. Version 2: view changes carry prepared
-/// certificates without batches, and batches are fetched by digest.
-pub const WIRE_VERSION: u8 = 3;
+/// certificates without batches, and batches are fetched by digest. Version 3: the
+/// recovery question and answer. Version 4: a reply binds the digest of the request it
+/// answers.
+pub const WIRE_VERSION: u8 = 4;
 
 /// Structural limits enforced when decoding.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -64,6 +64,17 @@ impl Signable for Request {
     const DOMAIN: Domain = Domain::Request;
 }
 
+impl Request {
+    /// The request's digest: SHA-256 over exactly what the client's signature covers
+    /// (the request domain's tag and the body's encoding). A reply carries it, so a
+    /// client matches a reply to the very request it signed, not only to its
+    /// (client, request id); the executor records it with the receipt, so a request id
+    /// reused for another operation is told apart from a retransmission.
+    pub fn digest(&self) -> Digest {
+        Digest::of_parts(&[Domain::Request.tag(), &self.signing_bytes()])
+    }
+}
+
 /// A client request with the client's signature.
 pub type SignedRequest = Signed<Request>;
 
@@ -149,7 +160,8 @@ impl Signable for Commit {
     const DOMAIN: Domain = Domain::Commit;
 }
 
-/// `Reply{view, client, request_id, replica, result}`: the result of one executed request.
+/// `Reply{view, seq, client, request_id, request, replica, result}`: the result of one
+/// executed request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
     /// The replica's view when it executed the request (informational for the client).
@@ -160,6 +172,9 @@ pub struct Reply {
     pub client: PublicKey,
     /// The request answered.
     pub request_id: RequestId,
+    /// [`Request::digest`] of the request answered: the one the client signed, which
+    /// the result is the outcome of.
+    pub request: Digest,
     /// The replica that executed it.
     pub replica: ReplicaId,
     /// The executor's encoded receipt; f+1 identical results make it final.
@@ -664,6 +679,7 @@ mod tests {
                 seq,
                 client: key(100).public(),
                 request_id: i + 1,
+                request: Digest::of(&[i as u8]),
                 replica,
                 result: vec![i as u8; 3],
             })
@@ -701,6 +717,13 @@ mod tests {
             SignedReply {
                 body: Reply {
                     seq: 10,
+                    ..good.body.clone()
+                },
+                ..good.clone()
+            },
+            SignedReply {
+                body: Reply {
+                    request: Digest::of(b"another request"),
                     ..good.body.clone()
                 },
                 ..good.clone()

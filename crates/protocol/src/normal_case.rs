@@ -36,7 +36,7 @@ impl Replica {
         );
         self.resends.allow(
             req.body.client,
-            req.body.request_id,
+            req.body.digest(),
             from_ledger,
             self.now,
             interval,
@@ -55,12 +55,14 @@ impl Replica {
                     });
                 }
             }
-            Admission::TooOld => {
-                // a client without its answer asks again: the ledger has the receipt
+            Admission::TooOld | Admission::Reused => {
+                // a client without its answer asks again: the ledger has the receipt, and
+                // the digest of the request it is the outcome of (a reused id is refused)
                 if via.is_none() && req.body.request_id != 0 && self.may_answer_again(&req, true) {
                     self.push(Action::ReplyFromLedger {
                         client: req.body.client,
                         request_id: req.body.request_id,
+                        request: req.body.digest(),
                     });
                 }
             }
@@ -587,6 +589,7 @@ impl Replica {
                 seq,
                 client: r.client,
                 request_id: r.request_id,
+                request: r.request,
                 replica: self.id,
                 result: r.result,
             })

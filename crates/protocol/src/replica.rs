@@ -45,6 +45,8 @@ pub struct ExecutedRequest {
     pub client: PublicKey,
     /// The request.
     pub request_id: RequestId,
+    /// [`crate::Request::digest`] of the request in the batch: the reply binds it.
+    pub request: Digest,
     /// The encoded receipt sent to the client (identical on every honest replica).
     pub result: Vec<u8>,
 }
@@ -471,13 +473,15 @@ impl Replica {
         self.finish("on_state_transferred");
     }
 
-    /// Signs this replica's reply to `client`'s request `request_id`, which executed at
-    /// `seq` with `result` (for [`Action::ReplyFromLedger`], from the ledger's receipt).
+    /// Signs this replica's reply to `client`'s request `request_id` with digest
+    /// `request`, answered by `result` at `seq` (for [`Action::ReplyFromLedger`], from
+    /// the ledger's receipt).
     pub fn sign_reply(
         &self,
         seq: Seq,
         client: PublicKey,
         request_id: RequestId,
+        request: Digest,
         result: Vec<u8>,
     ) -> Option<SignedReply> {
         let body = Reply {
@@ -485,6 +489,7 @@ impl Replica {
             seq,
             client,
             request_id,
+            request,
             replica: self.id,
             result,
         };

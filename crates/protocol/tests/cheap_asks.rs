@@ -38,6 +38,7 @@ impl Probe {
                 .map(|r| pbft_protocol::ExecutedRequest {
                     client: r.body.client,
                     request_id: r.body.request_id,
+                    request: r.body.digest(),
                     result: vec![1],
                 })
                 .collect();

@@ -1,12 +1,14 @@
-//! The client core: its acceptance rule (f+1 distinct validators with one answer, each
-//! counted once, by its first reply), where requests go, the window and in-flight
-//! limits, retransmission, the deadline; and a property test in which up to f traitors
-//! reply in random orders, repeat themselves, lie and forge the replica field.
+//! The client core: its acceptance rule (f+1 distinct validators with one answer, in
+//! replies that bind the request's digest, each validator counted once, by its latest
+//! answer, kept in bounded size), the view it believes in, where requests go, the
+//! window and in-flight limits, retransmission, the deadline; and a property test in
+//! which up to f traitors reply in random orders, repeat themselves, lie, answer
+//! another request and forge the replica field.
 
 use pbft_crypto::{Keypair, PublicKey};
 use pbft_protocol::client::{
     Accepted, ClientConfig, ClientConfigError, ClientCore, Recipients, ReplyOutcome, SubmitError,
-    Transmit,
+    Transmit, CLAIM_PREVIEW_BYTES,
 };
 use pbft_protocol::envelope::{self, Limits};
 use pbft_protocol::{
@@ -25,14 +27,7 @@ fn client_key(i: u8) -> Keypair {
 }
 
 fn request(key: &Keypair, id: RequestId) -> SignedRequest {
-    Signed::sign(
-        Request {
-            client: key.public(),
-            request_id: id,
-            op: vec![id as u8, 7],
-        },
-        key,
-    )
+    Signed::sign(body(key.public(), id), key)
 }
 
 fn reply(
@@ -48,8 +43,18 @@ fn reply(
         seq,
         client,
         request_id: id,
+        request: body(client, id).digest(),
         replica,
         result: result.to_vec(),
+    }
+}
+
+/// The body of request `id` of `client`, as [`request`] signs it.
+fn body(client: PublicKey, id: RequestId) -> Request {
+    Request {
+        client,
+        request_id: id,
+        op: vec![id as u8, 7],
     }
 }
 
@@ -155,38 +160,72 @@ fn one_validator_replying_twice_with_the_same_answer_counts_once() {
 }
 
 #[test]
-fn a_validator_that_changes_its_answer_keeps_its_first() {
+fn a_validator_that_changes_its_answer_replaces_it() {
     let a = client_key(0);
     let honest = |v| reply(v, a.public(), 1, b"ok", 5, 0);
     let lie = |v| reply(v, a.public(), 1, b"stolen", 5, 0);
 
-    // garbage first, then the honest answer: the honest answer is not counted for it
+    // garbage first, then the honest answer: the honest answer counts for it
     let mut c = core(4, 4, 4);
     c.submit(request(&a, 1), ms(0)).expect("submit");
     assert_eq!(c.on_reply(3, &lie(3), ms(1)), ReplyOutcome::Counted);
+    assert_eq!(c.on_reply(3, &honest(3), ms(1)), ReplyOutcome::Replaced);
     assert_eq!(
         c.on_reply(3, &honest(3), ms(1)),
         ReplyOutcome::AlreadyCounted
     );
+    assert_eq!(
+        c.on_reply(0, &honest(0), ms(2)),
+        ReplyOutcome::Accepted,
+        "validator 3's latest answer is the honest one"
+    );
+    assert_eq!(accepted(&mut c)[0].result, b"ok".to_vec());
+
+    // the honest answer first, then garbage: the garbage replaces it, it does not add
+    let mut c = core(4, 4, 4);
+    c.submit(request(&a, 1), ms(0)).expect("submit");
+    assert_eq!(c.on_reply(3, &honest(3), ms(1)), ReplyOutcome::Counted);
+    assert_eq!(c.on_reply(3, &lie(3), ms(1)), ReplyOutcome::Replaced);
     assert_eq!(c.on_reply(0, &honest(0), ms(2)), ReplyOutcome::Counted);
     assert!(c.poll_accepted().is_none());
     assert_eq!(c.on_reply(1, &honest(1), ms(3)), ReplyOutcome::Accepted);
     assert_eq!(accepted(&mut c)[0].result, b"ok".to_vec());
 
-    // the honest answer first, then garbage: its support cannot be taken back
+    // however many answers a traitor sends, one is kept, and one lie never accepts
     let mut c = core(4, 4, 4);
     c.submit(request(&a, 1), ms(0)).expect("submit");
-    assert_eq!(c.on_reply(3, &honest(3), ms(1)), ReplyOutcome::Counted);
-    assert_eq!(c.on_reply(3, &lie(3), ms(1)), ReplyOutcome::AlreadyCounted);
-    assert_eq!(c.on_reply(0, &honest(0), ms(2)), ReplyOutcome::Accepted);
-    assert_eq!(accepted(&mut c)[0].result, b"ok".to_vec());
-
-    // a traitor that sends two lies still has one vote: f = 1 lie never accepts
-    let mut c = core(4, 4, 4);
-    c.submit(request(&a, 1), ms(0)).expect("submit");
-    assert_eq!(c.on_reply(2, &lie(2), ms(1)), ReplyOutcome::Counted);
-    assert_eq!(c.on_reply(2, &lie(2), ms(1)), ReplyOutcome::AlreadyCounted);
+    for i in 0..100u8 {
+        c.on_reply(2, &reply(2, a.public(), 1, &[i], 5, u64::from(i)), ms(1));
+    }
+    let kept: Vec<usize> = c.in_flight_claims().map(|(_, _, cl)| cl.len()).collect();
+    assert_eq!(kept, vec![1]);
     assert!(c.poll_accepted().is_none());
+}
+
+#[test]
+fn what_the_client_keeps_of_an_answer_is_bounded_in_size() {
+    let a = client_key(0);
+    let mut c = core(4, 4, 4);
+    c.submit(request(&a, 1), ms(0)).expect("submit");
+    // a traitor answers with a result of a mebibyte (a reply frame may hold 16)
+    let huge = vec![0xab; 1 << 20];
+    c.on_reply(3, &reply(3, a.public(), 1, &huge, 5, 0), ms(1));
+    let (_, _, claims) = c.in_flight_claims().next().expect("in flight");
+    assert_eq!(claims[&3].result_len, 1 << 20);
+    assert_eq!(claims[&3].preview, huge[..CLAIM_PREVIEW_BYTES].to_vec());
+    let kept = claims[&3].preview.len() + std::mem::size_of_val(&claims[&3].result_digest);
+    assert!(
+        kept <= 64,
+        "the client keeps {kept} bytes of one validator's answer"
+    );
+    // a result that f+1 validators agree on is accepted whole, whatever its size
+    let big: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    for v in [0, 1] {
+        c.on_reply(v, &reply(v, a.public(), 1, &big, 5, 0), ms(2));
+    }
+    let acc = accepted(&mut c);
+    assert_eq!(acc.len(), 1);
+    assert_eq!(acc[0].result, big);
 }
 
 #[test]
@@ -298,6 +337,36 @@ fn replies_for_requests_not_in_flight_are_ignored() {
         ReplyOutcome::Counted
     );
     assert!(c.poll_accepted().is_none());
+}
+
+#[test]
+fn replies_bound_to_another_request_do_not_count() {
+    // f+1 validators answer request 1 of a, but for another operation signed under
+    // that id: whatever they say, it is not the outcome of the request a signed
+    let a = client_key(0);
+    let mut c = core(4, 4, 4);
+    c.submit(request(&a, 1), ms(0)).expect("submit");
+    let other = Request {
+        client: a.public(),
+        request_id: 1,
+        op: vec![0xee],
+    }
+    .digest();
+    for v in [0, 1, 2] {
+        let mut r = reply(v, a.public(), 1, b"applied", 5, 0);
+        r.request = other;
+        let o = c.on_reply(v, &r, ms(1));
+        assert_ne!(o, ReplyOutcome::Accepted, "validator {v}");
+    }
+    assert!(c.poll_accepted().is_none());
+    assert_eq!(c.in_flight(), 1);
+    // replies bound to its own request accept it
+    for v in [0, 3] {
+        c.on_reply(v, &reply(v, a.public(), 1, b"refused", 6, 0), ms(2));
+    }
+    let acc = accepted(&mut c);
+    assert_eq!(acc.len(), 1);
+    assert_eq!(acc[0].result, b"refused".to_vec());
 }
 
 #[test]
@@ -612,7 +681,8 @@ fn a_request_past_the_deadline_is_given_up_with_its_replies() {
     assert_eq!(e.request, request(&a, 1));
     assert_eq!(e.waited, Duration::from_millis(1000));
     assert_eq!(e.replies.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
-    assert_eq!(e.replies[&3].result, b"lie".to_vec());
+    assert_eq!(e.replies[&3].preview, b"lie".to_vec());
+    assert_eq!(e.replies[&3].result_digest, pbft_crypto::Digest::of(b"lie"));
     assert_eq!(e.largest_agreement(), 1);
     assert_eq!(c.expired_count(), 1);
     // its slot went to b, whose deadline counts from its own first send
@@ -803,9 +873,19 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                 .iter()
                 .nth(rng.gen_range(0..traitors.len()))
                 .expect("a traitor");
-            // a lie, the truth with a lie about seq or view, or a forged replica field
-            let r = match rng.gen_range(0..4) {
+            // a lie, the truth with a lie about seq or view, a reply to another
+            // request signed under the same id, or a forged replica field
+            let r = match rng.gen_range(0..5) {
                 0 => reply(t, client, id, b"stolen", seq, view),
+                3 => Reply {
+                    request: Request {
+                        client,
+                        request_id: id,
+                        op: b"another operation".to_vec(),
+                    }
+                    .digest(),
+                    ..reply(t, client, id, b"stolen", seq, view)
+                },
                 1 => reply(t, client, id, &result, seq + 1, view),
                 2 => reply(t, client, id, &result, seq, rng.gen_range(0..1000)),
                 _ => reply(

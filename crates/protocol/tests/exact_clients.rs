@@ -126,7 +126,9 @@ fn a_restored_backup_does_not_take_an_executed_request_for_a_new_one() {
     let from_ledger: Vec<_> = a
         .iter()
         .filter_map(|a| match a {
-            Action::ReplyFromLedger { client, request_id } => Some((*client, *request_id)),
+            Action::ReplyFromLedger {
+                client, request_id, ..
+            } => Some((*client, *request_id)),
             _ => None,
         })
         .collect();

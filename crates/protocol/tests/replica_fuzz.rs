@@ -297,6 +297,7 @@ impl Harness {
             .map(|r| ExecutedRequest {
                 client: r.body.client,
                 request_id: r.body.request_id,
+                request: r.body.digest(),
                 result: r.body.request_id.to_le_bytes().to_vec(),
             })
             .collect();

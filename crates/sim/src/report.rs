@@ -344,7 +344,7 @@ impl crate::sim::Simulation {
                         request_id,
                         replies: claims
                             .iter()
-                            .map(|(r, claim)| (*r, Digest::of(&claim.result)))
+                            .map(|(r, claim)| (*r, claim.result_digest))
                             .collect(),
                     })
             })

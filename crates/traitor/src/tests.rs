@@ -109,6 +109,7 @@ fn reply(replica: ReplicaId) -> Message {
                 seq: 1,
                 client: request(0, 1).body.client,
                 request_id: 1,
+                request: request(0, 1).body.digest(),
                 replica,
                 result: b"ok".to_vec(),
             }],

@@ -119,6 +119,7 @@ impl Batch {
                 client: &r.client,
                 request_id: r.rid,
                 op: &r.op,
+                digest: Digest::of(&r.op),
             })
             .collect()
     }

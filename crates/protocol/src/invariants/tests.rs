@@ -171,6 +171,7 @@ impl Probe {
             .map(|q| ExecutedRequest {
                 client: q.body.client,
                 request_id: q.body.request_id,
+                request: q.body.digest(),
                 result: vec![1],
             })
             .collect();

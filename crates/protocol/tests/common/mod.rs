@@ -404,6 +404,7 @@ pub fn signed_reply(replica: ReplicaId, result: Vec<u8>) -> SignedReply {
         seq: 1,
         client: client_key(0).public(),
         request_id: 1,
+        request: request(0, 1, vec![]).body.digest(),
         replica,
         result,
     };
@@ -429,6 +430,7 @@ pub fn arb_reply(space: Space) -> BoxedStrategy<SignedReply> {
                     seq,
                     client: client_key(c).public(),
                     request_id: request_id + k,
+                    request: Digest::of(&(request_id + k).to_le_bytes()),
                     replica,
                     result: result.clone(),
                 })

@@ -90,6 +90,7 @@ impl Probe {
             .map(|r| ExecutedRequest {
                 client: r.body.client,
                 request_id: r.body.request_id,
+                request: r.body.digest(),
                 result: vec![1],
             })
             .collect();
