@@ -105,11 +105,32 @@ pub struct Stage {
     pub client_out: Sender<Input>,
 }
 
+/// Puts a client's input on the consensus thread's clients' queue without waiting;
+/// a full queue drops it (counted as `client_queue_full`). False once the queue is gone.
+fn offer(queue: &Sender<Input>, input: Input, metrics: &Metrics) -> bool {
+    match queue.try_send(input) {
+        Ok(()) => true,
+        Err(crossbeam_channel::TrySendError::Full(_)) => {
+            metrics.rejected("client_queue_full");
+            true
+        }
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
+    }
+}
+
 /// Most frames a worker takes at once (client signatures among them are checked as one
 /// batch).
 const GULP: usize = 128;
 
 impl Stage {
+    /// Hands a client's input to the consensus thread without waiting: when the
+    /// clients' queue is full the input is dropped and counted, so that a worker never
+    /// blocks on client work while validators' frames wait (the client retransmits).
+    /// False once the consensus thread is gone.
+    fn to_core(&self, input: Input) -> bool {
+        offer(&self.client_out, input, &self.metrics)
+    }
+
     fn reject(&self, origin: Origin, reason: &'static str) {
         self.metrics.rejected(reason);
         self.transport.report(origin, reason);
@@ -180,11 +201,7 @@ impl Stage {
                                 conns.push(conn);
                             }
                             Ok(Message::Query { id, query }) => {
-                                if self
-                                    .client_out
-                                    .send(Input::Query { conn, id, query })
-                                    .is_err()
-                                {
+                                if !self.to_core(Input::Query { conn, id, query }) {
                                     return;
                                 }
                             }
@@ -193,6 +210,8 @@ impl Stage {
                         }
                     }
                     Inbound::ClientClosed(conn) => {
+                        // a close must arrive (routes and budgets are dropped on
+                        // it): it may wait
                         if self.client_out.send(Input::ClientClosed(conn)).is_err() {
                             return;
                         }
@@ -209,7 +228,7 @@ impl Stage {
                 match result {
                     Ok(v) => {
                         self.metrics.received("request");
-                        if self.client_out.send(Input::Request(v, conn)).is_err() {
+                        if !self.to_core(Input::Request(v, conn)) {
                             return;
                         }
                     }
@@ -224,6 +243,25 @@ impl Stage {
 mod priority {
     use super::*;
     use bytes::Bytes;
+
+    /// A full clients' queue drops a client's input rather than block the worker (a
+    /// blocked worker would keep validators' frames waiting behind client work).
+    #[test]
+    fn a_full_client_queue_drops_rather_than_blocks() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let metrics = Metrics::new(0);
+        assert!(offer(&tx, Input::ClientClosed(ClientId(1)), &metrics));
+        // the queue is full: this returns at once, the input dropped and counted
+        assert!(offer(&tx, Input::ClientClosed(ClientId(2)), &metrics));
+        assert!(metrics.render().contains("client_queue_full"));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Input::ClientClosed(ClientId(1)))
+        ));
+        assert!(rx.try_recv().is_err());
+        drop(rx);
+        assert!(!offer(&tx, Input::ClientClosed(ClientId(3)), &metrics));
+    }
 
     /// Validators' frames are worked on first, whatever waited longer.
     #[test]
