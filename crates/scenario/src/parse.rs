@@ -326,16 +326,7 @@ impl Checker<'_> {
                     },
                     Ok,
                 )?;
-            let from_ms = Self::or(&t.from_ms, 0);
-            let until_ms = t.until_ms.as_ref().map(|u| *u.get_ref());
-            if let Some(u) = until_ms {
-                if u < from_ms {
-                    return self.err(
-                        Self::pos(&t.until_ms),
-                        format!("until_ms = {u} is before from_ms = {from_ms}: the window ends before it starts"),
-                    );
-                }
-            }
+            let (from_ms, until_ms) = self.window(&t.from_ms, &t.until_ms)?;
             traitors.push(TraitorEntry {
                 node,
                 behavior,
@@ -487,6 +478,24 @@ impl Checker<'_> {
         })
     }
 
+    /// An active window: `from_ms` (default 0) and `until_ms` (default none), which
+    /// must not end before it starts.
+    fn window(&self, from: &S<u64>, until: &S<u64>) -> Result<(u64, Option<u64>), ScenarioError> {
+        let from_ms = Self::or(from, 0);
+        let until_ms = until.as_ref().map(|u| *u.get_ref());
+        if let Some(u) = until_ms {
+            if u < from_ms {
+                return self.err(
+                    Self::pos(until),
+                    format!(
+                        "until_ms = {u} is before from_ms = {from_ms}: the window ends before it starts"
+                    ),
+                );
+            }
+        }
+        Ok((from_ms, until_ms))
+    }
+
     fn strangers(&self, raw: &[Spanned<RawStranger>]) -> Result<Vec<StrangerEntry>, ScenarioError> {
         let mut out = Vec::new();
         for t in raw {
@@ -508,16 +517,7 @@ impl Checker<'_> {
                     ),
                 );
             };
-            let from_ms = Self::or(&t.from_ms, 0);
-            let until_ms = t.until_ms.as_ref().map(|u| *u.get_ref());
-            if let Some(u) = until_ms {
-                if u < from_ms {
-                    return self.err(
-                        Self::pos(&t.until_ms),
-                        format!("until_ms = {u} is before from_ms = {from_ms}: the window ends before it starts"),
-                    );
-                }
-            }
+            let (from_ms, until_ms) = self.window(&t.from_ms, &t.until_ms)?;
             let count = Self::or(&t.count, 1);
             if !(1..=64).contains(&count) {
                 return self.err(

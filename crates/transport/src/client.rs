@@ -118,6 +118,25 @@ fn bind_addr(validators: &[PeerInfo]) -> SocketAddr {
     }
 }
 
+/// A QUIC endpoint that only dials (no server side), bound to `addr`, and the
+/// address it got.
+pub(crate) fn dialing_endpoint(addr: SocketAddr) -> Result<(Endpoint, SocketAddr), TransportError> {
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| TransportError::Bind { addr, source })?;
+    let local_addr = socket.local_addr().map_err(TransportError::Endpoint)?;
+    socket
+        .set_nonblocking(true)
+        .map_err(TransportError::Endpoint)?;
+    let endpoint = Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(TransportError::Endpoint)?;
+    Ok((endpoint, local_addr))
+}
+
 impl ClientTransport {
     /// Binds an ephemeral local port and prepares one lazy connection per
     /// validator. Frames received from validator `i` arrive as `(i, frame)`.
@@ -144,20 +163,7 @@ impl ClientTransport {
                 dup.id
             )));
         }
-        let addr = bind_addr(&validators);
-        let socket = std::net::UdpSocket::bind(addr)
-            .map_err(|source| TransportError::Bind { addr, source })?;
-        let local_addr = socket.local_addr().map_err(TransportError::Endpoint)?;
-        socket
-            .set_nonblocking(true)
-            .map_err(TransportError::Endpoint)?;
-        let endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
-            None,
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(TransportError::Endpoint)?;
+        let (endpoint, local_addr) = dialing_endpoint(bind_addr(&validators))?;
 
         let provider = tls::provider();
         let quic = tls::quic_transport(IDLE_TIMEOUT)?;

@@ -25,19 +25,7 @@ impl RawEndpoint {
     /// Binds an ephemeral UDP port on `ip` (any address of the host, for example
     /// one of loopback's 127.0.0.0/8, so that a test can play another host).
     pub fn bind(ip: IpAddr) -> Result<RawEndpoint, TransportError> {
-        let addr = SocketAddr::new(ip, 0);
-        let socket = std::net::UdpSocket::bind(addr)
-            .map_err(|source| TransportError::Bind { addr, source })?;
-        socket
-            .set_nonblocking(true)
-            .map_err(TransportError::Endpoint)?;
-        let endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
-            None,
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(TransportError::Endpoint)?;
+        let (endpoint, _) = crate::client::dialing_endpoint(SocketAddr::new(ip, 0))?;
         Ok(RawEndpoint { endpoint })
     }
 
