@@ -104,13 +104,12 @@ struct State {
     inbound: HashMap<u32, (u64, quinn::Connection)>,
     clients: HashMap<ClientId, ClientSlot>,
     peer_strikes: HashMap<u32, VecDeque<Instant>>,
-    client_strikes: HashMap<ClientId, VecDeque<Instant>>,
     /// Open client connections per address.
     client_ips: HashMap<IpAddr, usize>,
     /// Ban expiry per client address (a connection from it was kicked).
     client_bans: HashMap<IpAddr, Option<Instant>>,
-    /// Strikes against client addresses whose connections broke the framing rules
-    /// (each such connection is closed at once, so its own strikes would not add up).
+    /// Strikes against client addresses (reports about their connections, and
+    /// connections closed for breaking the framing rules).
     address_strikes: HashMap<IpAddr, VecDeque<Instant>>,
     /// Ban expiry per validator; `None` means until restart (the duration
     /// did not fit an `Instant`).
@@ -324,7 +323,6 @@ impl Registry {
     /// Removes a client slot and its count against its address.
     fn drop_client(st: &mut State, id: ClientId) -> Option<ClientSlot> {
         let slot = st.clients.remove(&id)?;
-        st.client_strikes.remove(&id);
         if let Some(n) = st.client_ips.get_mut(&slot.ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -351,9 +349,28 @@ impl Registry {
     /// for ever.
     pub(crate) fn strike_address(&self, ip: IpAddr) {
         let now = Instant::now();
-        let mut st = self.lock();
+        let closed = {
+            let mut st = self.lock();
+            self.strike_address_locked(&mut st, ip, now)
+        };
+        if !closed.is_empty() {
+            tracing::warn!(%ip, "client address banned: too many broken frames");
+        }
+        close_all(closed, code::KICKED, b"strike limit");
+    }
+
+    /// Records a strike against client address `ip`. At the strike limit within the
+    /// window the address is banned and every client connection from it is returned,
+    /// to be closed once the lock is released.
+    fn strike_address_locked(
+        &self,
+        st: &mut State,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Vec<quinn::Connection> {
         let window = self.strike_window;
         let n = strike(st.address_strikes.entry(ip).or_default(), now, window);
+        let mut closed = Vec::new();
         if n >= self.strike_limit {
             st.address_strikes.remove(&ip);
             st.client_bans
@@ -361,13 +378,19 @@ impl Registry {
             *st.counters
                 .entry((Source::Client, reason::BAN_IMPOSED))
                 .or_default() += 1;
-            tracing::warn!(%ip, "client address banned: too many broken frames");
+            closed = st
+                .clients
+                .values()
+                .filter(|slot| slot.ip == ip)
+                .map(|slot| slot.conn.clone())
+                .collect();
         }
-        // an address that stops misbehaving is forgotten once its strikes are old
+        // an address that stopped misbehaving is forgotten once its strikes are old
         if st.address_strikes.len() > 4 * self.max_clients {
             st.address_strikes
                 .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
         }
+        closed
     }
 
     /// Counts a report and applies the strike rule.
@@ -375,6 +398,8 @@ impl Registry {
         let now = Instant::now();
         let mut to_close = Vec::new();
         let mut code = code::BANNED;
+        let mut banned = None;
+        let mut peer_banned = None;
         {
             let mut st = self.lock();
             match origin {
@@ -394,42 +419,32 @@ impl Registry {
                         if let Some((_, conn)) = st.inbound.remove(&id) {
                             to_close.push(conn);
                         }
-                        tracing::warn!(
-                            peer = id,
-                            reason = why,
-                            "strike limit reached: peer banned"
-                        );
+                        peer_banned = Some(id);
                     }
                 }
                 Origin::Client(c) => {
                     *st.counters.entry((Source::Client, why)).or_default() += 1;
-                    if !st.clients.contains_key(&c) {
+                    let Some(ip) = st.clients.get(&c).map(|slot| slot.ip) else {
                         return;
-                    }
-                    let window = self.strike_window;
-                    let n = strike(st.client_strikes.entry(c).or_default(), now, window);
-                    if n >= self.strike_limit {
-                        st.client_strikes.remove(&c);
-                        // its address is refused for a while: a kicked sender that
-                        // simply reconnected would start its strikes afresh
-                        if let Some(slot) = st.clients.get(&c) {
-                            to_close.push(slot.conn.clone());
-                            let ip = slot.ip;
-                            st.client_bans
-                                .insert(ip, now.checked_add(self.ban_duration));
-                            *st.counters
-                                .entry((Source::Client, reason::BAN_IMPOSED))
-                                .or_default() += 1;
-                        }
+                    };
+                    // strikes count against the address, not the connection: a sender
+                    // that reconnected would start afresh, and one address may hold
+                    // many connections
+                    let closed = self.strike_address_locked(&mut st, ip, now);
+                    if !closed.is_empty() {
                         code = code::KICKED;
-                        tracing::warn!(
-                            client = c.0,
-                            reason = why,
-                            "strike limit reached: client disconnected"
-                        );
+                        banned = Some(ip);
                     }
+                    to_close.extend(closed);
                 }
             }
+        }
+        // logged once the lock is released: a slow log must not hold up the others
+        if let Some(id) = peer_banned {
+            tracing::warn!(peer = id, reason = why, "strike limit reached: peer banned");
+        }
+        if let Some(ip) = banned {
+            tracing::warn!(%ip, reason = why, "strike limit reached: client address banned");
         }
         close_all(to_close, code, b"strike limit");
     }

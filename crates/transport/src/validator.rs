@@ -538,9 +538,9 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
                 Ok(None) | Err(ReadError::Closed) => return,
                 Err(ReadError::Oversize(len)) => {
                     registry.count(Source::Client, reason::OVERSIZE);
-                    registry.strike_address(conn.remote_address().ip());
                     tracing::debug!(client = id.0, len, "oversize frame from client: closing");
                     conn.close(VarInt::from_u32(code::OVERSIZE), b"frame too large");
+                    registry.strike_address(conn.remote_address().ip());
                     return;
                 }
                 Err(ReadError::Idle) => {
@@ -550,8 +550,8 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
                 }
                 Err(ReadError::Slow) => {
                     registry.count(Source::Client, reason::SLOW_FRAME);
-                    registry.strike_address(conn.remote_address().ip());
                     conn.close(VarInt::from_u32(code::IDLE), b"frame not finished in time");
+                    registry.strike_address(conn.remote_address().ip());
                     return;
                 }
             }

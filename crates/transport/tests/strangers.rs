@@ -203,3 +203,42 @@ async fn an_address_whose_connections_keep_breaking_frames_is_banned() {
     stranger.close();
     t0.shutdown().await;
 }
+
+/// Strikes count against the address: spreading reports over several connections of
+/// one address (each would stay under a per-connection limit) still bans it, and every
+/// connection of the address is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strikes_spread_over_connections_add_up_for_their_address() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = cluster.config(0);
+    cfg.strike_limit = 4;
+    cfg.ban_duration = Duration::from_secs(3600);
+    let (t0, mut rx0) = cluster.start_with(0, cfg).await;
+    let stranger = RawEndpoint::bind(STRANGER).expect("bind 127.0.0.2");
+    let mut held = hog(&cluster, &stranger, 4).await;
+    let mut conns = Vec::new();
+    for c in &mut held {
+        c.send_frame(Bytes::from_static(b"garbage"))
+            .await
+            .expect("send");
+        loop {
+            if let Inbound::Client { conn, .. } = next(&mut rx0, "the garbage").await {
+                if !conns.contains(&conn) {
+                    conns.push(conn);
+                    break;
+                }
+            }
+        }
+    }
+    // one report per connection: each is under the limit of 4, the address reaches it
+    for conn in &conns {
+        t0.report(Origin::Client(*conn), "undecodable");
+    }
+    for c in &held {
+        within("every connection of the address is closed", c.closed()).await;
+    }
+    assert_eq!(t0.stats().count(Source::Client, reason::BAN_IMPOSED), 1);
+    honest_client_is_served(&cluster, &t0, &mut rx0).await;
+    stranger.close();
+    t0.shutdown().await;
+}
