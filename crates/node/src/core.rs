@@ -181,6 +181,11 @@ impl<F: Faults> Core<F> {
         match input {
             Input::Stop => return true,
             Input::Query { conn, id, query } => {
+                // a close can overtake a connection's last frames (they pass through
+                // different workers): a closed connection gets no budget entry
+                if !self.transport.is_open(conn) {
+                    return false;
+                }
                 if !self.queries.allow(conn, Instant::now()) {
                     self.metrics.rejected(QUERY_RATE);
                     self.transport.report(Origin::Client(conn), QUERY_RATE);
@@ -196,7 +201,9 @@ impl<F: Faults> Core<F> {
             }
             Input::Request(req, conn) => {
                 let body = &req.get().body;
-                self.routes.request(body.client, body.request_id, conn);
+                if self.transport.is_open(conn) {
+                    self.routes.request(body.client, body.request_id, conn);
+                }
                 self.host.handle_request(req, now);
             }
             Input::ClientClosed(conn) => {
