@@ -10,7 +10,12 @@
 //! id (a retransmission, or a replay) adds its connection only while there is room: a
 //! replayer can take copies of the replies, never the client's own route. A closed
 //! connection leaves every route, so a client that reconnects and retransmits is
-//! routed again.
+//! routed again if there is room.
+//!
+//! Known gap (docs/protocol.md): a backup sees the client's next request first inside a
+//! pre-prepare, so a stranger replaying it there early counts as fresh and can evict
+//! the client's connection; routing by connections authenticated with the account key
+//! is the fix.
 
 use pbft_crypto::PublicKey;
 use pbft_transport::ClientId;
