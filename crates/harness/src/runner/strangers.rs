@@ -101,7 +101,7 @@ pub(crate) fn start(sc: &Scenario, cluster: &Cluster, t0: Instant) -> Strangers 
                 let until = entry
                     .until_ms
                     .map(|u| tokio::time::Instant::from_std(t0 + Duration::from_millis(u)));
-                let act = act(&entry, ip, validators, genesis, clients, &tally);
+                let act = act(&entry, ip, validators, genesis, clients, tally);
                 match until {
                     Some(u) => {
                         let _ = tokio::time::timeout_at(u, act).await;
@@ -114,55 +114,40 @@ pub(crate) fn start(sc: &Scenario, cluster: &Cluster, t0: Instant) -> Strangers 
     Strangers { tasks, tallies }
 }
 
-/// One stranger's behaviour, until it is stopped.
+/// One stranger's behaviour, until it is stopped (dropping the future stops the
+/// tasks it started).
 async fn act(
     entry: &StrangerEntry,
     ip: IpAddr,
     validators: Vec<PeerInfo>,
     genesis: [u8; 32],
     clients: Vec<pbft_crypto::PublicKey>,
-    tally: &Tally,
+    tally: Arc<Tally>,
 ) {
     let Ok(endpoint) = RawEndpoint::bind(ip) else {
         tracing::warn!(%ip, "a stranger could not bind its address");
         return;
     };
-    let mut tasks = Vec::new();
+    let endpoint = Arc::new(endpoint);
+    let clients = Arc::new(clients);
+    let mut tasks = tokio::task::JoinSet::new();
     for v in validators {
-        let endpoint = &endpoint;
-        let clients = &clients;
-        tasks.push(async move {
-            match entry.behavior {
-                StrangerBehavior::HogConnections => hog(endpoint, &v, genesis, false, tally).await,
-                StrangerBehavior::SlowFrame => hog(endpoint, &v, genesis, true, tally).await,
-                StrangerBehavior::QueryFlood => flood(endpoint, &v, genesis, None, tally).await,
+        let (endpoint, clients, tally) = (endpoint.clone(), clients.clone(), tally.clone());
+        let behavior = entry.behavior;
+        tasks.spawn(async move {
+            let (e, t) = (endpoint.as_ref(), tally.as_ref());
+            match behavior {
+                StrangerBehavior::HogConnections => hog(e, &v, genesis, false, t).await,
+                StrangerBehavior::SlowFrame => hog(e, &v, genesis, true, t).await,
+                StrangerBehavior::QueryFlood => flood(e, &v, genesis, None, t).await,
                 StrangerBehavior::BadSignatures => {
-                    flood(endpoint, &v, genesis, Some(clients), tally).await
+                    flood(e, &v, genesis, Some(clients.as_slice()), t).await
                 }
                 StrangerBehavior::HijackReplies | StrangerBehavior::ReuseId => {}
             }
         });
     }
-    futures_join_all(tasks).await;
-}
-
-/// Runs every future to completion, concurrently.
-async fn futures_join_all<F: std::future::Future<Output = ()>>(fs: Vec<F>) {
-    let mut set = Vec::new();
-    for f in fs {
-        set.push(Box::pin(f));
-    }
-    // poll them all: each loops until the stranger's window closes
-    let mut pending: Vec<_> = set.into_iter().collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Holds as many connections to `v` as it is let, re-taking any it loses; with
@@ -211,7 +196,7 @@ async fn flood(
     endpoint: &RawEndpoint,
     v: &PeerInfo,
     genesis: [u8; 32],
-    clients: Option<&Vec<pbft_crypto::PublicKey>>,
+    clients: Option<&[pbft_crypto::PublicKey]>,
     tally: &Tally,
 ) {
     let forger = Keypair::from_seed(&[0x5a; 32]).ok();
