@@ -342,55 +342,42 @@ impl Registry {
         self.lock().clients.get(&id).map(|c| c.replies.clone())
     }
 
-    /// A client connection from `ip` broke the framing rules (an oversize frame, a
-    /// frame not finished in time) and was closed. Such closes count against the
-    /// address: at the strike limit within the window, it is banned, so that a
-    /// stranger cannot make the validator accept, handshake and close connections
-    /// for ever.
+    /// A client connection from `ip` (the address it was admitted with) broke the
+    /// framing rules (an oversize frame, a frame not finished in time) and was closed.
+    /// Such closes count against the address: at the strike limit within the window
+    /// it is refused new connections, so that a stranger cannot make the validator
+    /// accept, handshake and close connections for ever.
     pub(crate) fn strike_address(&self, ip: IpAddr) {
         let now = Instant::now();
-        let closed = {
+        let banned = {
             let mut st = self.lock();
             self.strike_address_locked(&mut st, ip, now)
         };
-        if !closed.is_empty() {
+        if banned {
             tracing::warn!(%ip, "client address banned: too many broken frames");
         }
-        close_all(closed, code::KICKED, b"strike limit");
     }
 
-    /// Records a strike against client address `ip`. At the strike limit within the
-    /// window the address is banned and every client connection from it is returned,
-    /// to be closed once the lock is released.
-    fn strike_address_locked(
-        &self,
-        st: &mut State,
-        ip: IpAddr,
-        now: Instant,
-    ) -> Vec<quinn::Connection> {
+    /// Records a strike against client address `ip`; at the strike limit within the
+    /// window the address is refused new connections for the ban duration (true).
+    fn strike_address_locked(&self, st: &mut State, ip: IpAddr, now: Instant) -> bool {
         let window = self.strike_window;
         let n = strike(st.address_strikes.entry(ip).or_default(), now, window);
-        let mut closed = Vec::new();
-        if n >= self.strike_limit {
+        let banned = n >= self.strike_limit;
+        if banned {
             st.address_strikes.remove(&ip);
             st.client_bans
                 .insert(ip, now.checked_add(self.ban_duration));
             *st.counters
                 .entry((Source::Client, reason::BAN_IMPOSED))
                 .or_default() += 1;
-            closed = st
-                .clients
-                .values()
-                .filter(|slot| slot.ip == ip)
-                .map(|slot| slot.conn.clone())
-                .collect();
         }
         // an address that stopped misbehaving is forgotten once its strikes are old
         if st.address_strikes.len() > 4 * self.max_clients {
             st.address_strikes
                 .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
         }
-        closed
+        banned
     }
 
     /// Counts a report and applies the strike rule.
@@ -424,18 +411,20 @@ impl Registry {
                 }
                 Origin::Client(c) => {
                     *st.counters.entry((Source::Client, why)).or_default() += 1;
-                    let Some(ip) = st.clients.get(&c).map(|slot| slot.ip) else {
+                    let Some((ip, conn)) = st.clients.get(&c).map(|s| (s.ip, s.conn.clone()))
+                    else {
                         return;
                     };
                     // strikes count against the address, not the connection: a sender
                     // that reconnected would start afresh, and one address may hold
-                    // many connections
-                    let closed = self.strike_address_locked(&mut st, ip, now);
-                    if !closed.is_empty() {
+                    // many connections. At the limit the striking connection is closed
+                    // and the address refused new ones; its other connections stay
+                    // (honest clients may share the address).
+                    if self.strike_address_locked(&mut st, ip, now) {
                         code = code::KICKED;
                         banned = Some(ip);
+                        to_close.push(conn);
                     }
-                    to_close.extend(closed);
                 }
             }
         }

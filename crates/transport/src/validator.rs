@@ -489,25 +489,24 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         };
     let id = ClientId(shared.next_client.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::channel::<Bytes>(shared.send_queue);
-    let activity =
-        match shared
-            .registry
-            .add_client(id, conn.clone(), tx, conn.remote_address().ip())
-        {
-            Ok(a) => a,
-            Err(Refusal::Banned) => {
-                conn.close(VarInt::from_u32(code::BANNED), b"address banned");
-                return;
-            }
-            Err(Refusal::TooManyFromAddress) => {
-                conn.close(VarInt::from_u32(code::BUSY), b"too many from this address");
-                return;
-            }
-            Err(Refusal::Busy) => {
-                conn.close(VarInt::from_u32(code::BUSY), b"too many clients");
-                return;
-            }
-        };
+    // the address the connection is admitted with, which its strikes count against
+    // (QUIC lets a connection move: its current address may be someone else's)
+    let ip = conn.remote_address().ip();
+    let activity = match shared.registry.add_client(id, conn.clone(), tx, ip) {
+        Ok(a) => a,
+        Err(Refusal::Banned) => {
+            conn.close(VarInt::from_u32(code::BANNED), b"address banned");
+            return;
+        }
+        Err(Refusal::TooManyFromAddress) => {
+            conn.close(VarInt::from_u32(code::BUSY), b"too many from this address");
+            return;
+        }
+        Err(Refusal::Busy) => {
+            conn.close(VarInt::from_u32(code::BUSY), b"too many clients");
+            return;
+        }
+    };
     if send.write_all(&[ACK]).await.is_err() {
         shared.registry.remove_client(id);
         return;
@@ -540,7 +539,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
                     registry.count(Source::Client, reason::OVERSIZE);
                     tracing::debug!(client = id.0, len, "oversize frame from client: closing");
                     conn.close(VarInt::from_u32(code::OVERSIZE), b"frame too large");
-                    registry.strike_address(conn.remote_address().ip());
+                    registry.strike_address(ip);
                     return;
                 }
                 Err(ReadError::Idle) => {
@@ -551,7 +550,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
                 Err(ReadError::Slow) => {
                     registry.count(Source::Client, reason::SLOW_FRAME);
                     conn.close(VarInt::from_u32(code::IDLE), b"frame not finished in time");
-                    registry.strike_address(conn.remote_address().ip());
+                    registry.strike_address(ip);
                     return;
                 }
             }
