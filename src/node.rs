@@ -41,9 +41,13 @@ pub struct NodeArgs {
     /// evicted (if idle for a second), or the new one refused.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     max_clients: u64,
-    /// Most client connections from one IP address.
+    /// Most anonymous client connections from one IP address (connections bound to
+    /// a client account count against the account instead).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
     max_clients_per_ip: u64,
+    /// Most client connections bound to one client account.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    max_clients_per_account: u64,
     /// A client connection that sends nothing for this long is closed (ms).
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     client_idle_timeout_ms: u64,
@@ -159,6 +163,8 @@ fn node_options(
     opts.client_limits = ClientLimits {
         max_clients: usize::try_from(args.max_clients).unwrap_or(usize::MAX),
         max_clients_per_ip: usize::try_from(args.max_clients_per_ip).unwrap_or(usize::MAX),
+        max_clients_per_account: usize::try_from(args.max_clients_per_account)
+            .unwrap_or(usize::MAX),
         idle_timeout: std::time::Duration::from_millis(args.client_idle_timeout_ms),
         max_frame: usize::try_from(args.max_client_frame).unwrap_or(usize::MAX),
         frame_timeout: std::time::Duration::from_millis(args.client_frame_timeout_ms),

@@ -668,6 +668,110 @@ fn an_honest_client_is_served_while_a_stranger_holds_its_connections() {
     });
 }
 
+/// Strangers on another address (127.0.0.2) take every client slot of every
+/// validator and keep each connection talking (a status query every 200 ms, within the
+/// query budget), so idle eviction never frees one. An anonymous client is refused
+/// everywhere; a client bound to its account takes a stranger's slot and is served.
+#[test]
+fn a_bound_client_is_served_while_strangers_keep_every_slot_busy() {
+    use pbft_client::{Client, Signer};
+    use pbft_executor::Operation;
+    use pbft_protocol::{envelope, Message, Query};
+    use pbft_transport::raw::RawEndpoint;
+    use pbft_transport::PeerInfo;
+
+    let _serial = serial();
+    let mut c = Cluster::keygen(2, 10);
+    let slots = 6;
+    for i in 0..4 {
+        let (file, key) = (c.file(), c.key(&format!("validator-{i}.key")));
+        c.start_with(
+            i,
+            &file,
+            &key,
+            &["--max-clients", "6", "--max-clients-per-ip", "6"],
+        );
+    }
+    let cluster = pbft_cluster::Cluster::load(&c.file()).expect("cluster file");
+    let genesis = *cluster.genesis_digest().as_bytes();
+    let key = pbft_crypto::read_key_file(&c.key("client-0.key")).expect("client key");
+    let to = cluster.resolve_account("client-1").expect("client-1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let stranger = RawEndpoint::bind("127.0.0.2".parse().expect("ip")).expect("bind");
+        let mut held = Vec::new();
+        for v in &cluster.validators {
+            let info = PeerInfo {
+                id: v.id,
+                key: v.key,
+                addr: v.addr,
+            };
+            for i in 0..slots {
+                let conn = stranger
+                    .open(&info, genesis, Duration::from_secs(10))
+                    .await
+                    .unwrap_or_else(|e| panic!("validator {}: stranger slot {i}: {e}", v.id));
+                held.push(conn);
+            }
+        }
+        let query = bytes::Bytes::from(envelope::encode(&Message::Query {
+            id: 1,
+            query: Query::Status,
+        }));
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut chatter = tokio::task::JoinSet::new();
+        for mut conn in held {
+            let (query, closed) = (query.clone(), closed.clone());
+            chatter.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    tick.tick().await;
+                    if conn.send_frame(query.clone()).await.is_err()
+                        || conn.close_reason().is_some()
+                    {
+                        closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                }
+            });
+        }
+
+        // anonymous: every slot is taken by connections that talk
+        let mut anonymous = Client::connect(&cluster).await.expect("connect");
+        anonymous.deadline = Duration::from_secs(3);
+        assert!(
+            anonymous.account(key.public()).await.is_err(),
+            "an anonymous client found a free slot"
+        );
+        anonymous.close().await;
+
+        let mut client = Client::connect_bound(&cluster, vec![key.clone()])
+            .await
+            .expect("connect");
+        client.deadline = Duration::from_secs(60);
+        let before = client.account(key.public()).await.expect("account");
+        let mut signer = Signer::new(key.clone(), before.next_request_id);
+        let reqs = (0..5)
+            .map(|_| signer.sign(Operation::transfer(to, 3).encode()))
+            .collect();
+        let done = client.submit(reqs, 5, |_| {}).await.expect("served");
+        assert_eq!(done.len(), 5);
+        let after = client.account(key.public()).await.expect("account");
+        assert_eq!(after.balance, Some(1_000_000_000 - 15));
+        // the stranger notices at its next query that a connection of its made room
+        let noticed = tokio::time::timeout(Duration::from_secs(10), async {
+            while closed.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(noticed.is_ok(), "no stranger connection made room");
+        client.close().await;
+        chatter.abort_all();
+        stranger.close();
+    });
+}
+
 #[test]
 fn foreign_key_cannot_join_and_is_counted() {
     let _serial = serial();

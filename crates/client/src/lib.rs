@@ -173,8 +173,22 @@ pub fn default_retransmit(view_timeout_ms: u64) -> Duration {
 }
 
 impl Client {
-    /// Connects (lazily) to every validator of `cluster`.
+    /// Connects (lazily) to every validator of `cluster`, anonymously: enough for
+    /// queries. A client that submits requests should bind its accounts
+    /// ([`Client::connect_bound`]).
     pub async fn connect(cluster: &Cluster) -> Result<Client, ClientError> {
+        Self::connect_bound(cluster, Vec::new()).await
+    }
+
+    /// Connects (lazily) to every validator of `cluster`, each connection bound to
+    /// `accounts` (the keys this client signs requests with, at most
+    /// [`pbft_transport::MAX_BINDS`]). The validators then send those accounts' replies
+    /// to this client's connections whatever strangers replay, and keep its
+    /// connections when they evict anonymous ones to make room.
+    pub async fn connect_bound(
+        cluster: &Cluster,
+        accounts: Vec<Keypair>,
+    ) -> Result<Client, ClientError> {
         let peers = cluster
             .validators
             .iter()
@@ -192,10 +206,11 @@ impl Client {
         config.deadline = Some(deadline);
         let core = ClientCore::new(config)?;
         let limits = Limits::default();
-        let (transport, rx) = ClientTransport::connect(
+        let (transport, rx) = ClientTransport::connect_bound(
             peers,
             limits.max_frame_bytes,
             *cluster.genesis_digest().as_bytes(),
+            accounts,
         )
         .await?;
         Ok(Client {

@@ -92,7 +92,7 @@ async fn answer(
 ) {
     let limits = Limits::default();
     while let Some(inbound) = rx.recv().await {
-        let Inbound::Client { conn, frame } = inbound else {
+        let Inbound::Client { conn, frame, .. } = inbound else {
             continue;
         };
         let Ok(Message::Request(req)) = envelope::decode(&frame, &limits) else {

@@ -78,11 +78,13 @@ pub enum Domain {
     StateTransfer,
     /// Evidence of misbehaviour.
     Evidence,
+    /// A client binding its account key to a connection (the transport's hello).
+    ClientBind,
 }
 
 impl Domain {
     /// Every domain, in declaration order.
-    pub const ALL: [Domain; 10] = [
+    pub const ALL: [Domain; 11] = [
         Domain::Request,
         Domain::PrePrepare,
         Domain::Prepare,
@@ -93,6 +95,7 @@ impl Domain {
         Domain::NewView,
         Domain::StateTransfer,
         Domain::Evidence,
+        Domain::ClientBind,
     ];
 
     /// The bytes prepended to the message before signing. Tags are distinct,
@@ -109,6 +112,7 @@ impl Domain {
             Domain::NewView => b"pbft/v1/new-view\0",
             Domain::StateTransfer => b"pbft/v1/state-transfer\0",
             Domain::Evidence => b"pbft/v1/evidence\0",
+            Domain::ClientBind => b"pbft/v1/client-bind\0",
         }
     }
 }

@@ -125,7 +125,7 @@ fn transfer(
         return Err(Error::bad_value("--amount", "must be at least 1"));
     }
     let accepted = crate::runtime()?.block_on(async {
-        let mut client = Client::connect(cluster).await?;
+        let mut client = Client::connect_bound(cluster, vec![keypair.clone()]).await?;
         let info = client.account(keypair.public()).await?;
         let id = request_id_for(key_file, info.next_request_id)?;
         let mut signer = Signer::new(keypair.clone(), id);

@@ -8,7 +8,7 @@ use crate::ports::check_ports;
 use crate::ready::{heads_agree, wait_heads_agree, wait_reachable};
 use crate::status::render_table;
 use crate::supervise::{keys_dir, private_copy, Launcher};
-use crate::workload::{client_keys, presign};
+use crate::workload::{bindable, client_keys, presign};
 use pbft_client::{percentiles, Client};
 use pbft_cluster::Cluster;
 use std::path::Path;
@@ -78,10 +78,10 @@ async fn demo(launcher: &Launcher, keys: &Path, args: &DemoArgs) -> Result<bool>
         tmp.path(),
         &[(TRAITOR, TRAITOR_BEHAVIOR)],
     )?;
-    let mut client = Client::connect(cluster).await?;
+    let keys_c = client_keys(cluster, cluster.clients.len())?;
+    let mut client = Client::connect_bound(cluster, bindable(&keys_c)).await?;
     client.retransmit = Duration::from_millis(500);
     wait_reachable(&mut client, cluster.n(), Duration::from_secs(30)).await?;
-    let keys_c = client_keys(cluster, cluster.clients.len())?;
     let reqs = presign(&mut client, &keys_c, args.requests).await?;
     println!(
         "{} clients submit {} signed transfers, {} in flight:",

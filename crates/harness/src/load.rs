@@ -5,7 +5,7 @@
 use crate::client::describe;
 use crate::error::{Error, Outcome, Result};
 use crate::json::Fixed;
-use crate::workload::{client_keys, presign};
+use crate::workload::{bindable, client_keys, presign};
 use pbft_client::{percentiles, Accepted, Client};
 use pbft_cluster::Cluster;
 use serde::Serialize;
@@ -120,7 +120,7 @@ pub fn run(cluster: &Cluster, args: &LoadArgs) -> Result<Outcome> {
     args.check()?;
     let keys = client_keys(cluster, args.clients)?;
     let report = crate::runtime()?.block_on(async {
-        let mut client = Client::connect(cluster).await?;
+        let mut client = Client::connect_bound(cluster, bindable(&keys)).await?;
         if !args.json {
             eprintln!(
                 "signing {} requests with {} client keys",

@@ -9,6 +9,15 @@ use pbft_executor::Operation;
 use pbft_protocol::SignedRequest;
 use std::path::Path;
 
+/// The keys a load generator binds its connections to: all of `keys`, or the first
+/// [`pbft_transport::MAX_BINDS`] (the others' replies come as anonymous copies).
+pub fn bindable(keys: &[Keypair]) -> Vec<Keypair> {
+    keys.iter()
+        .take(pbft_transport::MAX_BINDS)
+        .cloned()
+        .collect()
+}
+
 /// The first `count` client keys next to the cluster file (`client-<j>.key`).
 pub fn client_keys(cluster: &Cluster, count: usize) -> Result<Vec<Keypair>> {
     let dir = cluster.path.parent().unwrap_or(Path::new("."));

@@ -199,10 +199,11 @@ impl<F: Faults> Core<F> {
                     Err(e) => tracing::error!(error = %e, "answering a query failed"),
                 }
             }
-            Input::Request(req, conn) => {
+            Input::Request(req, conn, bound) => {
                 let body = &req.get().body;
                 if self.transport.is_open(conn) {
-                    self.routes.request(body.client, body.request_id, conn);
+                    self.routes
+                        .request(body.client, body.request_id, conn, bound);
                 }
                 self.host.handle_request(req, now);
             }
@@ -238,10 +239,10 @@ impl<F: Faults> Core<F> {
                 Dest::Client(pk) => {
                     let mut gone = Vec::new();
                     for conn in self.routes.of(&pk) {
-                        if !self.transport.reply(*conn, bytes.clone())
-                            && !self.transport.is_open(*conn)
+                        if !self.transport.reply(conn, bytes.clone())
+                            && !self.transport.is_open(conn)
                         {
-                            gone.push(*conn);
+                            gone.push(conn);
                         }
                     }
                     // a close that overtook the connection's last request (they pass

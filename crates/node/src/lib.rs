@@ -38,7 +38,7 @@ use pbft_crypto::Keypair;
 use pbft_executor::{ExecError, Executor};
 use pbft_host::Faults;
 use pbft_protocol::Verifier;
-use pbft_transport::{PeerInfo, Transport, TransportConfig, TransportError};
+use pbft_transport::{ClientAccounts, PeerInfo, Transport, TransportConfig, TransportError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,8 +81,10 @@ pub use pbft_transport::DEFAULT_MAX_CLIENT_FRAME;
 pub struct ClientLimits {
     /// Most client connections open at once.
     pub max_clients: usize,
-    /// Most client connections from one IP address.
+    /// Most anonymous client connections from one IP address.
     pub max_clients_per_ip: usize,
+    /// Most client connections bound to one client account.
+    pub max_clients_per_account: usize,
     /// A client connection silent this long is closed.
     pub idle_timeout: std::time::Duration,
     /// Largest client frame.
@@ -98,6 +100,7 @@ impl Default for ClientLimits {
         ClientLimits {
             max_clients: 1024,
             max_clients_per_ip: 32,
+            max_clients_per_account: 16,
             idle_timeout: std::time::Duration::from_secs(60),
             max_frame: pbft_transport::DEFAULT_MAX_CLIENT_FRAME,
             frame_timeout: std::time::Duration::from_secs(5),
@@ -241,6 +244,9 @@ pub async fn run<F: Faults + Send + 'static>(
     let limits = &opts.client_limits;
     transport_config.max_clients = limits.max_clients;
     transport_config.max_clients_per_ip = limits.max_clients_per_ip;
+    transport_config.max_clients_per_account = limits.max_clients_per_account;
+    // connections may bind the cluster's client accounts (their replies go to them)
+    transport_config.accounts = ClientAccounts::new(cluster.clients.iter().map(|c| c.key));
     transport_config.client_idle_timeout = limits.idle_timeout;
     transport_config.max_client_frame = limits.max_frame;
     transport_config.client_frame_timeout = limits.frame_timeout;

@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 pub enum Input {
     /// A verified message from a validator.
     Peer(Verified),
-    /// A verified client request, and the connection it came on.
-    Request(VerifiedRequest, ClientId),
+    /// A verified client request, the connection it came on, and whether that
+    /// connection is bound to the request's client (it proved it holds the key).
+    Request(VerifiedRequest, ClientId, bool),
     /// A read-only query from a client connection.
     Query {
         /// The connection.
@@ -194,11 +195,11 @@ impl Stage {
                             Err(e) => self.reject(Origin::Peer(from), e.reason()),
                         }
                     }
-                    Inbound::Client { conn, frame } => {
+                    Inbound::Client { conn, bound, frame } => {
                         match envelope::decode_client(&frame, &self.limits) {
                             Ok(Message::Request(r)) => {
+                                conns.push((conn, bound.holds(&r.body.client)));
                                 requests.push(r);
-                                conns.push(conn);
                             }
                             Ok(Message::Query { id, query }) => {
                                 if !self.to_core(Input::Query { conn, id, query }) {
@@ -224,11 +225,11 @@ impl Stage {
             let results = self
                 .verifier
                 .verify_requests_cached(requests, self.cache.as_ref());
-            for (result, conn) in results.into_iter().zip(conns) {
+            for (result, (conn, bound)) in results.into_iter().zip(conns) {
                 match result {
                     Ok(v) => {
                         self.metrics.received("request");
-                        if !self.to_core(Input::Request(v, conn)) {
+                        if !self.to_core(Input::Request(v, conn, bound)) {
                             return;
                         }
                     }

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use pbft_crypto::Keypair;
+
 use crate::config::PeerInfo;
 use crate::error::TransportError;
 use crate::frame::{self, Backoff, DialError, ReadError};
@@ -28,7 +30,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client's connections to the validators. The client presents no
-/// certificate; each validator is authenticated by its pinned key. A
+/// certificate; each validator is authenticated by its pinned key, and each
+/// connection may be bound to the client's accounts in the hello
+/// ([`ClientTransport::connect_bound`]). A
 /// validator is dialed when the first frame for it is queued, and redialed
 /// with exponential back-off whenever the connection is lost.
 #[derive(Clone)]
@@ -66,6 +70,8 @@ struct ClientShared {
     local_addr: SocketAddr,
     max_frame: usize,
     genesis: [u8; 32],
+    /// The accounts every connection is bound to (see `bind.rs`).
+    accounts: Vec<Keypair>,
     queues: BTreeMap<u32, mpsc::Sender<Bytes>>,
     state: Arc<Mutex<ClientState>>,
     frames_sent: AtomicU64,
@@ -151,6 +157,26 @@ impl ClientTransport {
         max_frame: usize,
         genesis: [u8; 32],
     ) -> Result<(ClientTransport, mpsc::Receiver<(u32, Bytes)>), TransportError> {
+        Self::connect_bound(validators, max_frame, genesis, Vec::new()).await
+    }
+
+    /// Like [`ClientTransport::connect`], with every connection bound to `accounts`
+    /// (at most [`MAX_BINDS`](crate::MAX_BINDS)): each validator then sends those
+    /// accounts' replies to this client's connection first, and keeps it when it
+    /// evicts anonymous connections to make room.
+    pub async fn connect_bound(
+        validators: Vec<PeerInfo>,
+        max_frame: usize,
+        genesis: [u8; 32],
+        accounts: Vec<Keypair>,
+    ) -> Result<(ClientTransport, mpsc::Receiver<(u32, Bytes)>), TransportError> {
+        if accounts.len() > crate::MAX_BINDS {
+            return Err(TransportError::Config(format!(
+                "{} accounts to bind; at most {} may share a connection",
+                accounts.len(),
+                crate::MAX_BINDS
+            )));
+        }
         if max_frame == 0 || max_frame > u32::MAX as usize {
             return Err(TransportError::Config(format!(
                 "max_frame {max_frame} is not in 1..=u32::MAX"
@@ -192,6 +218,7 @@ impl ClientTransport {
             local_addr,
             max_frame,
             genesis,
+            accounts,
             queues,
             state,
             frames_sent: AtomicU64::new(0),
@@ -319,6 +346,7 @@ async fn link(
             &dial,
             peer.addr,
             &shared.genesis,
+            Some(&shared.accounts),
             CONNECT_TIMEOUT,
         )
         .await
@@ -431,7 +459,6 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pbft_crypto::Keypair;
 
     fn info(addr: &str) -> PeerInfo {
         let key = Keypair::from_seed(&[9; 32]).expect("seed").public();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pbft_crypto::{Keypair, PublicKey};
 
+use crate::bind::ClientAccounts;
 use crate::error::TransportError;
 
 /// Default largest frame: 16 MiB.
@@ -67,8 +68,13 @@ pub struct TransportConfig {
     /// the longest is evicted (if idle for `evict_idle_after`), or the new one
     /// refused.
     pub max_clients: usize,
-    /// Open client connections from one IP address; more are refused.
+    /// Open anonymous client connections from one IP address; more are refused.
+    /// Connections bound to a client account are counted per account instead.
     pub max_clients_per_ip: usize,
+    /// Open client connections bound to one account; more are refused.
+    pub max_clients_per_account: usize,
+    /// The client accounts connections may bind to (the cluster's clients).
+    pub accounts: ClientAccounts,
     /// A client connection idle this long may be evicted to make room.
     pub evict_idle_after: Duration,
     /// A client connection that sends nothing for this long is closed.
@@ -90,8 +96,9 @@ impl TransportConfig {
     /// A configuration with defaults: 16 MiB frames, 4096-frame send
     /// queues, reconnection after 50 ms doubling up to 2 s, 5 s dial
     /// timeout, 10 s idle timeout, a ban of 10 s after 100 strikes within
-    /// 10 s, at most 1024 clients and 32 per address (an idle one evicted
-    /// after 1 s when all are taken), client connections closed after 60 s
+    /// 10 s, at most 1024 clients, 32 anonymous ones per address and 16 per
+    /// bound account (an idle one evicted after 1 s when all are taken, an
+    /// anonymous one at once for a bound newcomer), no client accounts, client connections closed after 60 s
     /// of silence, client frames of at most 64 KiB finished within 5 s.
     pub fn new(me: u32, keypair: Keypair, listen: SocketAddr, peers: Vec<PeerInfo>) -> Self {
         TransportConfig {
@@ -112,6 +119,8 @@ impl TransportConfig {
             ban_duration: Duration::from_secs(10),
             max_clients: 1024,
             max_clients_per_ip: 32,
+            max_clients_per_account: 16,
+            accounts: ClientAccounts::default(),
             evict_idle_after: Duration::from_secs(1),
             client_idle_timeout: Duration::from_secs(60),
             max_client_frame: DEFAULT_MAX_CLIENT_FRAME,
@@ -143,8 +152,14 @@ impl TransportConfig {
         if self.idle_timeout < Duration::from_millis(100) {
             return bad("idle_timeout must be at least 100 ms".into());
         }
-        if self.max_clients == 0 || self.max_clients_per_ip == 0 {
-            return bad("max_clients and max_clients_per_ip must be at least 1".into());
+        if self.max_clients == 0
+            || self.max_clients_per_ip == 0
+            || self.max_clients_per_account == 0
+        {
+            return bad(
+                "max_clients, max_clients_per_ip and max_clients_per_account must be at least 1"
+                    .into(),
+            );
         }
         if self.max_client_frame == 0 {
             return bad("max_client_frame must be at least 1".into());

@@ -1,7 +1,8 @@
 //! Framing on a QUIC stream, the connection hello, and dialing.
 //!
 //! A stream starts with the dialer's hello: 4 magic bytes and the 32-byte
-//! genesis digest of its cluster file. The server answers with a 1-byte
+//! genesis digest of its cluster file; a client follows it with its bind section
+//! (the accounts it acts for, see `bind.rs`). The server answers with a 1-byte
 //! acknowledgement once it has accepted the connection (same genesis, key
 //! pinned, not banned, room for a client), or with a refusal byte followed by
 //! its own genesis digest when the digests differ, so that both ends can say
@@ -12,12 +13,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use pbft_crypto::Keypair;
 use quinn::{Connection, RecvStream, SendStream};
 
 use crate::tls::SERVER_NAME;
 
 /// What the dialer writes first on its stream, followed by its genesis digest.
-pub(crate) const HELLO: [u8; 4] = *b"pbf2";
+pub(crate) const HELLO: [u8; 4] = *b"pbf3";
 /// The server's acceptance.
 pub(crate) const ACK: u8 = 0x01;
 /// The server's refusal of a dialer with another genesis, followed by its own.
@@ -181,12 +183,14 @@ pub(crate) fn gulp(first: Bytes, queue: &mut tokio::sync::mpsc::Receiver<Bytes>)
 }
 
 /// Dials `addr`, opens the stream, says hello with our `genesis` and waits for
-/// the server's acceptance, all within `limit`.
+/// the server's acceptance, all within `limit`. A client passes the accounts it
+/// binds the connection to (`Some(&[])` for none); a validator passes `None`.
 pub(crate) async fn dial(
     endpoint: &quinn::Endpoint,
     config: &quinn::ClientConfig,
     addr: SocketAddr,
     genesis: &[u8; 32],
+    binds: Option<&[Keypair]>,
     limit: Duration,
 ) -> Result<(Connection, SendStream, RecvStream), DialError> {
     let other = DialError::Other;
@@ -201,9 +205,15 @@ pub(crate) async fn dial(
             .open_bi()
             .await
             .map_err(|e| other(format!("open stream: {e}")))?;
-        let mut hello = [0u8; 36];
-        hello[..4].copy_from_slice(&HELLO);
-        hello[4..].copy_from_slice(genesis);
+        let mut hello = Vec::with_capacity(36);
+        hello.extend_from_slice(&HELLO);
+        hello.extend_from_slice(genesis);
+        if let Some(accounts) = binds {
+            let section = crate::bind::encode(&conn, accounts).ok_or_else(|| {
+                other(format!("cannot bind accounts on the connection to {addr}"))
+            })?;
+            hello.extend_from_slice(&section);
+        }
         send.write_all(&hello)
             .await
             .map_err(|e| other(format!("hello: {e}")))?;

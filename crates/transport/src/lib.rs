@@ -11,7 +11,11 @@
 //! handshake: its connection is refused and counted (`unpinned_key`), and
 //! nothing it sends reaches the node. Clients present no certificate; they
 //! authenticate each validator by its pinned key, and validators see them as
-//! anonymous client connections ([`ClientId`]).
+//! client connections ([`ClientId`]). Right after the hello a client may bind
+//! its connection to the accounts it acts for, each with a signature by the
+//! account key over keying material exported from that TLS session ([`Bound`]):
+//! bound connections keep their slots when anonymous ones are evicted, and the
+//! node routes an account's replies to the connections bound to it.
 //!
 //! # Connection layout
 //!
@@ -59,6 +63,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bind;
 mod client;
 mod config;
 mod error;
@@ -72,6 +77,7 @@ mod validator;
 
 use bytes::Bytes;
 
+pub use bind::{Bound, ClientAccounts, MAX_BINDS};
 pub use client::{ClientTransport, CLIENT_INBOUND_QUEUE, CLIENT_SEND_QUEUE};
 pub use config::{PeerInfo, TransportConfig, DEFAULT_MAX_CLIENT_FRAME, DEFAULT_MAX_FRAME};
 pub use error::TransportError;
@@ -106,6 +112,8 @@ pub enum Inbound {
     Client {
         /// The connection; replies go back with [`Transport::reply`].
         conn: ClientId,
+        /// The accounts the connection proved it acts for (empty if anonymous).
+        bound: Bound,
         /// The frame, as received.
         frame: Bytes,
     },

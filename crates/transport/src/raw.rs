@@ -46,7 +46,16 @@ impl RawEndpoint {
         );
         let config =
             tls::client_config(None, Arc::new(pin), provider, quic).map_err(|e| e.to_string())?;
-        match frame::dial(&self.endpoint, &config, validator.addr, &genesis, limit).await {
+        match frame::dial(
+            &self.endpoint,
+            &config,
+            validator.addr,
+            &genesis,
+            Some(&[]),
+            limit,
+        )
+        .await
+        {
             Ok((conn, send, recv)) => Ok(RawConnection { conn, send, recv }),
             Err(DialError::Genesis(_)) => Err("refused: another genesis".into()),
             Err(DialError::Other(e)) => Err(e),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::bind::Bound;
 use crate::config::TransportConfig;
 use crate::stats::{reason, Source, TransportStats};
 use crate::{ClientId, Origin};
@@ -42,6 +43,8 @@ pub(crate) mod code {
     /// A client connection silent for longer than the idle timeout, or slower
     /// than the frame deadline to finish a frame.
     pub(crate) const IDLE: u32 = 10;
+    /// The client's account binding was refused.
+    pub(crate) const BAD_BIND: u32 = 11;
 }
 
 /// An open client connection: where its replies go.
@@ -50,6 +53,8 @@ struct ClientSlot {
     replies: mpsc::Sender<Bytes>,
     /// The address it came from (for the limit per address and bans).
     ip: IpAddr,
+    /// The accounts it is bound to (empty: anonymous).
+    bound: Bound,
     /// When it last delivered a frame (or opened), for eviction of idle ones.
     last_active: Arc<ActivityClock>,
 }
@@ -90,6 +95,8 @@ pub(crate) enum Refusal {
     Banned,
     /// Its address holds `max_clients_per_ip` connections already.
     TooManyFromAddress,
+    /// An account it binds holds `max_clients_per_account` connections already.
+    TooManyForAccount,
     /// `max_clients` are open and none has been idle long enough to evict.
     Busy,
 }
@@ -104,8 +111,10 @@ struct State {
     inbound: HashMap<u32, (u64, quinn::Connection)>,
     clients: HashMap<ClientId, ClientSlot>,
     peer_strikes: HashMap<u32, VecDeque<Instant>>,
-    /// Open client connections per address.
+    /// Open anonymous client connections per address.
     client_ips: HashMap<IpAddr, usize>,
+    /// Open client connections per bound account.
+    client_accounts: HashMap<[u8; 32], usize>,
     /// Ban expiry per client address (a connection from it was kicked).
     client_bans: HashMap<IpAddr, Option<Instant>>,
     /// Strikes against client addresses (reports about their connections, and
@@ -124,6 +133,7 @@ pub(crate) struct Registry {
     ban_duration: Duration,
     max_clients: usize,
     max_clients_per_ip: usize,
+    max_clients_per_account: usize,
     evict_idle_after: Duration,
     start: Instant,
     pub(crate) frames_sent: AtomicU64,
@@ -167,6 +177,7 @@ impl Registry {
             ban_duration: cfg.ban_duration,
             max_clients: cfg.max_clients,
             max_clients_per_ip: cfg.max_clients_per_ip,
+            max_clients_per_account: cfg.max_clients_per_account,
             evict_idle_after: cfg.evict_idle_after,
             start: Instant::now(),
             frames_sent: AtomicU64::new(0),
@@ -250,45 +261,51 @@ impl Registry {
         }
     }
 
-    /// Registers a client connection; `false` (counted) if `max` are open.
-    /// Gives a client connection from `ip` a slot, or says why not. With every slot
-    /// taken, the connection idle the longest is closed to make room if it has been
-    /// idle for `evict_idle_after`: a host that opens connections and stays silent
-    /// cannot keep clients that talk out. Returns the slot's activity clock.
+    /// Gives a client connection from `ip`, bound to `bound`, a slot, or says why not.
+    ///
+    /// Anonymous connections are limited per address and refused while the address is
+    /// banned; bound ones are limited per account instead (only the account's holder
+    /// can bind it, and honest clients may share an address with a stranger). With
+    /// every slot taken, a bound newcomer closes the anonymous connection idle the
+    /// longest, however recently it spoke: strangers that keep their connections
+    /// busy cannot keep account holders out. Otherwise the connection idle the longest
+    /// is closed if it has been idle for `evict_idle_after` (anonymous newcomers only
+    /// ever evict anonymous connections). Returns the slot's activity clock.
     pub(crate) fn add_client(
         &self,
         id: ClientId,
         conn: quinn::Connection,
         replies: mpsc::Sender<Bytes>,
         ip: IpAddr,
+        bound: Bound,
     ) -> Result<Arc<ActivityClock>, Refusal> {
         let now = Instant::now();
+        let anonymous = bound.is_anonymous();
         let mut evicted = None;
         let outcome = {
             let mut st = self.lock();
             st.client_bans
                 .retain(|_, until| until.is_none_or(|t| t > now));
-            let refusal = if st.client_bans.contains_key(&ip) {
+            let refusal = if anonymous && st.client_bans.contains_key(&ip) {
                 Some((Refusal::Banned, reason::BANNED))
-            } else if st.client_ips.get(&ip).copied().unwrap_or(0) >= self.max_clients_per_ip {
+            } else if anonymous
+                && st.client_ips.get(&ip).copied().unwrap_or(0) >= self.max_clients_per_ip
+            {
                 Some((Refusal::TooManyFromAddress, reason::TOO_MANY_FROM_ADDRESS))
+            } else if bound.keys().iter().any(|k| {
+                st.client_accounts.get(k).copied().unwrap_or(0) >= self.max_clients_per_account
+            }) {
+                Some((Refusal::TooManyForAccount, reason::TOO_MANY_FOR_ACCOUNT))
             } else if st.clients.len() >= self.max_clients {
-                let idlest = st
-                    .clients
-                    .iter()
-                    .map(|(c, slot)| (slot.last_active.idle_for(now), *c))
-                    .max();
-                match idlest {
-                    Some((idle, c)) if idle >= self.evict_idle_after => {
+                match self.victim(&st, anonymous, now) {
+                    Some((c, why)) => {
                         if let Some(slot) = Self::drop_client(&mut st, c) {
                             evicted = Some(slot.conn);
                         }
-                        *st.counters
-                            .entry((Source::Client, reason::EVICTED_IDLE))
-                            .or_default() += 1;
+                        *st.counters.entry((Source::Client, why)).or_default() += 1;
                         None
                     }
-                    _ => Some((Refusal::Busy, reason::TOO_MANY_CLIENTS)),
+                    None => Some((Refusal::Busy, reason::TOO_MANY_CLIENTS)),
                 }
             } else {
                 None
@@ -300,13 +317,19 @@ impl Registry {
                 }
                 None => {
                     let last_active = Arc::new(ActivityClock::new(self.start));
-                    *st.client_ips.entry(ip).or_default() += 1;
+                    if anonymous {
+                        *st.client_ips.entry(ip).or_default() += 1;
+                    }
+                    for k in bound.keys() {
+                        *st.client_accounts.entry(*k).or_default() += 1;
+                    }
                     st.clients.insert(
                         id,
                         ClientSlot {
                             conn,
                             replies,
                             ip,
+                            bound,
                             last_active: last_active.clone(),
                         },
                     );
@@ -315,18 +338,55 @@ impl Registry {
             }
         };
         if let Some(conn) = evicted {
-            conn.close(quinn::VarInt::from_u32(code::EVICTED), b"idle: evicted");
+            conn.close(quinn::VarInt::from_u32(code::EVICTED), b"evicted");
         }
         outcome
     }
 
-    /// Removes a client slot and its count against its address.
+    /// The connection to close for a newcomer when every slot is taken, and the
+    /// reason it is counted under: for a bound newcomer the idlest anonymous one, if
+    /// any; otherwise the idlest one it may evict, if idle for `evict_idle_after`.
+    fn victim(
+        &self,
+        st: &State,
+        newcomer_anonymous: bool,
+        now: Instant,
+    ) -> Option<(ClientId, &'static str)> {
+        let idlest = |anonymous_only: bool| {
+            st.clients
+                .iter()
+                .filter(|(_, slot)| !anonymous_only || slot.bound.is_anonymous())
+                .map(|(c, slot)| (slot.last_active.idle_for(now), *c))
+                .max()
+        };
+        if !newcomer_anonymous {
+            if let Some((_, c)) = idlest(true) {
+                return Some((c, reason::EVICTED_ANONYMOUS));
+            }
+        }
+        match idlest(newcomer_anonymous) {
+            Some((idle, c)) if idle >= self.evict_idle_after => Some((c, reason::EVICTED_IDLE)),
+            _ => None,
+        }
+    }
+
+    /// Removes a client slot and its counts against its address and accounts.
     fn drop_client(st: &mut State, id: ClientId) -> Option<ClientSlot> {
         let slot = st.clients.remove(&id)?;
-        if let Some(n) = st.client_ips.get_mut(&slot.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                st.client_ips.remove(&slot.ip);
+        if slot.bound.is_anonymous() {
+            if let Some(n) = st.client_ips.get_mut(&slot.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    st.client_ips.remove(&slot.ip);
+                }
+            }
+        }
+        for k in slot.bound.keys() {
+            if let Some(n) = st.client_accounts.get_mut(k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    st.client_accounts.remove(k);
+                }
             }
         }
         Some(slot)

@@ -46,6 +46,16 @@ pub mod reason {
     pub const TOO_MANY_FROM_ADDRESS: &str = "too_many_from_address";
     /// An idle client connection was closed to make room for a new one.
     pub const EVICTED_IDLE: &str = "evicted_idle";
+    /// An anonymous client connection was closed to make room for a connection
+    /// bound to a client account.
+    pub const EVICTED_ANONYMOUS: &str = "evicted_anonymous";
+    /// A client connection was refused because one of the accounts it binds
+    /// holds `max_clients_per_account` connections already.
+    pub const TOO_MANY_FOR_ACCOUNT: &str = "too_many_for_account";
+    /// A client's bind section named a key that is not a client account, had a
+    /// signature that does not verify, or named too many accounts; the
+    /// connection was refused.
+    pub const BAD_BIND: &str = "bad_bind";
     /// A client connection sent nothing for `client_idle_timeout` and was closed.
     pub const CLIENT_IDLE: &str = "client_idle";
     /// A client connection began a frame and did not finish it within

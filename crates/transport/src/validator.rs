@@ -11,6 +11,7 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint, SendStream, VarInt};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use crate::bind::{self, BindError, ClientAccounts};
 use crate::config::{PeerInfo, TransportConfig};
 use crate::error::TransportError;
 use crate::frame::{self, Backoff, DialError, Hello, ReadError, ACK};
@@ -73,6 +74,8 @@ struct Shared {
     reconnect_max: Duration,
     connect_timeout: Duration,
     genesis: [u8; 32],
+    /// The client accounts connections may bind to.
+    accounts: ClientAccounts,
     registry: Arc<Registry>,
     /// Send queue of each other validator.
     queues: BTreeMap<u32, mpsc::Sender<Bytes>>,
@@ -212,6 +215,7 @@ impl Transport {
             reconnect_max: cfg.reconnect_max,
             connect_timeout: cfg.connect_timeout,
             genesis: cfg.genesis,
+            accounts: cfg.accounts.clone(),
             registry,
             queues,
             inbound: inbound_tx,
@@ -487,12 +491,36 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
                 return;
             }
         };
-    let id = ClientId(shared.next_client.fetch_add(1, Ordering::Relaxed));
-    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.send_queue);
     // the address the connection is admitted with, which its strikes count against
     // (QUIC lets a connection move: its current address may be someone else's)
     let ip = conn.remote_address().ip();
-    let activity = match shared.registry.add_client(id, conn.clone(), tx, ip) {
+    let bound = match tokio::time::timeout(
+        shared.connect_timeout,
+        bind::read(&conn, &mut recv, &shared.accounts),
+    )
+    .await
+    {
+        Ok(Ok(bound)) => bound,
+        Ok(Err(BindError::Read)) | Err(_) => {
+            shared.registry.count(Source::Client, reason::BAD_HELLO);
+            conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
+            return;
+        }
+        Ok(Err(e)) => {
+            shared.registry.count(Source::Client, reason::BAD_BIND);
+            tracing::debug!(%ip, error = ?e, "a client's account binding was refused");
+            conn.close(VarInt::from_u32(code::BAD_BIND), b"bad account binding");
+            // a binding that fails costs a verification: it counts as a strike
+            shared.registry.strike_address(ip);
+            return;
+        }
+    };
+    let id = ClientId(shared.next_client.fetch_add(1, Ordering::Relaxed));
+    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.send_queue);
+    let activity = match shared
+        .registry
+        .add_client(id, conn.clone(), tx, ip, bound.clone())
+    {
         Ok(a) => a,
         Err(Refusal::Banned) => {
             conn.close(VarInt::from_u32(code::BANNED), b"address banned");
@@ -500,6 +528,10 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         }
         Err(Refusal::TooManyFromAddress) => {
             conn.close(VarInt::from_u32(code::BUSY), b"too many from this address");
+            return;
+        }
+        Err(Refusal::TooManyForAccount) => {
+            conn.close(VarInt::from_u32(code::BUSY), b"too many for this account");
             return;
         }
         Err(Refusal::Busy) => {
@@ -527,7 +559,11 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
                     registry.frames_received.fetch_add(1, Ordering::Relaxed);
                     if shared
                         .client_inbound
-                        .send(Inbound::Client { conn: id, frame })
+                        .send(Inbound::Client {
+                            conn: id,
+                            bound: bound.clone(),
+                            frame,
+                        })
                         .await
                         .is_err()
                     {
@@ -593,6 +629,7 @@ async fn peer_link(
             &dial,
             peer.addr,
             &shared.genesis,
+            None,
             shared.connect_timeout,
         )
         .await

@@ -88,7 +88,7 @@ async fn clients_send_requests_and_receive_replies() {
     let mut conns = Vec::new();
     for (id, (t, rx)) in nodes.iter_mut().enumerate() {
         let conn = match next(rx, "client request").await {
-            Inbound::Client { conn, frame } => {
+            Inbound::Client { conn, frame, .. } => {
                 assert_eq!(frame, Bytes::from_static(b"request 1"));
                 conn
             }
@@ -99,6 +99,7 @@ async fn clients_send_requests_and_receive_replies() {
                 next(rx, "second request").await,
                 Inbound::Client {
                     conn,
+                    bound: Default::default(),
                     frame: Bytes::from_static(b"request 2")
                 }
             );

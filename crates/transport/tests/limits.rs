@@ -61,7 +61,7 @@ async fn an_oversize_frame_closes_the_connection_and_a_fresh_one_works() {
     .await;
     assert!(client.send(0, Bytes::from_static(b"small request")));
     let conn = match next(&mut rx0, "client request").await {
-        Inbound::Client { conn, frame } => {
+        Inbound::Client { conn, frame, .. } => {
             assert_eq!(frame, Bytes::from_static(b"small request"));
             conn
         }

@@ -42,7 +42,7 @@ async fn honest_client_is_served(
     assert!(client.send(0, Bytes::from_static(b"request")));
     let conn = loop {
         match next(rx0, "the honest request").await {
-            Inbound::Client { conn, frame } if frame == Bytes::from_static(b"request") => {
+            Inbound::Client { conn, frame, .. } if frame == Bytes::from_static(b"request") => {
                 break conn
             }
             _ => continue,

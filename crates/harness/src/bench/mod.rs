@@ -25,7 +25,7 @@ use crate::error::{Error, Outcome, Result};
 use crate::procfs::{cpu_seconds, status_kb};
 use crate::ready::{wait_reachable, StatusSource};
 use crate::supervise::Launcher;
-use crate::workload::{client_keys, presign};
+use crate::workload::{bindable, client_keys, presign};
 use pbft_client::{percentiles, Client};
 use pbft_cluster::{keygen, KeygenSpec, ProtocolParams};
 use std::path::PathBuf;
@@ -158,7 +158,7 @@ async fn bench(args: &ClusterBenchArgs) -> Result<()> {
     std::fs::create_dir_all(&data).map_err(|e| Error::io("creating the data directory", e))?;
     let mut nodes = Launcher::this_binary()?.spawn_all(&cluster, &keys_dir, &data, &[])?;
     let keys = client_keys(&cluster, clients)?;
-    let mut client = Client::connect(&cluster).await?;
+    let mut client = Client::connect_bound(&cluster, bindable(&keys)).await?;
     client.deadline = Duration::from_secs(60);
     wait_reachable(&mut client, args.validators, Duration::from_secs(60)).await?;
     eprintln!(

@@ -276,6 +276,7 @@ impl Driver<'_> {
         let strangers = strangers::start(sc, &self.setup.cluster, t0);
         let mut load = tokio::spawn(workload(
             self.setup.cluster.clone(),
+            client_keys.to_vec(),
             sc.clone(),
             plan,
             t0,

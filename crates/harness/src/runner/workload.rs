@@ -5,6 +5,7 @@
 use super::plan::Plan;
 use pbft_client::Client;
 use pbft_cluster::Cluster;
+use pbft_crypto::Keypair;
 use pbft_protocol::SignedRequest;
 use pbft_scenario::model::Scenario;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,13 +46,15 @@ pub(crate) fn replays(count: usize, accepted: usize) -> impl Iterator<Item = usi
 /// `accepted` counts the accepted valid requests as they come.
 pub(crate) async fn workload(
     cluster: Cluster,
+    keys: Vec<Keypair>,
     sc: Scenario,
     plan: Plan,
     t0: Instant,
     accepted: Arc<AtomicU64>,
 ) -> WorkloadOutcome {
     let mut out = WorkloadOutcome::default();
-    let mut client = match Client::connect(&cluster).await {
+    // the scenario's clients: their connections are bound to their accounts
+    let mut client = match Client::connect_bound(&cluster, keys).await {
         Ok(c) => c,
         Err(e) => {
             out.error = Some(format!("client: {e}"));
