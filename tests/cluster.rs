@@ -545,10 +545,13 @@ fn wiped_backup_catches_up_by_state_transfer() {
     assert!(v["span"]["view"].is_u64(), "{line}");
 }
 
+/// A forged request, a request from a key that is no account, and a client's key
+/// re-signing another operation under a request id that executed: none executes, and
+/// the reused id is refused as such while the request that used it keeps its receipt.
 #[test]
-fn request_with_a_bad_client_signature_is_never_executed() {
+fn forged_unknown_and_reused_requests_are_never_executed() {
     use pbft_client::{Client, Signer};
-    use pbft_executor::Operation;
+    use pbft_executor::{FailReason, Operation, Receipt};
 
     let _serial = serial();
     let mut c = Cluster::keygen(2, 4);
@@ -589,13 +592,43 @@ fn request_with_a_bad_client_signature_is_never_executed() {
         // client's connection from the request itself)
         client.retransmit = Duration::from_secs(3600);
         client.deadline = Duration::from_secs(60);
-        let mut signer = Signer::new(key, before.next_request_id);
+        let mut signer = Signer::new(key.clone(), before.next_request_id);
         let honest = signer.sign(Operation::transfer(to, 7).encode());
         let done = client
-            .submit(vec![honest], 1, |_| {})
+            .submit(vec![honest.clone()], 1, |_| {})
             .await
             .expect("honest");
         assert_eq!(done.len(), 1);
+        let after = client.account(me).await.expect("account");
+        assert_eq!(after.balance, Some(1_000_000_000 - 7));
+
+        // the client's key re-signs another operation under the id that executed: f+1
+        // validators refuse it as a reused id, and nothing moves (issue 23, item 1)
+        client.retransmit = Duration::from_millis(500);
+        let mut again = Signer::new(key, before.next_request_id);
+        let reused = again.sign(Operation::transfer(to, 500).encode());
+        let done = client
+            .submit(vec![reused], 1, |_| {})
+            .await
+            .expect("a reply");
+        assert_eq!(
+            Receipt::decode(&done[0].result),
+            Some(Receipt::Failed {
+                reason: FailReason::ReusedId
+            }),
+            "{done:?}"
+        );
+        // the request that did execute is still answered with its own receipt
+        let replay = client
+            .submit(vec![honest], 1, |_| {})
+            .await
+            .expect("a reply");
+        assert_eq!(
+            Receipt::decode(&replay[0].result),
+            Some(Receipt::Applied {
+                balance: 1_000_000_000 - 7
+            })
+        );
         let after = client.account(me).await.expect("account");
         assert_eq!(after.balance, Some(1_000_000_000 - 7));
         client.close().await;
