@@ -122,6 +122,8 @@ fn offer(queue: &Sender<Input>, input: Input, metrics: &Metrics) -> bool {
 /// Most frames a worker takes at once (client signatures among them are checked as one
 /// batch).
 const GULP: usize = 128;
+/// Of each gulp, the places kept for clients' frames when they wait.
+const CLIENT_SHARE: usize = 32;
 
 impl Stage {
     /// Hands a client's input to the consensus thread without waiting: when the
@@ -137,8 +139,11 @@ impl Stage {
         self.transport.report(origin, reason);
     }
 
-    /// The next frames to work on: validators' first, then clients' to fill up to
-    /// [`GULP`]; waits for either when both are empty. `None` once both are closed.
+    /// The next frames to work on: validators' first, up to [`GULP`] less the
+    /// clients' share; then clients' up to [`CLIENT_SHARE`]; then either to fill up to
+    /// [`GULP`]. Waits for either when both are empty. `None` once both are closed.
+    /// The share keeps clients served while a traitor validator keeps the validators'
+    /// queue full.
     pub(crate) fn next_frames(
         peers: &Receiver<Inbound>,
         clients: &Receiver<Inbound>,
@@ -159,14 +164,19 @@ impl Stage {
             }
         };
         let mut frames = vec![first];
-        for rx in [peers, clients] {
-            while frames.len() < GULP {
+        let take = |frames: &mut Vec<Inbound>, rx: &Receiver<Inbound>, upto: usize| {
+            while frames.len() < upto {
                 match rx.try_recv() {
                     Ok(f) => frames.push(f),
                     Err(_) => break,
                 }
             }
-        }
+        };
+        take(&mut frames, peers, GULP - CLIENT_SHARE);
+        let upto = frames.len() + CLIENT_SHARE;
+        take(&mut frames, clients, upto);
+        take(&mut frames, peers, GULP);
+        take(&mut frames, clients, GULP);
         Some(frames)
     }
 
@@ -287,6 +297,35 @@ mod priority {
         assert!(frames[5..]
             .iter()
             .all(|f| matches!(f, Inbound::ClientClosed(_))));
+    }
+
+    /// A validator that keeps the validators' queue full does not starve clients: a
+    /// share of every gulp is theirs (issue 23, item 5).
+    #[test]
+    fn clients_keep_a_share_of_each_gulp_under_a_validator_flood() {
+        let (ptx, prx) = crossbeam_channel::unbounded();
+        let (ctx, crx) = crossbeam_channel::unbounded();
+        for c in 0..100 {
+            ctx.send(Inbound::ClientClosed(ClientId(c))).expect("send");
+        }
+        for _ in 0..1000 {
+            ptx.send(Inbound::Peer {
+                from: 3,
+                frame: Bytes::from_static(b"x"),
+            })
+            .expect("send");
+        }
+        let frames = Stage::next_frames(&prx, &crx).expect("open");
+        assert_eq!(frames.len(), GULP);
+        let clients = frames
+            .iter()
+            .filter(|f| matches!(f, Inbound::ClientClosed(_)))
+            .count();
+        assert_eq!(clients, CLIENT_SHARE);
+        // with no clients waiting, validators fill the whole gulp
+        while crx.try_recv().is_ok() {}
+        let frames = Stage::next_frames(&prx, &crx).expect("open");
+        assert_eq!(frames.len(), GULP);
     }
 }
 
