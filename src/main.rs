@@ -38,7 +38,7 @@ enum Command {
     /// Write a cluster file and key files (mode 0600) for a new cluster.
     Keygen(KeygenArgs),
     /// Run a validator.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// Where every validator stands.
     Status(StatusArgs),
     /// Submit transfers, read balances, generate load.
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Demo(a) => exit(pbft_harness::demo::run(&a)),
         Command::Keygen(a) => exit(pbft_harness::keygen::run(&a)),
-        Command::Node(a) => match node::run(a) {
+        Command::Node(a) => match node::run(*a) {
             Ok(outcome) => ExitCode::from(outcome.exit_code()),
             Err(node::NodeFailure::BadInput(e)) => bad_input(format!("{e:#}")),
             Err(node::NodeFailure::Failed(e)) => failed(format!("{e:#}")),

@@ -48,6 +48,11 @@ pub struct NodeArgs {
     /// Most client connections bound to one client account.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     max_clients_per_account: u64,
+    /// Most incoming connections still in their handshake or hello at once (one
+    /// address may hold --max-clients-per-ip of them); past half, unvalidated
+    /// addresses are sent a QUIC Retry first.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    max_pending_connections: u64,
     /// A client connection that sends nothing for this long is closed (ms).
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     client_idle_timeout_ms: u64,
@@ -165,6 +170,7 @@ fn node_options(
         max_clients_per_ip: usize::try_from(args.max_clients_per_ip).unwrap_or(usize::MAX),
         max_clients_per_account: usize::try_from(args.max_clients_per_account)
             .unwrap_or(usize::MAX),
+        max_pending: usize::try_from(args.max_pending_connections).unwrap_or(usize::MAX),
         idle_timeout: std::time::Duration::from_millis(args.client_idle_timeout_ms),
         max_frame: usize::try_from(args.max_client_frame).unwrap_or(usize::MAX),
         frame_timeout: std::time::Duration::from_millis(args.client_frame_timeout_ms),

@@ -85,6 +85,8 @@ pub struct ClientLimits {
     pub max_clients_per_ip: usize,
     /// Most client connections bound to one client account.
     pub max_clients_per_account: usize,
+    /// Most incoming connections in their handshake or hello at once.
+    pub max_pending: usize,
     /// A client connection silent this long is closed.
     pub idle_timeout: std::time::Duration,
     /// Largest client frame.
@@ -101,6 +103,7 @@ impl Default for ClientLimits {
             max_clients: 1024,
             max_clients_per_ip: 32,
             max_clients_per_account: 16,
+            max_pending: 256,
             idle_timeout: std::time::Duration::from_secs(60),
             max_frame: pbft_transport::DEFAULT_MAX_CLIENT_FRAME,
             frame_timeout: std::time::Duration::from_secs(5),
@@ -245,6 +248,7 @@ pub async fn run<F: Faults + Send + 'static>(
     transport_config.max_clients = limits.max_clients;
     transport_config.max_clients_per_ip = limits.max_clients_per_ip;
     transport_config.max_clients_per_account = limits.max_clients_per_account;
+    transport_config.max_pending = limits.max_pending;
     // connections may bind the cluster's client accounts (their replies go to them)
     transport_config.accounts = ClientAccounts::new(cluster.clients.iter().map(|c| c.key));
     transport_config.client_idle_timeout = limits.idle_timeout;

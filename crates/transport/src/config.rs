@@ -73,6 +73,12 @@ pub struct TransportConfig {
     pub max_clients_per_ip: usize,
     /// Open client connections bound to one account; more are refused.
     pub max_clients_per_account: usize,
+    /// Incoming connections still in their handshake, hello or binding (not yet
+    /// admitted or refused) at once; more are refused before any handshake work.
+    /// One address may hold `max_clients_per_ip` of them. Past half of this, a
+    /// remote whose address QUIC has not validated is sent a Retry first, so that
+    /// spoofed sources cost no handshake.
+    pub max_pending: usize,
     /// The client accounts connections may bind to (the cluster's clients).
     pub accounts: ClientAccounts,
     /// A client connection idle this long may be evicted to make room.
@@ -120,6 +126,7 @@ impl TransportConfig {
             max_clients: 1024,
             max_clients_per_ip: 32,
             max_clients_per_account: 16,
+            max_pending: 256,
             accounts: ClientAccounts::default(),
             evict_idle_after: Duration::from_secs(1),
             client_idle_timeout: Duration::from_secs(60),
@@ -155,9 +162,10 @@ impl TransportConfig {
         if self.max_clients == 0
             || self.max_clients_per_ip == 0
             || self.max_clients_per_account == 0
+            || self.max_pending == 0
         {
             return bad(
-                "max_clients, max_clients_per_ip and max_clients_per_account must be at least 1"
+                "max_clients, max_clients_per_ip, max_clients_per_account and max_pending must be at least 1"
                     .into(),
             );
         }

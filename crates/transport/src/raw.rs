@@ -62,10 +62,50 @@ impl RawEndpoint {
         }
     }
 
+    /// Completes a QUIC handshake with `validator` (its key pinned) within `limit`,
+    /// and then says nothing: no stream, no hello. An error says why the handshake
+    /// failed.
+    pub async fn handshake_only(
+        &self,
+        validator: &PeerInfo,
+        limit: Duration,
+    ) -> Result<SilentConnection, String> {
+        let provider = tls::provider();
+        let quic = tls::quic_transport(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        let pin = PinnedServer::new(
+            *validator.key.as_bytes(),
+            provider.clone(),
+            Arc::new(|_| {}),
+        );
+        let config =
+            tls::client_config(None, Arc::new(pin), provider, quic).map_err(|e| e.to_string())?;
+        let connecting = self
+            .endpoint
+            .connect_with(config, validator.addr, tls::SERVER_NAME)
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(limit, connecting).await {
+            Ok(Ok(conn)) => Ok(SilentConnection { conn }),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no handshake within {limit:?}")),
+        }
+    }
+
     /// Closes every connection of the endpoint.
     pub fn close(&self) {
         self.endpoint
             .close(VarInt::from_u32(code::SHUTDOWN), b"shutdown");
+    }
+}
+
+/// A connection that completed its handshake and says nothing.
+pub struct SilentConnection {
+    conn: Connection,
+}
+
+impl SilentConnection {
+    /// Whether the connection is closed already (and why).
+    pub fn close_reason(&self) -> Option<String> {
+        self.conn.close_reason().map(|e| e.to_string())
     }
 }
 

@@ -88,6 +88,18 @@ impl ActivityClock {
     }
 }
 
+/// An incoming connection counted as pending; dropping it ends the count.
+pub(crate) struct Pending {
+    registry: Arc<Registry>,
+    ip: IpAddr,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.registry.end_pending(self.ip);
+    }
+}
+
 /// Why a client connection was not given a slot.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -115,6 +127,10 @@ struct State {
     client_ips: HashMap<IpAddr, usize>,
     /// Open client connections per bound account.
     client_accounts: HashMap<[u8; 32], usize>,
+    /// Incoming connections not yet admitted or refused, per address.
+    pending: HashMap<IpAddr, usize>,
+    /// Their total.
+    pending_total: usize,
     /// Ban expiry per client address (a connection from it was kicked).
     client_bans: HashMap<IpAddr, Option<Instant>>,
     /// Strikes against client addresses (reports about their connections, and
@@ -134,6 +150,7 @@ pub(crate) struct Registry {
     max_clients: usize,
     max_clients_per_ip: usize,
     max_clients_per_account: usize,
+    max_pending: usize,
     evict_idle_after: Duration,
     start: Instant,
     pub(crate) frames_sent: AtomicU64,
@@ -178,6 +195,7 @@ impl Registry {
             max_clients: cfg.max_clients,
             max_clients_per_ip: cfg.max_clients_per_ip,
             max_clients_per_account: cfg.max_clients_per_account,
+            max_pending: cfg.max_pending,
             evict_idle_after: cfg.evict_idle_after,
             start: Instant::now(),
             frames_sent: AtomicU64::new(0),
@@ -367,6 +385,42 @@ impl Registry {
         match idlest(newcomer_anonymous) {
             Some((idle, c)) if idle >= self.evict_idle_after => Some((c, reason::EVICTED_IDLE)),
             _ => None,
+        }
+    }
+
+    /// Counts an incoming connection from `ip` as pending until the returned guard is
+    /// dropped (once it is admitted or refused); `None` (counted) when `max_pending`
+    /// are pending, or `max_clients_per_ip` from `ip`. The second value says whether
+    /// half of `max_pending` is taken (unvalidated addresses then get a Retry).
+    pub(crate) fn begin_pending(self: &Arc<Self>, ip: IpAddr) -> Option<(Pending, bool)> {
+        let mut st = self.lock();
+        let here = st.pending.get(&ip).copied().unwrap_or(0);
+        if st.pending_total >= self.max_pending || here >= self.max_clients_per_ip {
+            *st.counters
+                .entry((Source::Unknown, reason::TOO_MANY_PENDING))
+                .or_default() += 1;
+            return None;
+        }
+        *st.pending.entry(ip).or_default() += 1;
+        st.pending_total += 1;
+        let busy = st.pending_total > self.max_pending / 2;
+        Some((
+            Pending {
+                registry: self.clone(),
+                ip,
+            },
+            busy,
+        ))
+    }
+
+    fn end_pending(&self, ip: IpAddr) {
+        let mut st = self.lock();
+        st.pending_total = st.pending_total.saturating_sub(1);
+        if let Some(n) = st.pending.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.pending.remove(&ip);
+            }
         }
     }
 

@@ -61,6 +61,13 @@ pub mod reason {
     /// A client connection began a frame and did not finish it within
     /// `client_frame_timeout`; it was closed.
     pub const SLOW_FRAME: &str = "slow_frame";
+    /// An incoming connection was refused before its handshake: `max_pending`
+    /// connections (or `max_clients_per_ip` from its address) were still in
+    /// their handshake or hello.
+    pub const TOO_MANY_PENDING: &str = "too_many_pending";
+    /// An incoming connection from an address QUIC had not validated was sent a
+    /// Retry (many connections were pending).
+    pub const RETRY_SENT: &str = "retry_sent";
     /// A client connection was refused because `max_clients` are open.
     pub const TOO_MANY_CLIENTS: &str = "too_many_clients";
     /// A frame was addressed to an id that is not another validator of the

@@ -15,7 +15,7 @@ use crate::bind::{self, BindError, ClientAccounts};
 use crate::config::{PeerInfo, TransportConfig};
 use crate::error::TransportError;
 use crate::frame::{self, Backoff, DialError, Hello, ReadError, ACK};
-use crate::registry::{code, Refusal, Registry};
+use crate::registry::{code, Pending, Refusal, Registry};
 use crate::stats::{reason, Source, TransportStats};
 use crate::tasks::{self, Tasks};
 use crate::tls::{self, Identity, PeerAuth, PeerCert, PinnedServer};
@@ -367,6 +367,21 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
 
 async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
+    // counted from the first packet until admitted or refused: a stranger that opens
+    // connections and never finishes their handshake or hello holds only its share
+    let Some((pending, busy)) = shared.registry.begin_pending(remote.ip()) else {
+        incoming.refuse();
+        return;
+    };
+    if busy && !incoming.remote_address_validated() && incoming.may_retry() {
+        // the Retry costs the remote a round trip, and us no handshake: a spoofed
+        // source never answers it
+        shared.registry.count(Source::Unknown, reason::RETRY_SENT);
+        if let Err(e) = incoming.retry() {
+            tracing::debug!(%remote, error = %e, "retry failed");
+        }
+        return;
+    }
     let connecting = match incoming.accept() {
         Ok(c) => c,
         Err(e) => {
@@ -387,9 +402,9 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
         }
     };
     match tls::peer_cert(&conn) {
-        PeerCert::None => serve_client(shared, conn).await,
+        PeerCert::None => serve_client(shared, conn, pending).await,
         PeerCert::Key(key) => match shared.registry.peer_of_key(&key) {
-            Some(id) => serve_peer(shared, conn, id).await,
+            Some(id) => serve_peer(shared, conn, id, pending).await,
             None => {
                 shared.registry.count(Source::Unknown, reason::UNPINNED_KEY);
                 conn.close(VarInt::from_u32(code::DONE), b"unknown key");
@@ -403,7 +418,7 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
 }
 
 /// Reads frames from validator `id` and hands them to the node.
-async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32) {
+async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32, pending: Pending) {
     let (mut send, mut recv) =
         match frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout).await {
             Hello::Ok(send, recv) => (send, recv),
@@ -427,7 +442,9 @@ async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32) {
                 return;
             }
         };
-    let Some(serial) = shared.registry.add_inbound(id, conn.clone()) else {
+    let admitted = shared.registry.add_inbound(id, conn.clone());
+    drop(pending);
+    let Some(serial) = admitted else {
         return; // banned: counted and closed by the registry
     };
     if send.write_all(&[ACK]).await.is_ok() {
@@ -469,7 +486,7 @@ async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32) {
 
 /// Serves one client connection: requests up, replies down, on the one
 /// stream.
-async fn serve_client(shared: Arc<Shared>, conn: Connection) {
+async fn serve_client(shared: Arc<Shared>, conn: Connection, pending: Pending) {
     let (mut send, mut recv) =
         match frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout).await {
             Hello::Ok(send, recv) => (send, recv),
@@ -517,10 +534,11 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     };
     let id = ClientId(shared.next_client.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::channel::<Bytes>(shared.send_queue);
-    let activity = match shared
+    let admitted = shared
         .registry
-        .add_client(id, conn.clone(), tx, ip, bound.clone())
-    {
+        .add_client(id, conn.clone(), tx, ip, bound.clone());
+    drop(pending);
+    let activity = match admitted {
         Ok(a) => a,
         Err(Refusal::Banned) => {
             conn.close(VarInt::from_u32(code::BANNED), b"address banned");

@@ -245,3 +245,52 @@ async fn strikes_spread_over_connections_add_up_for_their_address() {
     stranger.close();
     t0.shutdown().await;
 }
+
+/// Connections that finish their handshake and never say the hello are pending: one
+/// address holds at most `max_clients_per_ip` of them, and more are refused before any
+/// handshake work; past half of `max_pending`, unvalidated addresses get a QUIC Retry
+/// first (which a real client answers without noticing). An honest client is served
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_say_hello_hold_only_their_share() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = cluster.config(0);
+    cfg.max_clients_per_ip = 2;
+    cfg.max_pending = 5;
+    cfg.connect_timeout = Duration::from_secs(30);
+    let (t0, mut rx0) = cluster.start_with(0, cfg).await;
+    let stranger = RawEndpoint::bind(STRANGER).expect("bind 127.0.0.2");
+    let mut silent = Vec::new();
+    for i in 0..2 {
+        let c = stranger
+            .handshake_only(&cluster.peers[0], LIMIT)
+            .await
+            .unwrap_or_else(|e| panic!("silent connection {i}: {e}"));
+        silent.push(c);
+    }
+    let third = stranger
+        .handshake_only(&cluster.peers[0], Duration::from_secs(2))
+        .await;
+    assert!(
+        third.is_err(),
+        "a third pending connection from one address"
+    );
+    assert_eq!(
+        t0.stats().count(Source::Unknown, reason::TOO_MANY_PENDING),
+        1
+    );
+    // a second address's silent connection takes pending past half of max_pending:
+    // it is sent a Retry, answers it, and completes its handshake
+    let other = RawEndpoint::bind(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))).expect("bind");
+    let retried = other
+        .handshake_only(&cluster.peers[0], LIMIT)
+        .await
+        .expect("a retried handshake completes");
+    assert_eq!(t0.stats().count(Source::Unknown, reason::RETRY_SENT), 1);
+    honest_client_is_served(&cluster, &t0, &mut rx0).await;
+    assert!(silent.iter().all(|c| c.close_reason().is_none()));
+    drop(retried);
+    stranger.close();
+    other.close();
+    t0.shutdown().await;
+}
