@@ -41,7 +41,7 @@ pub struct TransportConfig {
     pub peers: Vec<PeerInfo>,
     /// Largest frame accepted or sent, in bytes (at most `u32::MAX`).
     pub max_frame: usize,
-    /// Frames that may wait in one peer's (or one client's) send queue.
+    /// Frames that may wait in one peer's send queue.
     pub send_queue: usize,
     /// Capacity of the inbound channel of validators' frames handed to the node.
     pub inbound_queue: usize,
@@ -88,6 +88,9 @@ pub struct TransportConfig {
     /// Largest frame a client may send (requests and queries are a few KiB);
     /// `max_frame` if that is smaller.
     pub max_client_frame: usize,
+    /// Replies that may wait for one client connection; more are dropped (the
+    /// client retransmits).
+    pub client_send_queue: usize,
     /// Once a client frame's length has arrived, its bytes must all arrive
     /// within this time, or the connection is closed.
     pub client_frame_timeout: Duration,
@@ -131,6 +134,7 @@ impl TransportConfig {
             evict_idle_after: Duration::from_secs(1),
             client_idle_timeout: Duration::from_secs(60),
             max_client_frame: DEFAULT_MAX_CLIENT_FRAME,
+            client_send_queue: 256,
             client_frame_timeout: Duration::from_secs(5),
             genesis: [0; 32],
         }
@@ -169,8 +173,8 @@ impl TransportConfig {
                     .into(),
             );
         }
-        if self.max_client_frame == 0 {
-            return bad("max_client_frame must be at least 1".into());
+        if self.max_client_frame == 0 || self.client_send_queue == 0 {
+            return bad("max_client_frame and client_send_queue must be at least 1".into());
         }
         if self.client_idle_timeout.is_zero() || self.client_frame_timeout.is_zero() {
             return bad("client_idle_timeout and client_frame_timeout must be positive".into());

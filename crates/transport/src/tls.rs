@@ -427,6 +427,30 @@ pub(crate) fn quic_transport(
     Ok(Arc::new(t))
 }
 
+/// QUIC settings for connections from addresses that are no validator's: those of
+/// [`quic_transport`], with flow-control windows of `window` bytes (received data the
+/// remote may have in flight, and our unacknowledged replies), so that the memory a
+/// stranger's connection can make us hold is bounded by its client limits rather than
+/// by QUIC's defaults (over a megabyte per connection).
+pub(crate) fn quic_transport_for_clients(
+    idle: Duration,
+    window: u32,
+) -> Result<Arc<quinn::TransportConfig>, TransportError> {
+    let idle_timeout = quinn::IdleTimeout::try_from(idle)
+        .map_err(|_| TransportError::Config("idle_timeout is too large".into()))?;
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(idle_timeout))
+        .keep_alive_interval(Some(idle / 4))
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(1))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .datagram_receive_buffer_size(None)
+        .initial_rtt(INITIAL_RTT)
+        .stream_receive_window(quinn::VarInt::from_u32(window))
+        .receive_window(quinn::VarInt::from_u32(window))
+        .send_window(u64::from(window));
+    Ok(Arc::new(t))
+}
+
 /// The server configuration: our certificate, optional pinned client
 /// authentication, TLS 1.3 only, ALPN `pbft/1`, no session tickets.
 pub(crate) fn server_config(

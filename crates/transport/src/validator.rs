@@ -1,8 +1,8 @@
 //! The validator's transport: dials every other validator for its own
 //! outgoing frames, accepts validators' and clients' connections.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -66,8 +66,14 @@ struct Shared {
     me: u32,
     local_addr: SocketAddr,
     max_frame: usize,
-    send_queue: usize,
     max_client_frame: usize,
+    /// Replies that may wait per client connection.
+    client_send_queue: usize,
+    /// The server configuration for connections from addresses that are no
+    /// validator's (small flow-control windows).
+    client_server_config: Arc<quinn::ServerConfig>,
+    /// The other validators' addresses.
+    validator_ips: HashSet<IpAddr>,
     client_idle_timeout: Duration,
     client_frame_timeout: Duration,
     reconnect_min: Duration,
@@ -171,7 +177,25 @@ impl Transport {
         let registry = Arc::new(Registry::new(&cfg));
         let quic = tls::quic_transport(cfg.idle_timeout)?;
         let verifier = Arc::new(PeerAuth::new(registry.clone(), provider.clone()));
-        let server = tls::server_config(&identity, verifier, provider.clone(), quic.clone())?;
+        let server =
+            tls::server_config(&identity, verifier.clone(), provider.clone(), quic.clone())?;
+        // connections from other addresses than the validators' get small windows:
+        // twice the largest client frame (at least 64 KiB)
+        let max_client_frame = cfg.max_client_frame.min(cfg.max_frame);
+        let window =
+            u32::try_from(max_client_frame.saturating_mul(2).max(64 << 10)).unwrap_or(u32::MAX);
+        let for_clients = Arc::new(tls::server_config(
+            &identity,
+            verifier,
+            provider.clone(),
+            tls::quic_transport_for_clients(cfg.idle_timeout, window)?,
+        )?);
+        let validator_ips = cfg
+            .peers
+            .iter()
+            .filter(|p| p.id != cfg.me)
+            .map(|p| p.addr.ip())
+            .collect();
         let endpoint = Endpoint::new(
             tls::endpoint_config(&cfg.keypair),
             Some(server),
@@ -207,8 +231,10 @@ impl Transport {
             me: cfg.me,
             local_addr,
             max_frame: cfg.max_frame,
-            send_queue: cfg.send_queue,
-            max_client_frame: cfg.max_client_frame.min(cfg.max_frame),
+            max_client_frame,
+            client_send_queue: cfg.client_send_queue,
+            client_server_config: for_clients,
+            validator_ips,
             client_idle_timeout: cfg.client_idle_timeout,
             client_frame_timeout: cfg.client_frame_timeout,
             reconnect_min: cfg.reconnect_min,
@@ -382,7 +408,12 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
         }
         return;
     }
-    let connecting = match incoming.accept() {
+    let accepted = if shared.validator_ips.contains(&remote.ip()) {
+        incoming.accept()
+    } else {
+        incoming.accept_with(shared.client_server_config.clone())
+    };
+    let connecting = match accepted {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(%remote, error = %e, "incoming connection failed");
@@ -533,7 +564,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection, pending: Pending) {
         }
     };
     let id = ClientId(shared.next_client.fetch_add(1, Ordering::Relaxed));
-    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.send_queue);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.client_send_queue);
     let admitted = shared
         .registry
         .add_client(id, conn.clone(), tx, ip, bound.clone());

@@ -294,3 +294,35 @@ async fn connections_that_never_say_hello_hold_only_their_share() {
     other.close();
     t0.shutdown().await;
 }
+
+/// A stranger that sends as fast as it can while the node is busy gets no more than a
+/// small flow-control window ahead: its connection is not given QUIC's default window
+/// of over a megabyte (1,024 such connections would be a gigabyte held in buffers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_cannot_make_a_validator_buffer_more_than_a_small_window() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = cluster.config(0);
+    // the node takes nothing: the first frames fill the (one-frame) channels
+    cfg.client_inbound_queue = 1;
+    cfg.inbound_queue = 1;
+    cfg.max_client_frame = 64 << 10;
+    let (t0, _rx0) = cluster.start_with(0, cfg).await;
+    let stranger = RawEndpoint::bind(STRANGER).expect("bind 127.0.0.2");
+    let mut c = stranger
+        .open(&cluster.peers[0], [0; 32], LIMIT)
+        .await
+        .expect("admitted");
+    // 16 frames of 60 KiB: 960 KiB, well within QUIC's default window
+    let mut bytes = Vec::new();
+    for _ in 0..16 {
+        bytes.extend_from_slice(&(60u32 << 10).to_be_bytes());
+        bytes.extend_from_slice(&[0u8; 60 << 10]);
+    }
+    let written = tokio::time::timeout(Duration::from_secs(3), c.write(&bytes)).await;
+    assert!(
+        written.is_err(),
+        "960 KiB were taken while the node read nothing: {written:?}"
+    );
+    stranger.close();
+    t0.shutdown().await;
+}
