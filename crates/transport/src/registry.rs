@@ -88,6 +88,20 @@ impl ActivityClock {
     }
 }
 
+/// What the limits per address count a remote address as: an IPv4 address as itself
+/// (IPv4-mapped IPv6 addresses too), an IPv6 address as its /64 prefix, since one host
+/// is commonly given a whole /64 and could otherwise take a fresh address for every
+/// connection.
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
 /// An incoming connection counted as pending; dropping it ends the count.
 pub(crate) struct Pending {
     registry: Arc<Registry>,
@@ -576,5 +590,24 @@ impl Registry {
         st.inbound.clear();
         st.clients.clear();
         st.connected.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_counted_by_host_v4_and_by_slash_64_v6() {
+        let key = |s: &str| address_key(s.parse().expect("ip"));
+        assert_eq!(key("192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

@@ -15,7 +15,7 @@ use crate::bind::{self, BindError, ClientAccounts};
 use crate::config::{PeerInfo, TransportConfig};
 use crate::error::TransportError;
 use crate::frame::{self, Backoff, DialError, Hello, ReadError, ACK};
-use crate::registry::{code, Pending, Refusal, Registry};
+use crate::registry::{self, code, Pending, Refusal, Registry};
 use crate::stats::{reason, Source, TransportStats};
 use crate::tasks::{self, Tasks};
 use crate::tls::{self, Identity, PeerAuth, PeerCert, PinnedServer};
@@ -395,7 +395,10 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     // counted from the first packet until admitted or refused: a stranger that opens
     // connections and never finishes their handshake or hello holds only its share
-    let Some((pending, busy)) = shared.registry.begin_pending(remote.ip()) else {
+    let Some((pending, busy)) = shared
+        .registry
+        .begin_pending(registry::address_key(remote.ip()))
+    else {
         incoming.refuse();
         return;
     };
@@ -541,7 +544,8 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection, pending: Pending) {
         };
     // the address the connection is admitted with, which its strikes count against
     // (QUIC lets a connection move: its current address may be someone else's)
-    let ip = conn.remote_address().ip();
+    // (IPv6 addresses count by their /64)
+    let ip = registry::address_key(conn.remote_address().ip());
     let bound = match tokio::time::timeout(
         shared.connect_timeout,
         bind::read(&conn, &mut recv, &shared.accounts),
