@@ -205,21 +205,21 @@ impl Stage {
                             Err(e) => self.reject(Origin::Peer(from), e.reason()),
                         }
                     }
-                    Inbound::Client { conn, bound, frame } => {
-                        match envelope::decode_client(&frame, &self.limits) {
-                            Ok(Message::Request(r)) => {
-                                conns.push((conn, bound.holds(&r.body.client)));
-                                requests.push(r);
-                            }
-                            Ok(Message::Query { id, query }) => {
-                                if !self.to_core(Input::Query { conn, id, query }) {
-                                    return;
-                                }
-                            }
-                            Ok(_) => self.reject(Origin::Client(conn), "client sent a non-request"),
-                            Err(e) => self.reject(Origin::Client(conn), e.reason()),
+                    Inbound::Client {
+                        conn, bound, frame, ..
+                    } => match envelope::decode_client(&frame, &self.limits) {
+                        Ok(Message::Request(r)) => {
+                            conns.push((conn, bound.holds(&r.body.client)));
+                            requests.push(r);
                         }
-                    }
+                        Ok(Message::Query { id, query }) => {
+                            if !self.to_core(Input::Query { conn, id, query }) {
+                                return;
+                            }
+                        }
+                        Ok(_) => self.reject(Origin::Client(conn), "client sent a non-request"),
+                        Err(e) => self.reject(Origin::Client(conn), e.reason()),
+                    },
                     Inbound::ClientClosed(conn) => {
                         // a close must arrive (routes and budgets are dropped on
                         // it): it may wait

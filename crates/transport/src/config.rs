@@ -48,6 +48,10 @@ pub struct TransportConfig {
     /// Capacity of the inbound channel of clients' frames (kept apart, so that
     /// client traffic never queues in front of validators').
     pub client_inbound_queue: usize,
+    /// Bytes of client frames received and not yet dropped by the node (see
+    /// [`Charge`](crate::Charge)); when they are all taken, client connections wait
+    /// and QUIC flow control holds their senders back. At least `max_client_frame`.
+    pub client_inbound_bytes: usize,
     /// First reconnection delay after a failed dial.
     pub reconnect_min: Duration,
     /// Largest reconnection delay (the delay doubles up to it).
@@ -119,6 +123,7 @@ impl TransportConfig {
             send_queue: 4096,
             inbound_queue: 4096,
             client_inbound_queue: 4096,
+            client_inbound_bytes: 16 << 20,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(5),
@@ -175,6 +180,14 @@ impl TransportConfig {
         }
         if self.max_client_frame == 0 || self.client_send_queue == 0 {
             return bad("max_client_frame and client_send_queue must be at least 1".into());
+        }
+        if self.client_inbound_bytes < self.max_client_frame.min(self.max_frame)
+            || self.client_inbound_bytes > u32::MAX as usize
+        {
+            return bad(format!(
+                "client_inbound_bytes {} must be at least max_client_frame and at most u32::MAX",
+                self.client_inbound_bytes
+            ));
         }
         if self.client_idle_timeout.is_zero() || self.client_frame_timeout.is_zero() {
             return bad("client_idle_timeout and client_frame_timeout must be positive".into());

@@ -84,6 +84,31 @@ pub use error::TransportError;
 pub use stats::{reason, ClientStats, Source, TransportStats};
 pub use validator::{Inbounds, Transport};
 
+/// Bytes of client frames held on the node's behalf: returned to the transport's
+/// budget (`TransportConfig::client_inbound_bytes`) when the last clone is dropped.
+/// Two charges always compare equal: a charge is not part of a frame's identity.
+#[derive(Clone, Debug, Default)]
+pub struct Charge(Option<std::sync::Arc<tokio::sync::OwnedSemaphorePermit>>);
+
+impl Charge {
+    pub(crate) fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Charge {
+        Charge(Some(std::sync::Arc::new(permit)))
+    }
+
+    /// The bytes charged.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |p| p.num_permits())
+    }
+}
+
+impl PartialEq for Charge {
+    fn eq(&self, _: &Charge) -> bool {
+        true
+    }
+}
+
+impl Eq for Charge {}
+
 /// One accepted client connection, numbered from 0 in order of acceptance
 /// by one transport. A client that reconnects gets a new id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
@@ -116,6 +141,9 @@ pub enum Inbound {
         bound: Bound,
         /// The frame, as received.
         frame: Bytes,
+        /// The frame's bytes, charged against the clients' inbound budget until this
+        /// is dropped (drop the frame with it once it is decoded).
+        charge: Charge,
     },
     /// The client connection is closed; its id is not used again.
     ClientClosed(ClientId),

@@ -19,7 +19,7 @@ use crate::registry::{self, code, Pending, Refusal, Registry};
 use crate::stats::{reason, Source, TransportStats};
 use crate::tasks::{self, Tasks};
 use crate::tls::{self, Identity, PeerAuth, PeerCert, PinnedServer};
-use crate::{ClientId, Inbound, Origin};
+use crate::{Charge, ClientId, Inbound, Origin};
 
 /// A transport's inbound frames, validators' and clients' apart.
 #[derive(Debug)]
@@ -69,6 +69,8 @@ struct Shared {
     max_client_frame: usize,
     /// Replies that may wait per client connection.
     client_send_queue: usize,
+    /// The clients' inbound budget in bytes (see `Charge`).
+    client_bytes: Arc<tokio::sync::Semaphore>,
     /// The server configuration for connections from addresses that are no
     /// validator's (small flow-control windows).
     client_server_config: Arc<quinn::ServerConfig>,
@@ -233,6 +235,7 @@ impl Transport {
             max_frame: cfg.max_frame,
             max_client_frame,
             client_send_queue: cfg.client_send_queue,
+            client_bytes: Arc::new(tokio::sync::Semaphore::new(cfg.client_inbound_bytes)),
             client_server_config: for_clients,
             validator_ips,
             client_idle_timeout: cfg.client_idle_timeout,
@@ -610,12 +613,19 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection, pending: Pending) {
                 Ok(Some(frame)) => {
                     activity.touch();
                     registry.frames_received.fetch_add(1, Ordering::Relaxed);
+                    // frames are at most max_client_frame, which the budget exceeds
+                    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+                    let Ok(permit) = shared.client_bytes.clone().acquire_many_owned(len).await
+                    else {
+                        return;
+                    };
                     if shared
                         .client_inbound
                         .send(Inbound::Client {
                             conn: id,
                             bound: bound.clone(),
                             frame,
+                            charge: Charge::new(permit),
                         })
                         .await
                         .is_err()

@@ -85,9 +85,9 @@ async fn talking_strangers_cannot_keep_an_account_holder_out() {
     assert!(client.send(0, Bytes::from_static(b"request")));
     let (conn, bound) = loop {
         match next(&mut rx0, "alice's request").await {
-            Inbound::Client { conn, bound, frame } if frame == Bytes::from_static(b"request") => {
-                break (conn, bound)
-            }
+            Inbound::Client {
+                conn, bound, frame, ..
+            } if frame == Bytes::from_static(b"request") => break (conn, bound),
             _ => continue,
         }
     };

@@ -100,7 +100,8 @@ async fn clients_send_requests_and_receive_replies() {
                 Inbound::Client {
                     conn,
                     bound: Default::default(),
-                    frame: Bytes::from_static(b"request 2")
+                    frame: Bytes::from_static(b"request 2"),
+                    charge: Default::default(),
                 }
             );
         }

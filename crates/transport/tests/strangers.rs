@@ -326,3 +326,46 @@ async fn a_stranger_cannot_make_a_validator_buffer_more_than_a_small_window() {
     stranger.close();
     t0.shutdown().await;
 }
+
+/// Client frames are bounded in bytes, not only in number, until the node drops them:
+/// with the budget taken by frames the node still holds, the next frame waits (and QUIC
+/// flow control holds its sender back) until one of them is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_frames_held_by_the_node_are_bounded_in_bytes() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = cluster.config(0);
+    cfg.max_client_frame = 64 << 10;
+    cfg.client_inbound_bytes = 128 << 10;
+    let (t0, mut rx0) = cluster.start_with(0, cfg).await;
+    let stranger = RawEndpoint::bind(STRANGER).expect("bind 127.0.0.2");
+    let mut c = stranger
+        .open(&cluster.peers[0], [0; 32], LIMIT)
+        .await
+        .expect("admitted");
+    for _ in 0..3 {
+        c.send_frame(Bytes::from(vec![0u8; 60 << 10]))
+            .await
+            .expect("sent");
+    }
+    let first = next(&mut rx0, "the first frame").await;
+    let second = next(&mut rx0, "the second frame").await;
+    for f in [&first, &second] {
+        match f {
+            Inbound::Client { charge, .. } => assert_eq!(charge.bytes(), 60 << 10),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let third = tokio::time::timeout(Duration::from_secs(1), rx0.recv()).await;
+    assert!(
+        third.is_err(),
+        "a third 60 KiB frame while 120 KiB of 128 are held: {third:?}"
+    );
+    drop(first);
+    assert!(matches!(
+        next(&mut rx0, "the third frame").await,
+        Inbound::Client { .. }
+    ));
+    drop(second);
+    stranger.close();
+    t0.shutdown().await;
+}
