@@ -340,12 +340,22 @@ impl<E: Executor, L: RecordLog, F: Faults> Host<E, L, F> {
         self.replica.on_message(msg, now);
     }
 
-    /// A verified client request.
+    /// A verified client request, straight from its client
+    /// ([`Replica::on_request`](pbft_protocol::Replica::on_request)).
     pub fn handle_request(&mut self, req: VerifiedRequest, now: Instant) {
         if self.inert() {
             return;
         }
         self.replica.on_request(req, now);
+    }
+
+    /// A verified client request from a connection that did not prove it holds the
+    /// client's key ([`Replica::on_unproven_request`](pbft_protocol::Replica::on_unproven_request)).
+    pub fn handle_unproven_request(&mut self, req: VerifiedRequest, now: Instant) {
+        if self.inert() {
+            return;
+        }
+        self.replica.on_unproven_request(req, now);
     }
 
     /// Time passed: sends held back until now go out, and the replica's timer fires if

@@ -205,7 +205,11 @@ impl<F: Faults> Core<F> {
                     self.routes
                         .request(body.client, body.request_id, conn, bound);
                 }
-                self.host.handle_request(req, now);
+                if bound {
+                    self.host.handle_request(req, now);
+                } else {
+                    self.host.handle_unproven_request(req, now);
+                }
             }
             Input::ClientClosed(conn) => {
                 self.routes.closed(conn);

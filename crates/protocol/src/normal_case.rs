@@ -28,7 +28,8 @@ impl Replica {
     /// primary that knows the request executed.
     /// Whether a repeated request of a client may be answered (or forwarded) again
     /// now (resend.rs): anyone can replay a client's requests.
-    fn may_answer_again(&mut self, req: &SignedRequest, from_ledger: bool) -> bool {
+    /// `own` when the request came from its client itself (see [`Replica::on_request`]).
+    fn may_answer_again(&mut self, req: &SignedRequest, from_ledger: bool, own: bool) -> bool {
         let (interval, window, cap) = (
             self.cfg.retransmit_interval,
             self.cfg.client_window,
@@ -38,6 +39,7 @@ impl Replica {
             req.body.client,
             req.body.digest(),
             from_ledger,
+            own,
             self.now,
             interval,
             window,
@@ -45,10 +47,12 @@ impl Replica {
         )
     }
 
-    pub(crate) fn handle_request(&mut self, req: SignedRequest, via: Option<ReplicaId>) {
+    /// `own` when the request came straight from its client (not from a connection
+    /// that may be anyone's replaying it); it only matters when `via` is `None`.
+    pub(crate) fn handle_request(&mut self, req: SignedRequest, via: Option<ReplicaId>, own: bool) {
         match self.clients.admit(&req) {
             Admission::Cached(reply) => {
-                if via.is_none() && self.may_answer_again(&req, false) {
+                if via.is_none() && self.may_answer_again(&req, false, own) {
                     self.push(Action::Reply {
                         client: req.body.client,
                         reply: *reply,
@@ -58,7 +62,10 @@ impl Replica {
             Admission::TooOld | Admission::Reused => {
                 // a client without its answer asks again: the ledger has the receipt, and
                 // the digest of the request it is the outcome of (a reused id is refused)
-                if via.is_none() && req.body.request_id != 0 && self.may_answer_again(&req, true) {
+                if via.is_none()
+                    && req.body.request_id != 0
+                    && self.may_answer_again(&req, true, own)
+                {
                     self.push(Action::ReplyFromLedger {
                         client: req.body.client,
                         request_id: req.body.request_id,
@@ -78,7 +85,7 @@ impl Replica {
                 if !self.is_primary()
                     && via.is_none()
                     && self.status == Status::Normal
-                    && self.may_answer_again(&req, false)
+                    && self.may_answer_again(&req, false, own)
                 {
                     let p = self.primary();
                     self.send(p, Message::Request(req));
@@ -611,7 +618,7 @@ impl Replica {
             clients.dedup();
             for client in clients {
                 for req in self.clients.take_ready(&client) {
-                    self.handle_request(req, Some(self.id));
+                    self.handle_request(req, Some(self.id), false);
                 }
             }
         }

@@ -353,7 +353,7 @@ impl Replica {
         );
         let _g = span.enter();
         match msg {
-            Message::Request(r) => self.handle_request(r, Some(from)),
+            Message::Request(r) => self.handle_request(r, Some(from), false),
             Message::PrePrepare { pre_prepare, batch } => {
                 self.on_pre_prepare(from, pre_prepare, batch, &bad_requests)
             }
@@ -394,13 +394,26 @@ impl Replica {
         self.finish("on_message");
     }
 
-    /// A verified request straight from a client.
+    /// A verified request straight from its client: over a connection that proved it
+    /// holds the client's key, or (in the simulator) sent by the client itself.
     pub fn on_request(&mut self, req: VerifiedRequest, now: Instant) {
         if !self.begin(now) {
             return;
         }
-        self.handle_request(req.into_inner(), None);
+        self.handle_request(req.into_inner(), None, true);
         self.finish("on_request");
+    }
+
+    /// A verified request from a connection that did not prove it holds the client's
+    /// key: anyone who saw the request may be replaying it. Answered again (from the
+    /// ledger above all) out of a budget of its own, so that replays cannot use up the
+    /// client's (resend.rs).
+    pub fn on_unproven_request(&mut self, req: VerifiedRequest, now: Instant) {
+        if !self.begin(now) {
+            return;
+        }
+        self.handle_request(req.into_inner(), None, false);
+        self.finish("on_unproven_request");
     }
 
     /// Time has reached `now`: fire whatever timers expired.

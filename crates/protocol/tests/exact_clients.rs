@@ -460,3 +460,33 @@ fn replays_of_an_old_request_are_answered_from_the_ledger_once_per_interval() {
     assert_eq!(count(&p.client(old.clone())), 1);
     assert_eq!(count(&p.client(old)), 0);
 }
+
+/// Whoever holds a client's old signed requests replays them from connections of its
+/// own, enough to use up every ledger answer of the interval: the client itself, asking
+/// for one of its receipts over its own connection, is still answered (issue 23).
+#[test]
+fn replays_cannot_use_up_the_ledger_answers_a_client_asks_for() {
+    let mut p = Probe::new(1);
+    install_snapshot(&mut p);
+    let count = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::ReplyFromLedger { .. }))
+            .count()
+    };
+    let cap = p.r.config().max_batch;
+    // distinct signed requests under executed ids: each would cost a ledger read
+    let mut answered = 0;
+    for k in 0..(2 * cap) {
+        answered += count(&p.stranger(request(0, 1, vec![100 + k as u8])));
+    }
+    assert_eq!(
+        answered, cap,
+        "the replays' own budget is max_batch per interval"
+    );
+    // the client retransmits one of its requests over its own connection
+    assert_eq!(
+        count(&p.client(request(0, 2, vec![2]))),
+        1,
+        "the client's own request was refused a ledger answer"
+    );
+}

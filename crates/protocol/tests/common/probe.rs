@@ -64,6 +64,13 @@ impl Probe {
         self.actions()
     }
 
+    /// `req` from a connection that did not prove it holds the client's key.
+    pub fn stranger(&mut self, req: SignedRequest) -> Vec<Action> {
+        let v = self.verifier.verify_request(req).expect("client signature");
+        self.r.on_unproven_request(v, self.now);
+        self.actions()
+    }
+
     /// Time moves to `ms` after the start and the replica's timers run.
     pub fn at(&mut self, ms: u64) -> Vec<Action> {
         self.now = Instant::ZERO.plus(Duration::from_millis(ms));
