@@ -246,4 +246,22 @@ mod tests {
             Err(BindError::Unlisted)
         );
     }
+
+    /// Review of 935fc4e (finding: duplicate bindings). An account holder may name
+    /// its one account [`MAX_BINDS`] times: every copy's signature is verified (256
+    /// verifications on the accept task, before the per-account limit is looked at),
+    /// and `Bound::new` only then drops the copies. A key named twice should be
+    /// refused before any signature is checked (for example: keys strictly increasing).
+    #[test]
+    #[ignore = "review finding: fails until duplicate bindings are refused"]
+    fn a_key_named_twice_is_refused_before_any_verification() {
+        let alice = kp(1);
+        let accounts = ClientAccounts::new([alice.public()]);
+        let m = [7u8; 32];
+        let body = entry(&alice, &m).repeat(MAX_BINDS);
+        assert!(
+            check(&body, m, &accounts).is_err(),
+            "{MAX_BINDS} copies of one binding were accepted (each verified)"
+        );
+    }
 }
