@@ -805,6 +805,53 @@ fn a_bound_client_is_served_while_strangers_keep_every_slot_busy() {
     });
 }
 
+/// The validators close a client connection that stays quiet for a second; the
+/// client redials. Its next request, sent once (no retransmission) to the primary
+/// alone, is answered by f+1 validators: a bound connection is its account's route
+/// from admission, not from its next request.
+#[test]
+fn a_quiet_bound_client_gets_its_replies_after_its_connections_were_closed() {
+    use pbft_client::{Client, Signer};
+    use pbft_executor::Operation;
+
+    let _serial = serial();
+    let mut c = Cluster::keygen(2, 1);
+    for i in 0..4 {
+        let (file, key) = (c.file(), c.key(&format!("validator-{i}.key")));
+        c.start_with(i, &file, &key, &["--client-idle-timeout-ms", "1000"]);
+    }
+    let cluster = pbft_cluster::Cluster::load(&c.file()).expect("cluster file");
+    let key = pbft_crypto::read_key_file(&c.key("client-0.key")).expect("client key");
+    let to = cluster.resolve_account("client-1").expect("client-1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut client = Client::connect_bound(&cluster, vec![key.clone()])
+            .await
+            .expect("connect");
+        client.deadline = Duration::from_secs(60);
+        let before = client.account(key.public()).await.expect("account");
+        let mut signer = Signer::new(key.clone(), before.next_request_id);
+        // one at a time, so that every validator has replied to the key at least once
+        // (the client then sends new requests to the primary alone)
+        for _ in 0..4 {
+            let first = signer.sign(Operation::transfer(to, 1).encode());
+            client.submit(vec![first], 1, |_| {}).await.expect("first");
+        }
+        // quiet for longer than the validators' idle timeout: every connection is
+        // closed and redialed
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        client.retransmit = Duration::from_secs(3600);
+        client.deadline = Duration::from_secs(20);
+        let second = signer.sign(Operation::transfer(to, 2).encode());
+        let done = client
+            .submit(vec![second], 1, |_| {})
+            .await
+            .expect("answered by f+1 without a retransmission");
+        assert_eq!(done.len(), 1);
+        client.close().await;
+    });
+}
+
 #[test]
 fn foreign_key_cannot_join_and_is_counted() {
     let _serial = serial();

@@ -64,14 +64,17 @@ pub fn run(args: &ClientArgs) -> Result<Outcome> {
             transfer(&cluster, key, &read_key_file(key)?, t)
         }
         ClientCommand::Balance(b) => {
-            let account = match (&b.account, &args.key) {
+            // with a key, the connections are bound to its account: its reads get a
+            // slot when strangers hold every anonymous one
+            let key = args.key.as_ref().map(|k| read_key_file(k)).transpose()?;
+            let account = match (&b.account, &key) {
                 (Some(a), _) => resolve(&cluster, &format!("{a:?}"), a)?,
-                (None, Some(k)) => read_key_file(k)?.public(),
+                (None, Some(k)) => k.public(),
                 (None, None) => {
                     return Err(Error::bad_value("balance", "give an ACCOUNT or --key"))
                 }
             };
-            balance(&cluster, account)
+            balance(&cluster, account, key)
         }
         ClientCommand::Load(l) => crate::load::run(&cluster, l),
     }
@@ -152,9 +155,9 @@ fn transfer(
     Ok(Outcome::from_success(ok))
 }
 
-fn balance(cluster: &Cluster, account: PublicKey) -> Result<Outcome> {
+fn balance(cluster: &Cluster, account: PublicKey, key: Option<Keypair>) -> Result<Outcome> {
     let info = crate::runtime()?.block_on(async {
-        let mut client = Client::connect(cluster).await?;
+        let mut client = Client::connect_bound(cluster, key.into_iter().collect()).await?;
         let info = client.account(account).await;
         client.close().await;
         Ok::<_, Error>(info?)

@@ -211,6 +211,15 @@ impl<F: Faults> Core<F> {
                     self.host.handle_unproven_request(req, now);
                 }
             }
+            Input::ClientOpened(conn, bound) => {
+                if self.transport.is_open(conn) {
+                    for key in bound.keys() {
+                        if let Ok(client) = pbft_crypto::PublicKey::from_bytes(key) {
+                            self.routes.opened(client, conn);
+                        }
+                    }
+                }
+            }
             Input::ClientClosed(conn) => {
                 self.routes.closed(conn);
                 self.queries.closed(conn);

@@ -6,10 +6,11 @@
 //! A connection bound to the client's account (its hello carried a signature by the
 //! account key over that connection's TLS session, see the transport) is the client's
 //! own, and a replayer cannot make one. So a client's replies go, first, to each of up
-//! to [`MAX_ROUTES`] bound connections on which its requests arrived, the most recent
-//! first; no anonymous connection ever takes their place.
+//! to [`MAX_ROUTES`] bound connections, from the moment each is admitted (a client
+//! whose quiet connection was closed and redialed gets its next replies at once),
+//! the most recently used first; no anonymous connection ever takes their place.
 //!
-//! Anonymous connections (tools, relays, old clients) get copies under a weaker rule,
+//! Anonymous connections (status tools, relays) get copies under a weaker rule,
 //! in a list of their own of up to [`MAX_ROUTES`]: a request with a higher request id
 //! than any seen from the client before adds its connection, evicting the one used
 //! least recently if all are taken; a request at or below that id (a retransmission,
@@ -67,6 +68,23 @@ impl Routes {
             }
         }
         list.insert(0, conn);
+        self.by_conn.entry(conn).or_default().push(client);
+    }
+
+    /// `conn`, bound to `client`, was admitted: it is the client's route before it
+    /// sends anything (a client whose connection was closed while it was quiet gets
+    /// the replies to its next request at once).
+    pub fn opened(&mut self, client: PublicKey, conn: ClientId) {
+        let route = self.routes.entry(client).or_default();
+        if route.bound.contains(&conn) {
+            return;
+        }
+        if route.bound.len() >= MAX_ROUTES {
+            if let Some(old) = route.bound.pop() {
+                Self::unlink(&mut self.by_conn, old, &client);
+            }
+        }
+        route.bound.insert(0, conn);
         self.by_conn.entry(conn).or_default().push(client);
     }
 
@@ -201,6 +219,30 @@ mod tests {
         assert_eq!(routes[0], ClientId(2 + MAX_ROUTES as u64));
         for c in routes {
             r.closed(c);
+        }
+        assert!(r.by_conn.is_empty());
+    }
+
+    /// A bound connection is a route from its admission, before any request, and the
+    /// bound list stays bounded.
+    #[test]
+    fn a_bound_connection_is_a_route_from_its_admission() {
+        let mut r = Routes::default();
+        let (alice, bob) = (client(1), client(2));
+        r.opened(alice, ClientId(1));
+        r.opened(bob, ClientId(1));
+        assert_eq!(of(&r, &alice), &[ClientId(1)]);
+        assert_eq!(of(&r, &bob), &[ClientId(1)]);
+        r.opened(alice, ClientId(1));
+        assert_eq!(of(&r, &alice), &[ClientId(1)], "once");
+        for c in 2..10 {
+            r.opened(alice, ClientId(c));
+        }
+        assert_eq!(of(&r, &alice).len(), MAX_ROUTES);
+        assert_eq!(of(&r, &alice)[0], ClientId(9));
+        assert_eq!(of(&r, &bob), &[ClientId(1)]);
+        for c in 1..10 {
+            r.closed(ClientId(c));
         }
         assert!(r.by_conn.is_empty());
     }

@@ -32,6 +32,8 @@ pub enum Input {
     },
     /// A client connection closed (its replies can no longer go there).
     ClientClosed(ClientId),
+    /// A client connection bound to these accounts was admitted.
+    ClientOpened(ClientId, pbft_transport::Bound),
     /// Stop the node.
     Stop,
 }
@@ -220,6 +222,16 @@ impl Stage {
                         Ok(_) => self.reject(Origin::Client(conn), "client sent a non-request"),
                         Err(e) => self.reject(Origin::Client(conn), e.reason()),
                     },
+                    Inbound::ClientOpened { conn, bound } => {
+                        // like a close, it must arrive: it may wait
+                        if self
+                            .client_out
+                            .send(Input::ClientOpened(conn, bound))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
                     Inbound::ClientClosed(conn) => {
                         // a close must arrive (routes and budgets are dropped on
                         // it): it may wait

@@ -25,7 +25,8 @@
 //!   connections, one per direction, and no tie-breaking is needed when both
 //!   dial at once.
 //! - A connection carries one bidirectional stream opened by the dialer. The
-//!   dialer writes a 4-byte hello; the server answers with one byte once it
+//!   dialer writes a hello (4 magic bytes and its genesis digest; a client
+//!   follows it with its bind section); the server answers with one byte once it
 //!   has accepted the connection (pinned key, not banned, room for another
 //!   client). Only then does the dialer count as connected and start taking
 //!   frames from its send queue. On a validator connection the server sends
@@ -144,6 +145,14 @@ pub enum Inbound {
         /// The frame's bytes, charged against the clients' inbound budget until this
         /// is dropped (drop the frame with it once it is decoded).
         charge: Charge,
+    },
+    /// A client connection bound to accounts was admitted (anonymous ones are not
+    /// announced); its frames follow.
+    ClientOpened {
+        /// The connection.
+        conn: ClientId,
+        /// The accounts it proved it acts for.
+        bound: Bound,
     },
     /// The client connection is closed; its id is not used again.
     ClientClosed(ClientId),

@@ -54,7 +54,7 @@ pub(crate) async fn workload(
 ) -> WorkloadOutcome {
     let mut out = WorkloadOutcome::default();
     // the scenario's clients: their connections are bound to their accounts
-    let mut client = match Client::connect_bound(&cluster, keys).await {
+    let mut client = match Client::connect_bound(&cluster, crate::workload::bindable(&keys)).await {
         Ok(c) => c,
         Err(e) => {
             out.error = Some(format!("client: {e}"));
