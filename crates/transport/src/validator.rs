@@ -783,10 +783,10 @@ async fn pump(
     }
 }
 
-/// Tests written in the review of 935fc4e (client connections bound to accounts).
+/// Connections between the handshake and admission (tests from a review of the
+/// account binding).
 #[cfg(test)]
 mod admission_tests {
-    //! Connections between the handshake and admission (found by review).
     use super::*;
     use crate::bind::MAX_BINDS;
     use crate::raw::RawEndpoint;
