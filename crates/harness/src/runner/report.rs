@@ -114,6 +114,7 @@ pub(crate) fn report(
         },
         probes,
         violations,
+        strangers: Vec::new(),
         expectations: Vec::new(),
         passed: false,
     }
