@@ -167,7 +167,11 @@ pub fn to_report(sc: &Scenario, r: &pbft_sim::Report) -> ScenarioReport {
             violations.push(format!("honest validator {id} halted: {why}"));
         }
     }
-    let strangers: Vec<StrangerRow> = r.strangers.iter().map(|x| stranger_row(x, r.f)).collect();
+    let strangers: Vec<StrangerRow> = r
+        .strangers
+        .iter()
+        .map(|x| stranger_row(x, r.f, r.stats.other_request_replies))
+        .collect();
     for x in &r.strangers {
         violations.extend(x.executed.iter().cloned());
     }
@@ -223,7 +227,9 @@ pub fn to_report(sc: &Scenario, r: &pbft_sim::Report) -> ScenarioReport {
 
 /// The row of a simulated stranger: what it did, and what it must have done and not
 /// got.
-fn stranger_row(x: &StrangerReport, f: usize) -> StrangerRow {
+/// `ignored`: the replies the clients did not count because they bind another
+/// request than theirs (the run's, not this stranger's alone).
+fn stranger_row(x: &StrangerReport, f: usize, ignored: u64) -> StrangerRow {
     let StrangerKind::ReuseId = x.kind;
     let mut problems = Vec::new();
     if x.sent == 0 {
@@ -248,9 +254,10 @@ fn stranger_row(x: &StrangerReport, f: usize) -> StrangerRow {
         behavior: StrangerBehavior::ReuseId.name().into(),
         from: "sim".into(),
         summary: format!(
-            "{} requests signed under {} executed request ids and sent to every validator; {} answers refused them as reused ids ({} refused by f+1), {} other answers; executed by {} honest ledgers; {} replies to the clients' own requests received",
+            "{} requests signed under {} executed request ids ({} while their client still waited for them) and sent to every validator; {} answers refused them as reused ids ({} refused by f+1), {} other answers; executed by {} honest ledgers; {} replies to the clients' own requests received; the clients ignored {ignored} replies bound to another request than theirs",
             x.sent,
             x.distinct_ids,
+            x.in_flight,
             x.reused_id_answers,
             x.refused_by_quorum,
             x.other_answers,

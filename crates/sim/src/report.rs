@@ -95,6 +95,9 @@ pub struct StrangerReport {
     pub kind: crate::StrangerKind,
     /// Requests it signed under request ids that had executed, and sent.
     pub sent: u64,
+    /// Of those, requests under an id its client still waited for (it had executed at
+    /// an honest validator, and f+1 replies had not reached the client yet).
+    pub in_flight: u64,
     /// Distinct (client, request id) among them.
     pub distinct_ids: u64,
     /// Answers to them bound to its request's digest that refuse it as a reused id.
@@ -115,6 +118,7 @@ impl Default for StrangerReport {
         StrangerReport {
             kind: crate::StrangerKind::ReuseId,
             sent: 0,
+            in_flight: 0,
             distinct_ids: 0,
             reused_id_answers: 0,
             refused_by_quorum: 0,

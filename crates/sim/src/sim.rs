@@ -80,6 +80,9 @@ pub struct Stats {
     pub peak_snapshot_buffer_bytes: u64,
     /// The largest snapshot an honest validator installed by state transfer, bytes.
     pub largest_snapshot_bytes: u64,
+    /// Replies clients did not count because they bind another request than the one
+    /// they have in flight under that id (the answers to a reused id).
+    pub other_request_replies: u64,
 }
 
 /// A simulation in progress.

@@ -2,11 +2,14 @@
 //! signed requests, which is all the simulated network carries from clients.
 //!
 //! The `reuse_id` stranger holds the clients' keys (the simulator has them). Every
-//! [`REUSE_EVERY`] of its window it takes a client with a request the client accepted
-//! (f+1 validators' replies bound to that request: it executed), signs a new operation
-//! under that request's id with the client's key, and sends it to every validator over
-//! the simulated network, where it takes the path of any client's request: decoded,
-//! verified, handed to the validator's host. It keeps each reused id's answers.
+//! [`LOOK_EVERY`] of its window it takes the next client with an executed request id
+//! it has not reused yet: one an honest validator's ledger shows executed while the
+//! client still waits for f+1 replies to it, else the latest the client accepted (f+1
+//! validators' replies bound to that request); with none, every [`AGAIN_EVERY`] the
+//! latest accepted id again, with another operation. It signs a new operation under that id
+//! with the client's key and sends it to every validator over the simulated network,
+//! where it takes the path of any client's request: decoded, verified, handed to the
+//! validator's host. It keeps each reused id's answers.
 //!
 //! A validator answers a client's key wherever that key's requests come from, so the
 //! stranger, which speaks for the key from the moment it signs with it, receives the
@@ -27,8 +30,11 @@ use pbft_executor::{FailReason, Operation, Receipt};
 use pbft_protocol::{envelope, Duration, Instant, Message, ReplicaId, Request, RequestId, Signed};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// How often a `reuse_id` stranger signs and sends another reused id.
-pub(crate) const REUSE_EVERY: Duration = Duration::from_millis(50);
+/// How often a `reuse_id` stranger looks for an executed id it has not reused yet
+/// (often, to catch ids that executed while their client still waits for them).
+pub(crate) const LOOK_EVERY: Duration = Duration::from_millis(5);
+/// When it finds none, how often it signs the latest again with another operation.
+pub(crate) const AGAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// One reused id: what the stranger signed, and what the validators answered.
 #[derive(Clone, Debug)]
@@ -39,6 +45,8 @@ pub(crate) struct Attempt {
     pub request_id: RequestId,
     /// The digest of the stranger's request.
     pub digest: Digest,
+    /// The client still waited for f+1 replies to its own request with that id.
+    pub in_flight: bool,
     /// Each validator's last answer bound to that digest (an encoded receipt).
     pub answers: BTreeMap<ReplicaId, Vec<u8>>,
 }
@@ -53,6 +61,8 @@ pub(crate) struct SimStranger {
     next_client: usize,
     /// Its reused ids, in the order sent.
     pub attempts: Vec<Attempt>,
+    /// When it last sent one.
+    last_sent: Option<Instant>,
     /// Replies it received that answer the clients' own requests.
     pub client_replies: u64,
 }
@@ -64,6 +74,7 @@ impl SimStranger {
             speaks_for: BTreeSet::new(),
             next_client: 0,
             attempts: Vec::new(),
+            last_sent: None,
             client_replies: 0,
         }
     }
@@ -87,18 +98,20 @@ impl Simulation {
         match spec.kind {
             StrangerKind::ReuseId => self.reuse_id(k),
         }
-        let next = self.now.plus(REUSE_EVERY);
+        let next = self.now.plus(LOOK_EVERY);
         if next.as_millis() < spec.until_ms {
             self.schedule(next, Event::StrangerTimer(k));
         }
     }
 
     /// Signs a new operation under an executed request id of the next client that has
-    /// one, and sends it to every validator. Ids it has not reused yet come first (the
-    /// client's latest accepted ones); once every accepted id of that client was reused,
-    /// its latest is signed again with yet another operation.
+    /// one it has not reused yet, and sends it to every validator; with none, after
+    /// [`AGAIN_EVERY`], a client's latest accepted id again with another operation.
     fn reuse_id(&mut self, k: usize) {
         let count = self.clients.len();
+        let again = self.strangers[k]
+            .last_sent
+            .is_none_or(|t| self.now >= t.plus(AGAIN_EVERY));
         for step in 0..count {
             let c = (self.strangers[k].next_client + step) % count;
             let client = &self.clients[c];
@@ -109,16 +122,26 @@ impl Simulation {
                 .filter(|a| a.client == me)
                 .map(|a| a.request_id)
                 .collect();
-            let Some((&id, original)) = client
+            // first an id that executed at an honest validator while its client still
+            // waits for f+1 replies: the refusals then reach a client that has that
+            // id in flight, and must not count for it
+            let waiting = client
+                .core
+                .in_flight_claims()
+                .map(|(_, id, _)| id)
+                .filter(|id| !done.contains(id))
+                .find_map(|id| self.executed_at_an_honest(&me, id).map(|d| (id, d)));
+            let accepted = client
                 .accepted
                 .iter()
                 .rev()
                 .find(|(id, _)| !done.contains(id))
-                .or_else(|| client.accepted.iter().next_back())
-            else {
+                .or_else(|| client.accepted.iter().next_back().filter(|_| again))
+                .map(|(id, a)| (*id, a.request.body.digest()));
+            let Some((id, original)) = waiting.or(accepted) else {
                 continue;
             };
-            let original = original.request.body.digest();
+            let in_flight = waiting.is_some();
             // a transfer of half the client's genesis balance to the stranger's pick
             // of another client, made different on each try: a new operation
             let tries = self.strangers[k].attempts.len() as u64;
@@ -137,11 +160,13 @@ impl Simulation {
             let signed = Signed::sign(body, &self.clients[c].key);
             let s = &mut self.strangers[k];
             s.next_client = (c + 1) % count;
+            s.last_sent = Some(self.now);
             s.speaks_for.insert(me);
             s.attempts.push(Attempt {
                 client: me,
                 request_id: id,
                 digest,
+                in_flight,
                 answers: BTreeMap::new(),
             });
             let bytes = Bytes::from(envelope::encode(&Message::Request(signed)));
@@ -201,6 +226,7 @@ impl Simulation {
                 let mut r = StrangerReport {
                     kind: s.spec.kind,
                     sent: s.attempts.len() as u64,
+                    in_flight: s.attempts.iter().filter(|a| a.in_flight).count() as u64,
                     distinct_ids: s
                         .attempts
                         .iter()
@@ -234,6 +260,18 @@ impl Simulation {
                 r
             })
             .collect()
+    }
+
+    /// The digest of the request an honest, running validator's ledger records for
+    /// `(client, id)`, if one executed it.
+    fn executed_at_an_honest(&self, client: &PublicKey, id: RequestId) -> Option<Digest> {
+        self.validators
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| self.is_honest(*r as ReplicaId))
+            .filter_map(|(_, v)| v.host.as_ref())
+            .find_map(|h| h.ledger().receipt(client, id).ok().flatten())
+            .map(|stored| stored.request)
     }
 
     fn is_honest(&self, r: ReplicaId) -> bool {
