@@ -293,11 +293,19 @@ fn problems(b: StrangerBehavior, t: &Tally, f: usize) -> Vec<String> {
             let reused = t.reused();
             let (_, others) = answers(&reused);
             let refused = refused_by_quorum(&reused, f);
+            let answered = reused.iter().any(|r| !r.answers.is_empty());
             if reused.is_empty() {
                 out.push(
                     "it never sent a reused id: no client had a request accepted in its window"
                         .to_string(),
                 );
+            } else if !answered {
+                // the validators may send a key's answers to its client's own
+                // connections only: the refusal cannot be seen from here
+                out.push(format!(
+                    "no answer to any of its {} reused ids reached its connections",
+                    reused.len()
+                ));
             } else if refused == 0 {
                 out.push(format!(
                     "none of its {} reused ids was refused as one by f+1 = {} validators",
@@ -828,8 +836,14 @@ mod tests {
             digest: Digest::of(b"x"),
             answers: BTreeMap::new(),
         };
-        r.answers.insert(0, reused_id_refusal());
         t.reused().push(r.clone());
+        let none = problems(StrangerBehavior::ReuseId, &t, 1);
+        assert!(
+            none[0].contains("no answer to any of its 1 reused ids"),
+            "{none:?}"
+        );
+        r.answers.insert(0, reused_id_refusal());
+        t.reused()[0] = r;
         let one = problems(StrangerBehavior::ReuseId, &t, 1);
         assert!(one[0].contains("refused as one by f+1 = 2"), "{one:?}");
         t.reused()[0].answers.insert(1, reused_id_refusal());
