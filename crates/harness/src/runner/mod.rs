@@ -116,18 +116,9 @@ impl Runner for ClusterRunner {
     }
 }
 
-/// Refuses what cluster mode cannot do faithfully: two behaviours for one validator,
-/// or a stranger behaviour it does not play yet.
+/// Refuses what cluster mode cannot do faithfully: two behaviours for one validator.
+/// (Every stranger behaviour is played.)
 pub fn check_supported(sc: &Scenario) -> Result<(), RunError> {
-    if let Some(s) = sc.strangers.iter().find(|s| !strangers::runs(s.behavior)) {
-        return Err(RunError::Unsupported {
-            mode: "cluster",
-            reason: format!(
-                "[[stranger]] behavior = {:?} is not played by the cluster runner yet",
-                s.behavior.name()
-            ),
-        });
-    }
     let mut behavior: BTreeMap<u32, &str> = BTreeMap::new();
     for t in &sc.traitors {
         let b = t.behavior.name();

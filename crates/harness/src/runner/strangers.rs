@@ -51,11 +51,6 @@ const REUSE_EVERY: Duration = Duration::from_millis(50);
 /// The latest requests of each client the sightings keep.
 const LATEST_KEPT: usize = 16;
 
-/// Whether cluster mode runs `b` (the others are refused by `check_supported`).
-pub(crate) fn runs(_b: StrangerBehavior) -> bool {
-    true
-}
-
 /// What the scenario's clients did, as strangers may know it: the signed requests as
 /// the workload hands them to the client (anyone holds them once they are in a
 /// batch), and the requests the client accepted. Shared by the workload and the
