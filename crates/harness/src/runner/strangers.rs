@@ -46,7 +46,7 @@ const HIJACK_CONNECTIONS: usize = 4;
 /// How often a `hijack_replies` stranger replays the clients' latest requests again
 /// when no fresh one came.
 const HIJACK_EVERY: Duration = Duration::from_millis(200);
-/// How often a `reuse_id` stranger signs and sends another reused id.
+/// How often a `reuse_id` stranger signs another reused id from the accepted ones.
 const REUSE_EVERY: Duration = Duration::from_millis(50);
 /// The latest requests of each client the sightings keep.
 const LATEST_KEPT: usize = 16;
@@ -162,6 +162,13 @@ pub(crate) struct Tally {
     reused: Mutex<Vec<Reused>>,
     /// `reuse_id`: replies it received for the clients' own requests.
     client_replies: AtomicU64,
+    /// `reuse_id`: (client, id, digest) of the clients' requests those replies show
+    /// executed, not reused yet.
+    executed_seen: Mutex<VecDeque<(PublicKey, u64, Digest)>>,
+    /// Wakes the signer when `executed_seen` grows.
+    executed_notify: tokio::sync::Notify,
+    /// `reuse_id`: requests it signed as soon as a reply showed their id executed.
+    prompt: AtomicU64,
 }
 
 impl Tally {
@@ -248,9 +255,10 @@ fn describe(t: &Tally, f: usize) -> String {
         let ids: BTreeSet<(PublicKey, u64)> =
             reused.iter().map(|r| (r.client, r.request_id)).collect();
         s += &format!(
-            "; {} requests signed under {} executed request ids; {refusals} answers refused them as reused ids ({} refused by f+1), {others} other answers; {} replies to the clients' own requests received",
+            "; {} requests signed under {} executed request ids ({} as soon as a validator's reply to the client showed the id executed); {refusals} answers refused them as reused ids ({} refused by f+1), {others} other answers; {} replies to the clients' own requests received",
             reused.len(),
             ids.len(),
+            t.prompt.load(Ordering::Relaxed),
             refused_by_quorum(&reused, f),
             t.client_replies.load(Ordering::Relaxed)
         );
@@ -646,10 +654,13 @@ async fn hijack(
     }
 }
 
-/// Every [`REUSE_EVERY`], signs with a client's key a new operation under a request id
-/// that client had accepted (it executed) and hands it to the connections; clients
-/// are taken in turn, their latest accepted id that this stranger has not reused yet
-/// first (once all are, the latest again, with yet another operation).
+/// Signs with clients' keys new operations under request ids that executed, and hands
+/// them to the connections. Each id once: as soon as a validator's reply to the
+/// client's own request shows it executed (the stranger's connections receive the
+/// key's replies once it has used the key), the client possibly still waiting for f+1
+/// of them; and every [`REUSE_EVERY`], for the next client in turn, its latest
+/// accepted id not reused yet (once all are, the latest again with yet another
+/// operation).
 async fn sign_reused(
     me: usize,
     knowledge: &Knowledge,
@@ -659,54 +670,98 @@ async fn sign_reused(
     let keys = &knowledge.keys;
     let mut next = 0usize;
     let mut tick = tokio::time::interval(REUSE_EVERY);
+    let done = |client: &PublicKey| -> BTreeSet<u64> {
+        tally
+            .reused()
+            .iter()
+            .filter(|r| r.client == *client)
+            .map(|r| r.request_id)
+            .collect()
+    };
     loop {
-        tick.tick().await;
-        for step in 0..keys.len() {
-            let c = (next + step) % keys.len();
-            let key = &keys[c];
-            let client = key.public();
-            let accepted = knowledge.sightings.accepted_of(&client);
-            let done: BTreeSet<u64> = tally
-                .reused()
-                .iter()
-                .filter(|r| r.client == client)
-                .map(|r| r.request_id)
-                .collect();
-            let Some(&(id, original)) = accepted
-                .iter()
-                .find(|(id, _)| !done.contains(id))
-                .or_else(|| accepted.first())
-            else {
-                continue;
-            };
-            // half the genesis balance to the next client, another amount each time:
-            // a new operation
-            let to = keys[(c + 1) % keys.len()].public();
-            let mut amount = (knowledge.balance / 2).max(1) + tally.reused().len() as u64;
-            let mut body = Request {
-                client,
-                request_id: id,
-                op: Operation::transfer(to, amount).encode(),
-            };
-            while body.digest() == original {
-                amount += 1;
-                body.op = Operation::transfer(to, amount).encode();
+        tokio::select! {
+            _ = tally.executed_notify.notified() => {
+                let seen: Vec<(PublicKey, u64, Digest)> = tally
+                    .executed_seen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .drain(..)
+                    .collect();
+                for (client, id, original) in seen {
+                    let Some(c) = keys.iter().position(|k| k.public() == client) else {
+                        continue;
+                    };
+                    if !done(&client).contains(&id) {
+                        send_reused(me, knowledge, to_send, tally, c, id, original, true);
+                    }
+                }
             }
-            let digest = body.digest();
-            let signed = Signed::sign(body, key);
-            tally.reused().push(Reused {
-                stranger: me,
-                client,
-                request_id: id,
-                digest,
-                answers: BTreeMap::new(),
-            });
-            let frame = bytes::Bytes::from(envelope::encode(&Message::Request(signed)));
-            let _ = to_send.send(Arc::new((digest, frame)));
-            next = (c + 1) % keys.len();
-            break;
+            _ = tick.tick() => {
+                for step in 0..keys.len() {
+                    let c = (next + step) % keys.len();
+                    let client = keys[c].public();
+                    let accepted = knowledge.sightings.accepted_of(&client);
+                    let done = done(&client);
+                    let Some(&(id, original)) = accepted
+                        .iter()
+                        .find(|(id, _)| !done.contains(id))
+                        .or_else(|| accepted.first())
+                    else {
+                        continue;
+                    };
+                    send_reused(me, knowledge, to_send, tally, c, id, original, false);
+                    next = (c + 1) % keys.len();
+                    break;
+                }
+            }
         }
     }
+}
+
+/// Signs with client `c`'s key a new operation under `id`, which executed with the
+/// request of digest `original`, records it and hands it to the connections.
+/// `prompt`: chosen on a validator's reply to the client's request.
+#[allow(clippy::too_many_arguments)]
+fn send_reused(
+    me: usize,
+    knowledge: &Knowledge,
+    to_send: &broadcast::Sender<Arc<(Digest, bytes::Bytes)>>,
+    tally: &Tally,
+    c: usize,
+    id: u64,
+    original: Digest,
+    prompt: bool,
+) {
+    let keys = &knowledge.keys;
+    let key = &keys[c];
+    let client = key.public();
+    // half the genesis balance to the next client, another amount each time: a new
+    // operation
+    let to = keys[(c + 1) % keys.len()].public();
+    let mut amount = (knowledge.balance / 2).max(1) + tally.reused().len() as u64;
+    let mut body = Request {
+        client,
+        request_id: id,
+        op: Operation::transfer(to, amount).encode(),
+    };
+    while body.digest() == original {
+        amount += 1;
+        body.op = Operation::transfer(to, amount).encode();
+    }
+    let digest = body.digest();
+    let signed = Signed::sign(body, key);
+    tally.reused().push(Reused {
+        stranger: me,
+        client,
+        request_id: id,
+        digest,
+        answers: BTreeMap::new(),
+    });
+    if prompt {
+        tally.prompt.fetch_add(1, Ordering::Relaxed);
+    }
+    let frame = bytes::Bytes::from(envelope::encode(&Message::Request(signed)));
+    let _ = to_send.send(Arc::new((digest, frame)));
 }
 
 /// Sends to `v` the requests [`sign_reused`] signs, on a connection of its own, and
@@ -749,6 +804,16 @@ async fn reuse(
                             Some(_) => {}
                             None => {
                                 tally.client_replies.fetch_add(1, Ordering::Relaxed);
+                                if body.replica == v.id {
+                                    // that id executed here: reuse it at once
+                                    drop(reused);
+                                    tally
+                                        .executed_seen
+                                        .lock()
+                                        .unwrap_or_else(PoisonError::into_inner)
+                                        .push_back((body.client, body.request_id, body.request));
+                                    tally.executed_notify.notify_one();
+                                }
                             }
                         }
                     }
