@@ -1440,17 +1440,18 @@ fn scenario_slow_primary_in_cluster_mode_is_replaced() {
 }
 
 /// The stranger scenarios on real processes (cluster only: the simulator models no
-/// client connections): each passes, with its throughput floor and RSS bound checked,
-/// and the run's notes show the strangers were refused some connections (they did
-/// meet the limits).
+/// client connections): each passes, with its throughput floor, RSS bound and
+/// strangers checked, and the run's notes show that the strangers that take
+/// connections were refused some (they did meet the limits).
 #[test]
 fn scenario_strangers_in_cluster_mode() {
     let _serial = serial();
-    for name in [
-        "hog-connections",
-        "slow-frame",
-        "query-flood",
-        "bad-signatures",
+    for (name, meets_limits) in [
+        ("hog-connections", true),
+        ("slow-frame", true),
+        ("query-flood", true),
+        ("bad-signatures", true),
+        ("hijack-replies", false),
     ] {
         let (code, report, out) = scenario_run(name, "cluster");
         assert_eq!(code, Some(0), "{name} in cluster mode:\n{out}");
@@ -1467,11 +1468,38 @@ fn scenario_strangers_in_cluster_mode() {
             checked("min_throughput_fraction"),
             "{name}: the throughput floor was not checked:\n{out}"
         );
+        assert!(
+            checked("strangers"),
+            "{name}: the strangers were not checked:\n{out}"
+        );
         assert!(out.contains("note: "), "{name}: no stranger notes:\n{out}");
-        let refused_some = out
-            .lines()
-            .filter(|l| l.contains("stranger "))
-            .all(|l| !l.contains(" 0 refused"));
-        assert!(refused_some, "{name}: a stranger met no limit:\n{out}");
+        if meets_limits {
+            let refused_some = out
+                .lines()
+                .filter(|l| l.contains("stranger "))
+                .all(|l| !l.contains(" 0 refused"));
+            assert!(refused_some, "{name}: a stranger met no limit:\n{out}");
+        }
+    }
+}
+
+/// `reuse_id` on real processes and in the simulator, same verdicts: every stranger
+/// sent requests re-signed under executed ids, f+1 validators refused some as reused
+/// ids, and no honest ledger executed any.
+#[test]
+fn scenario_reuse_id_in_cluster_mode() {
+    let (cluster, out) = scenario_passes_in_both_modes("reuse-id");
+    let rows = cluster["runs"][0]["strangers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in rows {
+        let summary = row["summary"].as_str().unwrap_or("");
+        assert!(
+            summary.contains(" 0 of its requests executed in the 4 honest ledgers read")
+                && !summary.contains("(0 refused by f+1)"),
+            "{row}\n{out}"
+        );
     }
 }

@@ -52,7 +52,7 @@ pub use types::{
     StoredReceipt, Transfer,
 };
 #[cfg(feature = "rocksdb")]
-pub use verify::{show_ledger, verify_ledger, LedgerReport, LedgerShow};
+pub use verify::{read_receipts, show_ledger, verify_ledger, LedgerReport, LedgerShow};
 #[cfg(feature = "rocksdb")]
 pub use wal::ConsensusLog;
 

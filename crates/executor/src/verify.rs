@@ -5,11 +5,13 @@
 use crate::error::ExecError;
 use crate::lthash::LtHash;
 use crate::rocks::{
-    cf, load_log, open_read_only, read_block, read_meta, scan_once, total_order, CF_BLOCKS,
-    CF_CHANGES, CF_STATE, STATE_DIR,
+    cf, load_log, open_read_only, read_block, read_meta, receipt_key, scan_once, total_order,
+    CF_BLOCKS, CF_CHANGES, CF_RECEIPTS, CF_STATE, STATE_DIR,
 };
 use crate::transition::{decode_balance, fold_changes, net_delta, Changes, NetChanges};
-use crate::types::{keys, state_digest_after, Account, Block, ChainPos, ClientWindow};
+use crate::types::{
+    keys, state_digest_after, Account, Block, ChainPos, ClientWindow, StoredReceipt,
+};
 use pbft_crypto::Digest;
 use rocksdb::{IteratorMode, DB};
 use std::path::Path;
@@ -422,4 +424,30 @@ pub fn show_ledger(
         block,
         balance,
     })
+}
+
+/// Reads the receipts a closed ledger holds for `keys` (client, request id), in their
+/// order: `None` where it holds none. For checks after a run, such as whether a
+/// request signed under a reused id ever executed (its receipt would record its
+/// digest).
+pub fn read_receipts(
+    dir: &Path,
+    keys: &[(pbft_crypto::PublicKey, u64)],
+) -> Result<Vec<Option<StoredReceipt>>, ExecError> {
+    let state = dir.join(STATE_DIR);
+    if !state.is_dir() {
+        return Err(corrupt(format!("no ledger in {}", dir.display())));
+    }
+    let db = open_read_only(&state)?;
+    let receipts = cf(&db, CF_RECEIPTS)?;
+    keys.iter()
+        .map(|(client, id)| {
+            db.get_cf(receipts, receipt_key(client, *id))?
+                .map(|v| {
+                    postcard::from_bytes(&v)
+                        .map_err(|e| corrupt(format!("a stored receipt does not decode: {e}")))
+                })
+                .transpose()
+        })
+        .collect()
 }

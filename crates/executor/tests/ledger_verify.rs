@@ -76,6 +76,30 @@ fn a_good_ledger_verifies() {
     assert_eq!((r.height, r.blocks_checked, r.accounts), (0, 0, 12));
 }
 
+/// `read_receipts` reads from a closed ledger the receipts the executor returned while
+/// it ran, and none for a request that never executed.
+#[test]
+fn receipts_are_read_from_a_closed_ledger() {
+    let people = people();
+    let tmp = common::tempdir();
+    let mut w = Workload::new(&people, 62);
+    let mut e =
+        RocksExecutor::open(tmp.path(), &people.genesis, RocksOptions::default()).expect("open");
+    for seq in 1..=5 {
+        let b = w.batch();
+        e.apply(seq, b.digest, &b.requests()).expect("apply");
+    }
+    let mut asked = w.issued.clone();
+    asked.push((people.clients[0], 1_000_000));
+    let live = common::observe(&e, &people, &asked).receipts;
+    drop(e);
+    // (the workload also issues requests that never execute)
+    assert!(live.iter().filter(|r| r.is_some()).count() > 10, "{live:?}");
+    let read = pbft_executor::read_receipts(tmp.path(), &asked).expect("read");
+    assert_eq!(read, live);
+    assert_eq!(read.last(), Some(&None), "a request that never executed");
+}
+
 #[test]
 fn a_flipped_balance_byte_is_found() {
     let people = people();

@@ -136,12 +136,16 @@ fn run_files(args: &RunArgs) -> Result<Outcome> {
         .iter()
         .map(|f| load(f))
         .collect::<Result<Vec<Scenario>, _>>()?;
-    if args.mode == ModeArg::Sim && scenarios.iter().any(|sc| !sc.strangers.is_empty()) {
-        // strangers act on client connections, which the simulator does not model:
-        // among several files they are skipped, said so; alone, refused
+    if args.mode == ModeArg::Sim
+        && scenarios
+            .iter()
+            .any(|sc| sc.unsimulated_stranger().is_some())
+    {
+        // most strangers act on client connections, which the simulator does not
+        // model: among several files they are skipped, said so; alone, refused
         let (cluster_only, rest): (Vec<Scenario>, Vec<Scenario>) = scenarios
             .into_iter()
-            .partition(|sc| !sc.strangers.is_empty());
+            .partition(|sc| sc.unsimulated_stranger().is_some());
         if rest.is_empty() {
             let sc = &cluster_only[0];
             return Err(Error::Run {

@@ -207,6 +207,35 @@ pub fn evaluate(sc: &Scenario, report: &mut ScenarioReport) {
         ));
     }
 
+    if !sc.strangers.is_empty() {
+        // a stranger that could not do what its behaviour says would let the run pass
+        // for nothing
+        let want = sc.stranger_count();
+        let problems: Vec<String> = report
+            .strangers
+            .iter()
+            .flat_map(|x| {
+                x.problems
+                    .iter()
+                    .map(move |p| format!("{} from {}: {p}", x.behavior, x.from))
+            })
+            .collect();
+        let passed = report.strangers.len() == want && problems.is_empty();
+        let detail = if report.strangers.len() != want {
+            format!(
+                "the runner reported {} of the {want} strangers",
+                report.strangers.len()
+            )
+        } else if let Some(p) = problems.first() {
+            format!("{} problem(s), first: {p}", problems.len())
+        } else {
+            format!(
+                "{want} stranger(s) did what their behaviour says, and got nothing they must not"
+            )
+        };
+        out.push(result("strangers", passed, detail));
+    }
+
     for (i, a) in e.at.iter().enumerate() {
         let name = format!("at[{i}] ({} ms)", a.at_ms);
         let Some(p) = report.probe(a.at_ms) else {

@@ -216,6 +216,14 @@ impl StrangerBehavior {
         }
     }
 
+    /// Whether sim mode plays it. The simulator delivers signed requests, not
+    /// connections: only a stranger that acts through signed requests alone
+    /// (`reuse_id`) is simulated; the others act on connections and run in cluster
+    /// mode only.
+    pub fn simulated(self) -> bool {
+        matches!(self, StrangerBehavior::ReuseId)
+    }
+
     /// The names, comma-separated (for error messages).
     pub fn valid_names() -> String {
         Self::ALL.map(|b| b.name()).join(", ")
@@ -407,6 +415,16 @@ impl Scenario {
         t.sort_unstable();
         t.dedup();
         t
+    }
+
+    /// The first stranger sim mode cannot play (see [`StrangerBehavior::simulated`]).
+    pub fn unsimulated_stranger(&self) -> Option<&StrangerEntry> {
+        self.strangers.iter().find(|s| !s.behavior.simulated())
+    }
+
+    /// How many strangers the scenario has (the sum of the tables' `count`).
+    pub fn stranger_count(&self) -> usize {
+        self.strangers.iter().map(|s| s.count as usize).sum()
     }
 
     /// The ids of the scripted traitors, sorted and without repeats.

@@ -130,6 +130,22 @@ pub struct Measured {
     pub trace: Option<String>,
 }
 
+/// What one stranger did in a run (one per stranger: a table with `count = 2` gives
+/// two), and what it found wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StrangerRow {
+    /// Its behaviour's name.
+    pub behavior: String,
+    /// Where it acted from (its address in cluster mode, `sim` in sim mode).
+    pub from: String,
+    /// What it got done, for people (connections, frames, answers, replies taken).
+    pub summary: String,
+    /// Why it failed, if it did: it could not do what its behaviour says, or it got
+    /// what the validators must never give (a reused id executed, another answer
+    /// than the refusal). Any problem fails the `strangers` expectation.
+    pub problems: Vec<String>,
+}
+
 /// The verdict on one expectation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ExpectationResult {
@@ -163,6 +179,8 @@ pub struct ScenarioReport {
     /// Safety violations the run detected: broken invariants, honest validators that
     /// halted, honest validators accused by signed evidence.
     pub violations: Vec<String>,
+    /// What each stranger did (empty without strangers).
+    pub strangers: Vec<StrangerRow>,
     /// One result per expectation (empty until evaluated).
     pub expectations: Vec<ExpectationResult>,
     /// Every expectation held.
@@ -255,6 +273,12 @@ impl ScenarioReport {
         }
         if let Some(t) = &m.trace {
             let _ = writeln!(s, "trace {t}");
+        }
+        for x in &self.strangers {
+            let _ = writeln!(s, "stranger {} from {}: {}", x.behavior, x.from, x.summary);
+            for p in &x.problems {
+                let _ = writeln!(s, "STRANGER {} from {}: {p}", x.behavior, x.from);
+            }
         }
         for r in &self.validators {
             if let Some(h) = &r.halted {

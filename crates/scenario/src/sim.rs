@@ -2,10 +2,13 @@
 //! report becomes a [`ScenarioReport`].
 
 use crate::error::RunError;
-use crate::model::{FaultKind, Scenario, StorageKind};
-use crate::report::{Measured, Mode, ProbeRow, ScenarioReport, ValidatorRow};
+use crate::model::{FaultKind, Scenario, StorageKind, StrangerBehavior};
+use crate::report::{Measured, Mode, ProbeRow, ScenarioReport, StrangerRow, ValidatorRow};
 use crate::runner::Runner;
-use pbft_sim::{Fault, FaultAction, NetworkConfig, SimConfig, Storage, TraitorSpec, Workload};
+use pbft_sim::{
+    Fault, FaultAction, NetworkConfig, SimConfig, Storage, StrangerKind, StrangerReport,
+    StrangerSpec, TraitorSpec, Workload,
+};
 
 /// Estimated bytes one client request occupies in a validator (signed request, key,
 /// operation and bookkeeping), for the memory figure.
@@ -23,7 +26,7 @@ impl Runner for SimRunner {
     }
 
     fn observe(&self, scenario: &Scenario, seed: u64) -> Result<ScenarioReport, RunError> {
-        if let Some(s) = scenario.strangers.first() {
+        if let Some(s) = scenario.unsimulated_stranger() {
             // the simulator delivers requests, not connections: a stranger that works
             // on connections would do nothing here, and the run would pass for nothing
             return Err(RunError::Unsupported {
@@ -100,6 +103,20 @@ pub fn sim_config(sc: &Scenario, seed: u64) -> SimConfig {
                 },
             })
             .collect(),
+        // one simulated stranger per `count`; those sim mode does not play are refused
+        // before (`SimRunner::observe`)
+        strangers: sc
+            .strangers
+            .iter()
+            .filter(|s| s.behavior == StrangerBehavior::ReuseId)
+            .flat_map(|s| {
+                (0..s.count).map(|_| StrangerSpec {
+                    kind: StrangerKind::ReuseId,
+                    from_ms: s.from_ms,
+                    until_ms: s.until_ms.unwrap_or(u64::MAX),
+                })
+            })
+            .collect(),
         deadline_ms: sc.expect.deadline_ms,
         seed,
         verify_signatures: true,
@@ -150,6 +167,14 @@ pub fn to_report(sc: &Scenario, r: &pbft_sim::Report) -> ScenarioReport {
             violations.push(format!("honest validator {id} halted: {why}"));
         }
     }
+    let strangers: Vec<StrangerRow> = r
+        .strangers
+        .iter()
+        .map(|x| stranger_row(x, r.f, r.stats.other_request_replies))
+        .collect();
+    for x in &r.strangers {
+        violations.extend(x.executed.iter().cloned());
+    }
     let t_ms = r.all_committed_ms.unwrap_or(r.end_ms).max(1);
     let throughput = r.accepted as f64 * 1000.0 / t_ms as f64;
     let ms = |us: Option<u64>| us.map(|u| u as f64 / 1000.0);
@@ -194,7 +219,51 @@ pub fn to_report(sc: &Scenario, r: &pbft_sim::Report) -> ScenarioReport {
             })
             .collect(),
         violations,
+        strangers,
         expectations: Vec::new(),
         passed: false,
+    }
+}
+
+/// The row of a simulated stranger: what it did, and what it must have done and not
+/// got.
+/// `ignored`: the replies the clients did not count because they bind another
+/// request than theirs (the run's, not this stranger's alone).
+fn stranger_row(x: &StrangerReport, f: usize, ignored: u64) -> StrangerRow {
+    let StrangerKind::ReuseId = x.kind;
+    let mut problems = Vec::new();
+    if x.sent == 0 {
+        problems.push(
+            "it never sent a reused id: no client had a request accepted in its window".into(),
+        );
+    } else if x.refused_by_quorum == 0 {
+        problems.push(format!(
+            "none of its {} reused ids was refused as one by f+1 = {} validators",
+            x.sent,
+            f + 1
+        ));
+    }
+    if x.other_answers > 0 {
+        problems.push(format!(
+            "{} answers to its reused ids were not the refusal of a reused id",
+            x.other_answers
+        ));
+    }
+    problems.extend(x.executed.iter().cloned());
+    StrangerRow {
+        behavior: StrangerBehavior::ReuseId.name().into(),
+        from: "sim".into(),
+        summary: format!(
+            "{} requests signed under {} executed request ids ({} while their client still waited for them) and sent to every validator; {} answers refused them as reused ids ({} refused by f+1), {} other answers; executed by {} honest ledgers; {} replies to the clients' own requests received; the clients ignored {ignored} replies bound to another request than theirs",
+            x.sent,
+            x.distinct_ids,
+            x.in_flight,
+            x.reused_id_answers,
+            x.refused_by_quorum,
+            x.other_answers,
+            x.executed.len(),
+            x.client_replies
+        ),
+        problems,
     }
 }

@@ -1,6 +1,7 @@
 //! The shipped catalog (`scenarios/*.toml`) in sim mode: every scenario passes over 20
-//! seeds (those with strangers are cluster only, and sim mode must refuse them), `beyond-f` is reported as a violation, every behaviour is used, and a report
-//! is byte-identical for the same file and seed.
+//! seeds (those with strangers that act on connections are cluster only, and sim mode
+//! must refuse them), `beyond-f` is reported as a violation, every behaviour is used,
+//! and a report is byte-identical for the same file and seed.
 //!
 //! A failing run prints its seed and the command that reruns it. A longer sweep outside
 //! CI: `PBFT_SCENARIO_SEEDS=1..500 cargo test -p pbft-scenario --test catalog`
@@ -12,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// The catalog of docs/scenarios.md ("The catalog"), in its order.
-const CATALOG: [&str; 32] = [
+const CATALOG: [&str; 34] = [
     "baseline",
     "backup-crash",
     "primary-crash",
@@ -45,6 +46,8 @@ const CATALOG: [&str; 32] = [
     "slow-frame",
     "query-flood",
     "bad-signatures",
+    "reuse-id",
+    "hijack-replies",
 ];
 
 fn dir() -> PathBuf {
@@ -81,7 +84,7 @@ fn sweep(name: &str) {
         return;
     }
     let sc = scenario(name);
-    if !sc.strangers.is_empty() {
+    if sc.unsimulated_stranger().is_some() {
         // cluster only (tests/cluster.rs): sim mode must refuse it, not pass it
         let r = run_scenario(&SimRunner, &sc, 1);
         assert!(
@@ -162,6 +165,8 @@ catalog_tests! {
     slow_frame => "slow-frame",
     query_flood => "query-flood",
     bad_signatures => "bad-signatures",
+    reuse_id => "reuse-id",
+    hijack_replies => "hijack-replies",
 }
 
 #[test]

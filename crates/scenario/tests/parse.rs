@@ -274,18 +274,93 @@ fn strangers_are_parsed_and_checked() {
     );
 }
 
-/// Sim mode does not model client connections: a scenario with a stranger is refused
-/// there, never passed for nothing.
+/// Sim mode does not model client connections: a scenario with a stranger that acts
+/// on them is refused there, never passed for nothing, even beside one it plays.
 #[test]
 fn sim_mode_refuses_strangers() {
+    use pbft_scenario::model::StrangerBehavior;
     use pbft_scenario::{RunError, Runner, SimRunner};
-    let t = "[[stranger]]\nbehavior = \"hog_connections\"\n\n[expect]";
-    let sc = parse(Path::new("x.toml"), &with("[expect]", t)).expect("parses");
-    match SimRunner.observe(&sc, 1) {
-        Err(RunError::Unsupported { mode, reason }) => {
-            assert_eq!(mode, "sim");
-            assert!(reason.contains("hog_connections"), "{reason}");
+    let simulated: Vec<&str> = StrangerBehavior::ALL
+        .iter()
+        .filter(|b| b.simulated())
+        .map(|b| b.name())
+        .collect();
+    assert_eq!(
+        simulated,
+        ["reuse_id"],
+        "only reuse_id acts through requests alone"
+    );
+    for b in StrangerBehavior::ALL.iter().filter(|b| !b.simulated()) {
+        let t = format!(
+            "[[stranger]]\nbehavior = \"reuse_id\"\n\n[[stranger]]\nbehavior = \"{}\"\n\n[expect]",
+            b.name()
+        );
+        let sc = parse(Path::new("x.toml"), &with("[expect]", &t)).expect("parses");
+        assert_eq!(sc.unsimulated_stranger().map(|s| s.behavior), Some(*b));
+        match SimRunner.observe(&sc, 1) {
+            Err(RunError::Unsupported { mode, reason }) => {
+                assert_eq!(mode, "sim");
+                assert!(reason.contains(b.name()), "{reason}");
+            }
+            other => panic!("{}: expected Unsupported, got {other:?}", b.name()),
         }
-        other => panic!("expected Unsupported, got {other:?}"),
     }
+}
+
+/// A small run (two clients, 24 requests) with the strangers of `stranger`.
+fn reuse_id_run(stranger: &str, seed: u64) -> pbft_scenario::ScenarioReport {
+    let src = format!(
+        "name = \"r\"\n\n[workload]\nclients = 2\nrequests = 24\nthink_ms = 50\n\n{stranger}\n\n[expect]\ndeadline_ms = 10000\n"
+    );
+    let sc = parse(Path::new("x.toml"), &src).expect("parses");
+    assert_eq!(sc.stranger_count(), 2);
+    pbft_scenario::run_scenario(&pbft_scenario::SimRunner, &sc, seed).expect("runs")
+}
+
+/// Sim mode plays `reuse_id` through the simulated network: each stranger signs new
+/// operations under ids its clients had executed, every validator refuses them as
+/// reused ids, none executes, and every valid request commits.
+#[test]
+fn sim_mode_plays_reuse_id() {
+    let r = reuse_id_run("[[stranger]]\nbehavior = \"reuse_id\"\ncount = 2", 3);
+    let text = r.render_text();
+    assert!(r.passed, "{text}");
+    assert_eq!(r.strangers.len(), 2, "{text}");
+    for s in &r.strangers {
+        assert_eq!((s.behavior.as_str(), s.from.as_str()), ("reuse_id", "sim"));
+        assert!(s.problems.is_empty(), "{text}");
+        assert!(
+            s.summary.contains("executed by 0 honest ledgers") && !s.summary.starts_with("0 "),
+            "{text}"
+        );
+    }
+    assert!(
+        r.expectations
+            .iter()
+            .any(|e| e.name == "strangers" && e.passed),
+        "{text}"
+    );
+    assert!(text.contains("stranger reuse_id from sim: "), "{text}");
+}
+
+/// A stranger that never gets to do what its behaviour says fails the run: here its
+/// window opens after every request committed, so no reused id is ever sent.
+#[test]
+fn a_stranger_that_never_acts_fails_the_run() {
+    let r = reuse_id_run(
+        "[[stranger]]\nbehavior = \"reuse_id\"\ncount = 2\nfrom_ms = 9000",
+        3,
+    );
+    let text = r.render_text();
+    assert!(!r.passed, "{text}");
+    let e = r
+        .expectations
+        .iter()
+        .find(|e| e.name == "strangers")
+        .expect("a strangers expectation");
+    assert!(
+        !e.passed && e.detail.contains("never sent a reused id"),
+        "{text}"
+    );
+    assert!(text.contains("FAIL strangers: "), "{text}");
 }

@@ -192,8 +192,14 @@ impl Simulation {
         }
         let now = self.now;
         let outcome = self.clients[c].core.on_reply(sender, &reply.body, now);
-        if outcome == pbft_protocol::client::ReplyOutcome::WrongReplica {
-            return self.reject("reply from the wrong sender");
+        match outcome {
+            pbft_protocol::client::ReplyOutcome::WrongReplica => {
+                return self.reject("reply from the wrong sender");
+            }
+            pbft_protocol::client::ReplyOutcome::OtherRequest => {
+                self.stats.other_request_replies += 1;
+            }
+            _ => {}
         }
         self.client_outputs(c);
     }

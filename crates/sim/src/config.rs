@@ -80,6 +80,27 @@ pub struct TraitorSpec {
     pub until_ms: u64,
 }
 
+/// What a simulated stranger does. The simulator delivers requests, not connections,
+/// so only strangers that act through signed requests are simulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrangerKind {
+    /// Holds the clients' keys: signs a new operation under a request id that a client
+    /// has had executed (f+1 validators' replies accepted it), sends it to every
+    /// validator as a client would, and watches the answers (crate::strangers).
+    ReuseId,
+}
+
+/// A stranger: a hostile party outside the validator set, with a window of activity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StrangerSpec {
+    /// What it does.
+    pub kind: StrangerKind,
+    /// Start of the active window, ms.
+    pub from_ms: u64,
+    /// End of the active window, ms (exclusive); `u64::MAX` for the whole run.
+    pub until_ms: u64,
+}
+
 /// A scripted fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaultAction {
@@ -145,6 +166,8 @@ pub struct SimConfig {
     pub traitors: Vec<TraitorSpec>,
     /// Faults.
     pub faults: Vec<Fault>,
+    /// Strangers.
+    pub strangers: Vec<StrangerSpec>,
     /// The run stops here (simulated ms).
     pub deadline_ms: u64,
     /// The seed of everything random in the run.
@@ -177,6 +200,7 @@ impl Default for SimConfig {
             workload: Workload::default(),
             traitors: Vec::new(),
             faults: Vec::new(),
+            strangers: Vec::new(),
             deadline_ms: 30_000,
             seed: 1,
             verify_signatures: true,

@@ -16,10 +16,14 @@ mod faults;
 pub mod network;
 pub mod report;
 pub mod sim;
+mod strangers;
 mod validators;
 
-pub use config::{Fault, FaultAction, NetworkConfig, SimConfig, Storage, TraitorSpec, Workload};
-pub use report::{Probe, ReplicaReport, Report};
+pub use config::{
+    Fault, FaultAction, NetworkConfig, SimConfig, Storage, StrangerKind, StrangerSpec, TraitorSpec,
+    Workload,
+};
+pub use report::{Probe, ReplicaReport, Report, StrangerReport};
 pub use sim::{client_key, validator_key, Simulation, Stats};
 pub use validators::SimHost;
 

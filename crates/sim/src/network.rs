@@ -14,6 +14,9 @@ pub enum Addr {
     Replica(ReplicaId),
     /// A client, by index.
     Client(usize),
+    /// A stranger ([`crate::StrangerSpec`]), by index: it reaches the validators as a
+    /// client does.
+    Stranger(usize),
 }
 
 impl Addr {
@@ -22,6 +25,7 @@ impl Addr {
         match self {
             Addr::Replica(r) => u64::from(r),
             Addr::Client(c) => (1 << 32) + c as u64,
+            Addr::Stranger(k) => (2 << 32) + k as u64,
         }
     }
 }

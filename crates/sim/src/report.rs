@@ -69,6 +69,8 @@ pub struct Report {
     /// The probes asked for by [`crate::SimConfig::probes_ms`], in the order asked; a
     /// probe after the end of the run shows the state at the end.
     pub probes: Vec<Probe>,
+    /// One per [`crate::SimConfig::strangers`], in order.
+    pub strangers: Vec<StrangerReport>,
 }
 
 /// The honest, running validators at one point in simulated time.
@@ -84,6 +86,47 @@ pub struct Probe {
     pub min_executed: Seq,
     /// Highest executed sequence number among honest, running validators.
     pub max_executed: Seq,
+}
+
+/// What one stranger did in a run, and how the validators took it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StrangerReport {
+    /// What it does.
+    pub kind: crate::StrangerKind,
+    /// Requests it signed under request ids that had executed, and sent.
+    pub sent: u64,
+    /// Of those, requests under an id its client still waited for (it had executed at
+    /// an honest validator, and f+1 replies had not reached the client yet).
+    pub in_flight: u64,
+    /// Distinct (client, request id) among them.
+    pub distinct_ids: u64,
+    /// Answers to them bound to its request's digest that refuse it as a reused id.
+    pub reused_id_answers: u64,
+    /// Of its requests, those f+1 validators refused as a reused id.
+    pub refused_by_quorum: u64,
+    /// Answers to them bound to its request's digest with any other result (none may
+    /// come: a reused id is never ordered nor answered with another request's receipt).
+    pub other_answers: u64,
+    /// Replies it received that answer the clients' own requests.
+    pub client_replies: u64,
+    /// Honest ledgers that executed one of its requests (each a safety violation).
+    pub executed: Vec<String>,
+}
+
+impl Default for StrangerReport {
+    fn default() -> Self {
+        StrangerReport {
+            kind: crate::StrangerKind::ReuseId,
+            sent: 0,
+            in_flight: 0,
+            distinct_ids: 0,
+            reused_id_answers: 0,
+            refused_by_quorum: 0,
+            other_answers: 0,
+            client_replies: 0,
+            executed: Vec::new(),
+        }
+    }
 }
 
 /// A request no client accepted by the end of the run.
@@ -287,6 +330,8 @@ impl crate::sim::Simulation {
             })
             .collect();
         self.checker.finish(now, &ledgers);
+        let strangers = self.stranger_reports(&ledgers);
+        drop(ledgers);
         let replicas = self
             .validators
             .iter()
@@ -379,6 +424,7 @@ impl crate::sim::Simulation {
             f: self.pcfg.f() as usize,
             stuck,
             probes,
+            strangers,
         }
     }
 }

@@ -28,6 +28,7 @@ pub(crate) enum Event {
     Deliver { from: Addr, to: Addr, bytes: Bytes },
     ReplicaTimer(ReplicaId),
     ClientTimer(usize),
+    StrangerTimer(usize),
     Fault(usize),
     Probe(usize),
 }
@@ -79,6 +80,9 @@ pub struct Stats {
     pub peak_snapshot_buffer_bytes: u64,
     /// The largest snapshot an honest validator installed by state transfer, bytes.
     pub largest_snapshot_bytes: u64,
+    /// Replies clients did not count because they bind another request than the one
+    /// they have in flight under that id (the answers to a reused id).
+    pub other_request_replies: u64,
 }
 
 /// A simulation in progress.
@@ -92,6 +96,7 @@ pub struct Simulation {
     pub(crate) validators: Vec<Validator>,
     pub(crate) clients: Vec<SimClient>,
     pub(crate) client_index: BTreeMap<PublicKey, usize>,
+    pub(crate) strangers: Vec<crate::strangers::SimStranger>,
     pub(crate) verifier: Verifier,
     pub(crate) network: Network,
     pub(crate) checker: Checker,
@@ -205,6 +210,7 @@ impl Simulation {
             validators,
             clients,
             client_index,
+            strangers: Vec::new(),
             verifier,
             network: Network::new(cfg.network.clone()),
             checker,
@@ -232,6 +238,14 @@ impl Simulation {
             let start = Instant(sim.rng.gen_range(0..5_000));
             sim.schedule(start, Event::ClientTimer(c));
         }
+        sim.strangers = sim
+            .cfg
+            .strangers
+            .iter()
+            .cloned()
+            .map(crate::strangers::SimStranger::new)
+            .collect();
+        sim.start_strangers();
         sim
     }
 
@@ -307,6 +321,7 @@ impl Simulation {
                 match to {
                     Addr::Replica(r) => self.deliver_to_replica(from, r, &bytes),
                     Addr::Client(c) => self.deliver_to_client(from, c, &bytes),
+                    Addr::Stranger(k) => self.deliver_to_stranger(from, k, &bytes),
                 }
             }
             Event::ReplicaTimer(r) => {
@@ -316,6 +331,10 @@ impl Simulation {
             Event::ClientTimer(c) => {
                 self.trace_event(b"client", c as u64, 0, &[]);
                 self.client_tick(c);
+            }
+            Event::StrangerTimer(k) => {
+                self.trace_event(b"stranger", k as u64, 0, &[]);
+                self.stranger_tick(k);
             }
             Event::Fault(i) => {
                 self.trace_event(b"fault", i as u64, 0, &[]);
@@ -345,7 +364,7 @@ impl Simulation {
         self.stats.messages += 1;
         let up = |x: Addr| match x {
             Addr::Replica(r) => self.validators[r as usize].host.is_some(),
-            Addr::Client(_) => true,
+            Addr::Client(_) | Addr::Stranger(_) => true,
         };
         if !up(from) || !up(to) || !self.network.reachable(from, to) {
             self.stats.dropped += 1;

@@ -220,6 +220,14 @@ impl Simulation {
                         }
                     }
                     Dest::Client(pk) => {
+                        // a stranger that signed with the key gets its replies too, as
+                        // the connection its requests came on would
+                        let strangers: Vec<usize> = (0..self.strangers.len())
+                            .filter(|k| self.strangers[*k].speaks_for.contains(&pk))
+                            .collect();
+                        for k in strangers {
+                            self.transmit(from, Addr::Stranger(k), bytes.clone());
+                        }
                         if let Some(c) = self.client_index.get(&pk).copied() {
                             self.transmit(from, Addr::Client(c), bytes);
                         }
@@ -317,7 +325,7 @@ impl Simulation {
         };
         let now = self.now;
         match from {
-            Addr::Client(_) => {
+            Addr::Client(_) | Addr::Stranger(_) => {
                 let pbft_protocol::Message::Request(req) = msg else {
                     return self.reject("client sent a non-request");
                 };

@@ -116,18 +116,9 @@ impl Runner for ClusterRunner {
     }
 }
 
-/// Refuses what cluster mode cannot do faithfully: two behaviours for one validator,
-/// or a stranger behaviour it does not play yet.
+/// Refuses what cluster mode cannot do faithfully: two behaviours for one validator.
+/// (Every stranger behaviour is played.)
 pub fn check_supported(sc: &Scenario) -> Result<(), RunError> {
-    if let Some(s) = sc.strangers.iter().find(|s| !strangers::runs(s.behavior)) {
-        return Err(RunError::Unsupported {
-            mode: "cluster",
-            reason: format!(
-                "[[stranger]] behavior = {:?} is not played by the cluster runner yet",
-                s.behavior.name()
-            ),
-        });
-    }
     let mut behavior: BTreeMap<u32, &str> = BTreeMap::new();
     for t in &sc.traitors {
         let b = t.behavior.name();
@@ -206,6 +197,7 @@ async fn run(
         nodes,
         blocked: Blocked::none(n),
         notes: Vec::new(),
+        reused: Vec::new(),
     };
     let result = driver.drive(seed, &client_keys).await;
     // whatever happened, no process outlives the run: SIGTERM to all, then SIGKILL
@@ -220,6 +212,7 @@ async fn run(
     children.stop(Duration::from_secs(10));
     let mut report = result?;
     report::check_ledgers(&setup, &driver.nodes, &mut report);
+    report::check_reused(&setup, &driver.nodes, &driver.reused, &mut report);
     Ok(report)
 }
 
@@ -232,6 +225,9 @@ struct Driver<'a> {
     blocked: Blocked,
     /// What went wrong without stopping the run, printed at its end.
     notes: Vec<String>,
+    /// The requests `reuse_id` strangers signed under executed ids, looked for in the
+    /// ledgers once the validators stopped.
+    reused: Vec<strangers::Reused>,
 }
 
 impl Driver<'_> {
@@ -270,10 +266,15 @@ impl Driver<'_> {
         let plan = plan::plan(sc, client_keys, seed);
         let valid_requests = plan.valid.len() as u64;
         let accepted = Arc::new(AtomicU64::new(0));
+        let knowledge = strangers::Knowledge {
+            keys: Arc::new(client_keys.to_vec()),
+            sightings: strangers::Sightings::new(),
+            balance: sc.workload.balance,
+        };
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_millis(sc.expect.deadline_ms);
         // hostile hosts on the client ports, stopped when this run ends
-        let strangers = strangers::start(sc, &self.setup.cluster, t0);
+        let strangers = strangers::start(sc, &self.setup.cluster, &knowledge, t0);
         let mut load = tokio::spawn(workload(
             self.setup.cluster.clone(),
             client_keys.to_vec(),
@@ -281,6 +282,7 @@ impl Driver<'_> {
             plan,
             t0,
             accepted.clone(),
+            knowledge.sightings.clone(),
         ));
         let mut probes: Vec<ProbeRow> = Vec::new();
         let mut outcome: Option<WorkloadOutcome> = None;
@@ -357,11 +359,13 @@ impl Driver<'_> {
             self.notes.push(e.clone());
         }
         self.notes.extend(strangers.summary());
+        let stranger_rows = strangers.rows();
+        self.reused = strangers.reused();
         drop(strangers);
         for note in &self.notes {
             eprintln!("note: {} (cluster, seed {seed}): {note}", sc.name);
         }
-        Ok(report::report(
+        let mut report = report::report(
             sc,
             seed,
             &self.nodes,
@@ -369,7 +373,9 @@ impl Driver<'_> {
             &outcome,
             end_ms,
             probes,
-        ))
+        );
+        report.strangers = stranger_rows;
+        Ok(report)
     }
 
     /// Carries out one scripted fault at `now_ms`.

@@ -114,6 +114,7 @@ pub(crate) fn report(
         },
         probes,
         violations,
+        strangers: Vec::new(),
         expectations: Vec::new(),
         passed: false,
     }
@@ -191,6 +192,67 @@ pub(crate) fn check_ledgers(setup: &Setup, nodes: &[Node], report: &mut Scenario
             .and_then(|s| s.block.map(|(_, hash)| hash))
     };
     report.violations.extend(disagreements(&heads, block));
+}
+
+/// Looks in every honest ledger for the requests `reuse_id` strangers signed under
+/// executed request ids: a receipt recording one of them means it executed, a
+/// violation (and a problem of the stranger that sent it).
+pub(crate) fn check_reused(
+    setup: &Setup,
+    nodes: &[Node],
+    reused: &[super::strangers::Reused],
+    report: &mut ScenarioReport,
+) {
+    if reused.is_empty() {
+        return;
+    }
+    let keys: Vec<(pbft_crypto::PublicKey, u64)> =
+        reused.iter().map(|r| (r.client, r.request_id)).collect();
+    let mut read = 0;
+    let mut executed = vec![0usize; report.strangers.len()];
+    for x in nodes.iter().filter(|x| x.traitor.is_none()) {
+        let dir = setup.data(x.id).join("ledger");
+        if !dir.exists() {
+            continue;
+        }
+        let stored = match pbft_executor::read_receipts(&dir, &keys) {
+            Ok(s) => s,
+            Err(e) => {
+                report.violations.push(format!(
+                    "the receipts of honest validator {} cannot be read: {e}",
+                    x.id
+                ));
+                continue;
+            }
+        };
+        read += 1;
+        for (r, s) in reused.iter().zip(stored) {
+            if s.is_some_and(|s| s.request == r.digest) {
+                if let Some(n) = executed.get_mut(r.stranger) {
+                    *n += 1;
+                }
+                let what = format!(
+                    "honest validator {} executed request {} of client {} as a stranger re-signed it",
+                    x.id,
+                    r.request_id,
+                    r.client.short()
+                );
+                if let Some(row) = report.strangers.get_mut(r.stranger) {
+                    row.problems.push(what.clone());
+                }
+                report.violations.push(what);
+            }
+        }
+    }
+    let senders: BTreeSet<usize> = reused.iter().map(|r| r.stranger).collect();
+    for (i, row) in report.strangers.iter_mut().enumerate() {
+        if senders.contains(&i) {
+            row.summary += &format!(
+                "; {} of its requests executed in the {read} honest ledgers read",
+                executed[i]
+            );
+        }
+    }
 }
 
 #[cfg(test)]

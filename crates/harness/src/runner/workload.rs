@@ -3,13 +3,16 @@
 //! ones were accepted.
 
 use super::plan::Plan;
+use super::strangers::Sightings;
 use pbft_client::Client;
 use pbft_cluster::Cluster;
 use pbft_crypto::Keypair;
 use pbft_protocol::SignedRequest;
 use pbft_scenario::model::Scenario;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// What the workload measured.
@@ -43,7 +46,9 @@ pub(crate) fn replays(count: usize, accepted: usize) -> impl Iterator<Item = usi
 /// Runs the workload of `sc`: the valid requests in rounds (one round = every client's
 /// `concurrency` requests, with `think_ms` between rounds; without think time, one
 /// round per half), the forged requests and the replays sent halfway through.
-/// `accepted` counts the accepted valid requests as they come.
+/// `accepted` counts the accepted valid requests as they come; `sightings` records
+/// each request as it is handed to the client and once it is accepted (for the
+/// strangers).
 pub(crate) async fn workload(
     cluster: Cluster,
     keys: Vec<Keypair>,
@@ -51,6 +56,7 @@ pub(crate) async fn workload(
     plan: Plan,
     t0: Instant,
     accepted: Arc<AtomicU64>,
+    sightings: Arc<Sightings>,
 ) -> WorkloadOutcome {
     let mut out = WorkloadOutcome::default();
     // the scenario's clients: their connections are bound to their accounts
@@ -80,13 +86,22 @@ pub(crate) async fn workload(
         let take = chunk_size(round, half, done_valid.len(), sent_specials);
         let chunk: Vec<SignedRequest> = queue.by_ref().take(take).collect();
         let base = accepted.load(Ordering::SeqCst);
-        let r = client
-            .submit(chunk.clone(), in_flight, |p| {
+        let r = {
+            let mut submit = std::pin::pin!(client.submit(chunk.clone(), in_flight, |p| {
                 accepted.store(base + p.accepted as u64, Ordering::SeqCst);
-            })
-            .await;
+            }));
+            // the first poll hands the requests to the transport: only then may a
+            // stranger know them
+            let first = std::future::poll_fn(|cx| Poll::Ready(submit.as_mut().poll(cx))).await;
+            sightings.sent(&chunk);
+            match first {
+                Poll::Ready(r) => r,
+                Poll::Pending => submit.await,
+            }
+        };
         match r {
             Ok(acc) => {
+                sightings.accepted(&acc, &chunk);
                 out.latencies_us
                     .extend(acc.iter().map(|a| a.latency.as_micros() as u64));
                 done_valid.extend(chunk);
