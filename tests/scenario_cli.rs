@@ -176,7 +176,7 @@ fn list_prints_every_catalog_scenario_and_rejects_invalid_files() {
     let o = pbft(&["scenario", "list"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(out.lines().count(), 32, "{out}");
+    assert_eq!(out.lines().count(), 34, "{out}");
     for name in [
         "baseline",
         "beyond-f",
