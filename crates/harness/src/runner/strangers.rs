@@ -288,9 +288,25 @@ fn answers(reused: &[Reused]) -> (usize, usize) {
 /// What a stranger of behaviour `b` did wrong or could not do.
 fn problems(b: StrangerBehavior, t: &Tally, f: usize) -> Vec<String> {
     let mut out = Vec::new();
+    let (opened, frames) = (
+        t.opened.load(Ordering::Relaxed),
+        t.frames.load(Ordering::Relaxed),
+    );
     match b {
-        StrangerBehavior::HijackReplies if t.frames.load(Ordering::Relaxed) == 0 => {
+        StrangerBehavior::HijackReplies if frames == 0 => {
             out.push("it never replayed a client's request".to_string());
+        }
+        StrangerBehavior::HogConnections if opened == 0 => {
+            out.push("it never got a connection to hold".to_string());
+        }
+        StrangerBehavior::SlowFrame if opened == 0 || frames == 0 => {
+            out.push("it never announced a frame on a connection".to_string());
+        }
+        StrangerBehavior::QueryFlood if frames == 0 => {
+            out.push("it never sent a query".to_string());
+        }
+        StrangerBehavior::BadSignatures if frames == 0 => {
+            out.push("it never sent a request".to_string());
         }
         StrangerBehavior::ReuseId => {
             let reused = t.reused();
@@ -922,5 +938,31 @@ mod tests {
         assert!(problems(StrangerBehavior::HijackReplies, &t, 1)[0].contains("never replayed"));
         t.frames.fetch_add(1, Ordering::Relaxed);
         assert!(problems(StrangerBehavior::HijackReplies, &t, 1).is_empty());
+    }
+
+    /// A stranger on connections that got nothing done fails the run: one that cannot
+    /// do what its name says proves nothing (for example, 127.0.0.1x not bindable).
+    #[test]
+    fn connection_strangers_that_did_nothing_are_problems() {
+        let idle = Tally::default();
+        for b in [
+            StrangerBehavior::HogConnections,
+            StrangerBehavior::SlowFrame,
+            StrangerBehavior::QueryFlood,
+            StrangerBehavior::BadSignatures,
+        ] {
+            assert_eq!(problems(b, &idle, 1).len(), 1, "{b:?}");
+        }
+        let busy = Tally::default();
+        busy.opened.fetch_add(1, Ordering::Relaxed);
+        busy.frames.fetch_add(1, Ordering::Relaxed);
+        for b in [
+            StrangerBehavior::HogConnections,
+            StrangerBehavior::SlowFrame,
+            StrangerBehavior::QueryFlood,
+            StrangerBehavior::BadSignatures,
+        ] {
+            assert!(problems(b, &busy, 1).is_empty(), "{b:?}");
+        }
     }
 }
