@@ -16,6 +16,18 @@ use crate::frame::{self, DialError};
 use crate::registry::code;
 use crate::tls::{self, PinnedServer};
 
+/// An anonymous dialing configuration pinned to `validator`'s key.
+fn dial_config(validator: &PeerInfo) -> Result<quinn::ClientConfig, String> {
+    let provider = tls::provider();
+    let quic = tls::quic_transport(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    let pin = PinnedServer::new(
+        *validator.key.as_bytes(),
+        provider.clone(),
+        Arc::new(|_| {}),
+    );
+    tls::client_config(None, Arc::new(pin), provider, quic).map_err(|e| e.to_string())
+}
+
 /// A QUIC endpoint that opens bare client connections.
 pub struct RawEndpoint {
     endpoint: Endpoint,
@@ -37,15 +49,7 @@ impl RawEndpoint {
         genesis: [u8; 32],
         limit: Duration,
     ) -> Result<RawConnection, String> {
-        let provider = tls::provider();
-        let quic = tls::quic_transport(Duration::from_secs(30)).map_err(|e| e.to_string())?;
-        let pin = PinnedServer::new(
-            *validator.key.as_bytes(),
-            provider.clone(),
-            Arc::new(|_| {}),
-        );
-        let config =
-            tls::client_config(None, Arc::new(pin), provider, quic).map_err(|e| e.to_string())?;
+        let config = dial_config(validator)?;
         match frame::dial(
             &self.endpoint,
             &config,
@@ -70,15 +74,7 @@ impl RawEndpoint {
         validator: &PeerInfo,
         limit: Duration,
     ) -> Result<SilentConnection, String> {
-        let provider = tls::provider();
-        let quic = tls::quic_transport(Duration::from_secs(30)).map_err(|e| e.to_string())?;
-        let pin = PinnedServer::new(
-            *validator.key.as_bytes(),
-            provider.clone(),
-            Arc::new(|_| {}),
-        );
-        let config =
-            tls::client_config(None, Arc::new(pin), provider, quic).map_err(|e| e.to_string())?;
+        let config = dial_config(validator)?;
         let connecting = self
             .endpoint
             .connect_with(config, validator.addr, tls::SERVER_NAME)

@@ -381,9 +381,6 @@ impl ClientCertVerifier for PeerAuth {
 /// takes over.
 const INITIAL_RTT: Duration = Duration::from_millis(100);
 
-/// QUIC settings shared by every connection: idle timeout with keep-alives,
-/// one bidirectional stream per connection, no unidirectional streams or
-/// datagrams.
 /// The QUIC endpoint configuration of a validator: its stateless-reset key and the key
 /// of its connection-ID check, both derived from its secret key (each under its own
 /// domain), so they are the same in every process of the validator.
@@ -412,9 +409,16 @@ pub(crate) fn endpoint_config(keypair: &Keypair) -> quinn::EndpointConfig {
     config
 }
 
+/// QUIC settings shared by every connection: idle timeout with keep-alives,
+/// one bidirectional stream per connection, no unidirectional streams or
+/// datagrams.
 pub(crate) fn quic_transport(
     idle: Duration,
 ) -> Result<Arc<quinn::TransportConfig>, TransportError> {
+    Ok(Arc::new(quic_settings(idle)?))
+}
+
+fn quic_settings(idle: Duration) -> Result<quinn::TransportConfig, TransportError> {
     let idle_timeout = quinn::IdleTimeout::try_from(idle)
         .map_err(|_| TransportError::Config("idle_timeout is too large".into()))?;
     let mut t = quinn::TransportConfig::default();
@@ -424,7 +428,7 @@ pub(crate) fn quic_transport(
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .datagram_receive_buffer_size(None)
         .initial_rtt(INITIAL_RTT);
-    Ok(Arc::new(t))
+    Ok(t)
 }
 
 /// QUIC settings for connections from addresses that are no validator's: those of
@@ -436,16 +440,8 @@ pub(crate) fn quic_transport_for_clients(
     idle: Duration,
     window: u32,
 ) -> Result<Arc<quinn::TransportConfig>, TransportError> {
-    let idle_timeout = quinn::IdleTimeout::try_from(idle)
-        .map_err(|_| TransportError::Config("idle_timeout is too large".into()))?;
-    let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(idle_timeout))
-        .keep_alive_interval(Some(idle / 4))
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(1))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-        .datagram_receive_buffer_size(None)
-        .initial_rtt(INITIAL_RTT)
-        .stream_receive_window(quinn::VarInt::from_u32(window))
+    let mut t = quic_settings(idle)?;
+    t.stream_receive_window(quinn::VarInt::from_u32(window))
         .receive_window(quinn::VarInt::from_u32(window))
         .send_window(u64::from(window));
     Ok(Arc::new(t))

@@ -827,10 +827,8 @@ mod admission_tests {
         Some((conn, send, recv))
     }
 
-    /// A host that stalls inside its bind section is closed at the hello's deadline,
-    /// and each stall is a strike: three with a strike limit of three ban the address.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_host_that_stalls_in_its_bind_section_is_struck() {
+    /// Validator 0 alone, on a loopback socket, with its default configuration.
+    fn one_validator() -> (PeerInfo, std::net::UdpSocket, TransportConfig) {
         let kp = Keypair::from_seed(&[1; 32]).expect("seed");
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
         let addr = socket.local_addr().expect("local addr");
@@ -839,7 +837,21 @@ mod admission_tests {
             key: kp.public(),
             addr,
         };
-        let mut cfg = TransportConfig::new(0, kp, addr, vec![peer.clone()]);
+        let cfg = TransportConfig::new(0, kp, addr, vec![peer.clone()]);
+        (peer, socket, cfg)
+    }
+
+    fn stranger_endpoint() -> Endpoint {
+        crate::client::dialing_endpoint(SocketAddr::new(STRANGER, 0))
+            .expect("bind 127.0.0.2")
+            .0
+    }
+
+    /// A host that stalls inside its bind section is closed at the hello's deadline,
+    /// and each stall is a strike: three with a strike limit of three ban the address.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_that_stalls_in_its_bind_section_is_struck() {
+        let (peer, socket, mut cfg) = one_validator();
         cfg.connect_timeout = Duration::from_millis(300);
         cfg.strike_limit = 3;
         cfg.strike_window = Duration::from_secs(600);
@@ -849,8 +861,7 @@ mod admission_tests {
         let (t, _rx) = Transport::start_with_socket(cfg, socket)
             .await
             .expect("transport starts");
-        let (endpoint, _) =
-            crate::client::dialing_endpoint(SocketAddr::new(STRANGER, 0)).expect("bind 127.0.0.2");
+        let endpoint = stranger_endpoint();
         for i in 0..3 {
             let (conn, _send, _recv) = stall_in_bind(&endpoint, &peer)
                 .await
@@ -876,15 +887,7 @@ mod admission_tests {
     /// stalled in their bind sections, and its further handshakes are refused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unadmitted_connections_count_against_their_address() {
-        let kp = Keypair::from_seed(&[1; 32]).expect("seed");
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = socket.local_addr().expect("local addr");
-        let peer = PeerInfo {
-            id: 0,
-            key: kp.public(),
-            addr,
-        };
-        let mut cfg = TransportConfig::new(0, kp, addr, vec![peer.clone()]);
+        let (peer, socket, mut cfg) = one_validator();
         // long enough that no stalled connection times out during the test
         cfg.connect_timeout = PATIENCE;
         cfg.max_clients = 2;
@@ -894,8 +897,7 @@ mod admission_tests {
         let (t, _rx) = Transport::start_with_socket(cfg, socket)
             .await
             .expect("transport starts");
-        let (endpoint, _) =
-            crate::client::dialing_endpoint(SocketAddr::new(STRANGER, 0)).expect("bind 127.0.0.2");
+        let endpoint = stranger_endpoint();
         let mut stalled = Vec::new();
         for _ in 0..10 {
             if let Some(s) = stall_in_bind(&endpoint, &peer).await {
