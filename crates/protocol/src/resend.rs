@@ -19,12 +19,17 @@ use crate::time::{Duration, Instant};
 use pbft_crypto::{Digest, PublicKey};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Requests answered again in an interval: digest, and whether from the client itself.
+type Answered = BTreeSet<(Digest, bool)>;
+
 /// What was answered again in the current interval.
 #[derive(Debug, Default)]
 pub(crate) struct Resends {
-    /// Per client: when its interval began, the requests (by digest) answered again in
-    /// it, and how many of those were read from the ledger.
-    clients: BTreeMap<PublicKey, (Instant, BTreeSet<Digest>, u64)>,
+    /// Per client: when its interval began, the requests (by digest, and whether they
+    /// came from the client itself) answered again in it, and how many of its own were
+    /// read from the ledger. A replay answered does not use up the answer to the
+    /// client's own retransmission of the same request.
+    clients: BTreeMap<PublicKey, (Instant, Answered, u64)>,
     /// The same for requests that may be replays: counted apart.
     unproven: BTreeMap<PublicKey, (Instant, u64)>,
     /// When the ledger interval began, and the receipts read in it for requests from
@@ -67,7 +72,7 @@ impl Resends {
             answered.clear();
             *reads = 0;
         }
-        if answered.contains(&request) {
+        if answered.contains(&(request, own)) {
             return false;
         }
         if from_ledger {
@@ -96,7 +101,7 @@ impl Resends {
                 *ureads += 1;
             }
         }
-        answered.insert(request);
+        answered.insert((request, own));
         true
     }
 }

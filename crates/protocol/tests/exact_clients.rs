@@ -490,3 +490,26 @@ fn replays_cannot_use_up_the_ledger_answers_a_client_asks_for() {
         "the client's own request was refused a ledger answer"
     );
 }
+
+/// A stranger's replay of the very request a client is about to ask for again is
+/// answered (to the client's connections) without using up the answer to the client's
+/// own retransmission in the same interval.
+#[test]
+fn a_replay_does_not_use_up_the_answer_to_the_clients_own_retransmission() {
+    let mut p = Probe::new(1);
+    install_snapshot(&mut p);
+    let count = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::ReplyFromLedger { .. }))
+            .count()
+    };
+    let old = request(0, 2, vec![2]);
+    assert_eq!(count(&p.stranger(old.clone())), 1);
+    assert_eq!(count(&p.stranger(old.clone())), 0, "once per interval");
+    assert_eq!(
+        count(&p.client(old.clone())),
+        1,
+        "the client's own is answered"
+    );
+    assert_eq!(count(&p.client(old)), 0, "once per interval");
+}

@@ -106,12 +106,38 @@ pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
 pub(crate) struct Pending {
     registry: Arc<Registry>,
     ip: IpAddr,
+    serial: u64,
+    kick: Arc<tokio::sync::Notify>,
+}
+
+impl Pending {
+    /// Completes when the connection was evicted to make room for another: its
+    /// handshake, hello or binding must stop.
+    pub(crate) async fn kicked(&self) {
+        self.kick.notified().await
+    }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.registry.end_pending(self.ip);
+        self.registry.end_pending(self.ip, self.serial);
     }
+}
+
+/// What to do with an incoming connection (see [`Registry::begin_pending`]).
+pub(crate) enum Admit {
+    /// Go on with the handshake, counted as pending.
+    Go(Pending),
+    /// Ask the remote to prove its address first (a QUIC Retry).
+    Retry,
+    /// Refuse it.
+    Refuse,
+}
+
+/// A pending connection: its serial and how to stop it.
+struct PendingEntry {
+    serial: u64,
+    kick: Arc<tokio::sync::Notify>,
 }
 
 /// Why a client connection was not given a slot.
@@ -141,8 +167,8 @@ struct State {
     client_ips: HashMap<IpAddr, usize>,
     /// Open client connections per bound account.
     client_accounts: HashMap<[u8; 32], usize>,
-    /// Incoming connections not yet admitted or refused, per address.
-    pending: HashMap<IpAddr, usize>,
+    /// Incoming connections not yet admitted or refused, per address, oldest first.
+    pending: HashMap<IpAddr, VecDeque<PendingEntry>>,
     /// Their total.
     pending_total: usize,
     /// Ban expiry per client address (a connection from it was kicked).
@@ -402,40 +428,113 @@ impl Registry {
         }
     }
 
-    /// Counts an incoming connection from `ip` as pending until the returned guard is
-    /// dropped (once it is admitted or refused); `None` (counted) when `max_pending`
-    /// are pending, or `max_clients_per_ip` from `ip`. The second value says whether
-    /// half of `max_pending` is taken (unvalidated addresses then get a Retry).
-    pub(crate) fn begin_pending(self: &Arc<Self>, ip: IpAddr) -> Option<(Pending, bool)> {
-        let mut st = self.lock();
-        let here = st.pending.get(&ip).copied().unwrap_or(0);
-        if st.pending_total >= self.max_pending || here >= self.max_clients_per_ip {
-            *st.counters
-                .entry((Source::Unknown, reason::TOO_MANY_PENDING))
-                .or_default() += 1;
-            return None;
-        }
-        *st.pending.entry(ip).or_default() += 1;
-        st.pending_total += 1;
-        let busy = st.pending_total > self.max_pending / 2;
-        Some((
-            Pending {
+    /// Decides on an incoming connection from `ip` before any handshake work, and
+    /// counts it as pending until the returned guard is dropped (once it is admitted or
+    /// refused). `validated` says QUIC has seen the remote answer at that address (a
+    /// Retry, or an earlier connection); `validator` that the address is a validator's.
+    ///
+    /// An address that is not validated is never refused, only asked to prove itself
+    /// with a Retry when anything is tight (half of `max_pending` taken, its share
+    /// taken, or it is banned), so a spoofed source can neither take places nor use up
+    /// a real address's share. A validated newcomer is never refused for room either:
+    /// over its address's share (`max_clients_per_ip`, 1 while the address is banned;
+    /// validators' addresses have none) the address's oldest pending connection is
+    /// evicted, and with `max_pending` taken the oldest of the address holding the
+    /// most. A stranger's stalled connections thus make room for anyone else's, and
+    /// never keep a validator or a client out.
+    pub(crate) fn begin_pending(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        validated: bool,
+        validator: bool,
+    ) -> Admit {
+        let now = Instant::now();
+        let mut evict = None;
+        let admit = {
+            let mut st = self.lock();
+            let banned = st
+                .client_bans
+                .get(&ip)
+                .is_some_and(|until| until.is_none_or(|t| t > now));
+            let share = if validator {
+                usize::MAX
+            } else if banned {
+                1
+            } else {
+                self.max_clients_per_ip
+            };
+            let here = st.pending.get(&ip).map_or(0, VecDeque::len);
+            let over_share = here >= share;
+            let full = st.pending_total >= self.max_pending;
+            let busy = st.pending_total > self.max_pending / 2;
+            if !validated && (over_share || full || busy || banned) {
+                *st.counters
+                    .entry((Source::Unknown, reason::RETRY_SENT))
+                    .or_default() += 1;
+                return Admit::Retry;
+            }
+            let victim = if over_share {
+                Some(ip)
+            } else if full {
+                st.pending
+                    .iter()
+                    .max_by_key(|(_, q)| q.len())
+                    .map(|(a, _)| *a)
+            } else {
+                None
+            };
+            if let Some(v) = victim {
+                match st.pending.get_mut(&v).and_then(VecDeque::pop_front) {
+                    Some(entry) => {
+                        if st.pending.get(&v).is_some_and(VecDeque::is_empty) {
+                            st.pending.remove(&v);
+                        }
+                        st.pending_total = st.pending_total.saturating_sub(1);
+                        *st.counters
+                            .entry((Source::Unknown, reason::EVICTED_PENDING))
+                            .or_default() += 1;
+                        evict = Some(entry.kick);
+                    }
+                    None => {
+                        *st.counters
+                            .entry((Source::Unknown, reason::TOO_MANY_PENDING))
+                            .or_default() += 1;
+                        return Admit::Refuse;
+                    }
+                }
+            }
+            let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+            let kick = Arc::new(tokio::sync::Notify::new());
+            st.pending.entry(ip).or_default().push_back(PendingEntry {
+                serial,
+                kick: kick.clone(),
+            });
+            st.pending_total += 1;
+            Admit::Go(Pending {
                 registry: self.clone(),
                 ip,
-            },
-            busy,
-        ))
+                serial,
+                kick,
+            })
+        };
+        if let Some(kick) = evict {
+            kick.notify_one();
+        }
+        admit
     }
 
-    fn end_pending(&self, ip: IpAddr) {
+    fn end_pending(&self, ip: IpAddr, serial: u64) {
         let mut st = self.lock();
-        st.pending_total = st.pending_total.saturating_sub(1);
-        if let Some(n) = st.pending.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                st.pending.remove(&ip);
-            }
+        let Some(q) = st.pending.get_mut(&ip) else {
+            return;
+        };
+        let before = q.len();
+        q.retain(|e| e.serial != serial);
+        let gone = before - q.len();
+        if q.is_empty() {
+            st.pending.remove(&ip);
         }
+        st.pending_total = st.pending_total.saturating_sub(gone);
     }
 
     /// Removes a client slot and its counts against its address and accounts.

@@ -61,13 +61,16 @@ pub mod reason {
     /// A client connection began a frame and did not finish it within
     /// `client_frame_timeout`; it was closed.
     pub const SLOW_FRAME: &str = "slow_frame";
-    /// An incoming connection was refused before its handshake: `max_pending`
-    /// connections (or `max_clients_per_ip` from its address) were still in
-    /// their handshake or hello.
+    /// An incoming connection was refused before its handshake: no pending
+    /// connection could be evicted to make room for it.
     pub const TOO_MANY_PENDING: &str = "too_many_pending";
     /// An incoming connection from an address QUIC had not validated was sent a
-    /// Retry (many connections were pending).
+    /// Retry (many connections were pending, its address's share was taken, or the
+    /// address is banned).
     pub const RETRY_SENT: &str = "retry_sent";
+    /// A connection still in its handshake or hello was closed to make room for a
+    /// newcomer (its address held the most pending, or its share was taken).
+    pub const EVICTED_PENDING: &str = "evicted_pending";
     /// A client connection was refused because `max_clients` are open.
     pub const TOO_MANY_CLIENTS: &str = "too_many_clients";
     /// A frame was addressed to an id that is not another validator of the

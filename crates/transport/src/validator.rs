@@ -15,7 +15,7 @@ use crate::bind::{self, BindError, ClientAccounts};
 use crate::config::{PeerInfo, TransportConfig};
 use crate::error::TransportError;
 use crate::frame::{self, Backoff, DialError, Hello, ReadError, ACK};
-use crate::registry::{self, code, Pending, Refusal, Registry};
+use crate::registry::{self, code, Admit, Pending, Refusal, Registry};
 use crate::stats::{reason, Source, TransportStats};
 use crate::tasks::{self, Tasks};
 use crate::tls::{self, Identity, PeerAuth, PeerCert, PinnedServer};
@@ -397,24 +397,29 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
 async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     // counted from the first packet until admitted or refused: a stranger that opens
-    // connections and never finishes their handshake or hello holds only its share
-    let Some((pending, busy)) = shared
-        .registry
-        .begin_pending(registry::address_key(remote.ip()))
-    else {
-        incoming.refuse();
-        return;
-    };
-    if busy && !incoming.remote_address_validated() && incoming.may_retry() {
-        // the Retry costs the remote a round trip, and us no handshake: a spoofed
-        // source never answers it
-        shared.registry.count(Source::Unknown, reason::RETRY_SENT);
-        if let Err(e) = incoming.retry() {
-            tracing::debug!(%remote, error = %e, "retry failed");
+    // connections and never finishes their handshake or hello holds only its share,
+    // and makes room for anyone else's
+    let validator = shared.validator_ips.contains(&remote.ip());
+    let pending = match shared.registry.begin_pending(
+        registry::address_key(remote.ip()),
+        incoming.remote_address_validated(),
+        validator,
+    ) {
+        Admit::Go(pending) => pending,
+        Admit::Retry if incoming.may_retry() => {
+            // the Retry costs the remote a round trip, and us no handshake: a spoofed
+            // source never answers it
+            if let Err(e) = incoming.retry() {
+                tracing::debug!(%remote, error = %e, "retry failed");
+            }
+            return;
         }
-        return;
-    }
-    let accepted = if shared.validator_ips.contains(&remote.ip()) {
+        Admit::Retry | Admit::Refuse => {
+            incoming.refuse();
+            return;
+        }
+    };
+    let accepted = if validator {
         incoming.accept()
     } else {
         incoming.accept_with(shared.client_server_config.clone())
@@ -426,7 +431,12 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
-    let conn = match tokio::time::timeout(shared.connect_timeout, connecting).await {
+    let handshake = tokio::select! {
+        h = tokio::time::timeout(shared.connect_timeout, connecting) => h,
+        // evicted to make room: the handshake is dropped
+        _ = pending.kicked() => return,
+    };
+    let conn = match handshake {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             // Unpinned keys and bans are counted by the certificate verifier.
@@ -456,29 +466,35 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
 
 /// Reads frames from validator `id` and hands them to the node.
 async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32, pending: Pending) {
-    let (mut send, mut recv) =
-        match frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout).await {
-            Hello::Ok(send, recv) => (send, recv),
-            Hello::Genesis(theirs) => {
-                shared
-                    .registry
-                    .count(Source::Peer(id), reason::GENESIS_MISMATCH);
-                tracing::error!(
-                    me = shared.me,
-                    peer = id,
-                    ours = %frame::hex_short(&shared.genesis),
-                    theirs = %frame::hex_short(&theirs),
-                    "validator {id} runs another cluster file (genesis digests differ): refused"
-                );
-                conn.close(VarInt::from_u32(code::GENESIS), b"another genesis");
-                return;
-            }
-            Hello::Bad => {
-                shared.registry.count(Source::Peer(id), reason::BAD_HELLO);
-                conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
-                return;
-            }
-        };
+    let hello = tokio::select! {
+        h = frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout) => h,
+        _ = pending.kicked() => {
+            conn.close(VarInt::from_u32(code::BUSY), b"evicted while pending");
+            return;
+        }
+    };
+    let (mut send, mut recv) = match hello {
+        Hello::Ok(send, recv) => (send, recv),
+        Hello::Genesis(theirs) => {
+            shared
+                .registry
+                .count(Source::Peer(id), reason::GENESIS_MISMATCH);
+            tracing::error!(
+                me = shared.me,
+                peer = id,
+                ours = %frame::hex_short(&shared.genesis),
+                theirs = %frame::hex_short(&theirs),
+                "validator {id} runs another cluster file (genesis digests differ): refused"
+            );
+            conn.close(VarInt::from_u32(code::GENESIS), b"another genesis");
+            return;
+        }
+        Hello::Bad => {
+            shared.registry.count(Source::Peer(id), reason::BAD_HELLO);
+            conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
+            return;
+        }
+    };
     let admitted = shared.registry.add_inbound(id, conn.clone());
     drop(pending);
     let Some(serial) = admitted else {
@@ -530,49 +546,59 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection, pending: Pending) {
     let ip = registry::address_key(conn.remote_address().ip());
     // one deadline for the hello and the bind section together
     let deadline = tokio::time::Instant::now() + shared.connect_timeout;
-    let (mut send, mut recv) =
-        match frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout).await {
-            Hello::Ok(send, recv) => (send, recv),
-            Hello::Genesis(theirs) => {
-                // anyone may dial the client port: counted and logged quietly
-                shared
-                    .registry
-                    .count(Source::Client, reason::GENESIS_MISMATCH);
-                tracing::debug!(
-                    theirs = %frame::hex_short(&theirs),
-                    "a client with another cluster file: refused"
-                );
-                conn.close(VarInt::from_u32(code::GENESIS), b"another genesis");
-                return;
-            }
-            Hello::Bad => {
-                // a hello not said in time held a handshake's worth of state: a strike
-                shared.registry.count(Source::Client, reason::BAD_HELLO);
-                conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
-                shared.registry.strike_address(ip);
-                return;
-            }
-        };
-    let bound =
-        match tokio::time::timeout_at(deadline, bind::read(&conn, &mut recv, &shared.accounts))
-            .await
-        {
-            Ok(Ok(bound)) => bound,
-            Ok(Err(BindError::Read)) | Err(_) => {
-                shared.registry.count(Source::Client, reason::BAD_HELLO);
-                conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
-                shared.registry.strike_address(ip);
-                return;
-            }
-            Ok(Err(e)) => {
-                shared.registry.count(Source::Client, reason::BAD_BIND);
-                tracing::debug!(%ip, error = ?e, "a client's account binding was refused");
-                conn.close(VarInt::from_u32(code::BAD_BIND), b"bad account binding");
-                // a binding that fails costs a verification: it counts as a strike
-                shared.registry.strike_address(ip);
-                return;
-            }
-        };
+    let hello = tokio::select! {
+        h = frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout) => h,
+        _ = pending.kicked() => {
+            conn.close(VarInt::from_u32(code::BUSY), b"evicted while pending");
+            return;
+        }
+    };
+    let (mut send, mut recv) = match hello {
+        Hello::Ok(send, recv) => (send, recv),
+        Hello::Genesis(theirs) => {
+            // anyone may dial the client port: counted and logged quietly
+            shared
+                .registry
+                .count(Source::Client, reason::GENESIS_MISMATCH);
+            tracing::debug!(
+                theirs = %frame::hex_short(&theirs),
+                "a client with another cluster file: refused"
+            );
+            conn.close(VarInt::from_u32(code::GENESIS), b"another genesis");
+            return;
+        }
+        Hello::Bad => {
+            // a hello not said in time held a handshake's worth of state: a strike
+            shared.registry.count(Source::Client, reason::BAD_HELLO);
+            conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
+            shared.registry.strike_address(ip);
+            return;
+        }
+    };
+    let read = tokio::select! {
+        r = tokio::time::timeout_at(deadline, bind::read(&conn, &mut recv, &shared.accounts)) => r,
+        _ = pending.kicked() => {
+            conn.close(VarInt::from_u32(code::BUSY), b"evicted while pending");
+            return;
+        }
+    };
+    let bound = match read {
+        Ok(Ok(bound)) => bound,
+        Ok(Err(BindError::Read)) | Err(_) => {
+            shared.registry.count(Source::Client, reason::BAD_HELLO);
+            conn.close(VarInt::from_u32(code::BAD_HELLO), b"bad hello");
+            shared.registry.strike_address(ip);
+            return;
+        }
+        Ok(Err(e)) => {
+            shared.registry.count(Source::Client, reason::BAD_BIND);
+            tracing::debug!(%ip, error = ?e, "a client's account binding was refused");
+            conn.close(VarInt::from_u32(code::BAD_BIND), b"bad account binding");
+            // a binding that fails costs a verification: it counts as a strike
+            shared.registry.strike_address(ip);
+            return;
+        }
+    };
     let id = ClientId(shared.next_client.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::channel::<Bytes>(shared.client_send_queue);
     let admitted = shared
@@ -884,7 +910,7 @@ mod admission_tests {
 
     /// Connections between the handshake and admission (in the hello or the bind
     /// section) count against their address: one allowed two holds at most two
-    /// stalled in their bind sections, and its further handshakes are refused.
+    /// stalled in their bind sections, each newer one taking the oldest one's place.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unadmitted_connections_count_against_their_address() {
         let (peer, socket, mut cfg) = one_validator();
@@ -912,10 +938,8 @@ mod admission_tests {
             open <= 2,
             "{open} unadmitted connections from one address are held open (limit 2 per address)"
         );
-        assert_eq!(
-            t.stats().count(Source::Unknown, reason::TOO_MANY_PENDING),
-            8
-        );
+        // each newcomer beyond the share took the place of the address's oldest
+        assert_eq!(t.stats().count(Source::Unknown, reason::EVICTED_PENDING), 8);
         assert_eq!(t.stats().clients, 0, "no stalled connection holds a slot");
         endpoint.close(VarInt::from_u32(0), b"");
         t.shutdown().await;

@@ -247,10 +247,10 @@ async fn strikes_spread_over_connections_add_up_for_their_address() {
 }
 
 /// Connections that finish their handshake and never say the hello are pending: one
-/// address holds at most `max_clients_per_ip` of them, and more are refused before any
-/// handshake work; past half of `max_pending`, unvalidated addresses get a QUIC Retry
-/// first (which a real client answers without noticing). An honest client is served
-/// meanwhile.
+/// address holds at most `max_clients_per_ip` of them, a newer one (once its address
+/// is proven by a QUIC Retry) taking the place of the oldest; past half of
+/// `max_pending`, unvalidated addresses get a Retry first (which a real client answers
+/// without noticing). An honest client is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_say_hello_hold_only_their_share() {
     let mut cluster = Cluster::new(1);
@@ -268,27 +268,34 @@ async fn connections_that_never_say_hello_hold_only_their_share() {
             .unwrap_or_else(|e| panic!("silent connection {i}: {e}"));
         silent.push(c);
     }
+    // a third from the address must first prove it (a Retry), then takes the place of
+    // the address's oldest
     let third = stranger
-        .handshake_only(&cluster.peers[0], Duration::from_secs(2))
-        .await;
-    assert!(
-        third.is_err(),
-        "a third pending connection from one address"
-    );
+        .handshake_only(&cluster.peers[0], LIMIT)
+        .await
+        .expect("the third completes its handshake");
+    assert_eq!(t0.stats().count(Source::Unknown, reason::RETRY_SENT), 1);
     assert_eq!(
-        t0.stats().count(Source::Unknown, reason::TOO_MANY_PENDING),
+        t0.stats().count(Source::Unknown, reason::EVICTED_PENDING),
         1
     );
-    // a second address's silent connection takes pending past half of max_pending:
-    // it is sent a Retry, answers it, and completes its handshake
+    wait_until("the oldest is closed", || {
+        silent[0].close_reason().is_some()
+    })
+    .await;
+    assert!(silent[1].close_reason().is_none());
+    // a second address's silent connection takes pending past half of max_pending
     let other = RawEndpoint::bind(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))).expect("bind");
     let retried = other
         .handshake_only(&cluster.peers[0], LIMIT)
         .await
-        .expect("a retried handshake completes");
+        .expect("a second address completes its handshake");
     assert_eq!(t0.stats().count(Source::Unknown, reason::RETRY_SENT), 1);
+    // from now on an address must prove itself first: the honest client is sent a
+    // Retry, answers it without noticing, and is served
     honest_client_is_served(&cluster, &t0, &mut rx0).await;
-    assert!(silent.iter().all(|c| c.close_reason().is_none()));
+    assert_eq!(t0.stats().count(Source::Unknown, reason::RETRY_SENT), 2);
+    assert!(silent[1].close_reason().is_none() && third.close_reason().is_none());
     drop(retried);
     stranger.close();
     other.close();
@@ -370,9 +377,8 @@ async fn client_frames_held_by_the_node_are_bounded_in_bytes() {
     t0.shutdown().await;
 }
 
-/// A handshake from `end` to validator 0 that then says nothing. Tried a few times:
-/// when a Retry is sent, the retried Initial can arrive before the first one's pending
-/// count is dropped (validator.rs, `handle_incoming`) and be refused (finding LOW-1).
+/// A handshake from `end` to validator 0 that then says nothing (up to five tries, the
+/// last failure in the panic).
 async fn silent_handshake(
     cluster: &Cluster,
     end: &RawEndpoint,
@@ -402,15 +408,11 @@ async fn validator_1_is_admitted(t0: &Transport) {
     }
 }
 
-/// Review of a7dee8f (pending limit), finding HIGH-1: every incoming connection,
-/// a validator's included, is counted against `max_pending` before its certificate
-/// is seen, so strangers holding every pending place (here two addresses, each with
-/// its `max_clients_per_ip` share of silent handshakes; with the defaults, eight
-/// addresses or eight IPv6 /64s, renewed every connect timeout) keep a validator that
-/// (re)dials out: its connection is refused with `too_many_pending` for as long as
-/// they keep it up.
+/// Strangers holding every pending place (two addresses, each with its
+/// `max_clients_per_ip` share of silent handshakes) do not keep a validator that
+/// redials out: a newcomer whose address is proven takes the place of the oldest
+/// pending connection of the address holding the most.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review finding: strangers holding max_pending keep a redialing validator out"]
 async fn strangers_holding_every_pending_place_do_not_keep_a_validator_out() {
     let mut cluster = Cluster::new(2);
     let mut cfg = cluster.config(0);
@@ -438,16 +440,9 @@ async fn strangers_holding_every_pending_place_do_not_keep_a_validator_out() {
     t0.shutdown().await;
 }
 
-/// Review of a7dee8f, finding HIGH-2: the pending share of one address is
-/// `max_clients_per_ip`, shared by everything behind that address. A host on a
-/// validator's address (a client program on the validator's machine, a neighbour
-/// behind the same NAT, or, without completing anything, anyone who sends QUIC
-/// Initials with that source address while fewer than half of `max_pending` are
-/// pending: no Retry is asked for then, and each spoofed Initial is held for a
-/// connect timeout) holds the share, and that validator's (re)dial is refused.
-/// Here the neighbour plays it from 127.0.0.1, the validators' address.
+/// Anyone on a validator's address (or spoofing it) holding silent handshakes does
+/// not keep the validator out: validators' addresses have no pending share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review finding: the pending share of a validator's address can be taken by anyone on it"]
 async fn a_neighbour_holding_its_address_pending_share_does_not_keep_a_validator_out() {
     let mut cluster = Cluster::new(2);
     let mut cfg = cluster.config(0);
@@ -472,13 +467,10 @@ async fn a_neighbour_holding_its_address_pending_share_does_not_keep_a_validator
     t0.shutdown().await;
 }
 
-/// Review of a7dee8f, finding HIGH-2 (clients): a client bound to its account is
-/// exempt from the per-address limit and from bans once admitted (registry.rs,
-/// `add_client`), but not from the per-address pending share, which is checked
-/// before anything is known about the connection: a neighbour (or a spoofer) holding
-/// the share keeps it out.
+/// A neighbour on a client's address holding that address's pending share does not
+/// keep a bound client out: its connection, once its address is proven, takes the
+/// place of the address's oldest pending one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review finding: a bound client is refused at the pending stage by a neighbour's silent handshakes"]
 async fn a_neighbour_holding_its_address_pending_share_does_not_keep_a_bound_client_out() {
     let mut cluster = Cluster::new(1);
     let mut cfg = cluster.config(0);
@@ -525,16 +517,12 @@ async fn a_neighbour_holding_its_address_pending_share_does_not_keep_a_bound_cli
     t0.shutdown().await;
 }
 
-/// Review of a7dee8f, finding MEDIUM: a ban is applied at admission only
-/// (`Registry::add_client`, after the TLS handshake, the hello and any bind
-/// verification), not at the pending stage, where the address is known before any
-/// handshake work. A banned address keeps making the validator do full handshakes, up
-/// to its pending share at a time, for the whole ban; the strikes row of
-/// docs/operations.md ("each costs the validator a handshake; at the limit the address
-/// is banned") promises that the ban ends that. Here the banned address still
-/// completes a handshake.
+/// A ban applies at the pending stage too, where the address is known before any
+/// handshake work: a banned address must prove itself with a Retry before each
+/// handshake (so a spoofed one costs nothing), and holds one pending connection at a
+/// time (a bound client behind it can still connect; an anonymous one is refused at
+/// admission).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review finding: a banned address still costs a full handshake per connection"]
 async fn a_banned_address_costs_no_more_handshakes() {
     let mut cluster = Cluster::new(1);
     let mut cfg = cluster.config(0);
@@ -553,13 +541,25 @@ async fn a_banned_address_costs_no_more_handshakes() {
         t0.stats().count(Source::Client, reason::BAN_IMPOSED) == 1
     })
     .await;
-    let handshake = stranger
-        .handshake_only(&cluster.peers[0], Duration::from_secs(2))
-        .await;
-    assert!(
-        handshake.is_err(),
-        "the banned address completed a TLS handshake"
+    let retries = t0.stats().count(Source::Unknown, reason::RETRY_SENT);
+    let first = stranger
+        .handshake_only(&cluster.peers[0], LIMIT)
+        .await
+        .expect("after a Retry");
+    let second = stranger
+        .handshake_only(&cluster.peers[0], LIMIT)
+        .await
+        .expect("after a Retry");
+    assert_eq!(
+        t0.stats().count(Source::Unknown, reason::RETRY_SENT),
+        retries + 2,
+        "each handshake of the banned address was asked for a Retry first"
     );
+    wait_until("one pending connection at a time", || {
+        first.close_reason().is_some()
+    })
+    .await;
+    assert!(second.close_reason().is_none());
     stranger.close();
     t0.shutdown().await;
 }
