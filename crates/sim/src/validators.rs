@@ -332,7 +332,13 @@ impl Simulation {
                 match self.verifier.verify_request(req) {
                     Ok(v) => {
                         if let Some(h) = self.validators[r as usize].host.as_mut() {
-                            h.handle_request(v, now);
+                            // as on the node: a client's connections are bound to its
+                            // account, a stranger's are anonymous
+                            if matches!(from, Addr::Stranger(_)) {
+                                h.handle_unproven_request(v, now);
+                            } else {
+                                h.handle_request(v, now);
+                            }
                         }
                     }
                     Err(e) => return self.reject(e.reason()),

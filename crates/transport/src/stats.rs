@@ -71,6 +71,9 @@ pub mod reason {
     /// A connection still in its handshake or hello was closed to make room for a
     /// newcomer (its address held the most pending, or its share was taken).
     pub const EVICTED_PENDING: &str = "evicted_pending";
+    /// A validator's connection came from another address than the cluster file
+    /// lists for it: it has the small flow-control windows of client connections.
+    pub const UNLISTED_ADDRESS: &str = "unlisted_address";
     /// A client connection was refused because `max_clients` are open.
     pub const TOO_MANY_CLIENTS: &str = "too_many_clients";
     /// A frame was addressed to an id that is not another validator of the

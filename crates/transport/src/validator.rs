@@ -451,7 +451,17 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
     match tls::peer_cert(&conn) {
         PeerCert::None => serve_client(shared, conn, pending).await,
         PeerCert::Key(key) => match shared.registry.peer_of_key(&key) {
-            Some(id) => serve_peer(shared, conn, id, pending).await,
+            Some(id) => {
+                if !validator {
+                    // it dialed from another address than the cluster file lists: its
+                    // connection has the small client windows, which slow large frames
+                    shared
+                        .registry
+                        .count(Source::Peer(id), reason::UNLISTED_ADDRESS);
+                    tracing::debug!(peer = id, %remote, "validator dialed from an unlisted address");
+                }
+                serve_peer(shared, conn, id, pending).await
+            }
             None => {
                 shared.registry.count(Source::Unknown, reason::UNPINNED_KEY);
                 conn.close(VarInt::from_u32(code::DONE), b"unknown key");
