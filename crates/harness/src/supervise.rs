@@ -93,6 +93,8 @@ pub struct NodeSpec {
     /// The cluster's first start (`pbft node --genesis`): false once its disk was
     /// wiped, so that it recovers instead.
     pub genesis: bool,
+    /// Further `pbft node` flags (limits on client connections).
+    pub extra: Vec<String>,
 }
 
 /// Starts `pbft node` processes from one binary.
@@ -137,6 +139,7 @@ impl Launcher {
                 cmd.arg("--accomplices").arg(ids.join(","));
             }
         }
+        cmd.args(&spec.extra);
         if spec.control.is_some() || spec.traitor.is_some() {
             cmd.env(TRAITOR_ENV, "1");
         }
@@ -176,6 +179,7 @@ impl Launcher {
                 log: data.join(format!("validator-{}.log", v.id)),
                 control: None,
                 genesis: true,
+                extra: Vec::new(),
                 traitor: traitors
                     .iter()
                     .find(|(id, _)| *id == v.id)
@@ -255,6 +259,7 @@ mod tests {
             control: None,
             traitor: None,
             genesis: false,
+            extra: Vec::new(),
         }
     }
 

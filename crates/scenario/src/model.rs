@@ -35,8 +35,35 @@ pub struct Scenario {
     pub strangers: Vec<StrangerEntry>,
     /// `[[fault]]` entries, sorted by time (stable: file order within one instant).
     pub faults: Vec<FaultEntry>,
+    /// `[node]` (extension): limits the cluster runner gives every `pbft node`.
+    pub node: NodeLimits,
     /// `[expect]`.
     pub expect: Expect,
+}
+
+/// `[node]` (extension, cluster mode): the validators' limits on client connections,
+/// as `pbft node` flags; a key left out keeps the node's default. The simulator models
+/// no connections and ignores them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// `max_clients`: `--max-clients`, at least 1.
+    pub max_clients: Option<u64>,
+    /// `max_clients_per_ip`: `--max-clients-per-ip`, at least 1.
+    pub max_clients_per_ip: Option<u64>,
+}
+
+impl NodeLimits {
+    /// The `pbft node` flags these limits set.
+    pub fn flags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(n) = self.max_clients {
+            out.extend(["--max-clients".to_string(), n.to_string()]);
+        }
+        if let Some(n) = self.max_clients_per_ip {
+            out.extend(["--max-clients-per-ip".to_string(), n.to_string()]);
+        }
+        out
+    }
 }
 
 /// `[cluster]`: the validator set and protocol parameters.

@@ -31,7 +31,16 @@ struct RawFile {
     #[serde(default)]
     fault: Vec<Spanned<RawFault>>,
     #[serde(default)]
+    node: RawNode,
+    #[serde(default)]
     expect: RawExpect,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    max_clients: S<u64>,
+    max_clients_per_ip: S<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -463,6 +472,18 @@ impl Checker<'_> {
             at,
             no_progress,
         };
+        let node = NodeLimits {
+            max_clients: match &raw.node.max_clients {
+                Some(_) => Some(self.at_least(&raw.node.max_clients, "max_clients", 1, 1)?),
+                None => None,
+            },
+            max_clients_per_ip: match &raw.node.max_clients_per_ip {
+                Some(_) => {
+                    Some(self.at_least(&raw.node.max_clients_per_ip, "max_clients_per_ip", 1, 1)?)
+                }
+                None => None,
+            },
+        };
         Ok(Scenario {
             file: self.file.to_path_buf(),
             name,
@@ -474,6 +495,7 @@ impl Checker<'_> {
             traitors,
             strangers,
             faults,
+            node,
             expect,
         })
     }

@@ -364,3 +364,31 @@ fn a_stranger_that_never_acts_fails_the_run() {
     );
     assert!(text.contains("FAIL strangers: "), "{text}");
 }
+
+/// `[node]` sets the validators' limits on client connections (cluster mode); unset
+/// keys keep the node's defaults, zero and unknown keys are refused.
+#[test]
+fn node_limits_parse_into_flags() {
+    let sc = parse(Path::new("x.toml"), OK).unwrap();
+    assert!(sc.node.flags().is_empty(), "no [node]: the node's defaults");
+    let src = format!("{OK}\n[node]\nmax_clients = 24\n");
+    let sc = parse(Path::new("x.toml"), &src).unwrap();
+    assert_eq!(sc.node.flags(), vec!["--max-clients", "24"]);
+    let src = format!("{OK}\n[node]\nmax_clients = 24\nmax_clients_per_ip = 4\n");
+    let sc = parse(Path::new("x.toml"), &src).unwrap();
+    assert_eq!(
+        sc.node.flags(),
+        vec!["--max-clients", "24", "--max-clients-per-ip", "4"]
+    );
+    let lines = OK.lines().count();
+    rejects(
+        &format!("{OK}\n[node]\nmax_clients = 0\n"),
+        lines + 3,
+        "max_clients = 0: must be at least 1",
+    );
+    rejects(
+        &format!("{OK}\n[node]\nmax_slots = 3\n"),
+        lines + 3,
+        "unknown field `max_slots`",
+    );
+}

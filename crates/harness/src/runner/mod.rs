@@ -178,6 +178,7 @@ async fn run(
         cluster: out.cluster,
         seed,
         traitor_ids: sc.traitor_ids(),
+        node_flags: sc.node.flags(),
     };
     let mut nodes: Vec<Node> = Vec::new();
     for id in 0..n as u32 {
@@ -249,9 +250,12 @@ impl Driver<'_> {
         client_keys: &[Keypair],
     ) -> Result<ScenarioReport, RunError> {
         let (sc, n) = (self.sc, self.nodes.len());
-        let mut probe_client = Client::connect(&self.setup.cluster)
-            .await
-            .map_err(|e| failed(format!("client: {e}")))?;
+        // bound like the workload's: with every slot taken by strangers, its probes
+        // still get through
+        let mut probe_client =
+            Client::connect_bound(&self.setup.cluster, crate::workload::bindable(client_keys))
+                .await
+                .map_err(|e| failed(format!("client: {e}")))?;
         wait_reachable(&mut probe_client, n, STARTUP)
             .await
             .map_err(|e| failed(format!("{e} (logs in {})", self.setup.dir.display())))?;

@@ -114,6 +114,8 @@ pub(crate) struct Setup {
     pub seed: u64,
     /// The scripted traitors, sorted.
     pub traitor_ids: Vec<u32>,
+    /// Further `pbft node` flags for every validator (the scenario's `[node]`).
+    pub node_flags: Vec<String>,
 }
 
 impl Setup {
@@ -135,6 +137,7 @@ impl Setup {
             log: self.dir.join(format!("validator-{}.log", node.id)),
             control: Some(node.control_port),
             genesis: !node.wiped,
+            extra: self.node_flags.clone(),
             traitor: node.traitor.map(|b| TraitorFlags {
                 behavior: b.to_string(),
                 seed: Some(
@@ -174,6 +177,7 @@ mod tests {
             cluster,
             seed: 5,
             traitor_ids: vec![0, 2],
+            node_flags: Vec::new(),
         };
         let honest = setup.spec(&Node::new(1, None, 4001));
         assert_eq!(honest.traitor, None);

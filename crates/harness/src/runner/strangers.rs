@@ -154,6 +154,8 @@ pub(crate) struct Tally {
     frames: AtomicU64,
     /// Connections dropped because a frame did not decode (a cut read).
     out_of_step: AtomicU64,
+    /// Its connections a validator closed to make room for another.
+    evicted: AtomicU64,
     /// `hijack_replies`: replies received for the clients' requests.
     replies: AtomicU64,
     /// `hijack_replies`: the distinct (client, request id) those replies answer.
@@ -183,6 +185,9 @@ pub(crate) struct Strangers {
     tallies: Vec<(StrangerBehavior, IpAddr, Arc<Tally>)>,
     /// f of the cluster: a reused id is refused once f+1 validators refuse it.
     f: usize,
+    /// The scenario limits the validators' client slots (`[node] max_clients`), so
+    /// that connection hogs must run into eviction.
+    slots_limited: bool,
 }
 
 impl Strangers {
@@ -202,7 +207,7 @@ impl Strangers {
                 behavior: b.name().to_string(),
                 from: ip.to_string(),
                 summary: describe(t, self.f),
-                problems: problems(*b, t, self.f),
+                problems: problems(*b, t, self.f, self.slots_limited),
             })
             .collect()
     }
@@ -234,6 +239,10 @@ fn describe(t: &Tally, f: usize) -> String {
         t.refused.load(Ordering::Relaxed),
         t.frames.load(Ordering::Relaxed)
     );
+    let evicted = t.evicted.load(Ordering::Relaxed);
+    if evicted > 0 {
+        s += &format!(", {evicted} evicted to make room");
+    }
     let out_of_step = t.out_of_step.load(Ordering::Relaxed);
     if out_of_step > 0 {
         s += &format!(", {out_of_step} dropped out of step");
@@ -286,7 +295,9 @@ fn answers(reused: &[Reused]) -> (usize, usize) {
 }
 
 /// What a stranger of behaviour `b` did wrong or could not do.
-fn problems(b: StrangerBehavior, t: &Tally, f: usize) -> Vec<String> {
+/// With `slots_limited`, a connection hog must have seen a connection of its evicted
+/// (else the scenario did not reach what it is for).
+fn problems(b: StrangerBehavior, t: &Tally, f: usize, slots_limited: bool) -> Vec<String> {
     let mut out = Vec::new();
     let (opened, frames) = (
         t.opened.load(Ordering::Relaxed),
@@ -298,6 +309,13 @@ fn problems(b: StrangerBehavior, t: &Tally, f: usize) -> Vec<String> {
         }
         StrangerBehavior::HogConnections if opened == 0 => {
             out.push("it never got a connection to hold".to_string());
+        }
+        StrangerBehavior::HogConnections
+            if slots_limited && t.evicted.load(Ordering::Relaxed) == 0 =>
+        {
+            out.push(
+                "the client slots are limited, yet none of its connections was evicted".to_string(),
+            );
         }
         StrangerBehavior::SlowFrame if opened == 0 || frames == 0 => {
             out.push("it never announced a frame on a connection".to_string());
@@ -415,6 +433,7 @@ pub(crate) fn start(
         tasks,
         tallies,
         f: cluster.f(),
+        slots_limited: sc.node.max_clients.is_some(),
     }
 }
 
@@ -489,7 +508,15 @@ async fn hog(
 ) {
     let mut held: Vec<RawConnection> = Vec::new();
     loop {
-        held.retain(|c| c.close_reason().is_none());
+        held.retain(|c| match c.close_reason() {
+            None => true,
+            Some(why) => {
+                if why.contains("evicted") {
+                    tally.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                false
+            }
+        });
         if held.len() < MOST_PER_VALIDATOR {
             match endpoint.open(v, genesis, DIAL).await {
                 Ok(mut c) => {
@@ -903,7 +930,7 @@ mod tests {
     #[test]
     fn reuse_id_problems() {
         let t = Tally::default();
-        let never = problems(StrangerBehavior::ReuseId, &t, 1);
+        let never = problems(StrangerBehavior::ReuseId, &t, 1, false);
         assert!(never[0].contains("never sent a reused id"), "{never:?}");
         let mut r = Reused {
             stranger: 0,
@@ -913,20 +940,20 @@ mod tests {
             answers: BTreeMap::new(),
         };
         t.reused().push(r.clone());
-        let none = problems(StrangerBehavior::ReuseId, &t, 1);
+        let none = problems(StrangerBehavior::ReuseId, &t, 1, false);
         assert!(
             none[0].contains("no answer to any of its 1 reused ids"),
             "{none:?}"
         );
         r.answers.insert(0, reused_id_refusal());
         t.reused()[0] = r;
-        let one = problems(StrangerBehavior::ReuseId, &t, 1);
+        let one = problems(StrangerBehavior::ReuseId, &t, 1, false);
         assert!(one[0].contains("refused as one by f+1 = 2"), "{one:?}");
         t.reused()[0].answers.insert(1, reused_id_refusal());
-        assert!(problems(StrangerBehavior::ReuseId, &t, 1).is_empty());
+        assert!(problems(StrangerBehavior::ReuseId, &t, 1, false).is_empty());
         let applied = Receipt::Applied { balance: 5 }.encode();
         t.reused()[0].answers.insert(2, applied);
-        let other = problems(StrangerBehavior::ReuseId, &t, 1);
+        let other = problems(StrangerBehavior::ReuseId, &t, 1, false);
         assert_eq!(other.len(), 1);
         assert!(
             other[0].starts_with("1 answers to its reused ids were not"),
@@ -935,9 +962,11 @@ mod tests {
         assert!(describe(&t, 1)
             .contains("2 answers refused them as reused ids (1 refused by f+1), 1 other answers"));
         // a hijacker that never replayed anything did not do what its name says
-        assert!(problems(StrangerBehavior::HijackReplies, &t, 1)[0].contains("never replayed"));
+        assert!(
+            problems(StrangerBehavior::HijackReplies, &t, 1, false)[0].contains("never replayed")
+        );
         t.frames.fetch_add(1, Ordering::Relaxed);
-        assert!(problems(StrangerBehavior::HijackReplies, &t, 1).is_empty());
+        assert!(problems(StrangerBehavior::HijackReplies, &t, 1, false).is_empty());
     }
 
     /// A stranger on connections that got nothing done fails the run: one that cannot
@@ -951,7 +980,7 @@ mod tests {
             StrangerBehavior::QueryFlood,
             StrangerBehavior::BadSignatures,
         ] {
-            assert_eq!(problems(b, &idle, 1).len(), 1, "{b:?}");
+            assert_eq!(problems(b, &idle, 1, false).len(), 1, "{b:?}");
         }
         let busy = Tally::default();
         busy.opened.fetch_add(1, Ordering::Relaxed);
@@ -962,7 +991,13 @@ mod tests {
             StrangerBehavior::QueryFlood,
             StrangerBehavior::BadSignatures,
         ] {
-            assert!(problems(b, &busy, 1).is_empty(), "{b:?}");
+            assert!(problems(b, &busy, 1, false).is_empty(), "{b:?}");
         }
+        // with the slots limited, a hog none of whose connections was evicted did not
+        // reach what its scenario is for
+        let hog = StrangerBehavior::HogConnections;
+        assert_eq!(problems(hog, &busy, 1, true).len(), 1);
+        busy.evicted.fetch_add(1, Ordering::Relaxed);
+        assert!(problems(hog, &busy, 1, true).is_empty());
     }
 }
