@@ -50,6 +50,8 @@ pub struct NodeLimits {
     pub max_clients: Option<u64>,
     /// `max_clients_per_ip`: `--max-clients-per-ip`, at least 1.
     pub max_clients_per_ip: Option<u64>,
+    /// `client_frame_timeout_ms`: `--client-frame-timeout-ms`, at least 1.
+    pub client_frame_timeout_ms: Option<u64>,
 }
 
 impl NodeLimits {
@@ -61,6 +63,9 @@ impl NodeLimits {
         }
         if let Some(n) = self.max_clients_per_ip {
             out.extend(["--max-clients-per-ip".to_string(), n.to_string()]);
+        }
+        if let Some(n) = self.client_frame_timeout_ms {
+            out.extend(["--client-frame-timeout-ms".to_string(), n.to_string()]);
         }
         out
     }

@@ -41,6 +41,7 @@ struct RawFile {
 struct RawNode {
     max_clients: S<u64>,
     max_clients_per_ip: S<u64>,
+    client_frame_timeout_ms: S<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -472,17 +473,17 @@ impl Checker<'_> {
             at,
             no_progress,
         };
+        let optional = |v: &S<u64>, key: &str| match v {
+            Some(_) => self.at_least(v, key, 1, 1).map(Some),
+            None => Ok(None),
+        };
         let node = NodeLimits {
-            max_clients: match &raw.node.max_clients {
-                Some(_) => Some(self.at_least(&raw.node.max_clients, "max_clients", 1, 1)?),
-                None => None,
-            },
-            max_clients_per_ip: match &raw.node.max_clients_per_ip {
-                Some(_) => {
-                    Some(self.at_least(&raw.node.max_clients_per_ip, "max_clients_per_ip", 1, 1)?)
-                }
-                None => None,
-            },
+            max_clients: optional(&raw.node.max_clients, "max_clients")?,
+            max_clients_per_ip: optional(&raw.node.max_clients_per_ip, "max_clients_per_ip")?,
+            client_frame_timeout_ms: optional(
+                &raw.node.client_frame_timeout_ms,
+                "client_frame_timeout_ms",
+            )?,
         };
         Ok(Scenario {
             file: self.file.to_path_buf(),

@@ -374,11 +374,20 @@ fn node_limits_parse_into_flags() {
     let src = format!("{OK}\n[node]\nmax_clients = 24\n");
     let sc = parse(Path::new("x.toml"), &src).unwrap();
     assert_eq!(sc.node.flags(), vec!["--max-clients", "24"]);
-    let src = format!("{OK}\n[node]\nmax_clients = 24\nmax_clients_per_ip = 4\n");
+    let src = format!(
+        "{OK}\n[node]\nmax_clients = 24\nmax_clients_per_ip = 4\nclient_frame_timeout_ms = 100\n"
+    );
     let sc = parse(Path::new("x.toml"), &src).unwrap();
     assert_eq!(
         sc.node.flags(),
-        vec!["--max-clients", "24", "--max-clients-per-ip", "4"]
+        vec![
+            "--max-clients",
+            "24",
+            "--max-clients-per-ip",
+            "4",
+            "--client-frame-timeout-ms",
+            "100"
+        ]
     );
     let lines = OK.lines().count();
     rejects(

@@ -218,9 +218,11 @@ pub(crate) async fn dial(
             .await
             .map_err(|e| other(format!("hello: {e}")))?;
         let mut ack = [0u8; 1];
-        recv.read_exact(&mut ack)
-            .await
-            .map_err(|e| other(format!("not accepted by {addr}: {e}")))?;
+        if let Err(e) = recv.read_exact(&mut ack).await {
+            // the server's close says why (busy, banned, a bad binding...)
+            let why = conn.close_reason().map_or(e.to_string(), |r| r.to_string());
+            return Err(other(format!("not accepted by {addr}: {why}")));
+        }
         match ack[0] {
             ACK => Ok((conn, send, recv)),
             OTHER_GENESIS => {

@@ -156,6 +156,8 @@ pub(crate) struct Tally {
     out_of_step: AtomicU64,
     /// Its connections a validator closed to make room for another.
     evicted: AtomicU64,
+    /// Its connections refused because its address was banned.
+    banned: AtomicU64,
     /// `hijack_replies`: replies received for the clients' requests.
     replies: AtomicU64,
     /// `hijack_replies`: the distinct (client, request id) those replies answer.
@@ -185,9 +187,17 @@ pub(crate) struct Strangers {
     tallies: Vec<(StrangerBehavior, IpAddr, Arc<Tally>)>,
     /// f of the cluster: a reused id is refused once f+1 validators refuse it.
     f: usize,
-    /// The scenario limits the validators' client slots (`[node] max_clients`), so
-    /// that connection hogs must run into eviction.
-    slots_limited: bool,
+    /// What the scenario's `[node]` limits make strangers run into.
+    limits: Reach,
+}
+
+/// What a scenario's `[node]` limits make its strangers run into: with the client slots
+/// limited, connection hogs must see evictions; with a short client frame deadline,
+/// slow frames must get their address banned.
+#[derive(Clone, Copy, Default)]
+struct Reach {
+    eviction: bool,
+    ban: bool,
 }
 
 impl Strangers {
@@ -207,7 +217,7 @@ impl Strangers {
                 behavior: b.name().to_string(),
                 from: ip.to_string(),
                 summary: describe(t, self.f),
-                problems: problems(*b, t, self.f, self.slots_limited),
+                problems: problems(*b, t, self.f, self.limits),
             })
             .collect()
     }
@@ -242,6 +252,10 @@ fn describe(t: &Tally, f: usize) -> String {
     let evicted = t.evicted.load(Ordering::Relaxed);
     if evicted > 0 {
         s += &format!(", {evicted} evicted to make room");
+    }
+    let banned = t.banned.load(Ordering::Relaxed);
+    if banned > 0 {
+        s += &format!(", {banned} refused as banned");
     }
     let out_of_step = t.out_of_step.load(Ordering::Relaxed);
     if out_of_step > 0 {
@@ -295,9 +309,10 @@ fn answers(reused: &[Reused]) -> (usize, usize) {
 }
 
 /// What a stranger of behaviour `b` did wrong or could not do.
-/// With `slots_limited`, a connection hog must have seen a connection of its evicted
-/// (else the scenario did not reach what it is for).
-fn problems(b: StrangerBehavior, t: &Tally, f: usize, slots_limited: bool) -> Vec<String> {
+/// With the scenario's limits (`reach`), a connection hog must have seen a connection
+/// of its evicted and a slow-frame stranger its address banned (else the scenario did
+/// not reach what it is for).
+fn problems(b: StrangerBehavior, t: &Tally, f: usize, reach: Reach) -> Vec<String> {
     let mut out = Vec::new();
     let (opened, frames) = (
         t.opened.load(Ordering::Relaxed),
@@ -310,8 +325,13 @@ fn problems(b: StrangerBehavior, t: &Tally, f: usize, slots_limited: bool) -> Ve
         StrangerBehavior::HogConnections if opened == 0 => {
             out.push("it never got a connection to hold".to_string());
         }
+        StrangerBehavior::SlowFrame if reach.ban && t.banned.load(Ordering::Relaxed) == 0 => {
+            out.push(
+                "the client frame deadline is short, yet its address was never banned".to_string(),
+            );
+        }
         StrangerBehavior::HogConnections
-            if slots_limited && t.evicted.load(Ordering::Relaxed) == 0 =>
+            if reach.eviction && t.evicted.load(Ordering::Relaxed) == 0 =>
         {
             out.push(
                 "the client slots are limited, yet none of its connections was evicted".to_string(),
@@ -433,7 +453,10 @@ pub(crate) fn start(
         tasks,
         tallies,
         f: cluster.f(),
-        slots_limited: sc.node.max_clients.is_some(),
+        limits: Reach {
+            eviction: sc.node.max_clients.is_some(),
+            ban: sc.node.client_frame_timeout_ms.is_some(),
+        },
     }
 }
 
@@ -532,7 +555,10 @@ async fn hog(
                     held.push(c);
                     continue;
                 }
-                Err(_) => {
+                Err(why) => {
+                    if why.contains("banned") {
+                        tally.banned.fetch_add(1, Ordering::Relaxed);
+                    }
                     tally.refused.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(RETRY).await
                 }
@@ -930,7 +956,7 @@ mod tests {
     #[test]
     fn reuse_id_problems() {
         let t = Tally::default();
-        let never = problems(StrangerBehavior::ReuseId, &t, 1, false);
+        let never = problems(StrangerBehavior::ReuseId, &t, 1, Reach::default());
         assert!(never[0].contains("never sent a reused id"), "{never:?}");
         let mut r = Reused {
             stranger: 0,
@@ -940,20 +966,20 @@ mod tests {
             answers: BTreeMap::new(),
         };
         t.reused().push(r.clone());
-        let none = problems(StrangerBehavior::ReuseId, &t, 1, false);
+        let none = problems(StrangerBehavior::ReuseId, &t, 1, Reach::default());
         assert!(
             none[0].contains("no answer to any of its 1 reused ids"),
             "{none:?}"
         );
         r.answers.insert(0, reused_id_refusal());
         t.reused()[0] = r;
-        let one = problems(StrangerBehavior::ReuseId, &t, 1, false);
+        let one = problems(StrangerBehavior::ReuseId, &t, 1, Reach::default());
         assert!(one[0].contains("refused as one by f+1 = 2"), "{one:?}");
         t.reused()[0].answers.insert(1, reused_id_refusal());
-        assert!(problems(StrangerBehavior::ReuseId, &t, 1, false).is_empty());
+        assert!(problems(StrangerBehavior::ReuseId, &t, 1, Reach::default()).is_empty());
         let applied = Receipt::Applied { balance: 5 }.encode();
         t.reused()[0].answers.insert(2, applied);
-        let other = problems(StrangerBehavior::ReuseId, &t, 1, false);
+        let other = problems(StrangerBehavior::ReuseId, &t, 1, Reach::default());
         assert_eq!(other.len(), 1);
         assert!(
             other[0].starts_with("1 answers to its reused ids were not"),
@@ -963,10 +989,11 @@ mod tests {
             .contains("2 answers refused them as reused ids (1 refused by f+1), 1 other answers"));
         // a hijacker that never replayed anything did not do what its name says
         assert!(
-            problems(StrangerBehavior::HijackReplies, &t, 1, false)[0].contains("never replayed")
+            problems(StrangerBehavior::HijackReplies, &t, 1, Reach::default())[0]
+                .contains("never replayed")
         );
         t.frames.fetch_add(1, Ordering::Relaxed);
-        assert!(problems(StrangerBehavior::HijackReplies, &t, 1, false).is_empty());
+        assert!(problems(StrangerBehavior::HijackReplies, &t, 1, Reach::default()).is_empty());
     }
 
     /// A stranger on connections that got nothing done fails the run: one that cannot
@@ -980,7 +1007,7 @@ mod tests {
             StrangerBehavior::QueryFlood,
             StrangerBehavior::BadSignatures,
         ] {
-            assert_eq!(problems(b, &idle, 1, false).len(), 1, "{b:?}");
+            assert_eq!(problems(b, &idle, 1, Reach::default()).len(), 1, "{b:?}");
         }
         let busy = Tally::default();
         busy.opened.fetch_add(1, Ordering::Relaxed);
@@ -991,13 +1018,22 @@ mod tests {
             StrangerBehavior::QueryFlood,
             StrangerBehavior::BadSignatures,
         ] {
-            assert!(problems(b, &busy, 1, false).is_empty(), "{b:?}");
+            assert!(problems(b, &busy, 1, Reach::default()).is_empty(), "{b:?}");
         }
         // with the slots limited, a hog none of whose connections was evicted did not
         // reach what its scenario is for
         let hog = StrangerBehavior::HogConnections;
-        assert_eq!(problems(hog, &busy, 1, true).len(), 1);
+        let reach = Reach {
+            eviction: true,
+            ban: true,
+        };
+        assert_eq!(problems(hog, &busy, 1, reach).len(), 1);
         busy.evicted.fetch_add(1, Ordering::Relaxed);
-        assert!(problems(hog, &busy, 1, true).is_empty());
+        assert!(problems(hog, &busy, 1, reach).is_empty());
+        // and a slow-frame stranger whose address was never banned
+        let slow = StrangerBehavior::SlowFrame;
+        assert_eq!(problems(slow, &busy, 1, reach).len(), 1);
+        busy.banned.fetch_add(1, Ordering::Relaxed);
+        assert!(problems(slow, &busy, 1, reach).is_empty());
     }
 }
