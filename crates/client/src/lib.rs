@@ -189,15 +189,7 @@ impl Client {
         cluster: &Cluster,
         accounts: Vec<Keypair>,
     ) -> Result<Client, ClientError> {
-        let peers = cluster
-            .validators
-            .iter()
-            .map(|v| PeerInfo {
-                id: v.id,
-                key: v.key,
-                addr: v.addr,
-            })
-            .collect();
+        let peers = PeerInfo::list(cluster.validators.iter().map(|v| (v.id, v.key, v.addr)));
         let retransmit = default_retransmit(cluster.params.view_timeout_ms);
         let deadline = Duration::from_secs(30);
         let mut config = ClientConfig::new(cluster.n(), retransmit);

@@ -232,15 +232,8 @@ pub async fn run<F: Faults + Send + 'static>(
     let host = boot::open(&opts, id, cfg.clone(), faults, metrics.clone(), start)?;
     let cluster = &opts.cluster;
 
-    let peers: Vec<PeerInfo> = cluster
-        .validators
-        .iter()
-        .map(|v| PeerInfo {
-            id: v.id,
-            key: v.key,
-            addr: v.addr,
-        })
-        .collect();
+    let peers: Vec<PeerInfo> =
+        PeerInfo::list(cluster.validators.iter().map(|v| (v.id, v.key, v.addr)));
     let listen = cluster.validators[id as usize].addr;
     let mut transport_config = TransportConfig::new(id, opts.key.clone(), listen, peers);
     transport_config.genesis = *cluster.genesis_digest().as_bytes();

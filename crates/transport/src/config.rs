@@ -27,6 +27,18 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
 }
 
+impl PeerInfo {
+    /// The validators of a list of (id, key, address), as a cluster file gives them.
+    pub fn list(
+        validators: impl IntoIterator<Item = (u32, PublicKey, SocketAddr)>,
+    ) -> Vec<PeerInfo> {
+        validators
+            .into_iter()
+            .map(|(id, key, addr)| PeerInfo { id, key, addr })
+            .collect()
+    }
+}
+
 /// Everything a validator's [`Transport`](crate::Transport) needs.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {

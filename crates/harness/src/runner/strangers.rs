@@ -408,15 +408,8 @@ pub(crate) fn start(
     knowledge: &Knowledge,
     t0: Instant,
 ) -> Strangers {
-    let validators: Vec<PeerInfo> = cluster
-        .validators
-        .iter()
-        .map(|v| PeerInfo {
-            id: v.id,
-            key: v.key,
-            addr: v.addr,
-        })
-        .collect();
+    let validators: Vec<PeerInfo> =
+        PeerInfo::list(cluster.validators.iter().map(|v| (v.id, v.key, v.addr)));
     let genesis = *cluster.genesis_digest().as_bytes();
     let clients: Vec<pbft_crypto::PublicKey> = cluster.clients.iter().map(|c| c.key).collect();
     let mut tasks = Vec::new();
