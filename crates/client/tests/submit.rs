@@ -60,6 +60,7 @@ async fn stand(behaviours: [u8; 4]) -> Stand {
         params,
         validators: validators.clone(),
         clients: Vec::new(),
+        governance: None,
     };
     let mut behaviour = Vec::new();
     for (id, socket) in sockets.into_iter().enumerate() {

@@ -1,6 +1,7 @@
 //! The cluster file (`cluster.toml`): who the validators are (id, public key,
-//! address), the protocol parameters every validator must share, and the client
-//! accounts with their genesis balances. `pbft keygen` writes it with the key
+//! address), the protocol parameters every validator must share, the client
+//! accounts with their genesis balances, and the governance keys whose signatures
+//! (k of them) a membership change needs. `pbft keygen` writes it with the key
 //! files; validators, clients and tools read it.
 //!
 //! Errors name the file, the line where there is one, the field and the reason.
@@ -111,14 +112,36 @@ pub struct ClientEntry {
     pub balance: u64,
 }
 
+/// The `[governance]` table as written on disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceEntry {
+    /// Public keys, hex.
+    pub keys: Vec<String>,
+    /// How many distinct governance signatures a change needs.
+    pub threshold: usize,
+}
+
 /// The file as written on disk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileShape {
     protocol: ProtocolParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    governance: Option<GovernanceEntry>,
     validators: Vec<ValidatorEntry>,
     #[serde(default)]
     clients: Vec<ClientEntry>,
+}
+
+/// Who may change the cluster's membership: a change needs valid signatures by at
+/// least `threshold` distinct keys of `keys` (issue 21).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Governance {
+    /// The governance public keys, in file order.
+    pub keys: Vec<PublicKey>,
+    /// k: the signatures a change needs, 1 to `keys.len()`.
+    pub threshold: usize,
 }
 
 /// A validator, parsed.
@@ -154,6 +177,9 @@ pub struct Cluster {
     pub validators: Vec<Validator>,
     /// Client accounts.
     pub clients: Vec<Client>,
+    /// The governance keys and threshold; `None` for a file without `[governance]`,
+    /// whose membership cannot change.
+    pub governance: Option<Governance>,
 }
 
 impl Cluster {
@@ -240,11 +266,52 @@ impl Cluster {
                 balance: c.balance,
             });
         }
+        let governance = match &shape.governance {
+            None => None,
+            Some(g) => {
+                let mut gkeys = Vec::new();
+                for (m, text) in g.keys.iter().enumerate() {
+                    let key = PublicKey::from_hex(text.trim())
+                        .map_err(|e| invalid(format!("governance.keys[{m}]"), e.to_string()))?;
+                    // a governance key is nobody else's: a validator or a client signing
+                    // a change would be one party holding two roles
+                    if !keys.insert(key) {
+                        return Err(invalid(
+                            format!("governance.keys[{m}]"),
+                            "is already used by a validator, a client or another governance key"
+                                .into(),
+                        ));
+                    }
+                    gkeys.push(key);
+                }
+                if gkeys.is_empty() {
+                    return Err(invalid(
+                        "governance.keys".into(),
+                        "is empty: list at least one key, or leave out [governance]".into(),
+                    ));
+                }
+                if g.threshold == 0 || g.threshold > gkeys.len() {
+                    return Err(invalid(
+                        "governance.threshold".into(),
+                        format!(
+                            "is {}; it must be 1 to the number of governance keys ({})",
+                            g.threshold,
+                            gkeys.len()
+                        ),
+                    ));
+                }
+                Some(Governance {
+                    keys: gkeys,
+                    threshold: g.threshold,
+                })
+            }
+        };
         let cluster = Cluster {
             path: path.to_path_buf(),
             params: shape.protocol,
             validators,
             clients,
+            governance,
         };
         cluster.protocol_config().validate().map_err(|e| match e {
             pbft_protocol::ConfigError::TooFewValidators(n) => invalid(
@@ -262,8 +329,8 @@ impl Cluster {
     }
 
     /// The digest of what every validator and client of the cluster must agree on: the
-    /// protocol parameters, the validators' ids and keys, and the genesis accounts (key
-    /// and balance). Validators compare it when they connect, so that a cluster file
+    /// protocol parameters, the validators' ids and keys, the genesis accounts (key
+    /// and balance), and the governance keys and threshold if there are any. Validators compare it when they connect, so that a cluster file
     /// that differs shows as an error at once rather than as checkpoints that never
     /// become stable. Addresses and client names are left out: they say where a
     /// validator is reached and what an account is called on this host, and a wrong
@@ -295,6 +362,17 @@ impl Cluster {
         for (key, balance) in &accounts {
             h.update(key.as_bytes());
             h.update(&balance.to_le_bytes());
+        }
+        // appended only when present, so that a file without it keeps its digest; the
+        // keys are a set, as the accounts are
+        if let Some(g) = &self.governance {
+            h.update_part(b"governance");
+            h.update(&(g.threshold as u64).to_le_bytes());
+            let keys: BTreeSet<&PublicKey> = g.keys.iter().collect();
+            h.update(&(keys.len() as u64).to_le_bytes());
+            for k in keys {
+                h.update(k.as_bytes());
+            }
         }
         h.finalize()
     }
@@ -355,6 +433,10 @@ impl Cluster {
     pub fn to_toml(&self) -> String {
         let shape = FileShape {
             protocol: self.params.clone(),
+            governance: self.governance.as_ref().map(|g| GovernanceEntry {
+                keys: g.keys.iter().map(PublicKey::to_hex).collect(),
+                threshold: g.threshold,
+            }),
             validators: self
                 .validators
                 .iter()
@@ -404,6 +486,10 @@ pub struct KeygenSpec {
     pub params: ProtocolParams,
     /// Genesis balance of every client.
     pub balance: u64,
+    /// Number of governance keys (0: no `[governance]`, membership fixed).
+    pub governance: usize,
+    /// k: the governance signatures a membership change needs.
+    pub threshold: usize,
     /// Overwrite existing files.
     pub force: bool,
 }
@@ -419,6 +505,8 @@ pub struct KeygenOutput {
     pub validator_keys: Vec<PathBuf>,
     /// Client key files, in order.
     pub client_keys: Vec<PathBuf>,
+    /// Governance key files, in order.
+    pub governance_keys: Vec<PathBuf>,
 }
 
 /// Validator key file name.
@@ -459,6 +547,11 @@ pub fn check_client_name(name: &str) -> Result<(), String> {
 /// Client key file name.
 pub fn client_key_name(j: usize) -> String {
     format!("client-{j}.key")
+}
+
+/// Governance key file name.
+pub fn governance_key_name(m: usize) -> String {
+    format!("governance-{m}.key")
 }
 
 /// Generates fresh keys with the operating system's CSPRNG and writes the cluster
@@ -507,10 +600,23 @@ pub fn keygen(out: &Path, spec: &KeygenSpec) -> Result<KeygenOutput, ClusterErro
     let client_keys: Vec<PathBuf> = (0..spec.clients)
         .map(|j| out.join(client_key_name(j)))
         .collect();
+    if spec.governance > 0 && (spec.threshold == 0 || spec.threshold > spec.governance) {
+        return Err(invalid(
+            "--threshold",
+            format!(
+                "is {}; it must be 1 to the number of governance keys (--governance {})",
+                spec.threshold, spec.governance
+            ),
+        ));
+    }
+    let governance_keys: Vec<PathBuf> = (0..spec.governance)
+        .map(|m| out.join(governance_key_name(m)))
+        .collect();
     if !spec.force {
         for p in std::iter::once(&cluster_file)
             .chain(&validator_keys)
             .chain(&client_keys)
+            .chain(&governance_keys)
         {
             if p.exists() {
                 return Err(invalid(
@@ -545,11 +651,22 @@ pub fn keygen(out: &Path, spec: &KeygenSpec) -> Result<KeygenOutput, ClusterErro
             balance: spec.balance,
         });
     }
+    let mut gkeys = Vec::new();
+    for path in &governance_keys {
+        let key = Keypair::generate(&mut rng);
+        write_key_file(path, &key, spec.force)?;
+        gkeys.push(key.public());
+    }
+    let governance = (!gkeys.is_empty()).then_some(Governance {
+        keys: gkeys,
+        threshold: spec.threshold,
+    });
     let cluster = Cluster {
         path: cluster_file.clone(),
         params: spec.params.clone(),
         validators,
         clients,
+        governance,
     };
     let text = cluster.to_toml();
     // check what we are about to write, exactly as a reader will see it
@@ -560,6 +677,7 @@ pub fn keygen(out: &Path, spec: &KeygenSpec) -> Result<KeygenOutput, ClusterErro
         cluster,
         validator_keys,
         client_keys,
+        governance_keys,
     })
 }
 
@@ -596,6 +714,7 @@ mod tests {
         params(&mut p);
         let shape = FileShape {
             protocol: p,
+            governance: None,
             validators: (0..n)
                 .map(|i| ValidatorEntry {
                     id: u32::from(i),
@@ -730,5 +849,102 @@ mod tests {
             refused_field(&file(4, |p| p.batch_size = 4096)),
             "protocol.batch_size"
         );
+    }
+
+    /// The file of `file(4, ..)` with `[governance]`: keys from `seeds`, `threshold`.
+    fn with_governance(seeds: &[u8], threshold: usize) -> String {
+        let mut shape: FileShape = toml::from_str(&file(4, |_| {})).expect("parses");
+        shape.governance = Some(GovernanceEntry {
+            keys: seeds.iter().map(|s| client_hex(*s)).collect(),
+            threshold,
+        });
+        toml::to_string(&shape).expect("serialises")
+    }
+
+    /// `[governance]` parses into keys and a threshold, round-trips through the writer,
+    /// and is refused, naming the field, when a key is bad or shared with a validator,
+    /// when there are no keys, or when the threshold is not 1 to the number of keys.
+    #[test]
+    fn governance_keys_and_threshold_are_checked() {
+        let parse = |t: &str| Cluster::parse(Path::new("cluster.toml"), t);
+        let c = parse(&with_governance(&[200, 201, 202], 2)).expect("parses");
+        let g = c.governance.clone().expect("governance");
+        assert_eq!((g.keys.len(), g.threshold), (3, 2));
+        let again = parse(&c.to_toml()).expect("round trip");
+        assert_eq!(again.governance, c.governance);
+        assert_eq!(
+            parse(&file(4, |_| {})).expect("parses").governance,
+            None,
+            "optional"
+        );
+        assert_eq!(
+            refused_field(&with_governance(&[200, 201], 0)),
+            "governance.threshold"
+        );
+        assert_eq!(
+            refused_field(&with_governance(&[200, 201], 3)),
+            "governance.threshold"
+        );
+        assert_eq!(refused_field(&with_governance(&[], 1)), "governance.keys");
+        // validator 0's key (seed 1) as a governance key
+        assert_eq!(
+            refused_field(&with_governance(&[200, 1], 1)),
+            "governance.keys[1]"
+        );
+        assert_eq!(
+            refused_field(&with_governance(&[200, 200], 1)),
+            "governance.keys[1]"
+        );
+        let bad = with_governance(&[200], 1).replace(&client_hex(200), "zz");
+        assert_eq!(refused_field(&bad), "governance.keys[0]");
+    }
+
+    /// The genesis digest binds the governance keys (as a set) and the threshold, and a
+    /// file without `[governance]` keeps the digest it had before the table existed.
+    #[test]
+    fn the_genesis_digest_binds_governance() {
+        let parse = |t: &str| Cluster::parse(Path::new("cluster.toml"), t).expect("parses");
+        let none = parse(&file(4, |_| {})).genesis_digest();
+        let g = parse(&with_governance(&[200, 201], 1)).genesis_digest();
+        assert_ne!(none, g);
+        assert_eq!(
+            g,
+            parse(&with_governance(&[201, 200], 1)).genesis_digest(),
+            "order"
+        );
+        assert_ne!(g, parse(&with_governance(&[200, 201], 2)).genesis_digest());
+        assert_ne!(g, parse(&with_governance(&[200, 202], 1)).genesis_digest());
+    }
+
+    /// keygen writes the governance keys and the table, and refuses a threshold above
+    /// the number of keys, naming the flag.
+    #[test]
+    fn keygen_writes_governance_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = |governance, threshold| KeygenSpec {
+            validators: 4,
+            clients: 1,
+            host: "127.0.0.1".into(),
+            base_port: 7100,
+            params: ProtocolParams::default(),
+            balance: 1,
+            governance,
+            threshold,
+            force: true,
+        };
+        let o = keygen(dir.path(), &spec(3, 2)).expect("keygen");
+        assert_eq!(o.governance_keys.len(), 3);
+        let g = o.cluster.governance.expect("governance");
+        assert_eq!(g.threshold, 2);
+        for (path, key) in o.governance_keys.iter().zip(&g.keys) {
+            let kp = pbft_crypto::read_key_file(path).expect("a governance key file");
+            assert_eq!(kp.public(), *key);
+        }
+        match keygen(dir.path(), &spec(2, 3)) {
+            Err(ClusterError::Invalid { field, .. }) => assert_eq!(field, "--threshold"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let none = keygen(dir.path(), &spec(0, 0)).expect("keygen");
+        assert_eq!(none.cluster.governance, None);
     }
 }

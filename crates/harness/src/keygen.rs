@@ -31,6 +31,13 @@ pub struct KeygenArgs {
     /// Genesis balance of every client account.
     #[arg(long, default_value_t = 1_000_000_000)]
     pub balance: u64,
+    /// Number of governance keys, whose signatures change the membership (0: none,
+    /// the membership can never change).
+    #[arg(long, default_value_t = 1)]
+    pub governance: usize,
+    /// How many distinct governance signatures a membership change needs (k).
+    #[arg(long, default_value_t = 1)]
+    pub threshold: usize,
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
@@ -52,6 +59,8 @@ impl KeygenArgs {
                 ..ProtocolParams::default()
             },
             balance: self.balance,
+            governance: self.governance,
+            threshold: self.threshold,
             force: self.force,
         }
     }
@@ -66,14 +75,27 @@ pub fn run(args: &KeygenArgs) -> Result<Outcome> {
 
 /// The lines that list what keygen wrote.
 pub fn written(o: &KeygenOutput) -> String {
+    let governance = match &o.cluster.governance {
+        Some(g) => format!(
+            ", {} of {} governance signatures per membership change",
+            g.threshold,
+            g.keys.len()
+        ),
+        None => ", no governance keys: membership fixed".to_string(),
+    };
     let mut s = format!(
-        "wrote {} ({} validators, f = {}, {} clients)\n",
+        "wrote {} ({} validators, f = {}, {} clients{governance})\n",
         o.cluster_file.display(),
         o.cluster.n(),
         o.cluster.f(),
         o.cluster.clients.len()
     );
-    for p in o.validator_keys.iter().chain(&o.client_keys) {
+    for p in o
+        .validator_keys
+        .iter()
+        .chain(&o.client_keys)
+        .chain(&o.governance_keys)
+    {
         s.push_str(&format!("wrote {} (mode 0600)\n", p.display()));
     }
     s
@@ -93,6 +115,8 @@ mod tests {
             checkpoint_interval: 8,
             batch_size: 32,
             balance: 5,
+            governance: 1,
+            threshold: 1,
             force: false,
         }
     }
@@ -105,10 +129,11 @@ mod tests {
         let o = keygen(&a.out, &a.spec()).expect("keygen");
         let text = written(&o);
         assert!(text.starts_with(&format!(
-            "wrote {} (4 validators, f = 1, 2 clients)\n",
+            "wrote {} (4 validators, f = 1, 2 clients, 1 of 1 governance signatures per membership change)\n",
             dir.path().join("cluster.toml").display()
         )));
-        assert_eq!(text.matches("(mode 0600)").count(), 6, "{text}");
+        assert_eq!(text.matches("(mode 0600)").count(), 7, "{text}");
+        assert!(text.contains("governance-0.key"), "{text}");
         // the same directory again, without --force: the caller's mistake
         let e = run(&a).expect_err("exists");
         assert!(

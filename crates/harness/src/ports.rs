@@ -102,6 +102,8 @@ mod tests {
             base_port: base,
             params: ProtocolParams::default(),
             balance: 10,
+            governance: 1,
+            threshold: 1,
             force: false,
         };
         let cluster = keygen(dir.path(), &spec).expect("keygen").cluster;

@@ -148,6 +148,8 @@ async fn bench(args: &ClusterBenchArgs) -> Result<()> {
         base_port: crate::ports::free_udp_ports(args.validators, 0)?,
         params,
         balance: 1_000_000_000,
+        governance: 1,
+        threshold: 1,
         force: true,
     };
     let keys_dir = tmp.path().join("keys");

@@ -163,6 +163,8 @@ async fn run(
         base_port: free_udp_ports(n, seed).map_err(failed)?,
         params,
         balance: sc.workload.balance,
+        governance: 1,
+        threshold: 1,
         force: true,
     };
     let out = keygen(dir, &spec).map_err(|e| failed(format!("keygen: {e}")))?;
