@@ -554,6 +554,37 @@ pub fn governance_key_name(m: usize) -> String {
     format!("governance-{m}.key")
 }
 
+/// Creates `out` (and its parents) if missing. A directory made here is private: a key
+/// in a directory others may write to is refused when read (they could replace it).
+fn private_dir(out: &Path) -> Result<(), ClusterError> {
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        dir.mode(0o700);
+    }
+    dir.create(out).map_err(|source| ClusterError::Io {
+        path: out.to_path_buf(),
+        source,
+    })
+}
+
+/// The key file of a validator that will join a running cluster.
+pub const JOINER_KEY_NAME: &str = "validator.key";
+
+/// Generates one validator key for a validator that will join a running cluster, and
+/// writes it (0600) as `out/validator.key`; no cluster file. Refuses to overwrite it
+/// unless `force`. Returns the file and the public key, which the membership change
+/// that adds the validator names.
+pub fn keygen_validator(out: &Path, force: bool) -> Result<(PathBuf, PublicKey), ClusterError> {
+    private_dir(out)?;
+    let path = out.join(JOINER_KEY_NAME);
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    write_key_file(&path, &key, force)?;
+    Ok((path, key.public()))
+}
+
 /// Generates fresh keys with the operating system's CSPRNG and writes the cluster
 /// file and key files (0600) into `out`. Refuses to overwrite anything unless
 /// `spec.force`.
@@ -580,20 +611,7 @@ pub fn keygen(out: &Path, spec: &KeygenSpec) -> Result<KeygenOutput, ClusterErro
             format!("ports {}..={last_port} do not fit", spec.base_port),
         ));
     }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ClusterError::Io { path, source }
-    };
-    // a directory made here is private: a key in a directory others may write to is
-    // refused when read (they could replace it)
-    let mut dir = std::fs::DirBuilder::new();
-    dir.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        dir.mode(0o700);
-    }
-    dir.create(out).map_err(io(out))?;
+    private_dir(out)?;
     let validator_keys: Vec<PathBuf> = (0..spec.validators)
         .map(|i| out.join(validator_key_name(i)))
         .collect();
@@ -946,5 +964,25 @@ mod tests {
         }
         let none = keygen(dir.path(), &spec(0, 0)).expect("keygen");
         assert_eq!(none.cluster.governance, None);
+    }
+
+    /// A joiner's key: one file, mode 0600, readable back, never overwritten without
+    /// `force`.
+    #[test]
+    fn a_joiners_validator_key_is_written_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("joiner");
+        let (path, public) = keygen_validator(&out, false).expect("written");
+        assert_eq!(path, out.join(JOINER_KEY_NAME));
+        assert_eq!(
+            pbft_crypto::read_key_file(&path)
+                .expect("readable")
+                .public(),
+            public
+        );
+        assert!(!out.join("cluster.toml").exists());
+        assert!(keygen_validator(&out, false).is_err(), "no overwrite");
+        let (_, other) = keygen_validator(&out, true).expect("forced");
+        assert_ne!(other, public, "a fresh key");
     }
 }

@@ -1,15 +1,19 @@
 //! `pbft keygen`: a cluster file and key files (mode 0600) for a new cluster.
 
 use crate::error::{Outcome, Result};
-use pbft_cluster::{keygen, KeygenOutput, KeygenSpec, ProtocolParams};
+use pbft_cluster::{keygen, keygen_validator, KeygenOutput, KeygenSpec, ProtocolParams};
 use std::path::PathBuf;
 
 /// `pbft keygen`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct KeygenArgs {
     /// Number of validators, n = 3f+1 >= 4.
-    #[arg(long)]
-    pub validators: usize,
+    #[arg(long, required_unless_present = "validator_only")]
+    pub validators: Option<usize>,
+    /// Write only one validator key (`validator.key`) for a validator that will join a
+    /// running cluster, and print its public key: no cluster file, no other keys.
+    #[arg(long, conflicts_with_all = ["validators", "clients", "governance", "threshold"])]
+    pub validator_only: bool,
     /// Number of client accounts.
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
@@ -48,7 +52,7 @@ impl KeygenArgs {
     /// intervals, the other protocol parameters are the defaults.
     pub fn spec(&self) -> KeygenSpec {
         KeygenSpec {
-            validators: self.validators,
+            validators: self.validators.unwrap_or(0),
             clients: self.clients,
             host: self.host.clone(),
             base_port: self.base_port,
@@ -68,6 +72,12 @@ impl KeygenArgs {
 
 /// Writes the files and lists them.
 pub fn run(args: &KeygenArgs) -> Result<Outcome> {
+    if args.validator_only {
+        let (path, public) = keygen_validator(&args.out, args.force)?;
+        println!("wrote {} (mode 0600)", path.display());
+        println!("public key {}", public.to_hex());
+        return Ok(Outcome::Success);
+    }
     let o = keygen(&args.out, &args.spec())?;
     print!("{}", written(&o));
     Ok(Outcome::Success)
@@ -107,7 +117,8 @@ mod tests {
 
     fn args(out: PathBuf, validators: usize) -> KeygenArgs {
         KeygenArgs {
-            validators,
+            validators: Some(validators),
+            validator_only: false,
             clients: 2,
             out,
             host: "127.0.0.1".into(),
