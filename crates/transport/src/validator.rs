@@ -474,14 +474,27 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
     }
 }
 
-/// Reads frames from validator `id` and hands them to the node.
-async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32, pending: Pending) {
-    let hello = tokio::select! {
-        h = frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout) => h,
+/// Runs `step` of a pending connection's admission; `None`, with the connection closed,
+/// if it is evicted to make room for another first.
+async fn unless_evicted<T>(
+    pending: &Pending,
+    conn: &Connection,
+    step: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        out = step => Some(out),
         _ = pending.kicked() => {
             conn.close(VarInt::from_u32(code::BUSY), b"evicted while pending");
-            return;
+            None
         }
+    }
+}
+
+/// Reads frames from validator `id` and hands them to the node.
+async fn serve_peer(shared: Arc<Shared>, conn: Connection, id: u32, pending: Pending) {
+    let hello = frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout);
+    let Some(hello) = unless_evicted(&pending, &conn, hello).await else {
+        return;
     };
     let (mut send, mut recv) = match hello {
         Hello::Ok(send, recv) => (send, recv),
@@ -556,12 +569,9 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection, pending: Pending) {
     let ip = registry::address_key(conn.remote_address().ip());
     // one deadline for the hello and the bind section together
     let deadline = tokio::time::Instant::now() + shared.connect_timeout;
-    let hello = tokio::select! {
-        h = frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout) => h,
-        _ = pending.kicked() => {
-            conn.close(VarInt::from_u32(code::BUSY), b"evicted while pending");
-            return;
-        }
+    let hello = frame::accept_hello(&conn, &shared.genesis, shared.connect_timeout);
+    let Some(hello) = unless_evicted(&pending, &conn, hello).await else {
+        return;
     };
     let (mut send, mut recv) = match hello {
         Hello::Ok(send, recv) => (send, recv),
@@ -585,12 +595,9 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection, pending: Pending) {
             return;
         }
     };
-    let read = tokio::select! {
-        r = tokio::time::timeout_at(deadline, bind::read(&conn, &mut recv, &shared.accounts)) => r,
-        _ = pending.kicked() => {
-            conn.close(VarInt::from_u32(code::BUSY), b"evicted while pending");
-            return;
-        }
+    let read = tokio::time::timeout_at(deadline, bind::read(&conn, &mut recv, &shared.accounts));
+    let Some(read) = unless_evicted(&pending, &conn, read).await else {
+        return;
     };
     let bound = match read {
         Ok(Ok(bound)) => bound,

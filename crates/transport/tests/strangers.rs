@@ -394,6 +394,28 @@ async fn silent_handshake(
     panic!("silent connection {what}: {last}")
 }
 
+/// `n` silent handshakes from `end` to validator 0.
+async fn hold_silent(
+    cluster: &Cluster,
+    end: &RawEndpoint,
+    n: usize,
+) -> Vec<pbft_transport::raw::SilentConnection> {
+    let mut silent = Vec::new();
+    for i in 0..n {
+        silent.push(silent_handshake(cluster, end, &i.to_string()).await);
+    }
+    silent
+}
+
+/// Validator 0 with a pending share of two per address and a connect timeout no test
+/// reaches.
+fn tight_pending(cluster: &Cluster) -> pbft_transport::TransportConfig {
+    let mut cfg = cluster.config(0);
+    cfg.max_clients_per_ip = 2;
+    cfg.connect_timeout = Duration::from_secs(120);
+    cfg
+}
+
 /// Waits until validator 0 has admitted validator 1's connection; the failure says how
 /// many connections were refused as pending.
 async fn validator_1_is_admitted(t0: &Transport) {
@@ -415,19 +437,14 @@ async fn validator_1_is_admitted(t0: &Transport) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_holding_every_pending_place_do_not_keep_a_validator_out() {
     let mut cluster = Cluster::new(2);
-    let mut cfg = cluster.config(0);
-    cfg.max_clients_per_ip = 2;
+    let mut cfg = tight_pending(&cluster);
     cfg.max_pending = 4;
-    // the silent connections are held well past the test's patience
-    cfg.connect_timeout = Duration::from_secs(120);
     let (t0, _rx0) = cluster.start_with(0, cfg).await;
     let mut ends = Vec::new();
     let mut silent = Vec::new();
     for host in [2, 3] {
         let end = RawEndpoint::bind(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host))).expect("bind");
-        for i in 0..2 {
-            silent.push(silent_handshake(&cluster, &end, &format!("{host}/{i}")).await);
-        }
+        silent.extend(hold_silent(&cluster, &end, 2).await);
         ends.push(end);
     }
     let (t1, _rx1) = cluster.start(1).await;
@@ -445,20 +462,10 @@ async fn strangers_holding_every_pending_place_do_not_keep_a_validator_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_neighbour_holding_its_address_pending_share_does_not_keep_a_validator_out() {
     let mut cluster = Cluster::new(2);
-    let mut cfg = cluster.config(0);
-    cfg.max_clients_per_ip = 2;
-    cfg.connect_timeout = Duration::from_secs(120);
+    let cfg = tight_pending(&cluster);
     let (t0, _rx0) = cluster.start_with(0, cfg).await;
     let neighbour = RawEndpoint::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("bind 127.0.0.1");
-    let mut silent = Vec::new();
-    for i in 0..2 {
-        silent.push(
-            neighbour
-                .handshake_only(&cluster.peers[0], LIMIT)
-                .await
-                .unwrap_or_else(|e| panic!("silent connection {i}: {e}")),
-        );
-    }
+    let silent = hold_silent(&cluster, &neighbour, 2).await;
     let (t1, _rx1) = cluster.start(1).await;
     validator_1_is_admitted(&t0).await;
     drop(silent);
@@ -473,22 +480,12 @@ async fn a_neighbour_holding_its_address_pending_share_does_not_keep_a_validator
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_neighbour_holding_its_address_pending_share_does_not_keep_a_bound_client_out() {
     let mut cluster = Cluster::new(1);
-    let mut cfg = cluster.config(0);
-    cfg.max_clients_per_ip = 2;
-    cfg.connect_timeout = Duration::from_secs(120);
+    let mut cfg = tight_pending(&cluster);
     let alice = common::keypair(101);
     cfg.accounts = pbft_transport::ClientAccounts::new([alice.public()]);
     let (t0, mut rx0) = cluster.start_with(0, cfg).await;
     let neighbour = RawEndpoint::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("bind 127.0.0.1");
-    let mut silent = Vec::new();
-    for i in 0..2 {
-        silent.push(
-            neighbour
-                .handshake_only(&cluster.peers[0], LIMIT)
-                .await
-                .unwrap_or_else(|e| panic!("silent connection {i}: {e}")),
-        );
-    }
+    let silent = hold_silent(&cluster, &neighbour, 2).await;
     let (client, _replies) =
         ClientTransport::connect_bound(cluster.peers.clone(), 1 << 20, [0; 32], vec![alice])
             .await
