@@ -173,9 +173,13 @@ struct State {
     pending_total: usize,
     /// Ban expiry per client address (a connection from it was kicked).
     client_bans: HashMap<IpAddr, Option<Instant>>,
-    /// Strikes against client addresses (reports about their connections, and
-    /// connections closed for breaking the framing rules).
+    /// Strikes against client addresses (reports about their anonymous connections,
+    /// and connections closed for breaking the framing rules).
     address_strikes: HashMap<IpAddr, VecDeque<Instant>>,
+    /// Strikes against client accounts (the same, about connections bound to them).
+    account_strikes: HashMap<[u8; 32], VecDeque<Instant>>,
+    /// Ban expiry per client account: its connections are refused until then.
+    account_bans: HashMap<[u8; 32], Option<Instant>>,
     /// Ban expiry per validator; `None` means until restart (the duration
     /// did not fit an `Instant`).
     bans: HashMap<u32, Option<Instant>>,
@@ -344,7 +348,16 @@ impl Registry {
             let mut st = self.lock();
             st.client_bans
                 .retain(|_, until| until.is_none_or(|t| t > now));
-            let refusal = if anonymous && st.client_bans.contains_key(&ip) {
+            st.account_bans
+                .retain(|_, until| until.is_none_or(|t| t > now));
+            // an anonymous connection answers for its address, a bound one for its
+            // accounts
+            let banned = if anonymous {
+                st.client_bans.contains_key(&ip)
+            } else {
+                bound.keys().iter().any(|k| st.account_bans.contains_key(k))
+            };
+            let refusal = if banned {
                 Some((Refusal::Banned, reason::BANNED))
             } else if anonymous
                 && st.client_ips.get(&ip).copied().unwrap_or(0) >= self.max_clients_per_ip
@@ -585,6 +598,54 @@ impl Registry {
         }
     }
 
+    /// A client connection admitted from `ip`, bound to `bound`, broke the framing rules
+    /// and was closed: a strike against its accounts if it is bound (only their holder
+    /// can bind them; a ban of the address would punish anonymous neighbours behind
+    /// the same NAT), else against its address.
+    pub(crate) fn strike_client(&self, ip: IpAddr, bound: &Bound) {
+        let now = Instant::now();
+        let banned = {
+            let mut st = self.lock();
+            self.strike_client_locked(&mut st, ip, bound, now)
+        };
+        if banned {
+            tracing::warn!(%ip, accounts = bound.keys().len(), "client banned: too many broken frames");
+        }
+    }
+
+    fn strike_client_locked(
+        &self,
+        st: &mut State,
+        ip: IpAddr,
+        bound: &Bound,
+        now: Instant,
+    ) -> bool {
+        if bound.is_anonymous() {
+            return self.strike_address_locked(st, ip, now);
+        }
+        let window = self.strike_window;
+        let mut banned = false;
+        for k in bound.keys() {
+            let n = strike(st.account_strikes.entry(*k).or_default(), now, window);
+            if n >= self.strike_limit {
+                st.account_strikes.remove(k);
+                st.account_bans
+                    .insert(*k, now.checked_add(self.ban_duration));
+                banned = true;
+            }
+        }
+        if banned {
+            *st.counters
+                .entry((Source::Client, reason::BAN_IMPOSED))
+                .or_default() += 1;
+        }
+        if st.account_strikes.len() > 4 * self.max_clients {
+            st.account_strikes
+                .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
+        }
+        banned
+    }
+
     /// Records a strike against client address `ip`; at the strike limit within the
     /// window the address is refused new connections for the ban duration (true).
     fn strike_address_locked(&self, st: &mut State, ip: IpAddr, now: Instant) -> bool {
@@ -638,16 +699,20 @@ impl Registry {
                 }
                 Origin::Client(c) => {
                     *st.counters.entry((Source::Client, why)).or_default() += 1;
-                    let Some((ip, conn)) = st.clients.get(&c).map(|s| (s.ip, s.conn.clone()))
+                    let Some((ip, bound, conn)) = st
+                        .clients
+                        .get(&c)
+                        .map(|s| (s.ip, s.bound.clone(), s.conn.clone()))
                     else {
                         return;
                     };
-                    // strikes count against the address, not the connection: a sender
-                    // that reconnected would start afresh, and one address may hold
-                    // many connections. At the limit the striking connection is closed
-                    // and the address refused new ones; its other connections stay
+                    // strikes count against the address (or, for a bound connection,
+                    // its accounts), not the connection: a sender that reconnected
+                    // would start afresh, and one address may hold many connections.
+                    // At the limit the striking connection is closed and the address
+                    // (or the accounts) refused new ones; its other connections stay
                     // (honest clients may share the address).
-                    if self.strike_address_locked(&mut st, ip, now) {
+                    if self.strike_client_locked(&mut st, ip, &bound, now) {
                         code = code::KICKED;
                         banned = Some(ip);
                         to_close.push(conn);
@@ -660,7 +725,7 @@ impl Registry {
             tracing::warn!(peer = id, reason = why, "strike limit reached: peer banned");
         }
         if let Some(ip) = banned {
-            tracing::warn!(%ip, reason = why, "strike limit reached: client address banned");
+            tracing::warn!(%ip, reason = why, "strike limit reached: client banned (its address, or the accounts its connection is bound to)");
         }
         close_all(to_close, code, b"strike limit");
     }

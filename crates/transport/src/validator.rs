@@ -699,7 +699,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection, pending: Pending) {
                     registry.count(Source::Client, reason::OVERSIZE);
                     tracing::debug!(client = id.0, len, "oversize frame from client: closing");
                     conn.close(VarInt::from_u32(code::OVERSIZE), b"frame too large");
-                    registry.strike_address(ip);
+                    registry.strike_client(ip, &bound);
                     return;
                 }
                 Err(ReadError::Idle) => {
@@ -710,7 +710,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection, pending: Pending) {
                 Err(ReadError::Slow) => {
                     registry.count(Source::Client, reason::SLOW_FRAME);
                     conn.close(VarInt::from_u32(code::IDLE), b"frame not finished in time");
-                    registry.strike_address(ip);
+                    registry.strike_client(ip, &bound);
                     return;
                 }
             }

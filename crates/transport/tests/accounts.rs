@@ -185,3 +185,50 @@ async fn an_account_holds_at_most_its_share() {
     }
     t0.shutdown().await;
 }
+
+/// Strikes against a bound connection count against its account, not its address: at
+/// the strike limit the account's connection is closed and the account refused for the
+/// ban, while anonymous neighbours on the same address (behind the same NAT) are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_connections_strikes_ban_its_account_not_its_address() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = config(&cluster, 16);
+    cfg.strike_limit = 3;
+    cfg.ban_duration = Duration::from_secs(3600);
+    let (t0, mut rx0) = cluster.start_with(0, cfg).await;
+    let alice = keypair(101);
+    let (client, _replies) = ClientTransport::connect_bound(
+        cluster.peers.clone(),
+        1 << 20,
+        [0; 32],
+        vec![alice.clone()],
+    )
+    .await
+    .expect("client starts");
+    assert!(client.send(0, Bytes::from_static(b"garbage")));
+    let conn = loop {
+        match next(&mut rx0, "alice's frame").await {
+            Inbound::Client { conn, .. } => break conn,
+            _ => continue,
+        }
+    };
+    for _ in 0..3 {
+        t0.report(pbft_transport::Origin::Client(conn), "undecodable");
+    }
+    wait_until("alice's connection is closed", || !t0.is_open(conn)).await;
+    assert_eq!(t0.stats().count(Source::Client, reason::BAN_IMPOSED), 1);
+    // an anonymous neighbour on the same address is still admitted
+    let neighbour = RawEndpoint::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("bind");
+    neighbour
+        .open(&cluster.peers[0], [0; 32], LIMIT)
+        .await
+        .expect("the address is not banned");
+    // alice's account is: her redials are refused
+    wait_until("alice's redial is refused as banned", || {
+        t0.stats().count(Source::Client, reason::BANNED) >= 1
+    })
+    .await;
+    client.shutdown().await;
+    neighbour.close();
+    t0.shutdown().await;
+}
