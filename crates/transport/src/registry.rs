@@ -368,7 +368,7 @@ impl Registry {
             }) {
                 Some((Refusal::TooManyForAccount, reason::TOO_MANY_FOR_ACCOUNT))
             } else if st.clients.len() >= self.max_clients {
-                match self.victim(&st, anonymous, now) {
+                match self.victim(&st, &bound, now) {
                     Some((c, why)) => {
                         if let Some(slot) = Self::drop_client(&mut st, c) {
                             evicted = Some(slot.conn);
@@ -415,30 +415,61 @@ impl Registry {
     }
 
     /// The connection to close for a newcomer when every slot is taken, and the
-    /// reason it is counted under: for a bound newcomer the idlest anonymous one, if
-    /// any; otherwise the idlest one it may evict, if idle for `evict_idle_after`.
+    /// reason it is counted under. An anonymous newcomer may take the slot of an
+    /// anonymous connection idle for `evict_idle_after`. A bound newcomer takes the
+    /// idlest anonymous slot; with every slot bound, the idlest slot of the account
+    /// holding the most connections if it holds two more than the newcomer's; else a
+    /// slot idle for `evict_idle_after` of an account holding more than the newcomer's.
     fn victim(
         &self,
         st: &State,
-        newcomer_anonymous: bool,
+        newcomer: &Bound,
         now: Instant,
     ) -> Option<(ClientId, &'static str)> {
-        let idlest = |anonymous_only: bool| {
+        // the idlest of the slots `keep` selects
+        let idlest = |keep: &dyn Fn(&ClientSlot) -> bool| {
             st.clients
                 .iter()
-                .filter(|(_, slot)| !anonymous_only || slot.bound.is_anonymous())
+                .filter(|(_, slot)| keep(slot))
                 .map(|(c, slot)| (slot.last_active.idle_for(now), *c))
                 .max()
         };
-        if !newcomer_anonymous {
-            if let Some((_, c)) = idlest(true) {
-                return Some((c, reason::EVICTED_ANONYMOUS));
+        let anonymous = |slot: &ClientSlot| slot.bound.is_anonymous();
+        if newcomer.is_anonymous() {
+            return idlest(&anonymous)
+                .filter(|(idle, _)| *idle >= self.evict_idle_after)
+                .map(|(_, c)| (c, reason::EVICTED_IDLE));
+        }
+        if let Some((_, c)) = idlest(&anonymous) {
+            return Some((c, reason::EVICTED_ANONYMOUS));
+        }
+        // every slot is bound. The most connections an account of a slot (or of the
+        // newcomer) holds:
+        let held = |keys: &[[u8; 32]]| {
+            keys.iter()
+                .map(|k| st.client_accounts.get(k).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        };
+        let mine = held(newcomer.keys());
+        // an account holding two connections more than the newcomer's gives up its
+        // idlest at once, so that a holder of many accounts cannot keep the others out
+        let busiest = st
+            .client_accounts
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .filter(|(_, n)| **n > mine + 1)
+            .map(|(k, _)| *k);
+        if let Some(k) = busiest {
+            if let Some((_, c)) = idlest(&|slot: &ClientSlot| slot.bound.keys().contains(&k)) {
+                return Some((c, reason::EVICTED_BUSIEST_ACCOUNT));
             }
         }
-        match idlest(newcomer_anonymous) {
-            Some((idle, c)) if idle >= self.evict_idle_after => Some((c, reason::EVICTED_IDLE)),
-            _ => None,
-        }
+        // otherwise an idle slot, of an account holding more connections than the
+        // newcomer's
+        idlest(&|slot: &ClientSlot| held(slot.bound.keys()) > mine)
+            .filter(|(idle, _)| *idle >= self.evict_idle_after)
+            .map(|(_, c)| (c, reason::EVICTED_IDLE))
     }
 
     /// Decides on an incoming connection from `ip` before any handshake work, and

@@ -49,6 +49,9 @@ pub mod reason {
     /// An anonymous client connection was closed to make room for a connection
     /// bound to a client account.
     pub const EVICTED_ANONYMOUS: &str = "evicted_anonymous";
+    /// A connection bound to the account holding the most connections was closed to
+    /// make room for a connection bound to another account (every slot was bound).
+    pub const EVICTED_BUSIEST_ACCOUNT: &str = "evicted_busiest_account";
     /// A client connection was refused because one of the accounts it binds
     /// holds `max_clients_per_account` connections already.
     pub const TOO_MANY_FOR_ACCOUNT: &str = "too_many_for_account";

@@ -232,3 +232,53 @@ async fn a_bound_connections_strikes_ban_its_account_not_its_address() {
     neighbour.close();
     t0.shutdown().await;
 }
+
+/// An insider holding many bound connections (here one account holding every slot)
+/// cannot keep another account holder out: with every slot bound, the account holding
+/// the most gives up its idlest connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_busiest_account_makes_room_when_every_slot_is_bound() {
+    let mut cluster = Cluster::new(1);
+    let mut cfg = config(&cluster, 3);
+    cfg.max_clients_per_account = 3;
+    let (t0, mut rx0) = cluster.start_with(0, cfg).await;
+    let (alice, bob) = (keypair(101), keypair(102));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (c, r) = ClientTransport::connect_bound(
+            cluster.peers.clone(),
+            1 << 20,
+            [0; 32],
+            vec![alice.clone()],
+        )
+        .await
+        .expect("client starts");
+        assert!(c.send(0, Bytes::from_static(b"alice")));
+        held.push((c, r));
+    }
+    wait_until("alice holds every slot", || t0.stats().clients == 3).await;
+    let (client, _replies) =
+        ClientTransport::connect_bound(cluster.peers.clone(), 1 << 20, [0; 32], vec![bob.clone()])
+            .await
+            .expect("client starts");
+    assert!(client.send(0, Bytes::from_static(b"bob")));
+    loop {
+        match next(&mut rx0, "bob's frame").await {
+            Inbound::Client { bound, frame, .. } if frame == Bytes::from_static(b"bob") => {
+                assert!(bound.holds(&bob.public()));
+                break;
+            }
+            _ => continue,
+        }
+    }
+    assert_eq!(
+        t0.stats()
+            .count(Source::Client, reason::EVICTED_BUSIEST_ACCOUNT),
+        1
+    );
+    client.shutdown().await;
+    for (c, _) in held {
+        c.shutdown().await;
+    }
+    t0.shutdown().await;
+}
