@@ -58,8 +58,23 @@
 //! reason; a validator with `strike_limit` reports within `strike_window`
 //! is disconnected and its connections are refused for `ban_duration`
 //! (counted `banned`). Our own outgoing connection to it stays up: it can
-//! still hear us, we just stop listening to it. A client connection reaching
-//! the limit is closed.
+//! still hear us, we just stop listening to it. A client connection's reports
+//! count against its address (an anonymous connection) or the accounts it is
+//! bound to: at the limit the striking connection is closed and the address
+//! (or the accounts) refused new connections for `ban_duration`.
+//!
+//! # Client connections
+//!
+//! Anyone may reach the client port, so client connections are limited:
+//! connections still in their handshake, hello or binding are counted per
+//! address and in total (a QUIC Retry first when anything is tight, the
+//! oldest evicted to make room for a proven newcomer); admitted ones per
+//! address (anonymous) or per account (bound) and in total, with eviction of
+//! anonymous, over-served or idle connections; frames by size, deadline and
+//! a byte budget until the node drops them; and connections from addresses
+//! that are no validator's get small flow-control windows.
+//! docs/operations.md, "Client connections", lists each limit and what it
+//! protects against.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
