@@ -35,6 +35,14 @@ fn view_changes(actions: &[Action]) -> usize {
         .count()
 }
 
+/// How many answers read from the ledger `actions` hold.
+fn ledger_answers(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::ReplyFromLedger { .. }))
+        .count()
+}
+
 fn forwarded_to_primary(actions: &[Action], req: &SignedRequest) -> bool {
     actions
         .iter()
@@ -443,22 +451,17 @@ fn replays_of_an_old_request_are_answered_from_the_ledger_once_per_interval() {
     let mut p = Probe::new(1);
     install_snapshot(&mut p);
     let old = request(0, 2, vec![2]);
-    let count = |a: &[Action]| {
-        a.iter()
-            .filter(|a| matches!(a, Action::ReplyFromLedger { .. }))
-            .count()
-    };
     let mut answered = 0;
     for _ in 0..1000 {
-        answered += count(&p.client(old.clone()));
+        answered += ledger_answers(&p.client(old.clone()));
     }
     assert_eq!(answered, 1, "one ledger answer for a thousand replays");
     // another executed request of the client is answered too
-    assert_eq!(count(&p.client(request(0, 1, vec![1]))), 1);
+    assert_eq!(ledger_answers(&p.client(request(0, 1, vec![1]))), 1);
     // an honest client's retransmission a retransmission interval later is answered
     p.now = p.now.plus(p.r.config().retransmit_interval);
-    assert_eq!(count(&p.client(old.clone())), 1);
-    assert_eq!(count(&p.client(old)), 0);
+    assert_eq!(ledger_answers(&p.client(old.clone())), 1);
+    assert_eq!(ledger_answers(&p.client(old)), 0);
 }
 
 /// Whoever holds a client's old signed requests replays them from connections of its
@@ -468,16 +471,11 @@ fn replays_of_an_old_request_are_answered_from_the_ledger_once_per_interval() {
 fn replays_cannot_use_up_the_ledger_answers_a_client_asks_for() {
     let mut p = Probe::new(1);
     install_snapshot(&mut p);
-    let count = |a: &[Action]| {
-        a.iter()
-            .filter(|a| matches!(a, Action::ReplyFromLedger { .. }))
-            .count()
-    };
     let cap = p.r.config().max_batch;
     // distinct signed requests under executed ids: each would cost a ledger read
     let mut answered = 0;
     for k in 0..(2 * cap) {
-        answered += count(&p.stranger(request(0, 1, vec![100 + k as u8])));
+        answered += ledger_answers(&p.stranger(request(0, 1, vec![100 + k as u8])));
     }
     assert_eq!(
         answered, cap,
@@ -485,7 +483,7 @@ fn replays_cannot_use_up_the_ledger_answers_a_client_asks_for() {
     );
     // the client retransmits one of its requests over its own connection
     assert_eq!(
-        count(&p.client(request(0, 2, vec![2]))),
+        ledger_answers(&p.client(request(0, 2, vec![2]))),
         1,
         "the client's own request was refused a ledger answer"
     );
@@ -498,18 +496,17 @@ fn replays_cannot_use_up_the_ledger_answers_a_client_asks_for() {
 fn a_replay_does_not_use_up_the_answer_to_the_clients_own_retransmission() {
     let mut p = Probe::new(1);
     install_snapshot(&mut p);
-    let count = |a: &[Action]| {
-        a.iter()
-            .filter(|a| matches!(a, Action::ReplyFromLedger { .. }))
-            .count()
-    };
     let old = request(0, 2, vec![2]);
-    assert_eq!(count(&p.stranger(old.clone())), 1);
-    assert_eq!(count(&p.stranger(old.clone())), 0, "once per interval");
+    assert_eq!(ledger_answers(&p.stranger(old.clone())), 1);
     assert_eq!(
-        count(&p.client(old.clone())),
+        ledger_answers(&p.stranger(old.clone())),
+        0,
+        "once per interval"
+    );
+    assert_eq!(
+        ledger_answers(&p.client(old.clone())),
         1,
         "the client's own is answered"
     );
-    assert_eq!(count(&p.client(old)), 0, "once per interval");
+    assert_eq!(ledger_answers(&p.client(old)), 0, "once per interval");
 }

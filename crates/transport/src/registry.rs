@@ -140,6 +140,19 @@ struct PendingEntry {
     kick: Arc<tokio::sync::Notify>,
 }
 
+impl Refusal {
+    /// The close code and reason the refused connection is closed with.
+    pub(crate) fn close(&self) -> (u32, &'static [u8]) {
+        match self {
+            // its address, or an account it binds
+            Refusal::Banned => (code::BANNED, b"banned"),
+            Refusal::TooManyFromAddress => (code::BUSY, b"too many from this address"),
+            Refusal::TooManyForAccount => (code::BUSY, b"too many for this account"),
+            Refusal::Busy => (code::BUSY, b"too many clients"),
+        }
+    }
+}
+
 /// Why a client connection was not given a slot.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {

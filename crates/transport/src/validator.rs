@@ -15,7 +15,7 @@ use crate::bind::{self, BindError, ClientAccounts};
 use crate::config::{PeerInfo, TransportConfig};
 use crate::error::TransportError;
 use crate::frame::{self, Backoff, DialError, Hello, ReadError, ACK};
-use crate::registry::{self, code, Admit, Pending, Refusal, Registry};
+use crate::registry::{self, code, Admit, Pending, Registry};
 use crate::stats::{reason, Source, TransportStats};
 use crate::tasks::{self, Tasks};
 use crate::tls::{self, Identity, PeerAuth, PeerCert, PinnedServer};
@@ -624,20 +624,9 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection, pending: Pending) {
     drop(pending);
     let activity = match admitted {
         Ok(a) => a,
-        Err(Refusal::Banned) => {
-            conn.close(VarInt::from_u32(code::BANNED), b"address banned");
-            return;
-        }
-        Err(Refusal::TooManyFromAddress) => {
-            conn.close(VarInt::from_u32(code::BUSY), b"too many from this address");
-            return;
-        }
-        Err(Refusal::TooManyForAccount) => {
-            conn.close(VarInt::from_u32(code::BUSY), b"too many for this account");
-            return;
-        }
-        Err(Refusal::Busy) => {
-            conn.close(VarInt::from_u32(code::BUSY), b"too many clients");
+        Err(refusal) => {
+            let (code, why) = refusal.close();
+            conn.close(VarInt::from_u32(code), why);
             return;
         }
     };

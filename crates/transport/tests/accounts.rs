@@ -27,6 +27,20 @@ fn config(cluster: &Cluster, max_clients: usize) -> TransportConfig {
     cfg
 }
 
+/// A client bound to `key` that has sent `frame` to validator 0.
+async fn bound_client(
+    cluster: &Cluster,
+    key: &pbft_crypto::Keypair,
+    frame: &'static [u8],
+) -> (ClientTransport, tokio::sync::mpsc::Receiver<(u32, Bytes)>) {
+    let (client, replies) =
+        ClientTransport::connect_bound(cluster.peers.clone(), 1 << 20, [0; 32], vec![key.clone()])
+            .await
+            .expect("client starts");
+    assert!(client.send(0, Bytes::from_static(frame)));
+    (client, replies)
+}
+
 /// Opens `n` bare connections from the stranger's address, each sending a frame now
 /// and then (so none of them is idle).
 async fn busy_strangers(cluster: &Cluster, from: &RawEndpoint, n: usize) -> Vec<RawConnection> {
@@ -162,16 +176,7 @@ async fn an_account_holds_at_most_its_share() {
     let alice = keypair(101);
     let mut clients = Vec::new();
     for _ in 0..3 {
-        let (client, _replies) = ClientTransport::connect_bound(
-            cluster.peers.clone(),
-            1 << 20,
-            [0; 32],
-            vec![alice.clone()],
-        )
-        .await
-        .expect("client starts");
-        assert!(client.send(0, Bytes::from_static(b"request")));
-        clients.push((client, _replies));
+        clients.push(bound_client(&cluster, &alice, b"request").await);
     }
     wait_until("the third is refused", || {
         t0.stats()
@@ -245,16 +250,7 @@ async fn the_busiest_account_makes_room_when_every_slot_is_bound() {
     let (alice, bob) = (keypair(101), keypair(102));
     let mut held = Vec::new();
     for _ in 0..3 {
-        let (c, r) = ClientTransport::connect_bound(
-            cluster.peers.clone(),
-            1 << 20,
-            [0; 32],
-            vec![alice.clone()],
-        )
-        .await
-        .expect("client starts");
-        assert!(c.send(0, Bytes::from_static(b"alice")));
-        held.push((c, r));
+        held.push(bound_client(&cluster, &alice, b"alice").await);
     }
     wait_until("alice holds every slot", || t0.stats().clients == 3).await;
     let (client, _replies) =
